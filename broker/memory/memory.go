@@ -1,0 +1,318 @@
+// Package memory is Herald's single-node broker and presence store: history,
+// positions, idempotency keys and presence kept in process memory. It is the
+// default when no broker is configured.
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/protocol"
+)
+
+var (
+	_ broker.Broker        = (*Broker)(nil)
+	_ broker.PresenceStore = (*PresenceStore)(nil)
+)
+
+// Config tunes the memory broker. The zero value is ready to use.
+type Config struct {
+	// MetaTTL is how long a channel's stream position is kept after its last
+	// publication, so that clients can still recover (or learn that they
+	// cannot). Default 24h. After it, the channel starts a new epoch.
+	MetaTTL time.Duration
+	// Now is the clock; default time.Now. Tests replace it.
+	Now func() time.Time
+}
+
+const numShards = 64
+
+// Broker is the in-memory broker. Create it with New.
+type Broker struct {
+	cfg     Config
+	seed    maphash.Seed
+	shards  [numShards]shard
+	handler broker.Handler
+	closed  atomic.Bool
+}
+
+type shard struct {
+	mu      sync.Mutex
+	streams map[string]*stream
+	sweep   int // publishes since the last expiry sweep
+}
+
+type stream struct {
+	epoch   string
+	top     uint64
+	pubs    []*protocol.Publication // ring, oldest at head
+	head    int
+	n       int
+	ttl     time.Duration // history TTL in force at the last publish
+	touched time.Time
+	idem    map[string]idemEntry
+}
+
+type idemEntry struct {
+	pos     protocol.StreamPosition
+	expires time.Time
+}
+
+// New returns a memory broker.
+func New(cfg Config) *Broker {
+	if cfg.MetaTTL == 0 {
+		cfg.MetaTTL = 24 * time.Hour
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	b := &Broker{cfg: cfg, seed: maphash.MakeSeed()}
+	for i := range b.shards {
+		b.shards[i].streams = make(map[string]*stream)
+	}
+	return b
+}
+
+// NewEpoch returns a random stream epoch.
+func NewEpoch() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return base32.StdEncoding.EncodeToString(b[:])
+}
+
+func (b *Broker) shard(ch string) *shard {
+	return &b.shards[maphash.String(b.seed, ch)%numShards]
+}
+
+// Start registers the handler.
+func (b *Broker) Start(_ context.Context, h broker.Handler) error {
+	b.handler = h
+	return nil
+}
+
+// Subscribe is a no-op: on one node every publication reaches the handler.
+func (b *Broker) Subscribe(context.Context, string) error { return nil }
+
+// Unsubscribe is a no-op.
+func (b *Broker) Unsubscribe(context.Context, string) error { return nil }
+
+// getStream returns the channel's stream, creating it (or replacing an
+// expired one) when create is set. The shard lock must be held.
+func (s *shard) getStream(ch string, now time.Time, metaTTL time.Duration, create bool) *stream {
+	st := s.streams[ch]
+	if st != nil && now.Sub(st.touched) > metaTTL {
+		delete(s.streams, ch)
+		st = nil
+	}
+	if st == nil && create {
+		st = &stream{epoch: NewEpoch(), touched: now}
+		s.streams[ch] = st
+	}
+	return st
+}
+
+// trim drops publications beyond size or older than ttl.
+func (st *stream) trim(size int, ttl time.Duration, now time.Time) {
+	for st.n > 0 {
+		oldest := st.pubs[st.head]
+		if st.n <= size && (ttl <= 0 || now.Sub(time.UnixMilli(oldest.Time)) <= ttl) {
+			return
+		}
+		st.pubs[st.head] = nil
+		st.head = (st.head + 1) % len(st.pubs)
+		st.n--
+	}
+}
+
+func (st *stream) push(p *protocol.Publication, size int) {
+	if len(st.pubs) != size {
+		// Size changed (config reload) or first use: re-lay the ring.
+		ring := make([]*protocol.Publication, size)
+		keep := min(st.n, size)
+		for i := 0; i < keep; i++ {
+			ring[i] = st.pubs[(st.head+st.n-keep+i)%len(st.pubs)]
+		}
+		st.pubs, st.head, st.n = ring, 0, keep
+	}
+	if st.n == size {
+		st.pubs[st.head] = nil
+		st.head = (st.head + 1) % size
+		st.n--
+	}
+	st.pubs[(st.head+st.n)%size] = p
+	st.n++
+}
+
+// Publish implements broker.Broker. The handler is called under the
+// channel's shard lock, which is what keeps per-channel order.
+func (b *Broker) Publish(_ context.Context, ch string, pub *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, bool, error) {
+	if b.closed.Load() {
+		return protocol.StreamPosition{}, false, broker.ErrClosed
+	}
+	now := b.cfg.Now()
+	history := opts.HistorySize > 0 || opts.HistoryTTL > 0
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maybeSweep(now, b.cfg.MetaTTL)
+	var st *stream
+	if history || opts.IdempotencyKey != "" {
+		st = s.getStream(ch, now, b.cfg.MetaTTL, true)
+	}
+	if opts.IdempotencyKey != "" {
+		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
+			return e.pos, true, nil
+		}
+	}
+	p := *pub
+	p.Channel = ch
+	if p.Time == 0 {
+		p.Time = now.UnixMilli()
+	}
+	var pos protocol.StreamPosition
+	if history {
+		st.top++
+		st.touched = now
+		p.Offset = st.top
+		size := opts.HistorySize
+		if size <= 0 {
+			size = 1 << 20 // TTL-only history still needs a bound
+		}
+		st.ttl = opts.HistoryTTL
+		st.trim(size, opts.HistoryTTL, now)
+		st.push(&p, size)
+		pos = protocol.StreamPosition{Epoch: st.epoch, Offset: st.top}
+	}
+	if opts.IdempotencyKey != "" {
+		w := opts.IdempotencyWindow
+		if w <= 0 {
+			w = 2 * time.Minute
+		}
+		if st.idem == nil {
+			st.idem = make(map[string]idemEntry)
+		}
+		for k, e := range st.idem { // bounded by publishes within the window
+			if !now.Before(e.expires) {
+				delete(st.idem, k)
+			}
+		}
+		st.idem[opts.IdempotencyKey] = idemEntry{pos: pos, expires: now.Add(w)}
+		st.touched = now
+	}
+	if h := b.handler; h != nil {
+		h.HandlePublication(ch, &p, pos.Epoch)
+	}
+	return pos, false, nil
+}
+
+// maybeSweep drops expired streams now and then so that channels nobody
+// publishes to any more do not hold memory forever.
+func (s *shard) maybeSweep(now time.Time, metaTTL time.Duration) {
+	s.sweep++
+	if s.sweep < 1024 {
+		return
+	}
+	s.sweep = 0
+	for ch, st := range s.streams {
+		if now.Sub(st.touched) > metaTTL {
+			delete(s.streams, ch)
+		}
+	}
+}
+
+// PublishJoin delivers a join event to the handler.
+func (b *Broker) PublishJoin(_ context.Context, ch string, info *protocol.ClientInfo) error {
+	if b.closed.Load() {
+		return broker.ErrClosed
+	}
+	if h := b.handler; h != nil {
+		h.HandleJoin(ch, info)
+	}
+	return nil
+}
+
+// PublishLeave delivers a leave event to the handler.
+func (b *Broker) PublishLeave(_ context.Context, ch string, info *protocol.ClientInfo) error {
+	if b.closed.Load() {
+		return broker.ErrClosed
+	}
+	if h := b.handler; h != nil {
+		h.HandleLeave(ch, info)
+	}
+	return nil
+}
+
+// PublishControl delivers a control message to the handler.
+func (b *Broker) PublishControl(_ context.Context, data []byte) error {
+	if b.closed.Load() {
+		return broker.ErrClosed
+	}
+	if h := b.handler; h != nil {
+		h.HandleControl(data)
+	}
+	return nil
+}
+
+// History implements broker.Broker.
+func (b *Broker) History(_ context.Context, ch string, opts broker.HistoryOptions) ([]*protocol.Publication, protocol.StreamPosition, error) {
+	if b.closed.Load() {
+		return nil, protocol.StreamPosition{}, broker.ErrClosed
+	}
+	now := b.cfg.Now()
+	s := b.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.getStream(ch, now, b.cfg.MetaTTL, true)
+	pos := protocol.StreamPosition{Epoch: st.epoch, Offset: st.top}
+	if opts.Limit == 0 || st.n == 0 {
+		return nil, pos, nil
+	}
+	if opts.Since != nil && opts.Since.Epoch != st.epoch {
+		return nil, pos, nil
+	}
+	var out []*protocol.Publication
+	for i := 0; i < st.n; i++ {
+		idx := i
+		if opts.Reverse {
+			idx = st.n - 1 - i
+		}
+		p := st.pubs[(st.head+idx)%len(st.pubs)]
+		if st.ttl > 0 && now.Sub(time.UnixMilli(p.Time)) > st.ttl {
+			continue
+		}
+		if opts.Since != nil {
+			if !opts.Reverse && p.Offset <= opts.Since.Offset {
+				continue
+			}
+			if opts.Reverse && p.Offset >= opts.Since.Offset {
+				continue
+			}
+		}
+		out = append(out, p)
+		if opts.Limit > 0 && len(out) == opts.Limit {
+			break
+		}
+	}
+	return out, pos, nil
+}
+
+// RemoveHistory implements broker.Broker.
+func (b *Broker) RemoveHistory(_ context.Context, ch string) error {
+	s := b.shard(ch)
+	s.mu.Lock()
+	delete(s.streams, ch)
+	s.mu.Unlock()
+	return nil
+}
+
+// Close stops delivery.
+func (b *Broker) Close(context.Context) error {
+	b.closed.Store(true)
+	return nil
+}
