@@ -1,0 +1,346 @@
+package transport
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+var (
+	// ErrQueueFull is returned by Enqueue when the frame does not fit the
+	// outbound queue.
+	ErrQueueFull = errors.New("herald: outbound queue full")
+	// ErrClosed is returned by Enqueue once the connection is closing.
+	ErrClosed = errors.New("herald: connection closed")
+)
+
+// Handler receives a connection's messages and its end. The engine calls
+// OnMessage for one connection at a time, in order; msg is valid only during
+// the call. OnClose is called exactly once, after which no OnMessage follows.
+type Handler interface {
+	OnMessage(c *Conn, msg []byte, binary bool)
+	OnClose(c *Conn, code ws.StatusCode, err error)
+}
+
+type item struct {
+	b   []byte
+	tag any
+}
+
+// write states
+const (
+	wIdle    = iota // nothing to write, no flush scheduled
+	wRunning        // a flush is scheduled or running
+	wAgain          // running, and the socket became writable meanwhile
+	wBlocked        // the socket is full; waiting for writability
+)
+
+// closeTag marks the close frame in the queue.
+type closeTagT struct{}
+
+var closeTag any = closeTagT{}
+
+// Conn is one WebSocket connection. Its methods are safe for concurrent use.
+// Create it with NewConn and hand it to an Engine with Serve.
+type Conn struct {
+	nc   net.Conn
+	eng  engine
+	opts *Options
+	h    Handler
+	sub  string
+
+	// Value belongs to the handler (Herald's session). Set it before Serve.
+	Value any
+
+	mu      sync.Mutex
+	q       []item
+	qbytes  int
+	woff    int // bytes of q[0] already written
+	wstate  uint8
+	closing bool // a close frame is queued: nothing else is accepted
+	// peerClosed: the peer sent its close frame (or failed); once ours is
+	// written the socket closes without waiting.
+	peerClosed bool
+	closed     bool
+	closeCode  ws.StatusCode
+	closeErr   error
+	timer      *time.Timer
+
+	rd reader // owned by whichever goroutine is reading
+
+	pollKey uint64  // epoll engine: key in the poller's table
+	rstate  int32   // epoll engine: read state, atomic
+	epoll   *epConn // epoll engine state
+}
+
+// NewConn wraps an upgraded connection. sub is the negotiated subprotocol.
+func NewConn(nc net.Conn, sub string, opts *Options, h Handler) *Conn {
+	return &Conn{nc: nc, sub: sub, opts: opts.withDefaults(), h: h}
+}
+
+// Subprotocol returns the negotiated subprotocol ("" if none).
+func (c *Conn) Subprotocol() string { return c.sub }
+
+// RemoteAddr returns the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Enqueue appends a complete frame to the outbound queue. The frame's bytes
+// must not change afterwards; they may be shared with other connections.
+// tag travels with the frame for DropQueued. It returns ErrQueueFull when
+// the frame would push the queue past its bounds (an empty queue takes any
+// frame) and ErrClosed once the connection is closing.
+func (c *Conn) Enqueue(frame []byte, tag any) error {
+	c.mu.Lock()
+	if c.closing || c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if len(c.q) > 0 && (len(c.q) >= c.opts.QueueMaxMessages || c.qbytes+len(frame) > c.opts.QueueMaxBytes) {
+		c.mu.Unlock()
+		return ErrQueueFull
+	}
+	c.q = append(c.q, item{b: frame, tag: tag})
+	c.qbytes += len(frame)
+	schedule := c.wstate == wIdle
+	if schedule {
+		c.wstate = wRunning
+	}
+	c.mu.Unlock()
+	if schedule {
+		c.eng.scheduleFlush(c)
+	}
+	return nil
+}
+
+// QueueLen returns the number of frames and bytes waiting to be written.
+func (c *Conn) QueueLen() (frames, bytes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.q), c.qbytes - c.woff
+}
+
+// DropQueued removes the queued frames whose tag satisfies drop (a frame
+// already partly written stays) and returns their tags.
+func (c *Conn) DropQueued(drop func(tag any) bool) []any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var dropped []any
+	kept := c.q[:0]
+	for i, it := range c.q {
+		if (i > 0 || c.woff == 0) && it.tag != nil && it.tag != closeTag && drop(it.tag) {
+			dropped = append(dropped, it.tag)
+			c.qbytes -= len(it.b)
+			continue
+		}
+		kept = append(kept, it)
+	}
+	clear(c.q[len(kept):])
+	c.q = kept
+	return dropped
+}
+
+// Close sends a close frame after the frames already queued (first is
+// written in front of it when given: a last protocol message such as a
+// disconnect push), then closes the socket once the peer answers or
+// CloseTimeout passes. With discard the queued frames not yet started are
+// dropped first. Close is idempotent.
+func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bool) {
+	c.mu.Lock()
+	if c.closing || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closing = true
+	if c.closeCode == 0 {
+		c.closeCode = code
+	}
+	if discard && len(c.q) > 0 {
+		keep := 0
+		if c.woff > 0 {
+			keep = 1
+		}
+		for _, it := range c.q[keep:] {
+			c.qbytes -= len(it.b)
+		}
+		clear(c.q[keep:])
+		c.q = c.q[:keep]
+	}
+	if first != nil {
+		c.q = append(c.q, item{b: first})
+		c.qbytes += len(first)
+	}
+	cf := closeFrame(code, reason)
+	c.q = append(c.q, item{b: cf, tag: closeTag})
+	c.qbytes += len(cf)
+	schedule := c.wstate == wIdle
+	if schedule {
+		c.wstate = wRunning
+	}
+	c.timer = time.AfterFunc(c.opts.CloseTimeout, func() { c.shutdown(ErrCloseTimeout) })
+	c.mu.Unlock()
+	if schedule {
+		c.eng.scheduleFlush(c)
+	}
+}
+
+// ErrCloseTimeout is the close error of a connection whose peer did not
+// complete the close handshake in time.
+var ErrCloseTimeout = errors.New("herald: close handshake timed out")
+
+// Abort closes the socket at once, without a close frame.
+func (c *Conn) Abort(err error) { c.shutdown(err) }
+
+// fail closes the connection after a protocol violation by the peer: a
+// close frame with code, then the socket, without waiting for an answer.
+func (c *Conn) fail(code ws.StatusCode, reason string) {
+	c.mu.Lock()
+	c.peerClosed = true
+	c.mu.Unlock()
+	c.Close(code, reason, nil, true)
+}
+
+// shutdown closes the socket and reports OnClose, once.
+func (c *Conn) shutdown(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	if c.closeErr == nil {
+		c.closeErr = err
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	clear(c.q)
+	c.q, c.qbytes, c.woff = nil, 0, 0
+	code := c.closeCode
+	c.mu.Unlock()
+	c.eng.detach(c)
+	_ = c.nc.Close()
+	if code == 0 {
+		code = ws.StatusAbnormalClosure
+	}
+	c.h.OnClose(c, code, err)
+}
+
+// Closed reports whether the socket is closed.
+func (c *Conn) Closed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// takeBatch appends the queued bytes to iov (at most max frames) under the
+// lock. It returns nil iov when there is nothing to write.
+func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return iov
+	}
+	for i, it := range c.q {
+		if i == max {
+			break
+		}
+		b := it.b
+		if i == 0 {
+			b = b[c.woff:]
+		}
+		iov = append(iov, b)
+	}
+	return iov
+}
+
+// commit records n written bytes. blocked says the socket refused more
+// (EAGAIN). It returns whether the caller should write again now, and
+// whether the connection must now be shut (its close frame went out and the
+// peer's close is in, or the peer failed). With nothing left it marks the
+// connection idle, so that the next Enqueue schedules a flush.
+func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false, false
+	}
+	sentClose := false
+	for n > 0 && len(c.q) > 0 {
+		rest := len(c.q[0].b) - c.woff
+		if n < rest {
+			c.woff += n
+			break
+		}
+		n -= rest
+		if c.q[0].tag == closeTag {
+			sentClose = true
+		}
+		c.qbytes -= len(c.q[0].b)
+		c.q[0] = item{}
+		c.q = c.q[1:]
+		c.woff = 0
+	}
+	if sentClose && c.peerClosed {
+		return false, true
+	}
+	switch {
+	case len(c.q) == 0:
+		c.q = nil // an idle connection holds no queue memory
+		c.wstate = wIdle
+		return false, false
+	case !blocked:
+		return true, false
+	case c.wstate == wAgain:
+		c.wstate = wRunning // writable again since the EAGAIN: retry
+		return true, false
+	default:
+		c.wstate = wBlocked
+		return false, false
+	}
+}
+
+// writable records that the socket accepts writes again; it returns whether
+// a flush must be scheduled.
+func (c *Conn) writable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.wstate {
+	case wBlocked:
+		c.wstate = wRunning
+		return true
+	case wRunning:
+		c.wstate = wAgain
+	}
+	return false
+}
+
+// feed runs data through the frame reader, keeping an incomplete frame at
+// the end for the next call.
+func (c *Conn) feed(data []byte) error {
+	if len(c.rd.pending) > 0 {
+		c.rd.pending = append(c.rd.pending, data...)
+		n, err := c.process(c.rd.pending)
+		rest := c.rd.pending[n:]
+		if len(rest) == 0 || err != nil {
+			c.rd.pending = nil
+		} else {
+			c.rd.pending = c.rd.pending[:copy(c.rd.pending, rest)]
+		}
+		return err
+	}
+	n, err := c.process(data)
+	if rest := data[n:]; len(rest) > 0 && err == nil {
+		c.rd.pending = append(make([]byte, 0, max(c.rd.need, len(rest))), rest...)
+	}
+	return err
+}
+
+// stopping reports whether reading should end: the socket is closed.
+func (c *Conn) stopping() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}

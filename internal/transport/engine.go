@@ -1,0 +1,176 @@
+package transport
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// Engine serves connections: it reads their frames and writes their queues.
+type Engine interface {
+	// Serve starts serving c. bufferedIn holds bytes the peer sent right
+	// after the handshake. Serve returns at once.
+	Serve(c *Conn, bufferedIn []byte) error
+	// Close stops the engine's own goroutines and waits for them and for
+	// every reader and writer it started. Connections must be closed first.
+	Close() error
+	// Name is "epoll" or "goroutine".
+	Name() string
+}
+
+// engine is what a Conn needs from the engine serving it.
+type engine interface {
+	scheduleFlush(c *Conn)
+	detach(c *Conn)
+}
+
+// NewEngine returns the engine of the given kind: "epoll" (Linux only),
+// "goroutine", or "" for the best available.
+func NewEngine(kind string) (Engine, error) {
+	switch kind {
+	case "goroutine":
+		return newStdEngine(), nil
+	case "", "auto", "epoll":
+		e, err := newEpollEngine()
+		if err != nil {
+			if kind == "epoll" {
+				return nil, err
+			}
+			return newStdEngine(), nil
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("herald: unknown transport engine %q", kind)
+}
+
+// stdEngine runs a reader goroutine per connection and a writer goroutine
+// while its queue is non-empty.
+type stdEngine struct {
+	wg sync.WaitGroup
+}
+
+func newStdEngine() *stdEngine { return &stdEngine{} }
+
+func (e *stdEngine) Name() string { return "goroutine" }
+
+func (e *stdEngine) Serve(c *Conn, bufferedIn []byte) error {
+	c.eng = e
+	e.wg.Add(1)
+	go e.readLoop(c, bufferedIn)
+	return nil
+}
+
+func (e *stdEngine) Close() error {
+	e.wg.Wait()
+	return nil
+}
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+func (e *stdEngine) readLoop(c *Conn, in []byte) {
+	defer e.wg.Done()
+	if len(in) > 0 {
+		if c.feed(in) != nil {
+			e.drain(c)
+			return
+		}
+	}
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := c.nc.Read(buf)
+		if n > 0 {
+			if c.feed(buf[:n]) != nil {
+				e.drain(c)
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			c.shutdown(err)
+			return
+		}
+	}
+}
+
+// drain waits for the socket to close after reading stopped (the close
+// frame is on its way out, and the close timer bounds the wait).
+func (e *stdEngine) drain(c *Conn) {
+	buf := make([]byte, 128)
+	for {
+		if _, err := c.nc.Read(buf); err != nil {
+			c.shutdown(nil)
+			return
+		}
+	}
+}
+
+func (e *stdEngine) scheduleFlush(c *Conn) {
+	e.wg.Add(1)
+	go e.flushLoop(c)
+}
+
+func (e *stdEngine) detach(*Conn) {}
+
+func (e *stdEngine) flushLoop(c *Conn) {
+	defer e.wg.Done()
+	var iov [][]byte
+	for {
+		iov = c.takeBatch(iov[:0], 1024)
+		var n int64
+		var err error
+		if len(iov) > 0 {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+			bufs := net.Buffers(iov)
+			n, err = bufs.WriteTo(c.nc)
+		}
+		more, shut := c.commit(int(n), false)
+		if err != nil {
+			c.shutdown(err)
+			return
+		}
+		if shut {
+			c.shutdown(nil)
+			return
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// Upgrader completes WebSocket handshakes.
+type Upgrader struct {
+	// Subprotocols lists the accepted subprotocols; the first one the
+	// client offers that is listed wins.
+	Subprotocols []string
+}
+
+// Upgrade answers the handshake and takes the connection from net/http. It
+// returns the connection, the bytes the client sent after the handshake,
+// and the chosen subprotocol. On error the HTTP response has been written.
+func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, []byte, string, error) {
+	up := ws.HTTPUpgrader{
+		Protocol: func(p string) bool { return slices.Contains(u.Subprotocols, p) },
+	}
+	nc, rw, hs, err := up.Upgrade(r, w)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	var in []byte
+	if rw != nil && rw.Reader.Buffered() > 0 {
+		in = make([]byte, rw.Reader.Buffered())
+		_, _ = io.ReadFull(rw.Reader, in)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return nc, in, hs.Protocol, nil
+}

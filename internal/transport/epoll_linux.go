@@ -1,0 +1,439 @@
+//go:build linux
+
+package transport
+
+import (
+	"errors"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// epollEngine waits for readiness with epoll, so an idle connection holds
+// neither a goroutine nor a buffer. Connections are registered edge-triggered
+// for input and output once; a reader goroutine is started per readiness
+// event and reads until EAGAIN; shared flusher goroutines write queues.
+//
+// Connections without a raw file descriptor (TLS) are served by an embedded
+// goroutine engine.
+type epollEngine struct {
+	std      *stdEngine
+	pollers  []*poller
+	flushers []*flusher
+	wg       sync.WaitGroup // pollers and flushers
+	workers  sync.WaitGroup // readers
+	nextKey  atomic.Uint64
+	closed   atomic.Bool
+}
+
+const wakeKey = 0 // the eventfd's key; connection keys start at 1
+
+type poller struct {
+	e      *epollEngine
+	epfd   int
+	wakefd int
+	mu     sync.Mutex
+	conns  map[uint64]*epConn
+}
+
+// epConn is the epoll engine's per-connection state.
+type epConn struct {
+	c   *Conn
+	raw syscall.RawConn
+	p   *poller
+}
+
+// read states (Conn.rstate)
+const (
+	rIdle    = 0
+	rRunning = 1
+	rAgain   = 2 // more input arrived while running
+)
+
+func newEpollEngine() (*epollEngine, error) {
+	e := &epollEngine{std: newStdEngine()}
+	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
+	for i := 0; i < np; i++ {
+		p, err := newPoller(e)
+		if err != nil {
+			for _, p := range e.pollers {
+				p.close()
+			}
+			return nil, err
+		}
+		e.pollers = append(e.pollers, p)
+	}
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		f := newFlusher(e)
+		e.flushers = append(e.flushers, f)
+	}
+	for _, p := range e.pollers {
+		e.wg.Add(1)
+		go p.loop()
+	}
+	for _, f := range e.flushers {
+		e.wg.Add(1)
+		go f.loop()
+	}
+	return e, nil
+}
+
+func (e *epollEngine) Name() string { return "epoll" }
+
+func newPoller(e *epollEngine) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setKey(&ev, wakeKey)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, err
+	}
+	return &poller{e: e, epfd: epfd, wakefd: wfd, conns: make(map[uint64]*epConn)}, nil
+}
+
+func setKey(ev *unix.EpollEvent, key uint64) {
+	ev.Fd = int32(uint32(key))
+	ev.Pad = int32(uint32(key >> 32))
+}
+
+func getKey(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+func (p *poller) close() {
+	unix.Close(p.epfd)
+	unix.Close(p.wakefd)
+}
+
+func (p *poller) loop() {
+	defer p.e.wg.Done()
+	defer p.close()
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			key := getKey(ev)
+			if key == wakeKey {
+				if p.e.closed.Load() {
+					return
+				}
+				continue
+			}
+			p.mu.Lock()
+			ec := p.conns[key]
+			p.mu.Unlock()
+			if ec == nil {
+				continue // closed since the event was queued
+			}
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				p.e.readable(ec)
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				if ec.c.writable() {
+					p.e.scheduleFlush(ec.c)
+				}
+			}
+		}
+	}
+}
+
+func (e *epollEngine) Serve(c *Conn, in []byte) error {
+	sc, ok := c.nc.(syscall.Conn)
+	if !ok {
+		return e.std.Serve(c, in)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return e.std.Serve(c, in)
+	}
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	key := e.nextKey.Add(1)
+	p := e.pollers[key%uint64(len(e.pollers))]
+	ec := &epConn{c: c, raw: raw, p: p}
+	c.eng = e
+	c.pollKey = key
+	c.epoll = ec
+	// The first reader runs now (for bytes that came with the handshake and
+	// anything since); events until it finishes only mark it to go again.
+	atomic.StoreInt32(&c.rstate, rRunning)
+	p.mu.Lock()
+	p.conns[key] = ec
+	p.mu.Unlock()
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+		setKey(&ev, key)
+		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		p.mu.Lock()
+		delete(p.conns, key)
+		p.mu.Unlock()
+		return err
+	}
+	e.workers.Add(1)
+	go e.read(ec, in)
+	return nil
+}
+
+// readable handles an input event.
+func (e *epollEngine) readable(ec *epConn) {
+	c := ec.c
+	for {
+		switch s := atomic.LoadInt32(&c.rstate); s {
+		case rIdle:
+			if atomic.CompareAndSwapInt32(&c.rstate, rIdle, rRunning) {
+				e.workers.Add(1)
+				go e.read(ec, nil)
+				return
+			}
+		case rRunning:
+			if atomic.CompareAndSwapInt32(&c.rstate, rRunning, rAgain) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// readOp is a pooled read buffer with a prebuilt RawConn callback, so that
+// reading allocates nothing.
+type readOp struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var readOps = sync.Pool{New: func() any {
+	r := &readOp{buf: make([]byte, 16<<10)}
+	r.fn = func(fd uintptr) bool {
+		r.n, r.err = unix.Read(int(fd), r.buf)
+		return true
+	}
+	return r
+}}
+
+// read reads until the socket has no more input, then goes idle unless more
+// arrived meanwhile.
+func (e *epollEngine) read(ec *epConn, in []byte) {
+	defer e.workers.Done()
+	c := ec.c
+	if len(in) > 0 && c.feed(in) != nil {
+		return // stays "running": no further reads
+	}
+	r := readOps.Get().(*readOp)
+	defer readOps.Put(r)
+	for {
+		for {
+			r.n, r.err = 0, nil
+			if err := ec.raw.Read(r.fn); err != nil {
+				c.shutdown(err)
+				return
+			}
+			if r.err == unix.EAGAIN {
+				break
+			}
+			if r.err == unix.EINTR {
+				continue
+			}
+			if r.err != nil || r.n == 0 {
+				err := r.err
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				c.shutdown(err)
+				return
+			}
+			if c.feed(r.buf[:r.n]) != nil {
+				return
+			}
+		}
+		if atomic.CompareAndSwapInt32(&c.rstate, rRunning, rIdle) {
+			return
+		}
+		atomic.StoreInt32(&c.rstate, rRunning) // was rAgain: read once more
+	}
+}
+
+func (e *epollEngine) detach(c *Conn) {
+	ec := c.epoll
+	if ec == nil {
+		return
+	}
+	_ = ec.raw.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(ec.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+	ec.p.mu.Lock()
+	delete(ec.p.conns, c.pollKey)
+	ec.p.mu.Unlock()
+}
+
+func (e *epollEngine) scheduleFlush(c *Conn) {
+	f := e.flushers[c.pollKey%uint64(len(e.flushers))]
+	f.add(c)
+}
+
+// Close stops pollers and flushers and waits for every goroutine.
+func (e *epollEngine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	for _, p := range e.pollers {
+		var one = [8]byte{1}
+		_, _ = unix.Write(p.wakefd, one[:])
+	}
+	for _, f := range e.flushers {
+		f.stop()
+	}
+	e.wg.Wait()
+	e.workers.Wait()
+	return e.std.Close()
+}
+
+const iovMax = 1024
+
+// flusher writes the queues of the connections scheduled on it, each with
+// one writev per round. While it writes, frames pile up in other queues, so
+// a busy flusher batches more per syscall.
+type flusher struct {
+	e     *epollEngine
+	mu    sync.Mutex
+	list  []*Conn
+	spare []*Conn
+	wake  chan struct{}
+	quit  chan struct{}
+
+	iov    [][]byte
+	iovecs []unix.Iovec
+	n      int
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+func newFlusher(e *epollEngine) *flusher {
+	f := &flusher{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+		iov: make([][]byte, 0, iovMax), iovecs: make([]unix.Iovec, iovMax)}
+	f.fn = f.writev
+	return f
+}
+
+func (f *flusher) add(c *Conn) {
+	f.mu.Lock()
+	f.list = append(f.list, c)
+	f.mu.Unlock()
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *flusher) stop() { close(f.quit) }
+
+func (f *flusher) loop() {
+	defer f.e.wg.Done()
+	for {
+		select {
+		case <-f.wake:
+		case <-f.quit:
+			return
+		}
+		for {
+			f.mu.Lock()
+			batch := f.list
+			f.list = f.spare[:0]
+			f.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			for i, c := range batch {
+				f.flush(c)
+				batch[i] = nil
+			}
+			f.mu.Lock()
+			f.spare = batch[:0]
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *flusher) writev(fd uintptr) bool {
+	n := len(f.iov)
+	for i, b := range f.iov {
+		f.iovecs[i].Base = unsafe.SliceData(b)
+		f.iovecs[i].SetLen(len(b))
+	}
+	r, _, errno := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&f.iovecs[0])), uintptr(n))
+	if errno != 0 {
+		f.n, f.err = 0, errno
+	} else {
+		f.n, f.err = int(r), nil
+	}
+	clear(f.iovecs[:n])
+	return true
+}
+
+// flush writes c's queue until it is empty or the socket is full. After a
+// few rounds it yields to the other connections and comes back.
+func (f *flusher) flush(c *Conn) {
+	ec := c.epoll
+	for round := 0; round < 8; round++ {
+		f.iov = c.takeBatch(f.iov[:0], iovMax)
+		if len(f.iov) == 0 {
+			c.commit(0, false)
+			return
+		}
+		f.n, f.err = 0, nil
+		if err := ec.raw.Write(f.fn); err != nil {
+			f.err = err
+		}
+		clear(f.iov)
+		blocked := false
+		switch {
+		case f.err == unix.EAGAIN:
+			blocked = true
+		case f.err == unix.EINTR:
+		case f.err != nil:
+			c.shutdown(errors.Join(errWrite, f.err))
+			return
+		}
+		more, shut := c.commit(f.n, blocked)
+		if shut {
+			c.shutdown(nil)
+			return
+		}
+		if !more {
+			return
+		}
+	}
+	f.add(c) // still more: after the others
+}
+
+var errWrite = errors.New("herald: write")

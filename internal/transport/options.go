@@ -1,0 +1,42 @@
+package transport
+
+import "time"
+
+// Options bound a connection. The zero value of each field selects the
+// default stated on it.
+type Options struct {
+	// MaxMessageSize is the largest message accepted, after reassembly of
+	// fragments. Larger ones close the connection with 1009. Default 64 KiB.
+	MaxMessageSize int
+	// QueueMaxBytes and QueueMaxMessages bound the outbound queue. A frame
+	// that does not fit is refused with ErrQueueFull (a frame always fits an
+	// empty queue). Defaults 1 MiB and 4096.
+	QueueMaxBytes    int
+	QueueMaxMessages int
+	// WriteTimeout bounds one blocking write in the goroutine engine.
+	// Default 10s.
+	WriteTimeout time.Duration
+	// CloseTimeout is how long to wait for the peer's close frame after
+	// sending ours. Default 2s.
+	CloseTimeout time.Duration
+}
+
+func (o *Options) withDefaults() *Options {
+	c := *o
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 64 << 10
+	}
+	if c.QueueMaxBytes <= 0 {
+		c.QueueMaxBytes = 1 << 20
+	}
+	if c.QueueMaxMessages <= 0 {
+		c.QueueMaxMessages = 4096
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = 2 * time.Second
+	}
+	return &c
+}
