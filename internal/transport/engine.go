@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -22,6 +23,8 @@ type Engine interface {
 	Close() error
 	// Name is "epoll" or "goroutine".
 	Name() string
+	// BytesOut is the number of bytes written to sockets so far.
+	BytesOut() uint64
 }
 
 // engine is what a Conn needs from the engine serving it.
@@ -52,12 +55,15 @@ func NewEngine(kind string) (Engine, error) {
 // stdEngine runs a reader goroutine per connection and a writer goroutine
 // while its queue is non-empty.
 type stdEngine struct {
-	wg sync.WaitGroup
+	wg       sync.WaitGroup
+	bytesOut atomic.Uint64
 }
 
 func newStdEngine() *stdEngine { return &stdEngine{} }
 
 func (e *stdEngine) Name() string { return "goroutine" }
+
+func (e *stdEngine) BytesOut() uint64 { return e.bytesOut.Load() }
 
 func (e *stdEngine) Serve(c *Conn, bufferedIn []byte) error {
 	c.eng = e
@@ -133,6 +139,7 @@ func (e *stdEngine) flushLoop(c *Conn) {
 			bufs := net.Buffers(iov)
 			n, err = bufs.WriteTo(c.nc)
 		}
+		e.bytesOut.Add(uint64(n))
 		more, shut := c.commit(int(n), false)
 		if err != nil {
 			c.shutdown(err)

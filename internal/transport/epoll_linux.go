@@ -29,6 +29,7 @@ type epollEngine struct {
 	workers  sync.WaitGroup // readers
 	nextKey  atomic.Uint64
 	closed   atomic.Bool
+	bytesOut atomic.Uint64
 }
 
 const wakeKey = 0 // the eventfd's key; connection keys start at 1
@@ -84,6 +85,8 @@ func newEpollEngine() (*epollEngine, error) {
 }
 
 func (e *epollEngine) Name() string { return "epoll" }
+
+func (e *epollEngine) BytesOut() uint64 { return e.bytesOut.Load() + e.std.BytesOut() }
 
 func newPoller(e *epollEngine) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -424,6 +427,7 @@ func (f *flusher) flush(c *Conn) {
 			c.shutdown(errors.Join(errWrite, f.err))
 			return
 		}
+		f.e.bytesOut.Add(uint64(f.n))
 		more, shut := c.commit(f.n, blocked)
 		if shut {
 			c.shutdown(nil)

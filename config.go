@@ -1,0 +1,188 @@
+package herald
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+)
+
+// Config configures a Server. The zero value is a working single node on
+// the in-memory broker that accepts only authenticated connections and has
+// no namespace open to clients. Every field documents its default.
+type Config struct {
+	// Listen is the address ListenAndServe listens on. Default ":8000".
+	Listen string `yaml:"listen" json:"listen"`
+	// APIKeys authorize the server HTTP API (header "Authorization: apikey
+	// KEY"). With none, the API refuses every call.
+	APIKeys []string `yaml:"api_keys" json:"api_keys"`
+	// TokenSecret is the HS256 secret connection and subscription tokens
+	// are verified with. Empty: only anonymous connections are possible.
+	TokenSecret string `yaml:"token_secret" json:"token_secret"`
+	// AllowAnonymous accepts connections without a token (user "").
+	// Default false.
+	AllowAnonymous bool `yaml:"allow_anonymous" json:"allow_anonymous"`
+	// Namespaces configure channels by the part of their name before the
+	// first colon. The namespace named "" is the default namespace: it
+	// holds channels without a colon, and (with UnknownNamespacesAsDefault)
+	// channels whose namespace is not listed.
+	Namespaces []Namespace `yaml:"namespaces" json:"namespaces"`
+	// UnknownNamespacesAsDefault applies the default namespace's options to
+	// channels of namespaces not listed, instead of refusing them with
+	// error 102. Default false.
+	UnknownNamespacesAsDefault bool `yaml:"unknown_namespaces_as_default" json:"unknown_namespaces_as_default"`
+
+	// MaxMessageSize is the largest WebSocket message accepted from a
+	// client; larger ones close the connection with 1009. Default 64 KiB.
+	MaxMessageSize int `yaml:"max_message_size" json:"max_message_size"`
+	// QueueMaxBytes and QueueMaxMessages bound each connection's outbound
+	// queue; what happens past them is the namespace's SlowPolicy.
+	// Defaults 1 MiB and 4096.
+	QueueMaxBytes    int `yaml:"queue_max_bytes" json:"queue_max_bytes"`
+	QueueMaxMessages int `yaml:"queue_max_messages" json:"queue_max_messages"`
+	// PingInterval is how often the server sends an application-level ping;
+	// PongTimeout how long it waits for the pong before closing with 3004.
+	// Defaults 25s and 10s.
+	PingInterval time.Duration `yaml:"ping_interval" json:"ping_interval"`
+	PongTimeout  time.Duration `yaml:"pong_timeout" json:"pong_timeout"`
+	// StaleTimeout closes (3006) connections that do not send connect in
+	// time. Default 10s.
+	StaleTimeout time.Duration `yaml:"stale_timeout" json:"stale_timeout"`
+	// MaxSubscriptions per connection. Default 128.
+	MaxSubscriptions int `yaml:"max_subscriptions" json:"max_subscriptions"`
+	// MaxChannelLength in bytes. Default 255.
+	MaxChannelLength int `yaml:"max_channel_length" json:"max_channel_length"`
+	// IdempotencyWindow is how long an idempotency key is remembered.
+	// Default 2m.
+	IdempotencyWindow time.Duration `yaml:"idempotency_window" json:"idempotency_window"`
+	// PresenceTTL is how long a presence entry lives without refresh; each
+	// node refreshes its clients' entries every PresenceTTL/3, so entries
+	// of a dead node vanish within PresenceTTL. Default 15s.
+	PresenceTTL time.Duration `yaml:"presence_ttl" json:"presence_ttl"`
+	// DrainTimeout is the drain window: on Shutdown every client is told to
+	// reconnect after a random delay within it, and the server waits for
+	// queues to flush at most this long. Default 10s.
+	DrainTimeout time.Duration `yaml:"drain_timeout" json:"drain_timeout"`
+	// Engine selects the transport: "" (epoll on Linux, else goroutines),
+	// "epoll" or "goroutine".
+	Engine string `yaml:"engine" json:"engine"`
+	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
+	// conformance suites. Never on by default.
+	Echo bool `yaml:"echo" json:"echo"`
+	// HandshakeTimeout bounds reading the HTTP request headers. Default 10s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
+	// MaxHeaderBytes bounds the HTTP request headers (431 past it).
+	// Default 16 KiB.
+	MaxHeaderBytes int `yaml:"max_header_bytes" json:"max_header_bytes"`
+
+	// Broker and Presence are the shared state; nil means in-memory (one
+	// node). The server closes the broker on Shutdown.
+	Broker   broker.Broker        `yaml:"-" json:"-"`
+	Presence broker.PresenceStore `yaml:"-" json:"-"`
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger `yaml:"-" json:"-"`
+	// OnRPC answers client rpc commands; nil refuses them with error 104.
+	OnRPC func(c RPCContext, method string, data []byte) ([]byte, error) `yaml:"-" json:"-"`
+}
+
+// RPCContext describes the connection an rpc came from.
+type RPCContext struct {
+	Client string
+	User   string
+}
+
+// Namespace holds the options of the channels in one namespace.
+type Namespace struct {
+	// Name is the namespace: the part of a channel name before the first
+	// colon. "" is the default namespace.
+	Name string `yaml:"name" json:"name"`
+	// HistorySize and HistoryTTL bound the channel's history. With either
+	// set, channels have positions (epoch, offset) and clients recover
+	// missed publications; HistorySize 0 with a TTL keeps up to 1M.
+	HistorySize int           `yaml:"history_size" json:"history_size"`
+	HistoryTTL  time.Duration `yaml:"history_ttl" json:"history_ttl"`
+	// Presence keeps the channel's member list.
+	Presence bool `yaml:"presence" json:"presence"`
+	// JoinLeave sends join and leave pushes to subscribers.
+	JoinLeave bool `yaml:"join_leave" json:"join_leave"`
+	// AllowSubscribe lets authenticated clients subscribe (and read history
+	// and presence) without a subscription token.
+	AllowSubscribe bool `yaml:"allow_subscribe" json:"allow_subscribe"`
+	// AllowAnonymousSubscribe extends AllowSubscribe to anonymous clients.
+	AllowAnonymousSubscribe bool `yaml:"allow_anonymous_subscribe" json:"allow_anonymous_subscribe"`
+	// AllowPublish lets clients that may subscribe also publish.
+	AllowPublish bool `yaml:"allow_publish" json:"allow_publish"`
+	// SlowPolicy is "disconnect" (default: close with 3002, the client
+	// reconnects and recovers) or "drop" (drop the connection's queued
+	// publications and mark the next one with gap).
+	SlowPolicy string `yaml:"slow_policy" json:"slow_policy"`
+}
+
+// ErrConfig wraps every configuration error.
+var ErrConfig = errors.New("herald: invalid config")
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = ":8000"
+	}
+	defInt(&c.MaxMessageSize, 64<<10)
+	defInt(&c.QueueMaxBytes, 1<<20)
+	defInt(&c.QueueMaxMessages, 4096)
+	defInt(&c.MaxSubscriptions, 128)
+	defInt(&c.MaxChannelLength, 255)
+	defInt(&c.MaxHeaderBytes, 16<<10)
+	def(&c.PingInterval, 25*time.Second)
+	def(&c.PongTimeout, 10*time.Second)
+	def(&c.StaleTimeout, 10*time.Second)
+	def(&c.IdempotencyWindow, 2*time.Minute)
+	def(&c.PresenceTTL, 15*time.Second)
+	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.HandshakeTimeout, 10*time.Second)
+}
+
+// Validate reports the first invalid setting, with defaults applied.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if c.MaxMessageSize < 0 || c.QueueMaxBytes < 0 || c.QueueMaxMessages < 0 || c.MaxSubscriptions < 0 {
+		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	}
+	if c.PingInterval < time.Second || c.PongTimeout < time.Second {
+		return fmt.Errorf("%w: ping_interval and pong_timeout must be at least 1s", ErrConfig)
+	}
+	switch c.Engine {
+	case "", "epoll", "goroutine":
+	default:
+		return fmt.Errorf("%w: engine %q: want epoll or goroutine", ErrConfig, c.Engine)
+	}
+	seen := map[string]bool{}
+	for _, ns := range c.Namespaces {
+		if seen[ns.Name] {
+			return fmt.Errorf("%w: namespace %q listed twice", ErrConfig, ns.Name)
+		}
+		seen[ns.Name] = true
+		if ns.Name != "" && !validChannelName(ns.Name, 64) {
+			return fmt.Errorf("%w: namespace name %q: use letters, digits and _-.", ErrConfig, ns.Name)
+		}
+		if ns.HistorySize < 0 || ns.HistoryTTL < 0 {
+			return fmt.Errorf("%w: namespace %q: history must not be negative", ErrConfig, ns.Name)
+		}
+		switch ns.SlowPolicy {
+		case "", "disconnect", "drop":
+		default:
+			return fmt.Errorf("%w: namespace %q: slow_policy %q: want disconnect or drop", ErrConfig, ns.Name, ns.SlowPolicy)
+		}
+	}
+	return nil
+}

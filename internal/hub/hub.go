@@ -1,0 +1,419 @@
+// Package hub is the node's registry of channel subscriptions and its
+// fan-out. A publication is encoded once per codec in use and the same
+// frame bytes are queued on every subscriber's connection; the transport
+// writes them. Channels are sharded and each has its own lock, so a hot
+// channel never serialises unrelated ones, and fan-out never waits for a
+// socket.
+//
+// Lock order: shard.mu, then channel.mu, then the connection's queue lock.
+// Callbacks (OnSlow, OnGap) run under channel.mu and must not call back
+// into the hub.
+package hub
+
+import (
+	"hash/maphash"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/heraldhq/herald/internal/transport"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// Policy is what happens when a subscriber's queue is full.
+type Policy uint8
+
+const (
+	// PolicyDisconnect closes the connection with the "slow" code; the
+	// client reconnects and recovers from history.
+	PolicyDisconnect Policy = iota
+	// PolicyDrop drops the connection's queued publications of drop-policy
+	// channels and marks the next publication of each with Gap.
+	PolicyDrop
+)
+
+// Sub is one connection's subscription to one channel.
+type Sub struct {
+	Conn      *transport.Conn
+	Codec     protocol.Codec
+	Channel   string
+	Policy    Policy
+	JoinLeave bool
+	Owner     any // passed to the callbacks
+
+	gap atomic.Bool // the next publication goes out marked Gap
+
+	// Guarded by the channel lock.
+	idx        int
+	recovering bool
+	buf        []*protocol.Publication
+}
+
+// Options configure a Hub.
+type Options struct {
+	// OnSlow is called when a subscriber's connection must be closed as
+	// slow. It must not block or call into the hub.
+	OnSlow func(owner any)
+	// OnGap is called for each subscriber of a channel whose live stream
+	// skipped offsets or changed epoch: it must be disconnected so that it
+	// recovers. It must not block or call into the hub.
+	OnGap func(owner any)
+	// MaxRecoveryBuffer bounds the live publications held for a subscriber
+	// while its recovery runs. Default 10,000.
+	MaxRecoveryBuffer int
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	Delivered uint64 // publication frames queued
+	Dropped   uint64 // publications dropped by the drop policy
+	Slow      uint64 // slow-client disconnects
+	Gaps      uint64 // live-stream gaps detected
+}
+
+const numShards = 256
+
+// Hub is the subscription registry. Create it with New.
+type Hub struct {
+	opts   Options
+	seed   maphash.Seed
+	shards [numShards]shard
+
+	delivered, dropped, slow, gaps atomic.Uint64
+	numSubs                        atomic.Int64
+}
+
+type shard struct {
+	mu    sync.RWMutex
+	chans map[string]*channel
+}
+
+type channel struct {
+	mu     sync.Mutex
+	subs   []*Sub
+	epoch  string
+	offset uint64
+}
+
+// New returns an empty hub.
+func New(opts Options) *Hub {
+	if opts.MaxRecoveryBuffer <= 0 {
+		opts.MaxRecoveryBuffer = 10000
+	}
+	if opts.OnSlow == nil {
+		opts.OnSlow = func(any) {}
+	}
+	if opts.OnGap == nil {
+		opts.OnGap = func(any) {}
+	}
+	h := &Hub{opts: opts, seed: maphash.MakeSeed()}
+	for i := range h.shards {
+		h.shards[i].chans = make(map[string]*channel)
+	}
+	return h
+}
+
+func (h *Hub) shard(ch string) *shard {
+	return &h.shards[maphash.String(h.seed, ch)%numShards]
+}
+
+func (h *Hub) lookup(name string) *channel {
+	s := h.shard(name)
+	s.mu.RLock()
+	ch := s.chans[name]
+	s.mu.RUnlock()
+	return ch
+}
+
+// Add registers sub in recovering state: live publications are held for it
+// until Activate. first reports that it is the node's only subscriber of
+// the channel, so the caller must subscribe the node at the broker.
+func (h *Hub) Add(sub *Sub) (first bool) {
+	s := h.shard(sub.Channel)
+	s.mu.Lock()
+	ch := s.chans[sub.Channel]
+	if ch == nil {
+		ch = &channel{}
+		s.chans[sub.Channel] = ch
+	}
+	ch.mu.Lock()
+	s.mu.Unlock()
+	sub.idx = len(ch.subs)
+	sub.recovering = true
+	ch.subs = append(ch.subs, sub)
+	first = len(ch.subs) == 1
+	ch.mu.Unlock()
+	h.numSubs.Add(1)
+	return first
+}
+
+// Remove unregisters sub. last reports that the channel has no subscriber
+// left on this node.
+func (h *Hub) Remove(sub *Sub) (last bool) {
+	s := h.shard(sub.Channel)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.chans[sub.Channel]
+	if ch == nil {
+		return false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	i := sub.idx
+	if i >= len(ch.subs) || ch.subs[i] != sub {
+		return false
+	}
+	n := len(ch.subs) - 1
+	ch.subs[i] = ch.subs[n]
+	ch.subs[i].idx = i
+	ch.subs[n] = nil
+	ch.subs = ch.subs[:n]
+	sub.buf = nil
+	h.numSubs.Add(-1)
+	if n == 0 {
+		delete(s.chans, sub.Channel)
+		return true
+	}
+	if cap(ch.subs) > 64 && n < cap(ch.subs)/4 {
+		ch.subs = append([]*Sub(nil), ch.subs...)
+	}
+	return false
+}
+
+// Activate ends sub's recovery: it queues first (the subscribe reply
+// frame, if not nil), then the held live publications after offset after (all of them
+// for a channel without history), and from then on sub receives live
+// publications directly. It reports false if the queue could not take them
+// (the connection is then being closed as slow).
+func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
+	ch := h.lookup(sub.Channel)
+	if ch == nil {
+		return false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if sub.idx >= len(ch.subs) || ch.subs[sub.idx] != sub {
+		return false // removed meanwhile
+	}
+	sub.recovering = false
+	held := sub.buf
+	sub.buf = nil
+	if first != nil {
+		if err := sub.Conn.Enqueue(first, nil); err != nil {
+			if err == transport.ErrQueueFull {
+				h.slowClose(sub)
+			}
+			return false
+		}
+	}
+	next := after + 1
+	for _, p := range held {
+		if p.Offset != 0 {
+			if p.Offset < next {
+				continue // already in the recovered history
+			}
+			if p.Offset > next {
+				h.gaps.Add(1)
+				h.opts.OnGap(sub.Owner)
+				return false
+			}
+			next = p.Offset + 1
+		}
+		var frames [2][]byte
+		if !h.send(sub, p, &frames) {
+			return false
+		}
+	}
+	return true
+}
+
+// Publish fans a publication of the node's broker stream out to the
+// channel's subscribers. The broker calls it in offset order per channel.
+func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
+	ch := h.lookup(name)
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if pub.Offset != 0 {
+		if ch.offset != 0 && epoch == ch.epoch && pub.Offset <= ch.offset {
+			return // redelivery of what the channel already had
+		}
+		gap := ch.offset != 0 && (epoch != ch.epoch || pub.Offset != ch.offset+1)
+		ch.epoch, ch.offset = epoch, pub.Offset
+		if gap {
+			// Subscribers must not see this publication: their positions
+			// would jump the gap. Disconnected, they recover from history.
+			h.gaps.Add(1)
+			for _, s := range ch.subs {
+				h.opts.OnGap(s.Owner)
+			}
+			return
+		}
+	}
+	var frames [2][]byte
+	for _, s := range ch.subs {
+		if s.recovering {
+			if len(s.buf) >= h.opts.MaxRecoveryBuffer {
+				h.slowClose(s)
+				continue
+			}
+			s.buf = append(s.buf, pub)
+			continue
+		}
+		h.send(s, pub, &frames)
+	}
+}
+
+func codecIndex(c protocol.Codec) int {
+	if c.Binary() {
+		return 1
+	}
+	return 0
+}
+
+// send queues pub on s's connection, encoding it once per codec into
+// frames. It applies s's slow policy when the queue is full and reports
+// whether the publication was queued.
+func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[2][]byte) bool {
+	if s.gap.Load() {
+		p := *pub
+		p.Gap = true
+		if s.Conn.Enqueue(pushFrame(s.Codec, &p), s) == nil {
+			s.gap.Store(false)
+			h.delivered.Add(1)
+			return true
+		}
+		return h.overflow(s, &p)
+	}
+	ci := codecIndex(s.Codec)
+	f := frames[ci]
+	if f == nil {
+		f = pushFrame(s.Codec, pub)
+		frames[ci] = f
+	}
+	switch s.Conn.Enqueue(f, s) {
+	case nil:
+		h.delivered.Add(1)
+		return true
+	case transport.ErrQueueFull:
+		return h.overflow(s, pub)
+	}
+	return false // closing
+}
+
+// overflow applies s's policy to a full queue.
+func (h *Hub) overflow(s *Sub, pub *protocol.Publication) bool {
+	if s.Policy != PolicyDrop {
+		h.slowClose(s)
+		return false
+	}
+	dropped := s.Conn.DropQueued(func(tag any) bool {
+		t, ok := tag.(*Sub)
+		return ok && t.Policy == PolicyDrop
+	})
+	for _, t := range dropped {
+		t.(*Sub).gap.Store(true)
+	}
+	h.dropped.Add(uint64(len(dropped)))
+	p := *pub
+	p.Gap = true
+	if s.Conn.Enqueue(pushFrame(s.Codec, &p), s) == nil {
+		s.gap.Store(false)
+		h.delivered.Add(1)
+		return true
+	}
+	// Still no room: what fills the queue is not droppable.
+	h.dropped.Add(1)
+	h.slowClose(s)
+	return false
+}
+
+func (h *Hub) slowClose(s *Sub) {
+	h.slow.Add(1)
+	h.opts.OnSlow(s.Owner)
+}
+
+// pushFrame encodes the publication push as a complete frame.
+func pushFrame(c protocol.Codec, p *protocol.Publication) []byte {
+	payload, _ := c.AppendPublicationPush(make([]byte, 0, 64+len(p.Data)), p)
+	return transport.MessageFrame(c.Binary(), payload)
+}
+
+// Broadcast queues a push (join or leave) on the channel's active
+// subscribers for which want is true, encoded once per codec. A subscriber
+// whose queue is full is treated by its policy (drop: the push is skipped).
+func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub) bool) {
+	ch := h.lookup(name)
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	var frames [2][]byte
+	for _, s := range ch.subs {
+		if s.recovering || !want(s) {
+			continue
+		}
+		ci := codecIndex(s.Codec)
+		if frames[ci] == nil {
+			payload, err := s.Codec.AppendServerMessage(nil, msg)
+			if err != nil {
+				return
+			}
+			frames[ci] = transport.MessageFrame(s.Codec.Binary(), payload)
+		}
+		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy != PolicyDrop {
+			h.slowClose(s)
+		}
+	}
+}
+
+// ChannelInfo describes one channel with subscribers on this node.
+type ChannelInfo struct {
+	Name        string
+	Subscribers int
+}
+
+// Channels lists the channels with subscribers on this node, sorted by
+// name, for which match is true (nil matches all).
+func (h *Hub) Channels(match func(string) bool) []ChannelInfo {
+	var out []ChannelInfo
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for name, ch := range s.chans {
+			if match != nil && !match(name) {
+				continue
+			}
+			ch.mu.Lock()
+			n := len(ch.subs)
+			ch.mu.Unlock()
+			out = append(out, ChannelInfo{Name: name, Subscribers: n})
+		}
+		s.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// NumChannels returns the number of channels with subscribers on this node.
+func (h *Hub) NumChannels() int {
+	n := 0
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		n += len(s.chans)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// NumSubscriptions returns the number of subscriptions on this node.
+func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
+
+// Stats returns the cumulative counters.
+func (h *Hub) Stats() Stats {
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load()}
+}

@@ -1,0 +1,68 @@
+package herald
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus collectors, on a registry it owns.
+type metrics struct {
+	reg           *prometheus.Registry
+	commands      *prometheus.CounterVec
+	disconnects   *prometheus.CounterVec
+	publications  *prometheus.CounterVec
+	bytesIn       prometheus.Counter
+	messagesIn    prometheus.Counter
+	brokerLatency *prometheus.HistogramVec
+	apiRequests   *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_commands_total", Help: "Client commands received, by method.",
+	}, []string{"method"})
+	m.disconnects = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_disconnects_total", Help: "Disconnects initiated by the server, by code.",
+	}, []string{"code"})
+	m.publications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_publications_total", Help: "Publications accepted, by source (client or api).",
+	}, []string{"source"})
+	m.bytesIn = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_bytes_in_total", Help: "WebSocket message bytes received from clients.",
+	})
+	m.messagesIn = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_messages_in_total", Help: "WebSocket messages received from clients.",
+	})
+	m.brokerLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "herald_broker_latency_seconds", Help: "Broker call latency, by operation.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+	}, []string{"op"})
+	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_api_requests_total", Help: "Server API requests, by method and outcome code (0 is success).",
+	}, []string{"method", "code"})
+	hubStat := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	m.reg.MustRegister(m.commands, m.disconnects, m.publications, m.bytesIn, m.messagesIn, m.brokerLatency, m.apiRequests,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_connections", Help: "Open client connections."},
+			func() float64 { return float64(s.sessions.count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_subscriptions", Help: "Channel subscriptions on this node."},
+			func() float64 { return float64(s.hub.NumSubscriptions()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_channels", Help: "Channels with subscribers on this node."},
+			func() float64 { return float64(s.hub.NumChannels()) }),
+		hubStat("herald_messages_out_total", "Publication frames queued to clients.", func() uint64 { return s.hub.Stats().Delivered }),
+		hubStat("herald_slow_disconnects_total", "Connections closed because their queue overflowed.", func() uint64 { return s.hub.Stats().Slow }),
+		hubStat("herald_dropped_publications_total", "Publications dropped for slow clients (drop policy).", func() uint64 { return s.hub.Stats().Dropped }),
+		hubStat("herald_stream_gaps_total", "Gaps detected in channel streams from the broker.", func() uint64 { return s.hub.Stats().Gaps }),
+		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
+	)
+	return m
+}
+
+func (m *metrics) disconnect(code uint32) {
+	m.disconnects.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+}

@@ -1,0 +1,146 @@
+package herald
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/heraldhq/herald/internal/transport"
+)
+
+const registryShards = 64
+
+// registry tracks the node's sessions, by connection and by user.
+type registry struct {
+	shards [registryShards]struct {
+		mu sync.Mutex
+		m  map[*session]struct{}
+	}
+	n   atomic.Int64
+	seq atomic.Uint64
+
+	usersMu sync.Mutex
+	users   map[string]map[*session]struct{}
+
+	echoMu sync.Mutex
+	echoes map[*transport.Conn]struct{}
+}
+
+func (r *registry) init() {
+	for i := range r.shards {
+		r.shards[i].m = make(map[*session]struct{})
+	}
+	r.users = make(map[string]map[*session]struct{})
+	r.echoes = make(map[*transport.Conn]struct{})
+}
+
+func (r *registry) add(ss *session) {
+	ss.seq = r.seq.Add(1)
+	sh := &r.shards[ss.seq%registryShards]
+	sh.mu.Lock()
+	sh.m[ss] = struct{}{}
+	sh.mu.Unlock()
+	r.n.Add(1)
+}
+
+func (r *registry) remove(ss *session) {
+	sh := &r.shards[ss.seq%registryShards]
+	sh.mu.Lock()
+	_, ok := sh.m[ss]
+	delete(sh.m, ss)
+	sh.mu.Unlock()
+	if ok {
+		r.n.Add(-1)
+	}
+}
+
+func (r *registry) count() int { return int(r.n.Load()) }
+
+// each calls f for every session, shard by shard, without holding a lock
+// during f.
+func (r *registry) each(f func(*session)) {
+	var batch []*session
+	for i := range r.shards {
+		sh := &r.shards[i]
+		batch = batch[:0]
+		sh.mu.Lock()
+		for ss := range sh.m {
+			batch = append(batch, ss)
+		}
+		sh.mu.Unlock()
+		for _, ss := range batch {
+			f(ss)
+		}
+	}
+}
+
+func (r *registry) all() []*session {
+	var out []*session
+	r.each(func(ss *session) { out = append(out, ss) })
+	return out
+}
+
+func (r *registry) addUser(user string, ss *session) {
+	r.usersMu.Lock()
+	m := r.users[user]
+	if m == nil {
+		m = make(map[*session]struct{})
+		r.users[user] = m
+	}
+	m[ss] = struct{}{}
+	r.usersMu.Unlock()
+}
+
+func (r *registry) removeUser(user string, ss *session) {
+	r.usersMu.Lock()
+	if m := r.users[user]; m != nil {
+		delete(m, ss)
+		if len(m) == 0 {
+			delete(r.users, user)
+		}
+	}
+	r.usersMu.Unlock()
+}
+
+func (r *registry) userSessions(user string) []*session {
+	r.usersMu.Lock()
+	defer r.usersMu.Unlock()
+	out := make([]*session, 0, len(r.users[user]))
+	for ss := range r.users[user] {
+		out = append(out, ss)
+	}
+	return out
+}
+
+func (r *registry) numUsers() int {
+	r.usersMu.Lock()
+	defer r.usersMu.Unlock()
+	n := len(r.users)
+	if _, anon := r.users[""]; anon {
+		n-- // anonymous connections are not a user
+	}
+	return n
+}
+
+func (r *registry) addEcho(c *transport.Conn) {
+	r.echoMu.Lock()
+	r.echoes[c] = struct{}{}
+	r.echoMu.Unlock()
+}
+
+func (r *registry) removeEcho(c *transport.Conn) {
+	r.echoMu.Lock()
+	delete(r.echoes, c)
+	r.echoMu.Unlock()
+}
+
+func (r *registry) closeEchoes() {
+	r.echoMu.Lock()
+	var conns []*transport.Conn
+	for c := range r.echoes {
+		conns = append(conns, c)
+	}
+	r.echoMu.Unlock()
+	for _, c := range conns {
+		c.Abort(nil)
+	}
+}

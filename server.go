@@ -1,0 +1,399 @@
+package herald
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/heraldhq/herald/auth"
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/transport"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// Version is Herald's version, reported in connect replies and info.
+const Version = "0.1.0"
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown.
+var ErrServerClosed = http.ErrServerClosed
+
+// Server is a Herald node. Create it with New; it is safe for concurrent
+// use. Shutdown must be called to release it.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	namespaces map[string]*namespace
+	broker     broker.Broker
+	presence   broker.PresenceStore
+	engine     transport.Engine
+	hub        *hub.Hub
+	verifier   *auth.Verifier
+	upgrader   transport.Upgrader
+	topts      transport.Options
+	metrics    *metrics
+	nodeID     string
+	started    time.Time
+	mux        *http.ServeMux
+	pingFrames [2][]byte
+
+	sessions registry
+	subLocks [256]sync.Mutex // serialise broker (un)subscribe per channel
+
+	gate     sync.RWMutex // draining flips under the write lock
+	draining bool
+	handlers sync.WaitGroup // upgrades in flight
+	ready    atomic.Bool
+
+	httpMu  sync.Mutex
+	httpSrv []*http.Server
+
+	ctx      context.Context // canceled when Shutdown gives up waiting
+	cancel   context.CancelFunc
+	quit     chan struct{}
+	wg       sync.WaitGroup // the server's own goroutines
+	shutOnce sync.Once
+	shutErr  error
+}
+
+// New validates cfg, starts the broker and the transport, and returns a
+// server ready to Serve. The caller must call Shutdown.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		namespaces: make(map[string]*namespace),
+		broker:     cfg.Broker,
+		presence:   cfg.Presence,
+		verifier:   auth.NewVerifier(auth.VerifierConfig{HMACSecret: cfg.TokenSecret}),
+		upgrader:   transport.Upgrader{Subprotocols: []string{protocol.SubprotocolJSON, protocol.SubprotocolMsgpack}},
+		topts: transport.Options{
+			MaxMessageSize:   cfg.MaxMessageSize,
+			QueueMaxBytes:    cfg.QueueMaxBytes,
+			QueueMaxMessages: cfg.QueueMaxMessages,
+		},
+		nodeID:  newID(),
+		started: time.Now(),
+		quit:    make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for _, ns := range cfg.Namespaces {
+		s.namespaces[ns.Name] = compileNamespace(ns)
+	}
+	if s.broker == nil {
+		s.broker = memory.New(memory.Config{})
+	}
+	if s.presence == nil {
+		if p, ok := s.broker.(broker.PresenceStore); ok {
+			s.presence = p
+		} else {
+			s.presence = memory.NewPresenceStore(nil)
+		}
+	}
+	s.sessions.init()
+	s.hub = hub.New(hub.Options{
+		OnSlow: func(owner any) {
+			owner.(*session).disconnect(protocol.DisconnectSlow, 0, true)
+		},
+		OnGap: func(owner any) {
+			owner.(*session).disconnect(protocol.DisconnectInsufficientState, 0, false)
+		},
+	})
+	for i, c := range []protocol.Codec{protocol.JSON, protocol.Msgpack} {
+		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
+		s.pingFrames[i] = transport.MessageFrame(c.Binary(), payload)
+	}
+	var err error
+	if s.engine, err = transport.NewEngine(cfg.Engine); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s)
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	defer cancel()
+	if err := s.broker.Start(ctx, nodeHandler{s}); err != nil {
+		s.engine.Close()
+		s.cancel()
+		return nil, fmt.Errorf("herald: start broker: %w", err)
+	}
+	s.mux = s.routes()
+	s.goTracked(s.sweep)
+	s.goTracked(s.refreshPresence)
+	s.ready.Store(true)
+	s.log.Info("herald node started", "node", s.nodeID, "engine", s.engine.Name(), "version", Version)
+	return s, nil
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// goTracked runs f in a goroutine that Shutdown waits for.
+func (s *Server) goTracked(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// NodeID returns this node's random identity.
+func (s *Server) NodeID() string { return s.nodeID }
+
+// Engine returns the name of the transport engine in use.
+func (s *Server) Engine() string { return s.engine.Name() }
+
+func (s *Server) engineBytesOut() uint64 { return s.engine.BytesOut() }
+
+// Handler returns the server's HTTP handler: /ws, /api/, /healthz, /readyz,
+// /metrics (and /ws/echo with Config.Echo).
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// MetricsHandler returns the /metrics handler alone, for serving it on a
+// separate listener.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+func (s *Server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/ws", s.serveWS)
+	if s.cfg.Echo {
+		mux.HandleFunc("/ws/echo", s.serveEcho)
+	}
+	mux.HandleFunc("/api/", s.serveAPI)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "draining\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("/metrics", s.MetricsHandler())
+	return mux
+}
+
+// ListenAndServe listens on Config.Listen and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Serve serves the handler on ln until Shutdown; it then returns
+// ErrServerClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	hs := s.NewHTTPServer(s.mux)
+	s.httpMu.Lock()
+	if s.isDraining() {
+		s.httpMu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.httpSrv = append(s.httpSrv, hs)
+	s.httpMu.Unlock()
+	return hs.Serve(ln)
+}
+
+// NewHTTPServer returns an http.Server with the server's handshake limits
+// for h. Shutdown closes the servers that Serve started, not this one.
+func (s *Server) NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return s.draining
+}
+
+// enter registers an upgrade in flight unless the server is draining.
+func (s *Server) enter() bool {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.draining {
+		return false
+	}
+	s.handlers.Add(1)
+	return true
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		http.Error(w, "server is draining", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.handlers.Done()
+	nc, in, sub, err := s.upgrader.Upgrade(w, r)
+	if err != nil {
+		return
+	}
+	codec, _ := protocol.CodecFor(sub)
+	ss := newSession(s, codec)
+	c := transport.NewConn(nc, sub, &s.topts, ss)
+	ss.conn = c
+	c.Value = ss
+	s.sessions.add(ss)
+	if err := s.engine.Serve(c, in); err != nil {
+		s.sessions.remove(ss)
+		nc.Close()
+	}
+}
+
+func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() {
+		http.Error(w, "server is draining", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.handlers.Done()
+	nc, in, sub, err := s.upgrader.Upgrade(w, r)
+	if err != nil {
+		return
+	}
+	c := transport.NewConn(nc, sub, &s.topts, echoHandler{s})
+	s.sessions.addEcho(c)
+	if err := s.engine.Serve(c, in); err != nil {
+		s.sessions.removeEcho(c)
+		nc.Close()
+	}
+}
+
+type echoHandler struct{ s *Server }
+
+func (h echoHandler) OnMessage(c *transport.Conn, msg []byte, binary bool) {
+	transport.EchoHandler{}.OnMessage(c, msg, binary)
+}
+
+func (h echoHandler) OnClose(c *transport.Conn, _ ws.StatusCode, _ error) { h.s.sessions.removeEcho(c) }
+
+// Shutdown drains the node: /readyz turns false, listeners close, every
+// client gets a disconnect (3000) with a reconnect-after hint spread over
+// the drain window, queues flush, and every goroutine is joined. If ctx
+// ends first, the remaining connections are cut and ctx's error returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutOnce.Do(func() { s.shutErr = s.shutdown(ctx) })
+	return s.shutErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	s.gate.Lock()
+	s.draining = true
+	s.gate.Unlock()
+
+	s.httpMu.Lock()
+	servers := s.httpSrv
+	s.httpMu.Unlock()
+	var wg sync.WaitGroup
+	for _, hs := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hs.Shutdown(ctx); err != nil {
+				hs.Close()
+			}
+		}()
+	}
+	s.handlers.Wait()
+
+	window := s.cfg.DrainTimeout
+	for _, ss := range s.sessions.all() {
+		after := time.Duration(mrand.Int64N(int64(window)))
+		ss.disconnect(protocol.DisconnectShutdown, after, false)
+	}
+	s.sessions.closeEchoes()
+
+	// Queues flush and clients answer the close; the close timeout bounds
+	// each connection, the drain window and ctx bound the whole.
+	deadline := time.NewTimer(window)
+	defer deadline.Stop()
+	var err error
+	for s.sessions.count() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-deadline.C:
+		case <-time.After(10 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	for _, ss := range s.sessions.all() {
+		ss.conn.Abort(errors.New("herald: drain ended"))
+	}
+	wg.Wait()
+	s.cancel()
+	close(s.quit)
+	s.wg.Wait()
+	if e := s.engine.Close(); e != nil && err == nil {
+		err = e
+	}
+	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if e := s.broker.Close(bctx); e != nil && err == nil {
+		err = e
+	}
+	s.log.Info("herald node stopped", "node", s.nodeID)
+	return err
+}
+
+// Info describes the node.
+type Info struct {
+	Node          string  `json:"node"`
+	Version       string  `json:"version"`
+	Engine        string  `json:"engine"`
+	Uptime        float64 `json:"uptime_seconds"`
+	PID           int     `json:"pid"`
+	Connections   int     `json:"num_clients"`
+	Users         int     `json:"num_users"`
+	Channels      int     `json:"num_channels"`
+	Subscriptions int     `json:"num_subscriptions"`
+}
+
+// Info returns a snapshot of the node's counters.
+func (s *Server) Info() Info {
+	return Info{
+		Node: s.nodeID, Version: Version, Engine: s.engine.Name(),
+		Uptime: time.Since(s.started).Seconds(), PID: os.Getpid(),
+		Connections: s.sessions.count(), Users: s.sessions.numUsers(),
+		Channels: s.hub.NumChannels(), Subscriptions: s.hub.NumSubscriptions(),
+	}
+}

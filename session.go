@@ -1,0 +1,160 @@
+package herald
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/transport"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// session states
+const (
+	stateNew int32 = iota
+	stateConnected
+	stateClosed
+)
+
+// session is one client connection's protocol state. The transport calls
+// OnMessage for it one message at a time, so commands run in order; the
+// sweeper, the hub and cleanup touch it concurrently through the atomics
+// and mu.
+type session struct {
+	s       *Server
+	conn    *transport.Conn
+	codec   protocol.Codec
+	id      string
+	seq     uint64
+	created int64
+
+	state    atomic.Int32
+	nextPing atomic.Int64 // unix nanos
+	pongDue  atomic.Int64 // unix nanos; 0: no ping outstanding
+	expires  atomic.Int64 // unix seconds; 0: never
+
+	mu   sync.Mutex
+	user string
+	info protocol.Data
+	subs map[string]*subscription
+}
+
+type subscription struct {
+	ch string
+	ns *namespace
+	hs *hub.Sub
+}
+
+func newSession(s *Server, codec protocol.Codec) *session {
+	return &session{s: s, codec: codec, id: newID(), created: time.Now().UnixNano()}
+}
+
+func (ss *session) clientInfo() *protocol.ClientInfo {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return &protocol.ClientInfo{Client: ss.id, User: ss.user, ConnInfo: ss.info}
+}
+
+func (ss *session) presenceSubs() []*subscription {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	var out []*subscription
+	for _, sub := range ss.subs {
+		if sub.ns.Presence {
+			out = append(out, sub)
+		}
+	}
+	return out
+}
+
+// OnMessage decodes and runs one command.
+func (ss *session) OnMessage(_ *transport.Conn, msg []byte, _ bool) {
+	m := ss.s.metrics
+	m.messagesIn.Inc()
+	m.bytesIn.Add(float64(len(msg)))
+	// Any traffic proves the client alive.
+	ss.pongDue.Store(0)
+	var cmd protocol.Command
+	if err := ss.codec.DecodeCommand(msg, &cmd); err != nil {
+		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
+		return
+	}
+	ss.handle(&cmd)
+}
+
+// OnClose starts the session's cleanup. It runs on a transport goroutine,
+// which must not block on the broker, so cleanup runs on its own.
+func (ss *session) OnClose(_ *transport.Conn, _ ws.StatusCode, _ error) {
+	prev := ss.state.Swap(stateClosed)
+	if prev == stateClosed {
+		return
+	}
+	ss.s.wg.Add(1)
+	go func() {
+		defer ss.s.wg.Done()
+		ss.cleanup(prev == stateConnected)
+	}()
+}
+
+func (ss *session) cleanup(wasConnected bool) {
+	ss.mu.Lock()
+	subs := ss.subs
+	ss.subs = nil
+	user := ss.user
+	ss.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, sub := range subs {
+		ss.s.leave(ctx, ss, sub)
+	}
+	if wasConnected {
+		ss.s.sessions.removeUser(user, ss)
+	}
+	ss.s.sessions.remove(ss)
+}
+
+// reply sends a reply frame.
+func (ss *session) reply(m *protocol.ServerMessage) {
+	payload, err := ss.codec.AppendServerMessage(nil, m)
+	if err != nil {
+		ss.s.log.Error("encode reply", "err", err)
+		ss.disconnect(protocol.DisconnectServerError, 0, true)
+		return
+	}
+	if err := ss.conn.Enqueue(transport.MessageFrame(ss.codec.Binary(), payload), nil); err == transport.ErrQueueFull {
+		ss.disconnect(protocol.DisconnectSlow, 0, true)
+	}
+}
+
+func (ss *session) replyError(id uint64, e *protocol.Error) {
+	ss.reply(&protocol.ServerMessage{ID: id, Error: e})
+}
+
+// disconnect closes the connection with a Herald code, telling the client
+// whether and when to reconnect. discard drops what is still queued (slow
+// clients); otherwise the queue flushes first (drain).
+func (ss *session) disconnect(code uint32, after time.Duration, discard bool) {
+	ss.disconnectWith(code, protocol.DisconnectReason(code), after, discard)
+}
+
+func (ss *session) disconnectWith(code uint32, reason string, after time.Duration, discard bool) {
+	if code == 0 {
+		code = protocol.DisconnectForceNoReconnect
+	}
+	if reason == "" {
+		reason = protocol.DisconnectReason(code)
+	}
+	push := &protocol.DisconnectPush{Code: code, Reason: reason, Reconnect: protocol.DisconnectReconnects(code)}
+	if after > 0 {
+		push.ReconnectAfter = uint32(after / time.Millisecond)
+	}
+	payload, _ := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Disconnect: push})
+	if !ss.conn.Closed() {
+		ss.s.metrics.disconnect(code)
+	}
+	ss.conn.Close(ws.StatusCode(code), reason, transport.MessageFrame(ss.codec.Binary(), payload), discard)
+}
