@@ -371,11 +371,12 @@ func (f *flusher) loop() {
 		for {
 			f.mu.Lock()
 			batch := f.list
-			f.list = f.spare[:0]
-			f.mu.Unlock()
 			if len(batch) == 0 {
+				f.mu.Unlock()
 				break
 			}
+			f.list, f.spare = f.spare[:0], nil
+			f.mu.Unlock()
 			for i, c := range batch {
 				f.flush(c)
 				batch[i] = nil

@@ -1,0 +1,376 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/protocol"
+)
+
+// StreamPosition is a position in a channel's history stream.
+type StreamPosition = protocol.StreamPosition
+
+// ClientInfo describes a connection in presence, join and leave.
+type ClientInfo = protocol.ClientInfo
+
+// Publication is a message received in a channel.
+type Publication struct {
+	Channel string
+	Offset  uint64 // 0 for channels without history
+	Data    []byte
+	Info    *ClientInfo // the publisher, for client publications
+	Tags    map[string]string
+	Time    time.Time
+	// Gap: the server dropped publications of this channel before this one
+	// (slow-client policy "drop") and the channel keeps no history to
+	// recover them from. On channels with history the client recovers
+	// instead and Gap is never seen.
+	Gap bool
+}
+
+func toPublication(p *protocol.Publication) Publication {
+	out := Publication{Channel: p.Channel, Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Gap: p.Gap}
+	if p.Time != 0 {
+		out.Time = time.UnixMilli(p.Time)
+	}
+	return out
+}
+
+// SubscribedEvent reports a (re)subscription.
+type SubscribedEvent struct {
+	Channel string
+	// Recoverable: the channel has history and positions.
+	Recoverable bool
+	// WasRecovering: the client asked to recover from a position; Recovered:
+	// every missed publication was delivered (before this event's live
+	// publications). WasRecovering and not Recovered means a gap the
+	// application must fill itself.
+	WasRecovering bool
+	Recovered     bool
+	Position      StreamPosition
+}
+
+// SubscribeOptions configure a subscription. Without OnPublication,
+// publications are delivered on Subscription.C.
+type SubscribeOptions struct {
+	// Since recovers from this position on the first subscribe (for example
+	// one saved by a previous run).
+	Since *StreamPosition
+	// Token is a subscription token for private channels.
+	Token          string
+	OnPublication  func(Publication)
+	OnSubscribed   func(SubscribedEvent)
+	OnJoin         func(ClientInfo)
+	OnLeave        func(ClientInfo)
+	OnUnsubscribed func(err error)
+	// Buffer is the capacity of C. Default 1024.
+	Buffer int
+}
+
+// subscription states
+const (
+	subPending = iota // waiting for a (re)subscribe reply
+	subActive
+	subResyncing // a gap was seen: unsubscribing to resubscribe with recovery
+	subGone
+)
+
+// Subscription is a client's subscription to one channel; it survives
+// reconnects.
+type Subscription struct {
+	c       *Client
+	channel string
+	opts    SubscribeOptions
+	// C delivers publications when SubscribeOptions.OnPublication is nil.
+	// It is closed by Unsubscribe and when the client closes.
+	C  <-chan Publication
+	ch chan Publication
+
+	mu          sync.Mutex
+	state       int
+	conn        *wsConn
+	recoverable bool
+	positioned  bool
+	pos         StreamPosition
+	ready       chan struct{} // closed at the first subscribe result
+	readyErr    error
+
+	dmu     sync.Mutex // held while delivering to C
+	gone    chan struct{}
+	goneOne sync.Once
+}
+
+// Subscribe subscribes to channel and returns once the server accepted it
+// (waiting for a connection if there is none). An error reply (permission
+// denied, unknown channel...) is returned and the subscription discarded.
+func (c *Client) Subscribe(ctx context.Context, channel string, opts SubscribeOptions) (*Subscription, error) {
+	s := &Subscription{c: c, channel: channel, opts: opts, ready: make(chan struct{}), gone: make(chan struct{})}
+	if opts.Since != nil {
+		s.positioned, s.pos = true, *opts.Since
+	}
+	if opts.OnPublication == nil {
+		n := opts.Buffer
+		if n <= 0 {
+			n = 1024
+		}
+		s.ch = make(chan Publication, n)
+		s.C = s.ch
+	}
+	c.mu.Lock()
+	if c.state == StateClosed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if c.subs[channel] != nil {
+		c.mu.Unlock()
+		return nil, errors.New("herald client: already subscribed to " + channel)
+	}
+	c.subs[channel] = s
+	var conn *wsConn
+	if c.state == StateConnected {
+		conn = c.conn
+	}
+	c.mu.Unlock()
+	if conn != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			s.subscribeOn(conn)
+		}()
+	}
+	select {
+	case <-s.ready:
+		if s.readyErr != nil {
+			return nil, s.readyErr
+		}
+		return s, nil
+	case <-ctx.Done():
+		_ = s.Unsubscribe(context.Background())
+		return nil, ctx.Err()
+	case <-c.closed:
+		return nil, ErrClosed
+	}
+}
+
+// Channel returns the subscription's channel.
+func (s *Subscription) Channel() string { return s.channel }
+
+// Position returns the position of the last publication delivered (or of
+// the subscribe), for recovering later with SubscribeOptions.Since.
+func (s *Subscription) Position() (StreamPosition, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos, s.recoverable || s.positioned
+}
+
+// resubscribe runs after a reconnect, on its own goroutine.
+func (s *Subscription) resubscribe(conn *wsConn) {
+	s.c.wg.Add(1)
+	go func() {
+		defer s.c.wg.Done()
+		s.subscribeOn(conn)
+	}()
+}
+
+func (s *Subscription) subscribeOn(conn *wsConn) {
+	s.mu.Lock()
+	if s.state == subGone {
+		s.mu.Unlock()
+		return
+	}
+	s.state = subPending
+	req := &protocol.SubscribeRequest{Channel: s.channel, Token: s.opts.Token}
+	if s.positioned {
+		req.Recover, req.Epoch, req.Offset = true, s.pos.Epoch, s.pos.Offset
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.DialTimeout)
+	defer cancel()
+	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Subscribe: req}, func(m *protocol.ServerMessage) {
+		if m.Error == nil && m.Subscribe != nil {
+			s.applySubscribed(conn, m.Subscribe)
+		}
+	})
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		s.fail(pe)
+	}
+	// Other errors are the connection ending: the next one resubscribes.
+}
+
+// applySubscribed runs on the reader goroutine: recovered publications are
+// delivered before anything read after the reply.
+func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResult) {
+	s.mu.Lock()
+	if s.state == subGone {
+		s.mu.Unlock()
+		return
+	}
+	s.state = subActive
+	s.conn = conn
+	s.recoverable = res.Recoverable
+	var recovered []*protocol.Publication
+	if res.Recoverable {
+		if res.WasRecovering && res.Recovered {
+			recovered = res.Publications
+		}
+		s.pos = StreamPosition{Epoch: res.Epoch, Offset: res.Offset}
+		s.positioned = true
+	}
+	s.mu.Unlock()
+	if s.opts.OnSubscribed != nil {
+		s.opts.OnSubscribed(SubscribedEvent{
+			Channel: s.channel, Recoverable: res.Recoverable, WasRecovering: res.WasRecovering,
+			Recovered: res.Recovered, Position: StreamPosition{Epoch: res.Epoch, Offset: res.Offset},
+		})
+	}
+	for _, p := range recovered {
+		if p.Channel == "" {
+			p.Channel = s.channel
+		}
+		s.deliver(toPublication(p))
+	}
+	select {
+	case <-s.ready:
+	default:
+		close(s.ready)
+	}
+}
+
+// onPublication runs on the reader goroutine.
+func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
+	s.mu.Lock()
+	if s.state != subActive || s.conn != conn {
+		s.mu.Unlock()
+		return
+	}
+	if p.Offset != 0 && s.recoverable {
+		if p.Offset <= s.pos.Offset {
+			s.mu.Unlock()
+			return // already delivered
+		}
+		if p.Offset != s.pos.Offset+1 {
+			// A gap: never deliver past it. Resubscribe from the last
+			// position delivered; the server replays what is missing.
+			s.state = subResyncing
+			s.mu.Unlock()
+			s.c.wg.Add(1)
+			go s.resync(conn)
+			return
+		}
+		s.pos.Offset = p.Offset
+	}
+	s.mu.Unlock()
+	s.deliver(toPublication(p))
+}
+
+func (s *Subscription) resync(conn *wsConn) {
+	defer s.c.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.DialTimeout)
+	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
+	cancel()
+	if err == nil {
+		s.subscribeOn(conn)
+	}
+}
+
+func (s *Subscription) onPresence(join bool, info ClientInfo) {
+	f := s.opts.OnLeave
+	if join {
+		f = s.opts.OnJoin
+	}
+	if f != nil {
+		f(info)
+	}
+}
+
+func (s *Subscription) deliver(p Publication) {
+	if s.opts.OnPublication != nil {
+		s.opts.OnPublication(p)
+		return
+	}
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	select {
+	case <-s.gone:
+		return
+	default:
+	}
+	select {
+	case s.ch <- p:
+	case <-s.gone:
+	case <-s.c.closed:
+	}
+}
+
+// disconnected marks the subscription for resubscription.
+func (s *Subscription) disconnected() {
+	s.mu.Lock()
+	if s.state != subGone {
+		s.state = subPending
+		s.conn = nil
+	}
+	s.mu.Unlock()
+}
+
+func (s *Subscription) fail(err error) {
+	s.mu.Lock()
+	first := true
+	select {
+	case <-s.ready:
+		first = false
+	default:
+		s.readyErr = err
+		close(s.ready)
+	}
+	s.mu.Unlock()
+	s.end(err, !first)
+}
+
+func (s *Subscription) serverUnsubscribed(u *protocol.UnsubscribeResult) {
+	s.end(&protocol.Error{Code: u.Code, Message: u.Reason}, true)
+}
+
+// end removes the subscription from the client for good.
+func (s *Subscription) end(err error, notify bool) {
+	s.mu.Lock()
+	if s.state == subGone {
+		s.mu.Unlock()
+		return
+	}
+	s.state = subGone
+	s.mu.Unlock()
+	s.c.mu.Lock()
+	if s.c.subs[s.channel] == s {
+		delete(s.c.subs, s.channel)
+	}
+	s.c.mu.Unlock()
+	s.goneOne.Do(func() {
+		close(s.gone)
+		if s.ch != nil {
+			s.dmu.Lock()
+			close(s.ch)
+			s.dmu.Unlock()
+		}
+	})
+	if notify && s.opts.OnUnsubscribed != nil {
+		s.opts.OnUnsubscribed(err)
+	}
+}
+
+// Unsubscribe leaves the channel.
+func (s *Subscription) Unsubscribe(ctx context.Context) error {
+	s.mu.Lock()
+	conn, active := s.conn, s.state == subActive
+	s.mu.Unlock()
+	s.end(nil, false)
+	if active && conn != nil {
+		_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
+		if err != nil && !errors.Is(err, ErrDisconnected) {
+			return err
+		}
+	}
+	return nil
+}
