@@ -152,6 +152,12 @@ func (c *Config) setDefaults() {
 	def(&c.HandshakeTimeout, 10*time.Second)
 }
 
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
 // Validate reports the first invalid setting, with defaults applied.
 func (c Config) Validate() error {
 	c.setDefaults()

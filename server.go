@@ -3,6 +3,7 @@ package herald
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -224,6 +225,16 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.httpSrv = append(s.httpSrv, hs)
 	s.httpMu.Unlock()
 	return hs.Serve(ln)
+}
+
+// ServeTLS is Serve over TLS with the given certificate and key files.
+// TLS connections use the goroutine transport.
+func (s *Server) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return err
+	}
+	return s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
 }
 
 // NewHTTPServer returns an http.Server with the server's handshake limits

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/heraldhq/herald"
+)
+
+// fileConfig is the config file: the library's Config plus what only the
+// binary handles.
+type fileConfig struct {
+	herald.Config `yaml:",inline"`
+	// Dev turns on the development defaults (as --dev).
+	Dev bool `yaml:"dev"`
+	// MetricsListen serves /metrics on a separate address.
+	MetricsListen string `yaml:"metrics_listen"`
+	// TLSCert and TLSKey serve HTTPS and WSS.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+}
+
+// loadConfig reads path (YAML, or JSON, which is YAML) if given, then
+// applies HERALD_* environment variables.
+func loadConfig(path string) (*fileConfig, error) {
+	fc := &fileConfig{}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		// An empty file is an empty config.
+		if err := dec.Decode(fc); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(fc).Elem(), os.Getenv); err != nil {
+		return nil, err
+	}
+	if k := os.Getenv("HERALD_API_KEY"); k != "" {
+		fc.APIKeys = append(fc.APIKeys, k)
+	}
+	return fc, nil
+}
+
+// applyEnv sets every scalar field from HERALD_<YAML KEY IN UPPER CASE>.
+// Lists take comma-separated values; durations Go syntax ("30s").
+func applyEnv(v reflect.Value, getenv func(string) string) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")
+		if tag[0] == "-" || !f.IsExported() {
+			continue
+		}
+		if len(tag) > 1 && tag[1] == "inline" {
+			if err := applyEnv(v.Field(i), getenv); err != nil {
+				return err
+			}
+			continue
+		}
+		name := "HERALD_" + strings.ToUpper(tag[0])
+		val := getenv(name)
+		if val == "" {
+			continue
+		}
+		fv := v.Field(i)
+		switch {
+		case f.Type == reflect.TypeOf(time.Duration(0)):
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetInt(int64(d))
+		case fv.Kind() == reflect.String:
+			fv.SetString(val)
+		case fv.Kind() == reflect.Bool:
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetBool(b)
+		case fv.Kind() == reflect.Int:
+			n, err := strconv.Atoi(val)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fv.SetInt(int64(n))
+		case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String:
+			fv.Set(reflect.ValueOf(strings.Split(val, ",")))
+		}
+	}
+	return nil
+}
+
+// applyDev sets the development defaults: anonymous clients, every channel
+// open, history and presence on. It returns the API key and token secret
+// it generated (empty if they were configured).
+func applyDev(fc *fileConfig) (genKey, genSecret string) {
+	c := &fc.Config
+	c.AllowAnonymous = true
+	c.UnknownNamespacesAsDefault = true
+	if len(c.APIKeys) == 0 {
+		genKey = randomHex(16)
+		c.APIKeys = []string{genKey}
+	}
+	if c.TokenSecret == "" {
+		genSecret = randomHex(16)
+		c.TokenSecret = genSecret
+	}
+	dev := herald.Namespace{
+		HistorySize: 1000, HistoryTTL: time.Hour, Presence: true, JoinLeave: true,
+		AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
+	}
+	for i := range c.Namespaces {
+		if c.Namespaces[i].Name == "" {
+			return genKey, genSecret // the file's default namespace wins
+		}
+	}
+	c.Namespaces = append(c.Namespaces, dev)
+	return genKey, genSecret
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/heraldhq/herald"
+)
+
+func versionString() string {
+	v := "herald " + herald.Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v += " (" + bi.GoVersion + ")"
+	}
+	return v
+}
+
+type exitCoder interface{ ExitCode() int }
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) ExitCode() int { return e.code }
+
+func asExitCoder(err error, target *exitCoder) bool {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		*target = ee
+		return true
+	}
+	return false
+}
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	configPath := fs.String("config", "", "config file (YAML or JSON)")
+	listen := fs.String("listen", "", "listen address (default :8000)")
+	dev := fs.Bool("dev", false, "development mode: anonymous clients, every channel open, history and presence on")
+	echo := fs.Bool("echo", false, "also serve /ws/echo, a plain echo endpoint for WebSocket conformance suites")
+	engine := fs.String("engine", "", "transport engine: epoll or goroutine (default: epoll on Linux)")
+	secret := fs.String("token-secret", "", "HS256 secret for connection tokens")
+	_ = fs.Parse(args)
+
+	fc, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		fc.Listen = *listen
+	}
+	if *echo {
+		fc.Echo = true
+	}
+	if *engine != "" {
+		fc.Engine = *engine
+	}
+	if *secret != "" {
+		fc.TokenSecret = *secret
+	}
+	var genKey, genSecret string
+	if *dev || fc.Dev {
+		genKey, genSecret = applyDev(fc)
+	}
+	logger := newLogger(fc.LogLevel)
+	fc.Logger = logger
+	srv, err := herald.New(fc.Config)
+	if err != nil {
+		return err
+	}
+	cfg := fc.WithDefaults()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		_ = srv.Shutdown(context.Background())
+		return err
+	}
+	if *dev || fc.Dev {
+		fmt.Fprintf(os.Stderr, "herald %s (dev mode) listening on %s, engine %s\n", herald.Version, ln.Addr(), srv.Engine())
+		fmt.Fprintf(os.Stderr, "  WebSocket:  ws://%s/ws\n", displayAddr(ln.Addr()))
+		if genKey != "" {
+			fmt.Fprintf(os.Stderr, "  API key:    %s   (set HERALD_API_KEYS to choose one)\n", genKey)
+		} else {
+			fmt.Fprintf(os.Stderr, "  API key:    from the config\n")
+		}
+		if genSecret != "" {
+			fmt.Fprintf(os.Stderr, "  token secret: %s   (herald token --secret %s --user alice)\n", genSecret, genSecret)
+		}
+		fmt.Fprintf(os.Stderr, "  try:        herald sub room:1   and   herald pub room:1 '{\"text\":\"hi\"}'\n")
+	} else {
+		logger.Info("listening", "addr", ln.Addr().String(), "engine", srv.Engine())
+	}
+	if fc.MetricsListen != "" {
+		mln, err := net.Listen("tcp", fc.MetricsListen)
+		if err != nil {
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		ms := srv.NewHTTPServer(mux)
+		go func() { _ = ms.Serve(mln) }()
+		defer ms.Close()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() {
+		if fc.TLSCert != "" {
+			serveErr <- srv.ServeTLS(ln, fc.TLSCert, fc.TLSKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-serveErr:
+		_ = srv.Shutdown(context.Background())
+		return err
+	case sig := <-sigs:
+		logger.Info("draining", "signal", sig.String(), "window", cfg.DrainTimeout.String())
+	}
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "herald: second signal, exiting now")
+		os.Exit(1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		return err
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, herald.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func displayAddr(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+		return fmt.Sprintf("localhost:%d", ta.Port)
+	}
+	return a.String()
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil || level == "" {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func runCheckConfig(args []string) error {
+	fs := flag.NewFlagSet("check-config", flag.ExitOnError)
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		return errors.New("usage: herald check-config FILE")
+	}
+	fc, err := loadConfig(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if fc.Dev {
+		applyDev(fc)
+	}
+	if err := fc.Validate(); err != nil {
+		return err
+	}
+	fc.Config = fc.WithDefaults()
+	for i := range fc.APIKeys {
+		fc.APIKeys[i] = "<redacted>"
+	}
+	if fc.TokenSecret != "" {
+		fc.TokenSecret = "<redacted>"
+	}
+	out, err := yaml.Marshal(fc)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("# %s: valid; effective config with defaults:\n%s", fs.Arg(0), out)
+	return nil
+}
