@@ -71,6 +71,9 @@ type Config struct {
 	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
 	// conformance suites. Never on by default.
 	Echo bool `yaml:"echo" json:"echo"`
+	// Demo serves the demo chat page (and the browser SDK it uses) at /.
+	// Meant for development; `herald serve --dev` turns it on.
+	Demo bool `yaml:"demo" json:"demo"`
 	// HandshakeTimeout bounds reading the HTTP request headers. Default 10s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout" json:"handshake_timeout"`
 	// MaxHeaderBytes bounds the HTTP request headers (431 past it).

@@ -26,6 +26,7 @@ import (
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/web"
 )
 
 // Version is Herald's version, reported in connect replies and info.
@@ -200,6 +201,9 @@ func (s *Server) routes() *http.ServeMux {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("/metrics", s.MetricsHandler())
+	if s.cfg.Demo {
+		mux.Handle("/", web.Handler())
+	}
 	return mux
 }
 

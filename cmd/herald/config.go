@@ -114,6 +114,7 @@ func applyDev(fc *fileConfig) (genKey, genSecret string) {
 	c := &fc.Config
 	c.AllowAnonymous = true
 	c.UnknownNamespacesAsDefault = true
+	c.Demo = true
 	if len(c.APIKeys) == 0 {
 		genKey = randomHex(16)
 		c.APIKeys = []string{genKey}
