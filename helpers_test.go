@@ -168,3 +168,18 @@ func seqOf(t testing.TB, data []byte) int {
 }
 
 var _ = fmt.Sprintf
+
+// herald_ns returns a namespace open to anonymous reading (unless private),
+// without history or presence, and read-only for clients.
+func herald_ns(name string, private bool) herald.Namespace {
+	return herald.Namespace{Name: name, AllowSubscribe: !private, AllowAnonymousSubscribe: !private}
+}
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
