@@ -56,7 +56,7 @@ type Conn struct {
 	Value any
 
 	mu      sync.Mutex
-	q       []item
+	q       queue
 	qbytes  int
 	woff    int // bytes of q[0] already written
 	wstate  uint8
@@ -98,11 +98,11 @@ func (c *Conn) Enqueue(frame []byte, tag any) error {
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	if len(c.q) > 0 && (len(c.q) >= c.opts.QueueMaxMessages || c.qbytes+len(frame) > c.opts.QueueMaxBytes) {
+	if c.q.len() > 0 && (c.q.len() >= c.opts.QueueMaxMessages || c.qbytes+len(frame) > c.opts.QueueMaxBytes) {
 		c.mu.Unlock()
 		return ErrQueueFull
 	}
-	c.q = append(c.q, item{b: frame, tag: tag})
+	c.q.push(item{b: frame, tag: tag})
 	c.qbytes += len(frame)
 	schedule := c.wstate == wIdle
 	if schedule {
@@ -119,7 +119,7 @@ func (c *Conn) Enqueue(frame []byte, tag any) error {
 func (c *Conn) QueueLen() (frames, bytes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.q), c.qbytes - c.woff
+	return c.q.len(), c.qbytes - c.woff
 }
 
 // DropQueued removes the queued frames whose tag satisfies drop (a frame
@@ -128,17 +128,14 @@ func (c *Conn) DropQueued(drop func(tag any) bool) []any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var dropped []any
-	kept := c.q[:0]
-	for i, it := range c.q {
+	c.q.filter(func(i int, it *item) bool {
 		if (i > 0 || c.woff == 0) && it.tag != nil && it.tag != closeTag && drop(it.tag) {
 			dropped = append(dropped, it.tag)
 			c.qbytes -= len(it.b)
-			continue
+			return false
 		}
-		kept = append(kept, it)
-	}
-	clear(c.q[len(kept):])
-	c.q = kept
+		return true
+	})
 	return dropped
 }
 
@@ -157,23 +154,21 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	if c.closeCode == 0 {
 		c.closeCode = code
 	}
-	if discard && len(c.q) > 0 {
-		keep := 0
-		if c.woff > 0 {
-			keep = 1
-		}
-		for _, it := range c.q[keep:] {
+	if discard && c.q.len() > 0 {
+		c.q.filter(func(i int, it *item) bool {
+			if i == 0 && c.woff > 0 {
+				return true // partly written: finish it
+			}
 			c.qbytes -= len(it.b)
-		}
-		clear(c.q[keep:])
-		c.q = c.q[:keep]
+			return false
+		})
 	}
 	if first != nil {
-		c.q = append(c.q, item{b: first})
+		c.q.push(item{b: first})
 		c.qbytes += len(first)
 	}
 	cf := closeFrame(code, reason)
-	c.q = append(c.q, item{b: cf, tag: closeTag})
+	c.q.push(item{b: cf, tag: closeTag})
 	c.qbytes += len(cf)
 	schedule := c.wstate == wIdle
 	if schedule {
@@ -216,8 +211,8 @@ func (c *Conn) shutdown(err error) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
-	clear(c.q)
-	c.q, c.qbytes, c.woff = nil, 0, 0
+	c.q.reset()
+	c.qbytes, c.woff = 0, 0
 	code := c.closeCode
 	c.mu.Unlock()
 	c.eng.detach(c)
@@ -243,16 +238,19 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 	if c.closed {
 		return iov
 	}
-	for i, it := range c.q {
+	i := 0
+	c.q.each(func(it *item) bool {
 		if i == max {
-			break
+			return false
 		}
 		b := it.b
 		if i == 0 {
 			b = b[c.woff:]
 		}
 		iov = append(iov, b)
-	}
+		i++
+		return true
+	})
 	return iov
 }
 
@@ -268,27 +266,26 @@ func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
 		return false, false
 	}
 	sentClose := false
-	for n > 0 && len(c.q) > 0 {
-		rest := len(c.q[0].b) - c.woff
+	for n > 0 && c.q.len() > 0 {
+		it := c.q.front()
+		rest := len(it.b) - c.woff
 		if n < rest {
 			c.woff += n
 			break
 		}
 		n -= rest
-		if c.q[0].tag == closeTag {
+		if it.tag == closeTag {
 			sentClose = true
 		}
-		c.qbytes -= len(c.q[0].b)
-		c.q[0] = item{}
-		c.q = c.q[1:]
+		c.qbytes -= len(it.b)
 		c.woff = 0
+		c.q.pop()
 	}
 	if sentClose && c.peerClosed {
 		return false, true
 	}
 	switch {
-	case len(c.q) == 0:
-		c.q = nil // an idle connection holds no queue memory
+	case c.q.len() == 0:
 		c.wstate = wIdle
 		return false, false
 	case !blocked:

@@ -127,9 +127,14 @@ func (e *stdEngine) scheduleFlush(c *Conn) {
 
 func (e *stdEngine) detach(*Conn) {}
 
+var iovs = sync.Pool{New: func() any { s := make([][]byte, 0, 64); return &s }}
+
 func (e *stdEngine) flushLoop(c *Conn) {
 	defer e.wg.Done()
-	var iov [][]byte
+	ip := iovs.Get().(*[][]byte)
+	defer func() { clear((*ip)[:cap(*ip)]); iovs.Put(ip) }()
+	iov := *ip
+	defer func() { *ip = iov[:0] }()
 	for {
 		iov = c.takeBatch(iov[:0], 1024)
 		var n int64

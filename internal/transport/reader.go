@@ -151,10 +151,10 @@ func (c *Conn) peerClose(payload []byte) error {
 }
 
 func (c *Conn) hasCloseQueued() bool {
-	for _, it := range c.q {
-		if it.tag == closeTag {
-			return true
-		}
-	}
-	return false
+	found := false
+	c.q.each(func(it *item) bool {
+		found = it.tag == closeTag
+		return !found
+	})
+	return found
 }
