@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type nopHandler struct{}
 
-func (nopHandler) OnMessage(*transport.Conn, []byte, bool)     {}
+func (nopHandler) OnMessage(*transport.Conn, []byte, bool)       {}
 func (nopHandler) OnClose(*transport.Conn, ws.StatusCode, error) {}
 
 // peer is a served connection whose far end counts the bytes it reads, or
