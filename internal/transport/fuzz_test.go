@@ -1,0 +1,68 @@
+package transport
+
+import (
+	"net"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+// stubEngine serves nothing: the frame reader runs without sockets.
+type stubEngine struct{}
+
+func (stubEngine) scheduleFlush(*Conn) {}
+func (stubEngine) detach(*Conn)        {}
+
+type countHandler struct {
+	msgs, max int
+	t         *testing.T
+}
+
+func (h *countHandler) OnMessage(c *Conn, msg []byte, binary bool) {
+	h.msgs++
+	if len(msg) > h.max {
+		h.t.Fatalf("delivered %d bytes, limit %d", len(msg), h.max)
+	}
+}
+func (h *countHandler) OnClose(*Conn, ws.StatusCode, error) {}
+
+// FuzzFrameReader feeds arbitrary bytes, split at an arbitrary point, to the
+// frame reader: it must never panic, never deliver more than the limit, and
+// never hold more than one frame's worth of pending input.
+func FuzzFrameReader(f *testing.F) {
+	mask := func(b []byte) []byte { // a valid masked text frame
+		out := []byte{0x81, 0x80 | byte(len(b)), 1, 2, 3, 4}
+		p := append([]byte(nil), b...)
+		ws.Cipher(p, [4]byte{1, 2, 3, 4}, 0)
+		return append(out, p...)
+	}
+	f.Add(mask([]byte("hello")), 3)
+	f.Add(append(mask([]byte("a")), 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8), 7)
+	f.Add([]byte{0x02, 0x85, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e', 0x80, 0x81, 0, 0, 0, 0, 'z'}, 5)
+	f.Add([]byte{0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 9)
+	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		const max = 256
+		near, far := net.Pipe()
+		defer near.Close()
+		defer far.Close()
+		h := &countHandler{max: max, t: t}
+		c := NewConn(near, "", &Options{MaxMessageSize: max}, h)
+		c.eng = stubEngine{}
+		if split < 0 {
+			split = -split
+		}
+		if len(data) > 0 {
+			split %= len(data) + 1
+		} else {
+			split = 0
+		}
+		for _, part := range [][]byte{data[:split], data[split:]} {
+			if err := c.feed(append([]byte(nil), part...)); err != nil {
+				return
+			}
+			if len(c.rd.pending) > max+14 || len(c.rd.frag) > max {
+				t.Fatalf("reader holds %d pending and %d fragment bytes", len(c.rd.pending), len(c.rd.frag))
+			}
+		}
+	})
+}
