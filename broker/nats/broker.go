@@ -1,0 +1,590 @@
+package nats
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/protocol"
+)
+
+var (
+	_ broker.Broker        = (*Broker)(nil)
+	_ broker.PresenceStore = (*Broker)(nil)
+)
+
+// ErrNotStarted is returned by calls made before Start.
+var ErrNotStarted = errors.New("herald: nats broker not started")
+
+// Broker is the NATS broker and presence store. Create it with New, call
+// Start once, and Close when done. Its methods are safe for concurrent use.
+//
+// Lock order: mu, then smu, then a shard's mu, then a chanState's mu; hmu
+// is taken alone. No lock is held while calling the handler except hmu
+// (read).
+type Broker struct {
+	cfg   Config
+	names names
+	log   *slog.Logger
+
+	// mu guards the lifecycle flags; Close waits for inflight calls.
+	mu       sync.RWMutex
+	started  bool
+	closed   bool
+	inflight sync.WaitGroup
+	quit     chan struct{} // closed by Close: ends waits inside calls
+
+	// Set by Start, read-only after.
+	nc         *natsgo.Conn
+	js         jetstream.JetStream
+	streams    [numStreams]jetstream.Stream
+	sink       string        // inbox for replies to asynchronous API requests
+	connClosed chan struct{} // closed by the connection's closed handler
+
+	smu  sync.Mutex // guards subs
+	subs map[string]*natsgo.Subscription
+
+	// hmu is held for reading around every handler call; Close sets
+	// stopped under it, so no call starts after Close returns.
+	hmu     sync.RWMutex
+	handler broker.Handler
+	stopped bool
+
+	ensureMu sync.Mutex // serializes stream (re)creation
+
+	seed   maphash.Seed
+	shards [numShards]chanShard
+}
+
+// Streams, indexes of Broker.streams.
+const (
+	histStream = iota
+	presStream
+	idemStream
+	numStreams
+)
+
+// New returns a broker for cfg. It does not connect: Start does.
+func New(cfg Config) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	b := &Broker{
+		cfg:        cfg,
+		names:      newNames(cfg.Prefix),
+		log:        cfg.Logger,
+		quit:       make(chan struct{}),
+		connClosed: make(chan struct{}),
+		subs:       make(map[string]*natsgo.Subscription),
+		seed:       maphash.MakeSeed(),
+	}
+	for i := range b.shards {
+		b.shards[i].m = make(map[string]*chanState)
+	}
+	return b, nil
+}
+
+// Start connects to NATS, creates or updates the JetStream streams and
+// subscribes to control messages. h may be nil for a broker used only as a
+// PresenceStore.
+func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return broker.ErrClosed
+	}
+	if b.started {
+		return errors.New("herald: nats broker already started")
+	}
+	b.hmu.Lock()
+	b.handler = h
+	b.hmu.Unlock()
+
+	var once sync.Once
+	opts := append(b.cfg.options(),
+		natsgo.ClosedHandler(func(*natsgo.Conn) { once.Do(func() { close(b.connClosed) }) }),
+		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
+			b.log.Warn("nats disconnected", "err", err)
+		}),
+		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
+			b.log.Info("nats reconnected", "server", nc.ConnectedUrl())
+		}),
+		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			b.log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+	)
+	nc, err := natsgo.Connect(strings.Join(b.cfg.Servers, ","), opts...)
+	if err != nil {
+		return fmt.Errorf("nats connect %v: %w", b.cfg.Servers, err)
+	}
+	fail := func(err error) error {
+		nc.Close()
+		<-b.connClosed
+		b.connClosed = make(chan struct{})
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(fmt.Errorf("nats jetstream: %w", err))
+	}
+	b.nc, b.js = nc, js
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	for i := range b.streams {
+		if b.streams[i], err = b.ensureStream(ctx, i); err != nil {
+			return fail(err)
+		}
+	}
+	b.sink = nc.NewInbox()
+	if _, err := nc.Subscribe(b.sink, b.onAPIReply); err != nil {
+		return fail(fmt.Errorf("nats subscribe: %w", err))
+	}
+	_, err = nc.Subscribe(b.names.ctl, func(m *natsgo.Msg) {
+		b.handle(func(h broker.Handler) { h.HandleControl(m.Data) })
+	})
+	if err != nil {
+		return fail(fmt.Errorf("nats subscribe %s: %w", b.names.ctl, err))
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return fail(fmt.Errorf("nats flush: %w", err))
+	}
+	b.started = true
+	return nil
+}
+
+// Close drains the connection (publications already received are still
+// handed to the handler), closes it and returns when no handler call is in
+// progress and none will start. Calls in flight are waited for, bounded by
+// ctx.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	started := b.started
+	b.mu.Unlock()
+	close(b.quit)
+	if !started {
+		return nil
+	}
+
+	// Close owns this goroutine and waits for it below.
+	idle := make(chan struct{})
+	go func() {
+		b.inflight.Wait()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err == nil {
+		if b.nc.Drain() != nil {
+			b.nc.Close()
+		}
+		select {
+		case <-b.connClosed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	// Closing makes calls still in flight fail fast.
+	b.nc.Close()
+	<-b.connClosed
+	<-idle
+	b.hmu.Lock()
+	b.stopped = true
+	b.hmu.Unlock()
+	return err
+}
+
+// enter admits a call; the caller must call b.inflight.Done when enter
+// returns nil.
+func (b *Broker) enter() error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return broker.ErrClosed
+	}
+	if !b.started {
+		return ErrNotStarted
+	}
+	b.inflight.Add(1)
+	return nil
+}
+
+// bound gives ctx the configured RequestTimeout when it has no deadline:
+// nats.go needs one to flush.
+func (b *Broker) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.cfg.RequestTimeout)
+}
+
+// handle calls f with the handler unless Close has finished.
+func (b *Broker) handle(f func(broker.Handler)) {
+	b.hmu.RLock()
+	defer b.hmu.RUnlock()
+	if b.handler != nil && !b.stopped {
+		f(b.handler)
+	}
+}
+
+// sleep waits for d, ctx or Close, and reports whether d passed.
+func (b *Broker) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.quit:
+		return broker.ErrClosed
+	}
+}
+
+// Subscribe subscribes this node to the channel's live subject. It returns
+// once the server has registered the subscription, so everything published
+// after it returns is delivered. Subscribing twice is a no-op.
+func (b *Broker) Subscribe(ctx context.Context, ch string) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	tok, err := token(ch)
+	if err != nil {
+		return err
+	}
+	b.smu.Lock()
+	sub, ok := b.subs[ch]
+	if !ok {
+		sub, err = b.nc.Subscribe(b.names.live+tok, b.liveHandler(ch))
+		if err != nil {
+			b.smu.Unlock()
+			return fmt.Errorf("nats subscribe %q: %w", ch, err)
+		}
+		b.subs[ch] = sub
+	}
+	b.smu.Unlock()
+	// Flush even when already subscribed: a concurrent first Subscribe may
+	// not have reached the server yet.
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		if !ok {
+			b.smu.Lock()
+			if b.subs[ch] == sub {
+				delete(b.subs, ch)
+				_ = sub.Unsubscribe()
+			}
+			b.smu.Unlock()
+		}
+		return fmt.Errorf("nats subscribe %q: flush: %w", ch, err)
+	}
+	return nil
+}
+
+// Unsubscribe stops delivery of the channel to this node. It is a no-op
+// for a channel not subscribed.
+func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	b.smu.Lock()
+	sub := b.subs[ch]
+	delete(b.subs, ch)
+	b.smu.Unlock()
+	if sub == nil {
+		return nil
+	}
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+		return fmt.Errorf("nats unsubscribe %q: %w", ch, err)
+	}
+	return nil
+}
+
+// liveHandler handles one channel's live subject. nats.go runs it on the
+// subscription's own goroutine, one message at a time, in the order the
+// server sent them: that is what keeps HandlePublication in offset order.
+func (b *Broker) liveHandler(ch string) natsgo.MsgHandler {
+	return func(m *natsgo.Msg) {
+		switch kind := m.Header.Get(hdrKind); kind {
+		case kindPub:
+			p, epoch, err := decodePub(ch, m.Header, m.Data)
+			if err != nil {
+				b.log.Warn("nats: dropping a bad publication", "channel", ch, "err", err)
+				return
+			}
+			b.handle(func(h broker.Handler) { h.HandlePublication(ch, p, epoch) })
+		case kindJoin, kindLeave:
+			info := new(protocol.ClientInfo)
+			if err := msgpack.Unmarshal(m.Data, info); err != nil {
+				b.log.Warn("nats: dropping a bad join/leave", "channel", ch, "err", err)
+				return
+			}
+			b.handle(func(h broker.Handler) {
+				if kind == kindJoin {
+					h.HandleJoin(ch, info)
+				} else {
+					h.HandleLeave(ch, info)
+				}
+			})
+		case kindMark:
+			// An epoch marker written by History: not a publication.
+		}
+	}
+}
+
+// PublishJoin sends a join event to the nodes subscribed to the channel.
+func (b *Broker) PublishJoin(ctx context.Context, ch string, info *protocol.ClientInfo) error {
+	return b.publishEvent(ch, kindJoin, info)
+}
+
+// PublishLeave sends a leave event to the nodes subscribed to the channel.
+func (b *Broker) PublishLeave(ctx context.Context, ch string, info *protocol.ClientInfo) error {
+	return b.publishEvent(ch, kindLeave, info)
+}
+
+func (b *Broker) publishEvent(ch, kind string, info *protocol.ClientInfo) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	tok, err := token(ch)
+	if err != nil {
+		return err
+	}
+	body, err := msgpack.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", kind, err)
+	}
+	m := natsgo.NewMsg(b.names.live + tok)
+	m.Header.Set(hdrKind, kind)
+	m.Data = body
+	if err := b.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("nats publish %s %q: %w", kind, ch, err)
+	}
+	return nil
+}
+
+// PublishControl sends data to every node, this one included.
+func (b *Broker) PublishControl(_ context.Context, data []byte) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	if err := b.nc.Publish(b.names.ctl, data); err != nil {
+		return fmt.Errorf("nats publish control: %w", err)
+	}
+	return nil
+}
+
+// streamConfig returns the configuration of stream i.
+func (b *Broker) streamConfig(i int) jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if b.cfg.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	c := jetstream.StreamConfig{
+		Retention: jetstream.LimitsPolicy,
+		Discard:   jetstream.DiscardOld,
+		Storage:   storage,
+		Replicas:  b.cfg.Replicas,
+	}
+	switch i {
+	case histStream:
+		c.Name = b.names.histStream
+		c.Description = "Herald channel history"
+		c.Subjects = []string{b.names.hist + ">"}
+		c.MaxAge = b.cfg.HistoryMaxAge
+		c.MaxMsgsPerSubject = -1
+		// Stored publications are republished, in stream order, to the
+		// live subjects: only accepted writes reach subscribers, and in
+		// offset order.
+		c.RePublish = &jetstream.RePublish{Source: b.names.hist + ">", Destination: b.names.live + ">"}
+	case presStream:
+		c.Name = b.names.presStream
+		c.Description = "Herald presence"
+		c.Subjects = []string{b.names.pres + ">"}
+		c.MaxAge = b.cfg.MaxPresenceTTL
+		c.MaxMsgsPerSubject = 1
+		c.Storage = jetstream.MemoryStorage
+	case idemStream:
+		c.Name = b.names.idemStream
+		c.Description = "Herald idempotency keys"
+		c.Subjects = []string{b.names.idem + ">"}
+		c.MaxAge = b.cfg.MaxIdempotencyWindow
+		c.MaxMsgsPerSubject = 1
+	}
+	return c
+}
+
+// ensureStream creates stream i or updates its configuration.
+func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, error) {
+	b.ensureMu.Lock()
+	defer b.ensureMu.Unlock()
+	cfg := b.streamConfig(i)
+	s, err := b.js.CreateOrUpdateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		// Another node created it between our update and create.
+		s, err = b.js.CreateOrUpdateStream(ctx, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// retry runs f, and once more after recreating stream i if f found it
+// missing (deleted, or lost by a NATS restart without persistence).
+func (b *Broker) retry(ctx context.Context, i int, f func() error) error {
+	err := f()
+	if !streamMissing(err) {
+		return err
+	}
+	b.log.Warn("nats stream missing; recreating it", "stream", b.streamConfig(i).Name)
+	if _, err := b.ensureStream(ctx, i); err != nil {
+		return err
+	}
+	return f()
+}
+
+func streamMissing(err error) bool {
+	return err != nil && (errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		apiCode(err) == jetstream.JSErrCodeStreamNotFound)
+}
+
+func wrongLastSeq(err error) bool {
+	c := apiCode(err)
+	return c == jetstream.JSErrCodeStreamWrongLastSequence || c == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+func apiCode(err error) jetstream.ErrorCode {
+	var e *jetstream.APIError
+	if errors.As(err, &e) {
+		return e.ErrorCode
+	}
+	var je jetstream.JetStreamError
+	if errors.As(err, &je) && je.APIError() != nil {
+		return je.APIError().ErrorCode
+	}
+	return 0
+}
+
+// apiAsync sends a JetStream API request whose reply nobody waits for
+// (housekeeping: trimming, purging expired entries, deleting consumers);
+// onAPIReply logs failures.
+func (b *Broker) apiAsync(subj string, req any) {
+	var body []byte
+	if req != nil {
+		var err error
+		if body, err = json.Marshal(req); err != nil {
+			return
+		}
+	}
+	if err := b.nc.PublishRequest(subj, b.sink, body); err != nil {
+		b.log.Debug("nats async request", "subject", subj, "err", err)
+	}
+}
+
+func (b *Broker) onAPIReply(m *natsgo.Msg) {
+	var r struct {
+		Error *jetstream.APIError `json:"error"`
+	}
+	if json.Unmarshal(m.Data, &r) == nil && r.Error != nil {
+		b.log.Debug("nats housekeeping request failed", "err", r.Error)
+	}
+}
+
+// purgeRequest is the body of $JS.API.STREAM.PURGE: messages of Filter
+// below Seq, or all but the last Keep.
+type purgeRequest struct {
+	Filter string `json:"filter,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+	Keep   uint64 `json:"keep,omitempty"`
+}
+
+func (b *Broker) purgeAsync(stream string, r purgeRequest) {
+	b.apiAsync("$JS.API.STREAM.PURGE."+stream, r)
+}
+
+func (b *Broker) deleteConsumerAsync(stream, consumer string) {
+	b.apiAsync("$JS.API.CONSUMER.DELETE."+stream+"."+consumer, nil)
+}
+
+// readSubject returns the messages of stream s on filter, oldest first,
+// up to stream sequence last (0: no bound). It reads through an ephemeral
+// consumer that it deletes.
+func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uint64) ([]jetstream.Msg, error) {
+	s := b.streams[i]
+	var cons jetstream.Consumer
+	err := b.retry(ctx, i, func() (err error) {
+		cons, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubject:     filter,
+			DeliverPolicy:     jetstream.DeliverAllPolicy,
+			AckPolicy:         jetstream.AckNonePolicy,
+			InactiveThreshold: time.Minute, // in case the delete below is lost
+			MemoryStorage:     true,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats read %s: %w", filter, err)
+	}
+	info := cons.CachedInfo()
+	defer b.deleteConsumerAsync(info.Stream, info.Name)
+	pending := int(info.NumPending)
+	out := make([]jetstream.Msg, 0, pending)
+	for len(out) < pending {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		batch, err := cons.FetchNoWait(min(pending-len(out), 4096))
+		if err != nil {
+			return nil, fmt.Errorf("nats read %s: %w", filter, err)
+		}
+		n := 0
+		stop := false
+		for m := range batch.Messages() {
+			n++
+			if last > 0 {
+				if md, err := m.Metadata(); err == nil && md.Sequence.Stream > last {
+					stop = true
+					continue
+				}
+			}
+			out = append(out, m)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("nats read %s: %w", filter, err)
+		}
+		if n == 0 || stop {
+			break // the rest was removed meanwhile, or is newer than last
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,386 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/protocol"
+)
+
+const (
+	numShards = 64
+	// chanStateIdle is how long an unused channel's cached head is kept.
+	chanStateIdle = 5 * time.Minute
+	// maxAppendAttempts bounds the compare-and-append loop of one publish.
+	maxAppendAttempts = 1000
+)
+
+type chanShard struct {
+	mu  sync.Mutex
+	m   map[string]*chanState
+	ops int // releases since the last sweep
+}
+
+// chanState is this node's view of a channel's history subject. mu
+// serializes this node's appends to the channel, so that they do not race
+// each other; races with other nodes are settled by the server.
+type chanState struct {
+	refs int       // guarded by the shard's mu
+	used time.Time // guarded by the shard's mu
+
+	mu    sync.Mutex
+	valid bool   // epoch, top and seq hold the subject's last message
+	epoch string // as far as this node knows
+	top   uint64
+	seq   uint64
+	// TTL trimming checkpoint: a message this node appended, and when.
+	ckSeq uint64
+	ckAt  time.Time
+}
+
+func (b *Broker) acquire(ch string) *chanState {
+	s := &b.shards[maphash.String(b.seed, ch)%numShards]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := s.m[ch]
+	if cs == nil {
+		cs = &chanState{}
+		s.m[ch] = cs
+	}
+	cs.refs++
+	return cs
+}
+
+func (b *Broker) release(ch string, cs *chanState) {
+	s := &b.shards[maphash.String(b.seed, ch)%numShards]
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs.refs--
+	cs.used = now
+	if s.ops++; s.ops < 1024 {
+		return
+	}
+	// Now and then forget channels not published to lately, so that the
+	// cache does not grow with every channel ever used.
+	s.ops = 0
+	for k, v := range s.m {
+		if v.refs == 0 && now.Sub(v.used) > chanStateIdle {
+			delete(s.m, k)
+		}
+	}
+}
+
+func (b *Broker) invalidate(ch string) {
+	cs := b.acquire(ch)
+	cs.mu.Lock()
+	cs.valid = false
+	cs.mu.Unlock()
+	b.release(ch, cs)
+}
+
+// Publish implements broker.Broker. Without history the publication goes
+// over core NATS only, with offset 0. With history it is appended to the
+// history stream with the next offset of the channel; the stream
+// republishes it to every subscribed node.
+func (b *Broker) Publish(ctx context.Context, ch string, pub *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, bool, error) {
+	if err := b.enter(); err != nil {
+		return protocol.StreamPosition{}, false, err
+	}
+	defer b.inflight.Done()
+	tok, err := token(ch)
+	if err != nil {
+		return protocol.StreamPosition{}, false, err
+	}
+	p := *pub
+	p.Channel, p.Offset = ch, 0
+	if p.Time == 0 {
+		p.Time = time.Now().UnixMilli()
+	}
+	if opts.IdempotencyKey != "" {
+		return b.publishOnce(ctx, ch, tok, &p, opts)
+	}
+	pos, err := b.publish(ctx, ch, tok, &p, opts)
+	return pos, false, err
+}
+
+func hasHistory(opts broker.PublishOptions) bool {
+	return opts.HistorySize > 0 || opts.HistoryTTL > 0
+}
+
+func (b *Broker) publish(ctx context.Context, ch, tok string, p *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, error) {
+	body, err := encodePub(p)
+	if err != nil {
+		return protocol.StreamPosition{}, fmt.Errorf("encode publication: %w", err)
+	}
+	if !hasHistory(opts) {
+		m := natsgo.NewMsg(b.names.live + tok)
+		m.Header.Set(hdrKind, kindPub)
+		m.Data = body
+		if err := b.nc.PublishMsg(m); err != nil {
+			return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: %w", ch, err)
+		}
+		return protocol.StreamPosition{}, nil
+	}
+	return b.append(ctx, ch, tok, body, opts)
+}
+
+// append adds a publication to the channel's history subject with the next
+// offset. The offset is the last message's plus one, and the append is
+// conditional on that message still being the last of the subject
+// (Nats-Expected-Last-Subject-Sequence): two appenders, on this node or
+// others, can never get the same offset, offsets have no holes, and stream
+// order is offset order. A lost race re-reads the last message and tries
+// again.
+func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts broker.PublishOptions) (protocol.StreamPosition, error) {
+	subj := b.names.hist + tok
+	cs := b.acquire(ch)
+	defer b.release(ch, cs)
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if attempt >= maxAppendAttempts {
+			return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: gave up after %d conflicting appends", ch, attempt)
+		}
+		if attempt > 2 {
+			// Contention with other nodes: back off a little, randomly,
+			// so that one of them wins.
+			d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(time.Millisecond)))
+			if err := b.sleep(ctx, d); err != nil {
+				return protocol.StreamPosition{}, err
+			}
+		}
+		if !cs.valid {
+			hd, found, err := b.lastHead(ctx, subj)
+			if err != nil {
+				return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: %w", ch, err)
+			}
+			if !found {
+				// No history at all (never published, removed, expired or
+				// lost with the stream): a new stream, a new epoch.
+				hd = head{epoch: newEpoch()}
+			}
+			if hd.epoch != cs.epoch {
+				cs.ckSeq = 0 // the checkpoint belongs to another stream
+			}
+			cs.epoch, cs.top, cs.seq = hd.epoch, hd.offset, hd.seq
+			cs.valid = true
+		}
+		m := natsgo.NewMsg(subj)
+		m.Header.Set(hdrKind, kindPub)
+		m.Header.Set(hdrEpoch, cs.epoch)
+		m.Header.Set(hdrOffset, strconv.FormatUint(cs.top+1, 10))
+		if opts.HistorySize > 0 {
+			m.Header.Set(hdrSize, strconv.Itoa(opts.HistorySize))
+		}
+		if opts.HistoryTTL > 0 {
+			m.Header.Set(hdrTTL, strconv.FormatInt(opts.HistoryTTL.Milliseconds(), 10))
+		}
+		m.Data = body
+		var ack *jetstream.PubAck
+		err := b.retry(ctx, histStream, func() (err error) {
+			ack, err = b.js.PublishMsg(ctx, m,
+				jetstream.WithExpectStream(b.names.histStream),
+				jetstream.WithExpectLastSequencePerSubject(cs.seq),
+				jetstream.WithRetryAttempts(0))
+			return err
+		})
+		if err != nil {
+			cs.valid = false
+			if wrongLastSeq(err) {
+				continue
+			}
+			return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: %w", ch, err)
+		}
+		cs.top++
+		cs.seq = ack.Sequence
+		b.trim(cs, subj, opts)
+		return protocol.StreamPosition{Epoch: cs.epoch, Offset: cs.top}, nil
+	}
+}
+
+// trim removes, asynchronously, what the history no longer needs: beyond
+// the size (every size/4 appends, so at most 1.25 times size publications
+// are stored), and older than the TTL (this node purges below a message it
+// appended more than TTL ago). The last message always stays: it holds the
+// position. History filters by size and TTL exactly whatever trimming has
+// done. cs.mu must be held.
+func (b *Broker) trim(cs *chanState, subj string, opts broker.PublishOptions) {
+	if size := uint64(opts.HistorySize); size > 0 && cs.top > size {
+		if step := max(size/4, 1); cs.top%step == 0 {
+			b.purgeAsync(b.names.histStream, purgeRequest{Filter: subj, Keep: size})
+		}
+	}
+	if ttl := opts.HistoryTTL; ttl > 0 {
+		now := time.Now()
+		switch {
+		case cs.ckSeq == 0:
+			cs.ckSeq, cs.ckAt = cs.seq, now
+		case now.Sub(cs.ckAt) > ttl:
+			// Messages stored before the checkpoint are older than ttl.
+			b.purgeAsync(b.names.histStream, purgeRequest{Filter: subj, Seq: cs.ckSeq})
+			cs.ckSeq, cs.ckAt = cs.seq, now
+		}
+	}
+}
+
+// lastHead reads the last message of a history subject.
+func (b *Broker) lastHead(ctx context.Context, subj string) (head, bool, error) {
+	var m *jetstream.RawStreamMsg
+	err := b.retry(ctx, histStream, func() (err error) {
+		m, err = b.streams[histStream].GetLastMsgForSubject(ctx, subj)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return head{}, false, nil
+	}
+	if err != nil {
+		return head{}, false, err
+	}
+	hd, err := parseHead(m.Header, m.Sequence)
+	return hd, err == nil, err
+}
+
+// position returns the channel's head, writing an epoch marker when the
+// subject is empty, so that the epoch returned is the one the next
+// publication continues (and a fresh one whenever the history was lost).
+func (b *Broker) position(ctx context.Context, subj string) (head, error) {
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		hd, found, err := b.lastHead(ctx, subj)
+		if err != nil || found {
+			return hd, err
+		}
+		hd = head{epoch: newEpoch()}
+		m := natsgo.NewMsg(subj)
+		m.Header.Set(hdrKind, kindMark)
+		m.Header.Set(hdrEpoch, hd.epoch)
+		m.Header.Set(hdrOffset, "0")
+		var ack *jetstream.PubAck
+		err = b.retry(ctx, histStream, func() (err error) {
+			ack, err = b.js.PublishMsg(ctx, m,
+				jetstream.WithExpectStream(b.names.histStream),
+				jetstream.WithExpectLastSequencePerSubject(0),
+				jetstream.WithRetryAttempts(0))
+			return err
+		})
+		if wrongLastSeq(err) {
+			continue // someone wrote first: read what they wrote
+		}
+		if err != nil {
+			return head{}, err
+		}
+		hd.seq = ack.Sequence
+		return hd, nil
+	}
+	return head{}, errors.New("too many conflicting writes")
+}
+
+// History implements broker.Broker.
+func (b *Broker) History(ctx context.Context, ch string, opts broker.HistoryOptions) ([]*protocol.Publication, protocol.StreamPosition, error) {
+	if err := b.enter(); err != nil {
+		return nil, protocol.StreamPosition{}, err
+	}
+	defer b.inflight.Done()
+	tok, err := token(ch)
+	if err != nil {
+		return nil, protocol.StreamPosition{}, err
+	}
+	subj := b.names.hist + tok
+	hd, err := b.position(ctx, subj)
+	if err != nil {
+		return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
+	}
+	pos := protocol.StreamPosition{Epoch: hd.epoch, Offset: hd.offset}
+	if opts.Limit == 0 || hd.offset == 0 || (opts.Since != nil && opts.Since.Epoch != hd.epoch) {
+		return nil, pos, nil
+	}
+	lo, hi := hd.window()
+	if opts.Since != nil {
+		if opts.Reverse {
+			if opts.Since.Offset == 0 {
+				return nil, pos, nil
+			}
+			hi = min(hi, opts.Since.Offset-1)
+		} else {
+			lo = max(lo, opts.Since.Offset+1)
+		}
+	}
+	if lo > hi {
+		return nil, pos, nil
+	}
+	msgs, err := b.readSubject(ctx, histStream, subj, hd.seq)
+	if err != nil {
+		return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
+	}
+	now := time.Now()
+	pubs := make([]*protocol.Publication, 0, len(msgs))
+	for _, m := range msgs {
+		h := m.Headers()
+		if h.Get(hdrKind) != kindPub || h.Get(hdrEpoch) != hd.epoch {
+			continue
+		}
+		if hd.ttl > 0 {
+			// The server's clock stamped the message; ours judges it.
+			if md, err := m.Metadata(); err == nil && now.Sub(md.Timestamp) > hd.ttl {
+				continue
+			}
+		}
+		p, _, err := decodePub(ch, h, m.Data())
+		if err != nil {
+			return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
+		}
+		if p.Offset < lo || p.Offset > hi {
+			continue
+		}
+		pubs = append(pubs, p)
+	}
+	if opts.Reverse {
+		slices.Reverse(pubs)
+	}
+	if opts.Limit > 0 && len(pubs) > opts.Limit {
+		pubs = pubs[:opts.Limit]
+	}
+	if len(pubs) == 0 {
+		pubs = nil
+	}
+	return pubs, pos, nil
+}
+
+// RemoveHistory implements broker.Broker: it purges the channel's history
+// and idempotency keys. With the subject empty, the next History or
+// Publish starts a new epoch.
+func (b *Broker) RemoveHistory(ctx context.Context, ch string) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	tok, err := token(ch)
+	if err != nil {
+		return err
+	}
+	for _, r := range []struct {
+		stream int
+		filter string
+	}{
+		{histStream, b.names.hist + tok},
+		{idemStream, b.names.idem + tok + ".*"},
+	} {
+		err := b.streams[r.stream].Purge(ctx, jetstream.WithPurgeSubject(r.filter))
+		if err != nil && !streamMissing(err) {
+			return fmt.Errorf("nats remove history %q: %w", ch, err)
+		}
+	}
+	b.invalidate(ch)
+	return nil
+}

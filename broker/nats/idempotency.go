@@ -1,0 +1,140 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/protocol"
+)
+
+const (
+	// defaultIdempotencyWindow applies when PublishOptions leaves the
+	// window zero, as in the memory broker.
+	defaultIdempotencyWindow = 2 * time.Minute
+	// claimTimeout bounds how long a pending claim holds back retries of
+	// its key: if its publisher died, a retry after it publishes.
+	claimTimeout = 10 * time.Second
+)
+
+// publishOnce publishes under an idempotency key. A key is a subject of the
+// idempotency stream holding one record: the first publisher claims it by
+// writing a pending record conditionally on the subject being empty (or on
+// the expired record it replaces), publishes, then marks the record done
+// with the position. Others find the record: done, they return its
+// position as a duplicate; pending, they wait for it. The window is
+// per call, so records carry it and expire when read, not by a stream
+// limit.
+func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, bool, error) {
+	w := opts.IdempotencyWindow
+	if w <= 0 {
+		w = defaultIdempotencyWindow
+	}
+	if w > b.cfg.MaxIdempotencyWindow {
+		return protocol.StreamPosition{}, false, fmt.Errorf("herald: idempotency window %v exceeds the nats broker's MaxIdempotencyWindow %v", w, b.cfg.MaxIdempotencyWindow)
+	}
+	subj := b.names.idem + tok + "." + keyToken(opts.IdempotencyKey)
+	claim, pos, dup, err := b.claim(ctx, subj, w)
+	if err != nil || dup {
+		return pos, dup, err
+	}
+	pos, err = b.publish(ctx, ch, tok, p, opts)
+	if err != nil {
+		// Let a retry publish: drop our claim, and nothing newer.
+		b.purgeAsync(b.names.idemStream, purgeRequest{Filter: subj, Seq: claim + 1})
+		return pos, false, err
+	}
+	done := idemRecord{Done: true, Epoch: pos.Epoch, Offset: pos.Offset, Window: w.Milliseconds()}
+	if _, err := b.writeIdem(ctx, subj, done, claim); err != nil {
+		// The publication is out; a retry waits for the claim to time out.
+		b.log.Warn("nats: idempotency record not completed", "channel", ch, "err", err)
+	}
+	return pos, false, nil
+}
+
+// claim takes the key for this publisher, or returns the position of the
+// publication that holds it.
+func (b *Broker) claim(ctx context.Context, subj string, w time.Duration) (uint64, protocol.StreamPosition, bool, error) {
+	pending := idemRecord{Window: w.Milliseconds()}
+	var expect uint64 // most keys are new: try before reading
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		seq, err := b.writeIdem(ctx, subj, pending, expect)
+		if err == nil {
+			return seq, protocol.StreamPosition{}, false, nil
+		}
+		if !wrongLastSeq(err) {
+			return 0, protocol.StreamPosition{}, false, fmt.Errorf("nats idempotency claim: %w", err)
+		}
+		// A record exists: a live one answers, an expired one is replaced.
+		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+			rec, seq, at, found, err := b.readIdem(ctx, subj)
+			if err != nil {
+				return 0, protocol.StreamPosition{}, false, fmt.Errorf("nats idempotency read: %w", err)
+			}
+			if !found {
+				expect = 0
+				break
+			}
+			life := time.Duration(rec.Window) * time.Millisecond
+			if !rec.Done {
+				life = min(life, claimTimeout)
+			}
+			if time.Since(at) >= life {
+				expect = seq
+				break
+			}
+			if rec.Done {
+				return 0, protocol.StreamPosition{Epoch: rec.Epoch, Offset: rec.Offset}, true, nil
+			}
+			if err := b.sleep(ctx, wait); err != nil {
+				return 0, protocol.StreamPosition{}, false, err
+			}
+		}
+	}
+	return 0, protocol.StreamPosition{}, false, errors.New("nats idempotency claim: too many conflicting writes")
+}
+
+// writeIdem writes rec if the key's last record has sequence expect (0:
+// none) and returns the new record's sequence.
+func (b *Broker) writeIdem(ctx context.Context, subj string, rec idemRecord, expect uint64) (uint64, error) {
+	body, err := msgpack.Marshal(&rec)
+	if err != nil {
+		return 0, err
+	}
+	var ack *jetstream.PubAck
+	err = b.retry(ctx, idemStream, func() (err error) {
+		ack, err = b.js.PublishMsg(ctx, &natsgo.Msg{Subject: subj, Data: body},
+			jetstream.WithExpectStream(b.names.idemStream),
+			jetstream.WithExpectLastSequencePerSubject(expect),
+			jetstream.WithRetryAttempts(0))
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func (b *Broker) readIdem(ctx context.Context, subj string) (rec idemRecord, seq uint64, at time.Time, found bool, err error) {
+	var m *jetstream.RawStreamMsg
+	err = b.retry(ctx, idemStream, func() (err error) {
+		m, err = b.streams[idemStream].GetLastMsgForSubject(ctx, subj)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return rec, 0, at, false, nil
+	}
+	if err != nil {
+		return rec, 0, at, false, err
+	}
+	if err := msgpack.Unmarshal(m.Data, &rec); err != nil {
+		return rec, 0, at, false, fmt.Errorf("decode idempotency record: %w", err)
+	}
+	return rec, m.Sequence, m.Time, true, nil
+}

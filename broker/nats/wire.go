@@ -1,0 +1,198 @@
+package nats
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/heraldhq/herald/protocol"
+)
+
+// Headers Herald sets on its NATS messages.
+const (
+	hdrKind   = "Herald-Kind"   // kindPub, kindMark, kindJoin, kindLeave
+	hdrEpoch  = "Herald-Epoch"  // history messages and markers
+	hdrOffset = "Herald-Offset" // history messages; "0" on markers
+	hdrSize   = "Herald-Size"   // HistorySize in force when the message was written
+	hdrTTL    = "Herald-TTL"    // HistoryTTL in force, in milliseconds
+
+	kindPub   = "pub"
+	kindMark  = "mark"
+	kindJoin  = "join"
+	kindLeave = "leave"
+)
+
+// names holds every stream name and subject prefix of one Config.Prefix.
+type names struct {
+	histStream, presStream, idemStream string
+	// Subject prefixes; a token follows.
+	hist, live, pres, idem string
+	ctl                    string
+}
+
+func newNames(prefix string) names {
+	return names{
+		histStream: prefix + "-history",
+		presStream: prefix + "-presence",
+		idemStream: prefix + "-idempotency",
+		hist:       prefix + ".hist.",
+		live:       prefix + ".live.",
+		pres:       prefix + ".pres.",
+		idem:       prefix + ".idem.",
+		ctl:        prefix + ".ctl",
+	}
+}
+
+// errEmptyName is returned for an empty channel name or client id: neither
+// can be a subject token.
+var errEmptyName = errors.New("herald: nats broker: empty channel name or client id")
+
+// tokenByte reports whether b may stand in a subject token as itself. The
+// set is Herald's channel alphabet without '.', the subject separator.
+func tokenByte(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	return strings.IndexByte("_-:@/=,#!~+;", b) >= 0
+}
+
+// token escapes s into a single subject token: bytes outside tokenByte,
+// '%' included, become %XX. The mapping is injective, so two channels never
+// share a subject, and names in Herald's alphabet stay readable.
+func token(s string) (string, error) {
+	if s == "" {
+		return "", errEmptyName
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !tokenByte(s[i]) {
+			n++
+		}
+	}
+	if n == 0 {
+		return s, nil
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if tokenByte(c) {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '%', hex[c>>4], hex[c&15])
+	}
+	return string(b), nil
+}
+
+// keyToken hashes an idempotency key into a token of fixed length, so that
+// long client-chosen keys do not make long subjects.
+func keyToken(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
+
+// newEpoch returns a random stream epoch.
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:])
+}
+
+// wirePub is a publication's body on the wire. Channel, offset and epoch
+// travel in the subject and headers.
+type wirePub struct {
+	Data protocol.Data        `msgpack:"d"`
+	Info *protocol.ClientInfo `msgpack:"i,omitempty"`
+	Tags map[string]string    `msgpack:"t,omitempty"`
+	Time int64                `msgpack:"tm,omitempty"`
+}
+
+func encodePub(p *protocol.Publication) ([]byte, error) {
+	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time})
+}
+
+func decodePub(ch string, h natsgo.Header, body []byte) (*protocol.Publication, string, error) {
+	var w wirePub
+	if err := msgpack.Unmarshal(body, &w); err != nil {
+		return nil, "", fmt.Errorf("decode publication: %w", err)
+	}
+	p := &protocol.Publication{Channel: ch, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time}
+	epoch := h.Get(hdrEpoch)
+	if epoch != "" {
+		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		if err != nil {
+			return nil, "", fmt.Errorf("decode publication offset: %w", err)
+		}
+		p.Offset = off
+	}
+	return p, epoch, nil
+}
+
+// head is what the last message of a channel's history subject says.
+type head struct {
+	epoch  string
+	offset uint64 // 0 for a marker
+	seq    uint64 // stream sequence of the message
+	size   int
+	ttl    time.Duration
+}
+
+func parseHead(h natsgo.Header, seq uint64) (head, error) {
+	hd := head{epoch: h.Get(hdrEpoch), seq: seq}
+	if hd.epoch == "" {
+		return hd, fmt.Errorf("history message %d has no %s header", seq, hdrEpoch)
+	}
+	var err error
+	if hd.offset, err = strconv.ParseUint(h.Get(hdrOffset), 10, 64); err != nil {
+		return hd, fmt.Errorf("history message %d: bad offset: %w", seq, err)
+	}
+	if v := h.Get(hdrSize); v != "" {
+		hd.size, _ = strconv.Atoi(v)
+	}
+	if v := h.Get(hdrTTL); v != "" {
+		ms, _ := strconv.ParseInt(v, 10, 64)
+		hd.ttl = time.Duration(ms) * time.Millisecond
+	}
+	return hd, nil
+}
+
+// window returns the offsets the history keeps: the last size ones (a
+// TTL-only history keeps up to 1<<20, as the memory broker does).
+func (hd head) window() (lo, hi uint64) {
+	size := uint64(hd.size)
+	if hd.size <= 0 {
+		size = 1 << 20
+	}
+	lo = 1
+	if hd.offset > size {
+		lo = hd.offset - size + 1
+	}
+	return lo, hd.offset
+}
+
+// presRecord is a presence entry's body.
+type presRecord struct {
+	Client string               `msgpack:"c"`
+	Info   *protocol.ClientInfo `msgpack:"i"`
+	TTL    int64                `msgpack:"t"` // milliseconds
+}
+
+// idemRecord is an idempotency key's body: pending while the first
+// publisher works, then done with the position it got.
+type idemRecord struct {
+	Done   bool   `msgpack:"d,omitempty"`
+	Epoch  string `msgpack:"e,omitempty"`
+	Offset uint64 `msgpack:"o,omitempty"`
+	Window int64  `msgpack:"w"` // milliseconds
+}
