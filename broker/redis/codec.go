@@ -1,0 +1,133 @@
+package redis
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/heraldhq/herald/protocol"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Wire format of what the broker puts in Redis.
+//
+// A publication body is the MessagePack encoding of protocol.Publication
+// without Channel and Offset (the channel is implied by the key, the offset
+// by the stream entry ID). History stores the body; live messages wrap it:
+//
+//	p<offset>:<epoch>:<body>   publication (offset 0 and epoch "" without history)
+//	j<ClientInfo msgpack>      join
+//	l<ClientInfo msgpack>      leave
+//
+// The publish script writes the "p<offset>:<epoch>:" header itself, since
+// only it knows the offset. Control messages travel raw on their own name.
+const (
+	kindPub   = 'p'
+	kindJoin  = 'j'
+	kindLeave = 'l'
+)
+
+var errMalformed = errors.New("herald: redis: malformed message")
+
+type encoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	e.enc.UseCompactInts(true)
+	return e
+}}
+
+// encode appends kind (if not 0) and v's MessagePack encoding to a new
+// string.
+func encode(kind byte, v any) (string, error) {
+	e := encoders.Get().(*encoder)
+	defer func() {
+		if e.buf.Cap() <= 64<<10 {
+			encoders.Put(e)
+		}
+	}()
+	e.buf.Reset()
+	if kind != 0 {
+		e.buf.WriteByte(kind)
+	}
+	if err := e.enc.Encode(v); err != nil {
+		return "", err
+	}
+	return e.buf.String(), nil
+}
+
+// encodeBody encodes pub for history and live delivery.
+func encodeBody(pub *protocol.Publication) (string, error) {
+	p := *pub
+	p.Channel, p.Offset = "", 0
+	return encode(0, &p)
+}
+
+func decode(b string, v any) error {
+	d := msgpack.NewDecoder(strings.NewReader(b))
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return nil
+}
+
+// decodeBody decodes a stored or live publication body.
+func decodeBody(ch string, offset uint64, body string) (*protocol.Publication, error) {
+	p := new(protocol.Publication)
+	if err := decode(body, p); err != nil {
+		return nil, err
+	}
+	p.Channel, p.Offset = ch, offset
+	return p, nil
+}
+
+// liveMessage is a decoded message of a channel's pub/sub name.
+type liveMessage struct {
+	kind  byte
+	pub   *protocol.Publication // kindPub
+	epoch string                // kindPub
+	info  *protocol.ClientInfo  // kindJoin, kindLeave
+}
+
+// decodeLive decodes a message received on the channel's pub/sub name.
+func decodeLive(ch, msg string) (liveMessage, error) {
+	if msg == "" {
+		return liveMessage{}, errMalformed
+	}
+	m := liveMessage{kind: msg[0]}
+	switch m.kind {
+	case kindPub:
+		rest := msg[1:]
+		i := strings.IndexByte(rest, ':')
+		if i < 0 {
+			return m, errMalformed
+		}
+		offset, err := strconv.ParseUint(rest[:i], 10, 64)
+		if err != nil {
+			return m, errMalformed
+		}
+		rest = rest[i+1:]
+		j := strings.IndexByte(rest, ':')
+		if j < 0 {
+			return m, errMalformed
+		}
+		m.epoch = rest[:j]
+		if (offset == 0) != (m.epoch == "") {
+			return m, errMalformed
+		}
+		m.pub, err = decodeBody(ch, offset, rest[j+1:])
+		return m, err
+	case kindJoin, kindLeave:
+		m.info = new(protocol.ClientInfo)
+		return m, decode(msg[1:], m.info)
+	default:
+		return m, fmt.Errorf("%w: kind %q", errMalformed, m.kind)
+	}
+}

@@ -1,0 +1,476 @@
+package redis_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/brokertest"
+	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/protocol"
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// unavailable fails the test in CI (CI=true), where the dependency must be
+// there, and skips it elsewhere.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + " (skipping; with CI=true this fails)")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// requireRedis returns the address of the test server (env
+// HERALD_TEST_REDIS, default 127.0.0.1:6379) once it answers PING.
+func requireRedis(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv("HERALD_TEST_REDIS")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: 2 * time.Second})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		unavailable(t, "no Redis at %s (set HERALD_TEST_REDIS): %v", addr, err)
+	}
+	return addr
+}
+
+// testPrefix returns a prefix unique to this run and deletes its keys when
+// the test ends.
+func testPrefix(t *testing.T, addr string) string {
+	t.Helper()
+	prefix := "heraldtest-" + randomHex(6)
+	t.Cleanup(func() { deleteKeys(t, addr, prefix) })
+	return prefix
+}
+
+// deleteKeys deletes every key under prefix, as a server restart without
+// persistence (or FLUSHDB) would, without touching anyone else's keys.
+func deleteKeys(t *testing.T, addr, prefix string) {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+	var batch []string
+	flush := func() {
+		if len(batch) > 0 {
+			if err := c.Unlink(ctx, batch...).Err(); err != nil {
+				t.Errorf("deleting test keys: %v", err)
+			}
+			batch = batch[:0]
+		}
+	}
+	for iter.Next(ctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 500 {
+			flush()
+		}
+	}
+	flush()
+	if err := iter.Err(); err != nil {
+		t.Errorf("scanning test keys: %v", err)
+	}
+}
+
+// testLog sends a broker's log to the test's log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func newBroker(t *testing.T, cfg redis.Config) *redis.Broker {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testLog{t}, nil))
+	}
+	b, err := redis.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return b
+}
+
+// presenceStore returns an unstarted broker used as a presence store,
+// closed when the test ends.
+func presenceStore(t *testing.T, cfg redis.Config) broker.PresenceStore {
+	b := newBroker(t, cfg)
+	t.Cleanup(func() { closeBroker(t, b) })
+	return b
+}
+
+func closeBroker(t *testing.T, b *redis.Broker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// started returns a started broker and its recorder, closed when the test
+// ends.
+func started(t *testing.T, cfg redis.Config) (*redis.Broker, *recorder) {
+	t.Helper()
+	b := newBroker(t, cfg)
+	r := &recorder{Recorder: brokertest.NewRecorder()}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, r); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { closeBroker(t, b) })
+	return b, r
+}
+
+func setup(cfg redis.Config) brokertest.Setup {
+	return brokertest.Setup{
+		NewNode:     func(t *testing.T) broker.Broker { return newBroker(t, cfg) },
+		NewPresence: func(t *testing.T) broker.PresenceStore { return presenceStore(t, cfg) },
+	}
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	addr := requireRedis(t)
+	for _, sharded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sharded=%v", sharded), func(t *testing.T) {
+			t.Parallel()
+			cfg := redis.Config{Addrs: []string{addr}, Prefix: testPrefix(t, addr), ShardedPubSub: sharded}
+			brokertest.Run(t, setup(cfg))
+		})
+	}
+}
+
+func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
+	addrs := startCluster(t)
+	for _, sharded := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sharded=%v", sharded), func(t *testing.T) {
+			t.Parallel()
+			cfg := redis.Config{Addrs: addrs, Cluster: true, Prefix: "herald-" + randomHex(4), ShardedPubSub: sharded}
+			brokertest.Run(t, setup(cfg))
+		})
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var withHistory = broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
+
+func publish(t *testing.T, b broker.Broker, ch string, i int) protocol.StreamPosition {
+	t.Helper()
+	pos, _, err := b.Publish(ctxT(t), ch, &protocol.Publication{Data: protocol.Data(strconv.Itoa(i))}, withHistory)
+	if err != nil {
+		t.Fatalf("Publish %d: %v", i, err)
+	}
+	return pos
+}
+
+// TestHistoryLoss: when Redis loses a channel's keys (restart without
+// persistence, FLUSHDB, eviction) the stream gets a new epoch, so a client
+// cannot "recover" across the loss, and delivery goes on in the new epoch.
+func TestHistoryLoss(t *testing.T) {
+	t.Parallel()
+	addr := requireRedis(t)
+	prefix := testPrefix(t, addr)
+	b, r := started(t, redis.Config{Addrs: []string{addr}, Prefix: prefix})
+	ch := "loss"
+	if err := b.Subscribe(ctxT(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	var before protocol.StreamPosition
+	for i := 1; i <= 3; i++ {
+		before = publish(t, b, ch, i)
+	}
+	deleteKeys(t, addr, prefix)
+
+	pubs, cur, err := b.History(ctxT(t), ch, broker.HistoryOptions{Since: &before, Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Epoch == before.Epoch || cur.Epoch == "" || cur.Offset != 0 || len(pubs) != 0 {
+		t.Fatalf("after the loss: position %+v, %d pubs; before %+v", cur, len(pubs), before)
+	}
+	if broker.Recovered(before, pubs, cur) {
+		t.Fatal("recovered across lost history")
+	}
+	next := publish(t, b, ch, 4)
+	if next.Epoch != cur.Epoch || next.Offset != 1 {
+		t.Fatalf("first publication after the loss: %+v, want epoch %q offset 1", next, cur.Epoch)
+	}
+	brokertest.Eventually(t, 10*time.Second, "4 deliveries", func() bool { return len(r.Pubs(ch)) == 4 })
+	if got := r.Pubs(ch)[3]; got.Offset != 1 || string(got.Data) != "4" {
+		t.Fatalf("delivery after the loss: offset %d data %s", got.Offset, got.Data)
+	}
+}
+
+// TestReconnect kills the broker's pub/sub connection; publications made
+// while it was down must still be delivered, in order, once it is back.
+func TestReconnect(t *testing.T) {
+	t.Parallel()
+	addr := requireRedis(t)
+	name := "herald-test-" + randomHex(4)
+	for _, sharded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sharded=%v", sharded), func(t *testing.T) {
+			t.Parallel()
+			name := fmt.Sprintf("%s-%v", name, sharded)
+			b, r := started(t, redis.Config{
+				Addrs: []string{addr}, Prefix: testPrefix(t, addr), ShardedPubSub: sharded,
+				ClientName: name, HealthCheckInterval: time.Second,
+			})
+			ch := "reconnect"
+			if err := b.Subscribe(ctxT(t), ch); err != nil {
+				t.Fatal(err)
+			}
+			publish(t, b, ch, 1)
+			brokertest.Eventually(t, 10*time.Second, "first delivery", func() bool { return len(r.Pubs(ch)) == 1 })
+
+			if n := killPubSub(t, addr, name); n == 0 {
+				t.Fatal("no pub/sub connection to kill")
+			}
+			// Published while the connection is down: only a catch-up from
+			// history can deliver these, no later publication reveals the gap.
+			publish(t, b, ch, 2)
+			publish(t, b, ch, 3)
+			brokertest.Eventually(t, 15*time.Second, "publications made during the outage", func() bool { return len(r.Pubs(ch)) >= 3 })
+			for i, p := range r.Pubs(ch) {
+				if p.Offset != uint64(i+1) || string(p.Data) != strconv.Itoa(i+1) {
+					t.Fatalf("delivery %d: offset %d data %s", i, p.Offset, p.Data)
+				}
+			}
+			// Control messages flow again too.
+			brokertest.Eventually(t, 15*time.Second, "control after reconnect", func() bool {
+				if err := b.PublishControl(ctxT(t), []byte("ping")); err != nil {
+					t.Fatal(err)
+				}
+				return r.control.Load() > 0
+			})
+		})
+	}
+}
+
+// recorder adds a control message count to brokertest.Recorder.
+type recorder struct {
+	*brokertest.Recorder
+	control atomic.Int64
+}
+
+func (r *recorder) HandleControl(data []byte) {
+	r.Recorder.HandleControl(data)
+	r.control.Add(1)
+}
+
+// killPubSub kills the pub/sub connections named name and returns how many.
+func killPubSub(t *testing.T, addr, name string) int {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	list, err := c.ClientList(ctxT(t)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(list))
+	for sc.Scan() {
+		f := map[string]string{}
+		for _, kv := range strings.Fields(sc.Text()) {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				f[k] = v
+			}
+		}
+		if f["name"] != name || (f["sub"] == "0" && f["ssub"] == "0") {
+			continue
+		}
+		if err := c.Do(ctxT(t), "CLIENT", "KILL", "ID", f["id"]).Err(); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	return n
+}
+
+func TestStartUnreachable(t *testing.T) {
+	t.Parallel()
+	// A port nothing listens on: bind one, note it, close it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b := newBroker(t, redis.Config{Addrs: []string{addr}, DialTimeout: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Start(ctx, brokertest.NewRecorder()); err == nil {
+		t.Fatal("Start succeeded without a server")
+	}
+	closeBroker(t, b)
+	if _, _, err := b.Publish(ctx, "x", &protocol.Publication{}, broker.PublishOptions{}); err != broker.ErrClosed {
+		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		cfg  redis.Config
+		ok   bool
+	}{
+		{"zero value", redis.Config{}, true},
+		{"cluster with seeds", redis.Config{Cluster: true, Addrs: []string{"a:1", "b:2"}, ShardedPubSub: true}, true},
+		{"standalone with two addresses", redis.Config{Addrs: []string{"a:1", "b:2"}}, false},
+		{"empty address", redis.Config{Addrs: []string{""}}, false},
+		{"cluster with DB", redis.Config{Cluster: true, DB: 1}, false},
+		{"negative DB", redis.Config{DB: -1}, false},
+		{"brace in prefix", redis.Config{Prefix: "a{b"}, false},
+		{"negative timeout", redis.Config{ReadTimeout: -time.Second}, false},
+		{"negative pool", redis.Config{PoolSize: -1}, false},
+	}
+	for _, c := range cases {
+		if err := c.cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("%s: Validate() = %v", c.name, err)
+		}
+		if _, err := redis.New(c.cfg); (err == nil) != c.ok {
+			t.Errorf("%s: New error %v", c.name, err)
+		}
+	}
+}
+
+// startCluster starts a 3-master Redis Cluster without persistence from the
+// local redis-server on free loopback ports and returns the addresses. The
+// processes are killed when the test ends.
+func startCluster(t *testing.T) []string {
+	t.Helper()
+	server, err := exec.LookPath("redis-server")
+	if err != nil {
+		unavailable(t, "redis-server not found in PATH: %v", err)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		unavailable(t, "redis-cli not found in PATH: %v", err)
+	}
+	dir := t.TempDir()
+	ports := freePorts(t, 3)
+	addrs := make([]string, len(ports))
+	for i, port := range ports {
+		p := strconv.Itoa(port)
+		addrs[i] = "127.0.0.1:" + p
+		cmd := exec.Command(server,
+			"--port", p, "--bind", "127.0.0.1",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
+			"--save", "", "--appendonly", "no",
+			"--dir", dir, "--logfile", filepath.Join(dir, p+".log"))
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting redis-server: %v", err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
+	clients := make([]*goredis.Client, len(addrs))
+	for i, a := range addrs {
+		clients[i] = goredis.NewClient(&goredis.Options{Addr: a, MaxRetries: -1})
+		defer clients[i].Close()
+	}
+	for i, c := range clients {
+		brokertest.Eventually(t, 10*time.Second, "redis-server "+addrs[i]+" to answer", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return c.Ping(ctx).Err() == nil
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for i, c := range clients {
+		brokertest.Eventually(t, 20*time.Second, "cluster_state:ok on "+addrs[i], func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			info, err := c.ClusterInfo(ctx).Result()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return false
+			}
+			slots, err := c.ClusterSlots(ctx).Result()
+			return err == nil && len(slots) == len(addrs)
+		})
+	}
+	return addrs
+}
+
+// freePorts returns n free loopback ports whose cluster bus ports (+10000)
+// are free too.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var hold []net.Listener
+	defer func() {
+		for _, l := range hold {
+			l.Close()
+		}
+	}()
+	for attempt := 0; len(ports) < n && attempt < 200; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if port+10000 > 65535 {
+			l.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		hold = append(hold, l, bus)
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		t.Fatal("no free port pairs for the cluster")
+	}
+	return ports
+}

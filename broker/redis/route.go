@@ -1,0 +1,277 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Routing of pub/sub names to connections. In standalone and classic
+// cluster mode there is one connection (classic PUBLISH reaches every
+// cluster node, so any node will do). In sharded cluster mode a shard
+// channel can only be subscribed on the master that owns its slot, so
+// there is one connection per master, and the broker keeps its own copy
+// of the slot table (CLUSTER SLOTS) to pick it. When a slot moves, the
+// server ends the subscriptions of its shard channels (SUNSUBSCRIBE
+// push) or answers MOVED; a node that fails takes its connection down.
+// All three make the router re-read the slot table and move the names
+// to their new owners, where the subscription's confirmation makes the
+// channel catch up from history.
+
+type slotRange struct {
+	start, end int
+	addr       string
+}
+
+// route picks (creating if needed) the subscriber for st and records it.
+func (b *Broker) route(ctx context.Context, st *chState) (*subscriber, error) {
+	addr := ""
+	if b.sharded && b.cluster != nil {
+		b.mu.RLock()
+		addr = b.ownerLocked(st.name)
+		b.mu.RUnlock()
+		if addr == "" {
+			if err := b.refreshSlots(ctx); err != nil {
+				return nil, err
+			}
+			b.mu.RLock()
+			addr = b.ownerLocked(st.name)
+			b.mu.RUnlock()
+			if addr == "" {
+				return nil, fmt.Errorf("no cluster node serves the slot of %q", st.name)
+			}
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return nil, broker.ErrClosed
+	}
+	if b.chans[st.name] != st {
+		return nil, errUnsubscribed
+	}
+	st.sub = b.subscriberLocked(addr)
+	return st.sub, nil
+}
+
+// subscriberLocked returns the subscriber for addr, starting it if new.
+// b.mu must be held and the broker not closed.
+func (b *Broker) subscriberLocked(addr string) *subscriber {
+	if s := b.subs[addr]; s != nil {
+		return s
+	}
+	var s *subscriber
+	switch {
+	case addr != "":
+		c := goredis.NewClient(b.cfg.nodeOptions(addr))
+		s = newSubscriber(b, addr, c, func() *goredis.PubSub { return c.Subscribe(context.Background()) })
+	case b.cluster != nil:
+		s = newSubscriber(b, "", nil, func() *goredis.PubSub { return b.cluster.Subscribe(context.Background()) })
+	default:
+		c := b.client.(*goredis.Client)
+		s = newSubscriber(b, "", nil, func() *goredis.PubSub { return c.Subscribe(context.Background()) })
+	}
+	b.subs[addr] = s
+	b.wg.Add(1)
+	go s.run()
+	return s
+}
+
+// refreshSlots reads the cluster's slot table.
+func (b *Broker) refreshSlots(ctx context.Context) error {
+	res, err := b.cluster.ClusterSlots(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("cluster slots: %w", err)
+	}
+	table := make([]slotRange, 0, len(res))
+	for _, r := range res {
+		if len(r.Nodes) == 0 {
+			continue
+		}
+		table = append(table, slotRange{start: r.Start, end: r.End, addr: r.Nodes[0].Addr})
+	}
+	sort.Slice(table, func(i, j int) bool { return table[i].start < table[j].start })
+	b.mu.Lock()
+	b.slots = table
+	b.mu.Unlock()
+	return nil
+}
+
+// ownerLocked returns the address of the master serving name's slot, ""
+// if unknown. b.mu must be held (read).
+func (b *Broker) ownerLocked(name string) string {
+	slot := keySlot(name)
+	i := sort.Search(len(b.slots), func(i int) bool { return b.slots[i].end >= slot })
+	if i < len(b.slots) && b.slots[i].start <= slot {
+		return b.slots[i].addr
+	}
+	return ""
+}
+
+// checkRoutes asks the router to check where names live. lost: the
+// server ended their subscription, so subscribe again even if the owner
+// is unchanged.
+func (b *Broker) checkRoutes(names []string, lost bool) {
+	if len(names) == 0 {
+		return
+	}
+	if !b.sharded || b.cluster == nil {
+		// One connection serves everything: nothing can move.
+		if lost {
+			for _, n := range names {
+				b.mu.RLock()
+				st := b.chans[n]
+				var s *subscriber
+				if st != nil {
+					s = st.sub
+				}
+				b.mu.RUnlock()
+				if s != nil {
+					s.adopt(n)
+				}
+			}
+		}
+		return
+	}
+	b.mu.Lock()
+	for _, n := range names {
+		b.recheck[n] = b.recheck[n] || lost
+	}
+	b.mu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// router moves names between connections as the cluster's slots move.
+// It runs in sharded cluster mode only.
+func (b *Broker) router() {
+	defer b.wg.Done()
+	var backoff time.Duration
+	for {
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.kick:
+		}
+		for {
+			b.mu.Lock()
+			names := b.recheck
+			b.recheck = make(map[string]bool)
+			b.mu.Unlock()
+			if len(names) == 0 {
+				backoff = 0
+				break
+			}
+			err := b.reroute(names)
+			if err == nil {
+				continue
+			}
+			b.log.Warn("redis: rerouting pub/sub", "channels", len(names), "err", err)
+			b.mu.Lock()
+			for n, lost := range names {
+				b.recheck[n] = b.recheck[n] || lost
+			}
+			b.mu.Unlock()
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			if !b.wait(backoff) {
+				return
+			}
+		}
+	}
+}
+
+func (b *Broker) reroute(names map[string]bool) error {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout+b.cfg.ReadTimeout)
+	defer cancel()
+	if err := b.refreshSlots(ctx); err != nil {
+		return err
+	}
+	var missing []string
+	for name, lost := range names {
+		b.mu.Lock()
+		st := b.chans[name]
+		if b.closed.Load() || st == nil || st.sub == nil {
+			b.mu.Unlock()
+			continue
+		}
+		addr := b.ownerLocked(name)
+		if addr == "" {
+			b.mu.Unlock()
+			missing = append(missing, name)
+			continue
+		}
+		old, nsub := st.sub, b.subscriberLocked(addr)
+		st.sub = nsub
+		b.mu.Unlock()
+		if old != nsub {
+			b.log.Info("redis: channel moved", "name", name, "from", old.addr, "to", nsub.addr)
+			old.forget(name)
+		}
+		if old != nsub || lost {
+			nsub.adopt(name)
+			// Unsubscribe may have run meanwhile and missed the adoption.
+			b.mu.RLock()
+			gone := b.chans[name] != st || st.sub != nsub
+			b.mu.RUnlock()
+			if gone {
+				nsub.forget(name)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		b.mu.Lock()
+		for _, n := range missing {
+			b.recheck[n] = b.recheck[n] || names[n]
+		}
+		b.mu.Unlock()
+		return errors.New("no node serves the slots of " + strings.Join(missing[:min(len(missing), 3)], ", "))
+	}
+	return nil
+}
+
+// wait waits for d or until the broker closes; false means closed.
+func (b *Broker) wait(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-b.ctx.Done():
+		return false
+	}
+}
+
+// keySlot is Redis Cluster's slot of key: CRC16 (XMODEM) of its hash tag
+// (the part between the first '{' and the next '}', if not empty) or of
+// the whole key, mod 16384.
+func keySlot(key string) int {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			key = key[i+1 : i+1+j]
+		}
+	}
+	return int(crc16(key) % 16384)
+}
+
+func crc16(s string) uint16 {
+	var crc uint16
+	for i := 0; i < len(s); i++ {
+		crc ^= uint16(s[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}

@@ -1,0 +1,249 @@
+package redis
+
+import goredis "github.com/redis/go-redis/v9"
+
+// The Lua scripts. Each touches the keys of one channel only (one hash
+// tag, so one cluster slot) and runs atomically on the server, which is
+// what makes offsets contiguous and keeps pub/sub order equal to offset
+// order. Times come from the Redis clock (TIME), so that nodes with
+// skewed clocks agree on expiry.
+
+// luaHelpers is prepended to the scripts that need it.
+const luaHelpers = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+-- field returns a field of a stream entry {id, {f1, v1, f2, v2, ...}}.
+local function field(e, name)
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == name then return f[i + 1] end
+  end
+  return nil
+end
+
+local function entry_offset(e)
+  return tonumber(string.match(e[1], '^(%d+)'))
+end
+
+-- first_live returns the offset of the oldest entry appended at or after
+-- cutoff, or nil if there is none. Entries carry contiguous offsets and
+-- non-decreasing times, so after a short look at the head (the common
+-- case: at most a few entries expired since the last publish) it binary
+-- searches, O(log^2 n) instead of a scan.
+local function first_live(stream, cutoff)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 8)
+  if #head == 0 then return nil end
+  for _, e in ipairs(head) do
+    if tonumber(field(e, 't')) >= cutoff then return entry_offset(e) end
+  end
+  if #head < 8 then return nil end
+  local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if tonumber(field(tail[1], 't')) < cutoff then return nil end
+  local lo, hi = entry_offset(head[#head]) + 1, entry_offset(tail[1])
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local e = redis.call('XRANGE', stream, fmt(mid), fmt(mid))
+    if #e == 0 or tonumber(field(e[1], 't')) < cutoff then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+`
+
+// publishScript assigns the next offset, appends to history, trims it by
+// size and age, records the idempotency key and publishes to pub/sub.
+//
+// KEYS[1] meta, KEYS[2] stream, KEYS[3] idempotency record (optional).
+// ARGV[1] body, ARGV[2] history size (0: no history), ARGV[3] history TTL
+// ms, ARGV[4] meta TTL ms, ARGV[5] idempotency window ms, ARGV[6] publish
+// command (PUBLISH or SPUBLISH), ARGV[7] pub/sub name, ARGV[8] the epoch to
+// start a stream with if the channel has none.
+// Returns {duplicate 0/1, epoch, offset}.
+var publishScript = goredis.NewScript(luaHelpers + `
+local idem = KEYS[3]
+if idem then
+  local prev = redis.call('GET', idem)
+  if prev then
+    local i = string.find(prev, ':', 1, true)
+    return {1, string.sub(prev, 1, i - 1), string.sub(prev, i + 1)}
+  end
+end
+if tonumber(ARGV[2]) == 0 then
+  if idem then redis.call('SET', idem, ':0', 'PX', ARGV[5]) end
+  redis.call(ARGV[6], ARGV[7], 'p0::' .. ARGV[1])
+  return {0, '', '0'}
+end
+local now = now_ms()
+local ttl = tonumber(ARGV[3])
+local meta_ttl = math.max(tonumber(ARGV[4]), ttl)
+local m = redis.call('HMGET', KEYS[1], 'e', 'lt')
+local epoch = m[1]
+local last = tonumber(m[2] or '0')
+if not epoch then
+  -- New stream: whatever history is left belongs to a lost epoch.
+  epoch = ARGV[8]
+  last = 0
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+end
+-- Keep entry times monotonic even if the Redis clock steps back.
+if now < last then now = last end
+local id = fmt(redis.call('HINCRBY', KEYS[1], 's', 1))
+redis.call('HSET', KEYS[1], 'lt', fmt(now), 'ttl', fmt(ttl))
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], id .. '-0', 't', fmt(now), 'd', ARGV[1])
+if ttl > 0 then
+  local first = first_live(KEYS[2], now - ttl)
+  if first then redis.call('XTRIM', KEYS[2], 'MINID', fmt(first)) end
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  redis.call('PEXPIRE', KEYS[2], meta_ttl)
+end
+redis.call('PEXPIRE', KEYS[1], meta_ttl)
+if idem then redis.call('SET', idem, epoch .. ':' .. id, 'PX', ARGV[5]) end
+redis.call(ARGV[6], ARGV[7], 'p' .. id .. ':' .. epoch .. ':' .. ARGV[1])
+return {0, epoch, id}
+`)
+
+// historyScript reads the position and the selected publications in one
+// step, so that they are consistent.
+//
+// KEYS[1] meta, KEYS[2] stream.
+// ARGV[1] the epoch to start a stream with if the channel has none ("":
+// start none and return epoch ""), ARGV[2] meta TTL ms, ARGV[3] "1" if a
+// since position is given, ARGV[4] its epoch, ARGV[5] its offset,
+// ARGV[6] limit (negative: all), ARGV[7] "1" for newest first.
+// Returns {epoch, top, offset1, body1, offset2, body2, ...}.
+var historyScript = goredis.NewScript(luaHelpers + `
+local m = redis.call('HMGET', KEYS[1], 'e', 's', 'ttl')
+local epoch = m[1]
+if not epoch then
+  if ARGV[1] == '' then return {'', '0'} end
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {epoch, '0'}
+end
+local top = m[2] or '0'
+local res = {epoch, top}
+local limit = tonumber(ARGV[6])
+if limit == 0 then return res end
+local since = nil
+if ARGV[3] == '1' then
+  if ARGV[4] ~= epoch then return res end
+  since = tonumber(ARGV[5])
+end
+local ttl = tonumber(m[3] or '0')
+local first = nil
+if ttl > 0 then
+  first = first_live(KEYS[2], now_ms() - ttl)
+else
+  local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if #head > 0 then first = entry_offset(head[1]) end
+end
+if not first then return res end
+local entries
+if ARGV[7] == '1' then
+  local hi = tonumber(top)
+  if since then hi = math.min(hi, since - 1) end
+  if hi < first then return res end
+  if limit > 0 then
+    entries = redis.call('XREVRANGE', KEYS[2], fmt(hi), fmt(first), 'COUNT', limit)
+  else
+    entries = redis.call('XREVRANGE', KEYS[2], fmt(hi), fmt(first))
+  end
+else
+  local lo = first
+  if since then lo = math.max(lo, since + 1) end
+  if lo > tonumber(top) then return res end
+  if limit > 0 then
+    entries = redis.call('XRANGE', KEYS[2], fmt(lo), '+', 'COUNT', limit)
+  else
+    entries = redis.call('XRANGE', KEYS[2], fmt(lo), '+')
+  end
+end
+for _, e in ipairs(entries) do
+  res[#res + 1] = string.match(e[1], '^(%d+)')
+  res[#res + 1] = field(e, 'd')
+end
+return res
+`)
+
+// routedPublishScript publishes ARGV[2] on ARGV[1] from the master of
+// KEYS[1]'s slot (classic pub/sub in a cluster). KEYS[1] is only used for
+// routing: the pub/sub name itself.
+var routedPublishScript = goredis.NewScript(`
+return redis.call('PUBLISH', ARGV[1], ARGV[2])
+`)
+
+// presenceHelpers: KEYS[1] info hash, KEYS[2] user hash, KEYS[3] expiry
+// sorted set.
+const presenceHelpers = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- sweep drops up to max expired members and returns how many it dropped.
+local function sweep(now, max)
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, max)
+  if #dead > 0 then
+    redis.call('ZREM', KEYS[3], unpack(dead))
+    redis.call('HDEL', KEYS[1], unpack(dead))
+    redis.call('HDEL', KEYS[2], unpack(dead))
+  end
+  return #dead
+end
+
+local function sweep_all(now)
+  while sweep(now, 1000) == 1000 do end
+end
+`
+
+// addPresenceScript: ARGV[1] client, ARGV[2] info, ARGV[3] user, ARGV[4]
+// ttl ms. The keys live as long as their longest-lived member.
+var addPresenceScript = goredis.NewScript(presenceHelpers + `
+local now = now_ms()
+local ttl = tonumber(ARGV[4])
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+sweep(now, 100)
+for i = 1, 3 do
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+`)
+
+// removePresenceScript: ARGV[1] client.
+var removePresenceScript = goredis.NewScript(`
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`)
+
+// presenceScript returns the live members as {client1, info1, ...}.
+var presenceScript = goredis.NewScript(presenceHelpers + `
+sweep_all(now_ms())
+return redis.call('HGETALL', KEYS[1])
+`)
+
+// presenceStatsScript returns {clients, distinct users}.
+var presenceStatsScript = goredis.NewScript(presenceHelpers + `
+sweep_all(now_ms())
+local seen, users = {}, 0
+for _, u in ipairs(redis.call('HVALS', KEYS[2])) do
+  if not seen[u] then
+    seen[u] = true
+    users = users + 1
+  end
+end
+return {redis.call('ZCARD', KEYS[3]), users}
+`)
