@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// npm test: builds the SDK (and the demo's copy of it), builds the Herald
+// binary from the repository root into a temp dir, then runs the unit,
+// end-to-end (Node) and browser (headless Chromium) tests with Node's test
+// runner. Every test starts and stops its own servers. The last line says
+// how many tests passed and failed.
+//
+// Environment: HERALD_BIN=path skips the Go build (uses that binary);
+// HERALD_TESTS=unit,e2e,browser selects suites (default all).
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const jsDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoRoot = path.resolve(jsDir, '..');
+const started = Date.now();
+const tmp = mkdtempSync(path.join(tmpdir(), 'herald-js-test-'));
+// The whole run is bounded: a stuck run kills itself.
+const overall = setTimeout(() => {
+  console.error('npm test: overall timeout (15 min), aborting');
+  process.exit(1);
+}, 15 * 60 * 1000);
+overall.unref();
+
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', timeout: 10 * 60 * 1000, ...opts });
+  if (r.status !== 0) {
+    console.error(`npm test: ${cmd} ${args.join(' ')} failed (${r.status ?? r.signal})`);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  }
+}
+
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+console.log('== build: SDK and web/static copy');
+run(npm, ['run', '--silent', 'build:web'], { cwd: jsDir });
+
+let bin = process.env.HERALD_BIN;
+if (!bin) {
+  console.log('== build: go build ./cmd/herald');
+  bin = path.join(tmp, 'herald');
+  run('go', ['build', '-o', bin, './cmd/herald'], { cwd: repoRoot });
+}
+
+const suites = (process.env.HERALD_TESTS || 'unit,e2e,browser').split(',');
+const files = suites.map((s) => path.join('test', `${s}.test.mjs`)).filter((f) => existsSync(path.join(jsDir, f)));
+const tap = path.join(tmp, 'report.tap');
+console.log(`== test: ${files.join(' ')}`);
+const child = spawn(
+  process.execPath,
+  ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`, ...files],
+  { cwd: jsDir, stdio: 'inherit', env: { ...process.env, HERALD_BIN: bin } },
+);
+const code = await new Promise((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
+let pass = 0;
+let fail = 0;
+try {
+  const report = readFileSync(tap, 'utf8');
+  pass = Number(/^# pass (\d+)/m.exec(report)?.[1] ?? 0);
+  fail = Number(/^# fail (\d+)/m.exec(report)?.[1] ?? 0);
+} catch {
+  fail = Math.max(fail, 1);
+}
+if (code !== 0 && fail === 0) fail = 1;
+rmSync(tmp, { recursive: true, force: true });
+console.log(`\nherald-client tests finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+console.log(`${pass} passed, ${fail} failed`);
+process.exit(fail > 0 || code !== 0 ? 1 : 0);

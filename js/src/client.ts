@@ -1,0 +1,755 @@
+// The Herald client: one WebSocket at a time, kept up by itself. It
+// reconnects with full-jitter exponential backoff (at least the server's
+// reconnect_after), stops on terminal codes, answers server pings, treats a
+// connection silent for ping + margin as dead, refreshes an expiring token
+// over the open connection, pauses while the browser is offline, and
+// resubscribes every subscription with recovery after each reconnect.
+//
+// Every message of a connection is handled synchronously, in arrival order:
+// a subscribe reply (with its recovered publications) is fully processed
+// before any later publication, as docs/protocol.md requires.
+
+import { reconnectDelay, reconnects } from './backoff.js';
+import { jsonCodec, msgpackCodec, loadMsgpack, decodePublication, decodeClientInfo, type Codec } from './codec.js';
+import { Emitter } from './emitter.js';
+import { DisconnectCode, DisconnectedError, ErrorCode, HeraldError, TerminalError, TimeoutError, UnauthorizedError } from './errors.js';
+import { Subscription, type SubHost, type ConnHandle } from './subscription.js';
+import type {
+  ClientInfo,
+  ConnectedEvent,
+  DisconnectEvent,
+  HeraldOptions,
+  HistoryOptions,
+  HistoryResult,
+  PresenceStats,
+  Publication,
+  PublishOptions,
+  State,
+  StateEvent,
+  StreamPosition,
+  SubscribedEvent,
+  SubscriptionOptions,
+  WebSocketConstructor,
+  WebSocketLike,
+  WireCommand,
+  WireServerMessage,
+} from './types.js';
+
+/** The SDK version, sent in connect. */
+export const VERSION = '0.1.0';
+
+type Timer = ReturnType<typeof setTimeout>;
+
+export interface ClientEvents {
+  state: StateEvent;
+  /** Connecting again after a connection ended (code and reason of the end). */
+  connecting: { code: number; reason: string };
+  connected: ConnectedEvent;
+  /** A connection ended (or the client stopped); reconnect tells what follows. */
+  disconnect: DisconnectEvent;
+  /** Something failed that the client handles by itself (retry, reconnect). */
+  error: { type: 'transport' | 'connect' | 'token' | 'refresh' | 'codec'; error: Error };
+  /** Publications of server-side subscriptions (token `channels` claim). */
+  publication: Publication;
+  join: { channel: string; info: ClientInfo };
+  leave: { channel: string; info: ClientInfo };
+  /** Server-side subscriptions made at connect. */
+  subscribed: SubscribedEvent;
+  /** A `message` push: data sent to this connection alone. */
+  message: { data: unknown };
+}
+
+interface Pending {
+  resolve: (m: WireServerMessage) => void;
+  fail: (err: Error) => void;
+  timer: Timer;
+}
+
+/** One WebSocket connection. */
+class Conn {
+  readonly ws: WebSocketLike;
+  readonly codec: Codec;
+  readonly pending = new Map<number, Pending>();
+  /** The connect reply was received. */
+  connected = false;
+  ended = false;
+  pingMs = 0;
+  lastRecv = 0;
+  timer: Timer | undefined; // connect timeout, then the dead-connection watchdog
+  constructor(ws: WebSocketLike, codec: Codec) {
+    this.ws = ws;
+    this.codec = codec;
+  }
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const noop = (): void => {};
+
+/** A Herald client. Create it, add subscriptions, call connect(). */
+export class Herald extends Emitter<ClientEvents> {
+  readonly url: string;
+  #opts: HeraldOptions;
+  #ctor: WebSocketConstructor;
+  #baseMs: number;
+  #maxMs: number;
+  #timeoutMs: number;
+  #marginMs: number;
+  #state: State = 'disconnected';
+  #conn: Conn | null = null;
+  #subs = new Map<string, Subscription>();
+  #nextId = 0;
+  #attempt = 0;
+  /** connect() was called and neither disconnect() nor a terminal code followed. */
+  #active = false;
+  /** Bumped by connect() and disconnect(): stale async steps check it. */
+  #gen = 0;
+  #reconnectTimer: Timer | undefined;
+  #refreshTimer: Timer | undefined;
+  #token: string;
+  #codec: Codec | undefined;
+  #clientId = '';
+  #waiters: Waiter[] = [];
+  #offline = false;
+  #net: { online: () => void; offline: () => void } | null = null;
+  #host: SubHost;
+
+  constructor(url: string, opts: HeraldOptions = {}) {
+    super();
+    this.url = url;
+    this.#opts = { ...opts };
+    const ctor = opts.websocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!ctor) throw new Error('herald: no WebSocket in this environment; pass the websocket option (e.g. WebSocket from the ws package)');
+    this.#ctor = ctor;
+    this.#baseMs = opts.reconnect?.baseMs ?? 200;
+    this.#maxMs = opts.reconnect?.maxMs ?? 20000;
+    this.#timeoutMs = opts.timeoutMs ?? 10000;
+    this.#marginMs = opts.pingMarginMs ?? 10000;
+    this.#token = opts.token ?? '';
+    if (opts.codec === 'msgpack' && opts.msgpack) this.#codec = msgpackCodec(opts.msgpack);
+    else if (opts.codec !== 'msgpack') this.#codec = jsonCodec;
+    this.#host = this.#makeHost();
+  }
+
+  get state(): State {
+    return this.#state;
+  }
+
+  /** The client id of the current connection ('' before the first connect). */
+  get clientId(): string {
+    return this.#clientId;
+  }
+
+  /**
+   * Connects, and keeps reconnecting until disconnect() or a terminal code.
+   * The promise resolves when connected and rejects if the client stops
+   * first (TerminalError, DisconnectedError); awaiting it is optional.
+   */
+  connect(): Promise<void> {
+    if (!this.#active) {
+      this.#active = true;
+      this.#gen++;
+      this.#attempt = 0;
+      this.#listenNetwork();
+      this.#setState('connecting');
+      this.#startAttempt();
+    }
+    return this.ready();
+  }
+
+  /** Closes the connection and stops reconnecting. Subscriptions keep their positions. */
+  disconnect(): void {
+    const wasActive = this.#active;
+    this.#active = false;
+    this.#gen++;
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#refreshTimer);
+    this.#unlistenNetwork();
+    const conn = this.#conn;
+    this.#conn = null;
+    const ev: DisconnectEvent = { code: DisconnectCode.Normal, reason: 'disconnect called', reconnect: false };
+    if (conn) {
+      this.#teardown(conn);
+      if (conn.connected) for (const s of this.#subs.values()) s._connectionLost(ev.code, ev.reason);
+    }
+    this.#setState('disconnected');
+    if (wasActive) this.emit('disconnect', ev);
+    const err = new DisconnectedError('herald: disconnect called');
+    this.#rejectWaiters(err);
+    for (const s of this.#subs.values()) s._clientStopped(err);
+  }
+
+  /** Resolves when connected; rejects when the client stops, or after timeoutMs. */
+  ready(timeoutMs?: number): Promise<void> {
+    if (this.#state === 'connected') return Promise.resolve();
+    if (!this.#active) {
+      const p = Promise.reject(new DisconnectedError('herald: not connected (call connect())'));
+      p.catch(noop);
+      return p;
+    }
+    const p = new Promise<void>((resolve, reject) => {
+      const w: Waiter = { resolve, reject };
+      this.#waiters.push(w);
+      if (timeoutMs !== undefined) {
+        const t = setTimeout(() => {
+          this.#waiters = this.#waiters.filter((x) => x !== w);
+          reject(new TimeoutError('herald: not connected within timeout'));
+        }, timeoutMs);
+        w.resolve = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        w.reject = (e) => {
+          clearTimeout(t);
+          reject(e);
+        };
+      }
+    });
+    p.catch(noop);
+    return p;
+  }
+
+  /** Creates a subscription (one per channel); call its subscribe(). */
+  newSubscription(channel: string, opts: SubscriptionOptions = {}): Subscription {
+    if (this.#subs.has(channel)) throw new Error(`herald: a subscription to ${channel} exists already`);
+    const s = new Subscription(this.#host, channel, opts);
+    this.#subs.set(channel, s);
+    return s;
+  }
+
+  getSubscription(channel: string): Subscription | undefined {
+    return this.#subs.get(channel);
+  }
+
+  /** Unsubscribes and forgets the subscription. */
+  removeSubscription(sub: Subscription): void {
+    sub.unsubscribe();
+    if (this.#subs.get(sub.channel) === sub) this.#subs.delete(sub.channel);
+  }
+
+  subscriptions(): Subscription[] {
+    return [...this.#subs.values()];
+  }
+
+  /** Publishes data into channel as this client; returns the position it got. */
+  async publish(channel: string, data: unknown, opts: PublishOptions = {}): Promise<StreamPosition> {
+    const res = (await this.#command('publish', (c) => ({
+      channel,
+      data: c.encodeData(data),
+      idempotency_key: opts.idempotencyKey || undefined,
+    }))) as { epoch?: string; offset?: number };
+    return { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+  }
+
+  /** Reads a channel's history. */
+  async history(channel: string, opts: HistoryOptions = {}): Promise<HistoryResult> {
+    const res = (await this.#command('history', () => ({
+      channel,
+      since: opts.since,
+      limit: opts.limit || undefined,
+      reverse: opts.reverse || undefined,
+    }))) as NonNullable<WireServerMessage['history']>;
+    const codec = this.#codec ?? jsonCodec;
+    return {
+      publications: (res.publications ?? []).map((p) => decodePublication(codec, p, channel)),
+      epoch: res.epoch ?? '',
+      offset: res.offset ?? 0,
+    };
+  }
+
+  /** The channel's members by client id. */
+  async presence(channel: string): Promise<Record<string, ClientInfo>> {
+    const res = (await this.#command('presence', () => ({ channel }))) as NonNullable<WireServerMessage['presence']>;
+    const out: Record<string, ClientInfo> = {};
+    const codec = this.#codec ?? jsonCodec;
+    for (const [id, info] of Object.entries(res.presence ?? {})) out[id] = decodeClientInfo(codec, info)!;
+    return out;
+  }
+
+  /** Numbers of connections and distinct users in the channel. */
+  async presenceStats(channel: string): Promise<PresenceStats> {
+    const res = (await this.#command('presence_stats', () => ({ channel }))) as NonNullable<WireServerMessage['presence_stats']>;
+    return { numClients: res.num_clients ?? 0, numUsers: res.num_users ?? 0 };
+  }
+
+  /** Calls an application method on the server. */
+  async rpc(method: string, data?: unknown): Promise<unknown> {
+    const res = (await this.#command('rpc', (c) => ({
+      method,
+      data: data === undefined ? undefined : c.encodeData(data),
+    }))) as NonNullable<WireServerMessage['rpc']>;
+    const codec = this.#codec ?? jsonCodec;
+    return res.data === undefined ? null : codec.decodeData(res.data);
+  }
+
+  /** A round trip to the server. */
+  async ping(): Promise<void> {
+    await this.#command('ping', () => ({}));
+  }
+
+  // ---- connection lifecycle ----
+
+  #setState(s: State): void {
+    const previous = this.#state;
+    if (previous === s) return;
+    this.#state = s;
+    this.emit('state', { state: s, previous });
+  }
+
+  #startAttempt(): void {
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    if (!this.#active || this.#conn) return;
+    if (this.#offline) return; // the `online` event starts the next attempt
+    void this.#open();
+  }
+
+  async #open(): Promise<void> {
+    const gen = this.#gen;
+    this.#setState('connecting');
+    if (!this.#codec) {
+      try {
+        this.#codec = msgpackCodec(await loadMsgpack());
+      } catch (err) {
+        if (gen !== this.#gen) return;
+        this.emit('error', { type: 'codec', error: err as Error });
+        this.#stop({ code: DisconnectCode.BadRequest, reason: (err as Error).message, reconnect: false });
+        return;
+      }
+    }
+    if (!this.#token && this.#opts.getToken) {
+      try {
+        this.#token = await this.#opts.getToken();
+      } catch (err) {
+        if (gen !== this.#gen) return;
+        this.#tokenFailed(err, null);
+        return;
+      }
+      if (gen !== this.#gen) return;
+    }
+    if (gen !== this.#gen || !this.#active || this.#conn) return;
+    const codec = this.#codec;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#ctor(this.url, [codec.subprotocol]) as WebSocketLike;
+    } catch (err) {
+      this.emit('error', { type: 'transport', error: err as Error });
+      this.#stop({ code: DisconnectCode.BadRequest, reason: `cannot open WebSocket: ${(err as Error).message}`, reconnect: false });
+      return;
+    }
+    const conn = new Conn(ws, codec);
+    this.#conn = conn;
+    ws.binaryType = 'arraybuffer';
+    conn.timer = setTimeout(() => this.#lost(conn, 'connect timeout'), this.#timeoutMs);
+    ws.onopen = () => {
+      if (this.#conn === conn) this.#sendConnect(conn, false);
+    };
+    ws.onmessage = (ev) => this.#onFrame(conn, ev.data);
+    ws.onclose = (ev) => {
+      const code = ev.code || DisconnectCode.ConnectionLost;
+      this.#ended(conn, { code, reason: ev.reason || 'connection closed', reconnect: reconnects(code) });
+    };
+    ws.onerror = noop; // a close event follows
+  }
+
+  /** getToken failed: stop on UnauthorizedError, else retry with backoff. */
+  #tokenFailed(err: unknown, conn: Conn | null): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.emit('error', { type: 'token', error: e });
+    const ev: DisconnectEvent = { code: DisconnectCode.Unauthorized, reason: e.message, reconnect: false };
+    if (e instanceof UnauthorizedError) {
+      if (conn) this.#ended(conn, ev);
+      else this.#stop(ev);
+      return;
+    }
+    if (conn) this.#lost(conn, 'getToken failed');
+    else this.#scheduleReconnect(0);
+  }
+
+  #sendConnect(conn: Conn, retried: boolean): void {
+    const req = { token: this.#token || undefined, name: this.#opts.name ?? 'herald-js', version: VERSION };
+    this.#send(conn, { connect: req }, (m) => this.#onConnectReply(conn, m, retried), (err) => this.#lost(conn, err.message));
+  }
+
+  #onConnectReply(conn: Conn, m: WireServerMessage, retried: boolean): void {
+    if (this.#conn !== conn) return;
+    if (m.error) {
+      const getToken = this.#opts.getToken;
+      if (m.error.code === ErrorCode.TokenExpired) {
+        if (!getToken) {
+          this.#ended(conn, { code: DisconnectCode.TokenExpired, reason: 'token expired', reconnect: false });
+          return;
+        }
+        this.#token = '';
+        if (retried) {
+          // A fresh token that is expired already: back off and ask again.
+          this.#lost(conn, 'token expired');
+          return;
+        }
+        // The session still waits for connect: retry on this socket.
+        getToken().then(
+          (t) => {
+            if (this.#conn !== conn) return;
+            this.#token = t;
+            this.#sendConnect(conn, true);
+          },
+          (err) => {
+            if (this.#conn === conn) this.#tokenFailed(err, conn);
+          },
+        );
+        return;
+      }
+      this.emit('error', { type: 'connect', error: new HeraldError(m.error) });
+      this.#lost(conn, `connect refused: ${m.error.message}`);
+      return;
+    }
+    const res = m.connect ?? { client: '', version: '' };
+    clearTimeout(conn.timer);
+    conn.connected = true;
+    conn.pingMs = (res.ping ?? 0) * 1000;
+    conn.lastRecv = Date.now();
+    this.#watch(conn);
+    this.#clientId = res.client;
+    this.#attempt = 0;
+    this.#setState('connected');
+    const ev: ConnectedEvent = { client: res.client, version: res.version, ping: res.ping ?? 0, expires: !!res.expires };
+    if (res.expires) ev.ttl = res.ttl ?? 0;
+    this.emit('connected', ev);
+    if (res.expires) this.#scheduleRefresh(conn, res.ttl ?? 0);
+    for (const [channel, r] of Object.entries(res.subs ?? {})) this.#serverSubscribed(channel, r);
+    // Resubscribe before the commands that waited for the connection, so
+    // that (for example) a queued publish follows the subscribe.
+    for (const s of this.#subs.values()) {
+      if (this.#conn !== conn) return;
+      s._subscribeOn(conn);
+    }
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w.resolve();
+  }
+
+  #serverSubscribed(channel: string, r: NonNullable<WireServerMessage['subscribe']>): void {
+    const ev: SubscribedEvent = {
+      channel,
+      recoverable: !!r.recoverable,
+      wasRecovering: !!r.was_recovering,
+      recovered: !!r.recovered,
+      streamReset: false,
+      recoveredCount: 0,
+    };
+    if (r.recoverable) ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
+    this.emit('subscribed', ev);
+  }
+
+  #onFrame(conn: Conn, data: unknown): void {
+    if (this.#conn !== conn || conn.ended) return;
+    let m: WireServerMessage;
+    try {
+      m = conn.codec.decode(data);
+    } catch (err) {
+      this.emit('error', { type: 'transport', error: err as Error });
+      this.#lost(conn, 'undecodable server message');
+      return;
+    }
+    conn.lastRecv = Date.now();
+    if (m.id) {
+      const p = conn.pending.get(m.id);
+      if (p) {
+        conn.pending.delete(m.id);
+        clearTimeout(p.timer);
+        p.resolve(m);
+      }
+      return;
+    }
+    if (m.ping) {
+      this.#write(conn, { pong: {} });
+    } else if (m.pub) {
+      const ch = m.pub.channel ?? '';
+      const s = this.#subs.get(ch);
+      if (s) s._onPublication(conn, m.pub);
+      else this.emit('publication', decodePublication(conn.codec, m.pub, ch));
+    } else if (m.join || m.leave) {
+      const ev = (m.join ?? m.leave)!;
+      const s = this.#subs.get(ev.channel);
+      if (s) s._onJoinLeave(!!m.join, ev.info);
+      else this.emit(m.join ? 'join' : 'leave', { channel: ev.channel, info: decodeClientInfo(conn.codec, ev.info)! });
+    } else if (m.unsubscribe) {
+      const u = m.unsubscribe;
+      this.#subs.get(u.channel ?? '')?._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
+    } else if (m.subscribe?.channel) {
+      this.#serverSubscribed(m.subscribe.channel, m.subscribe);
+    } else if (m.message) {
+      this.emit('message', { data: conn.codec.decodeData(m.message.data) });
+    } else if (m.disconnect) {
+      const d = m.disconnect;
+      // The close frame follows; act on the push now.
+      const ev: DisconnectEvent = { code: d.code, reason: d.reason ?? '', reconnect: !!d.reconnect };
+      if (d.reconnect_after) ev.reconnectAfter = d.reconnect_after;
+      this.#ended(conn, ev);
+    }
+  }
+
+  /** Arms the dead-connection watchdog: ping interval + margin of silence. */
+  #watch(conn: Conn): void {
+    if (!conn.pingMs) return;
+    const limit = conn.pingMs + this.#marginMs;
+    const check = (): void => {
+      if (this.#conn !== conn || conn.ended) return;
+      const idle = Date.now() - conn.lastRecv;
+      if (idle >= limit) {
+        this.#lost(conn, 'no ping from server');
+        return;
+      }
+      conn.timer = setTimeout(check, limit - idle);
+    };
+    clearTimeout(conn.timer);
+    conn.timer = setTimeout(check, limit);
+  }
+
+  /** A connection failed without a close code of the server's. */
+  #lost(conn: Conn, reason: string): void {
+    this.#ended(conn, { code: DisconnectCode.ConnectionLost, reason, reconnect: true });
+  }
+
+  #teardown(conn: Conn): void {
+    conn.ended = true;
+    clearTimeout(conn.timer);
+    const ws = conn.ws;
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onclose = null;
+    ws.onerror = noop; // keep one: `ws` throws on an unhandled error event
+    try {
+      ws.close(1000);
+    } catch {
+      // already closed
+    }
+    const err = new DisconnectedError();
+    for (const p of conn.pending.values()) {
+      clearTimeout(p.timer);
+      p.fail(err);
+    }
+    conn.pending.clear();
+  }
+
+  /** A connection ended: report it, then reconnect or stop. */
+  #ended(conn: Conn, ev: DisconnectEvent): void {
+    if (this.#conn !== conn) return;
+    this.#conn = null;
+    this.#teardown(conn);
+    clearTimeout(this.#refreshTimer);
+    const wasConnected = conn.connected;
+    if (wasConnected) for (const s of this.#subs.values()) s._connectionLost(ev.code, ev.reason);
+    let reconnect = ev.reconnect;
+    if (!reconnect && ev.code === DisconnectCode.TokenExpired && this.#opts.getToken) {
+      // Terminal for the old token only: connect again with a fresh one
+      // (the refresh timer may have been late, e.g. after a sleep).
+      reconnect = true;
+      this.#token = '';
+    }
+    if (!reconnect) {
+      this.#stop(ev);
+      return;
+    }
+    if (wasConnected) {
+      this.emit('disconnect', { ...ev, reconnect });
+      this.#attempt = 0;
+    }
+    this.#setState('connecting');
+    this.emit('connecting', { code: ev.code, reason: ev.reason });
+    this.#scheduleReconnect(ev.reconnectAfter ?? 0);
+  }
+
+  #scheduleReconnect(reconnectAfter: number): void {
+    if (!this.#active) return;
+    const delay = reconnectDelay(this.#attempt, this.#baseMs, this.#maxMs, reconnectAfter);
+    this.#attempt++;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = setTimeout(() => this.#startAttempt(), delay);
+  }
+
+  /** Stops for good after a terminal code. */
+  #stop(ev: DisconnectEvent): void {
+    this.#active = false;
+    this.#gen++;
+    clearTimeout(this.#reconnectTimer);
+    clearTimeout(this.#refreshTimer);
+    this.#unlistenNetwork();
+    if (this.#conn) {
+      const c = this.#conn;
+      this.#conn = null;
+      this.#teardown(c);
+    }
+    this.#setState('disconnected');
+    this.emit('disconnect', { ...ev, reconnect: false });
+    const err = new TerminalError(ev.code, ev.reason);
+    this.#rejectWaiters(err);
+    for (const s of this.#subs.values()) s._clientStopped(err);
+  }
+
+  #rejectWaiters(err: Error): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w.reject(err);
+  }
+
+  // ---- token refresh ----
+
+  #scheduleRefresh(conn: Conn, ttlS: number): void {
+    if (!this.#opts.getToken) return; // the server closes with 3502 at expiry
+    const ttl = ttlS * 1000;
+    const wait = Math.max(0, ttl - ttl / 10 - 1000);
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = setTimeout(() => void this.#refresh(conn, 0), wait);
+  }
+
+  async #refresh(conn: Conn, tries: number): Promise<void> {
+    const getToken = this.#opts.getToken;
+    if (this.#conn !== conn || !getToken) return;
+    const retry = (err: Error): void => {
+      this.emit('error', { type: 'refresh', error: err });
+      if (this.#conn !== conn) return;
+      clearTimeout(this.#refreshTimer);
+      this.#refreshTimer = setTimeout(() => void this.#refresh(conn, tries + 1), Math.min(1000 * 2 ** tries, 10000) * (0.5 + Math.random() / 2));
+    };
+    let token: string;
+    try {
+      token = await getToken();
+    } catch (err) {
+      if (this.#conn !== conn) return;
+      if (err instanceof UnauthorizedError) this.#tokenFailed(err, conn);
+      else retry(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (this.#conn !== conn) return;
+    this.#send(
+      conn,
+      { refresh: { token } },
+      (m) => {
+        if (this.#conn !== conn) return;
+        if (m.error) {
+          // Expired, refused or temporary: try again with a new token until
+          // the connection ends (at expiry the server closes with 3502 and
+          // the client reconnects with a fresh token).
+          retry(new HeraldError(m.error));
+          return;
+        }
+        this.#token = token;
+        if (m.refresh?.expires) this.#scheduleRefresh(conn, Math.max(m.refresh.ttl ?? 0, 1));
+      },
+      (err) => {
+        if (err instanceof TimeoutError) retry(err);
+      },
+    );
+  }
+
+  // ---- browser online/offline ----
+
+  #listenNetwork(): void {
+    const g = globalThis as { addEventListener?: (t: string, f: () => void) => void };
+    if (this.#net || typeof g.addEventListener !== 'function') return;
+    const online = (): void => {
+      this.#offline = false;
+      if (this.#active && !this.#conn) {
+        this.#attempt = 0;
+        this.#startAttempt();
+      }
+    };
+    const offline = (): void => {
+      this.#offline = true;
+      clearTimeout(this.#reconnectTimer);
+      // The socket may linger half-dead; replace it once back online.
+      if (this.#conn) this.#lost(this.#conn, 'browser offline');
+    };
+    g.addEventListener('online', online);
+    g.addEventListener('offline', offline);
+    this.#net = { online, offline };
+  }
+
+  #unlistenNetwork(): void {
+    const g = globalThis as { removeEventListener?: (t: string, f: () => void) => void };
+    if (!this.#net || typeof g.removeEventListener !== 'function') return;
+    g.removeEventListener('online', this.#net.online);
+    g.removeEventListener('offline', this.#net.offline);
+    this.#net = null;
+    this.#offline = false;
+  }
+
+  // ---- commands ----
+
+  #send(conn: Conn, cmd: WireCommand, resolve: (m: WireServerMessage) => void, fail: (err: Error) => void): void {
+    if (conn.ended) {
+      fail(new DisconnectedError());
+      return;
+    }
+    const id = ++this.#nextId;
+    cmd.id = id;
+    let frame: string | Uint8Array;
+    try {
+      frame = conn.codec.encode(cmd);
+    } catch (err) {
+      fail(err as Error);
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (conn.pending.delete(id)) fail(new TimeoutError());
+    }, this.#timeoutMs);
+    conn.pending.set(id, { resolve, fail, timer });
+    try {
+      conn.ws.send(frame);
+    } catch {
+      conn.pending.delete(id);
+      clearTimeout(timer);
+      fail(new DisconnectedError());
+    }
+  }
+
+  #write(conn: Conn, cmd: WireCommand): void {
+    try {
+      conn.ws.send(conn.codec.encode(cmd));
+    } catch {
+      // the close event follows
+    }
+  }
+
+  async #connected(): Promise<Conn> {
+    if (this.#conn?.connected && this.#state === 'connected') return this.#conn;
+    if (!this.#active) throw new DisconnectedError('herald: not connected (call connect())');
+    await this.ready(this.#timeoutMs);
+    const c = this.#conn;
+    if (!c || !c.connected) throw new DisconnectedError();
+    return c;
+  }
+
+  /** Sends a command on the connection (waiting for one) and returns its result. */
+  async #command(method: string, body: (c: Codec) => object): Promise<unknown> {
+    const conn = await this.#connected();
+    const req = body(conn.codec);
+    return new Promise((resolve, reject) => {
+      this.#send(
+        conn,
+        { [method]: req },
+        (m) => (m.error ? reject(new HeraldError(m.error)) : resolve((m as Record<string, unknown>)[method] ?? {})),
+        reject,
+      );
+    });
+  }
+
+  #makeHost(): SubHost {
+    return {
+      clientId: () => this.#clientId,
+      conn: () => (this.#conn?.connected ? this.#conn : null),
+      send: (conn: ConnHandle, cmd, onReply, onFail) => this.#send(conn as Conn, cmd, onReply, onFail),
+      decodePublication: (p, channel) => decodePublication(this.#codec ?? jsonCodec, p, channel),
+      decodeClientInfo: (i) => decodeClientInfo(this.#codec ?? jsonCodec, i)!,
+      backoffMs: (attempt) => reconnectDelay(attempt, this.#baseMs, this.#maxMs),
+      publish: (ch, data, opts) => this.publish(ch, data, opts),
+      history: (ch, opts) => this.history(ch, opts),
+      presence: (ch) => this.presence(ch),
+      presenceStats: (ch) => this.presenceStats(ch),
+    };
+  }
+}

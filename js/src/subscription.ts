@@ -1,0 +1,392 @@
+// A subscription to one channel. It survives reconnects: after every new
+// connection it resubscribes with recovery from the last position it
+// delivered, and on a gap in live offsets it unsubscribes and subscribes
+// again with recovery, so the application sees every publication once and
+// in order (docs/protocol.md, "Positions, history and recovery").
+
+import { Emitter } from './emitter.js';
+import { HeraldError, TimeoutError, UnauthorizedError, ErrorCode } from './errors.js';
+import { classifyOffset } from './gap.js';
+import type {
+  ClientInfo,
+  HistoryOptions,
+  HistoryResult,
+  PresenceStats,
+  Publication,
+  PublishOptions,
+  StreamPosition,
+  SubscribedEvent,
+  SubscribingEvent,
+  SubscriptionErrorEvent,
+  SubscriptionOptions,
+  SubscriptionState,
+  UnsubscribedEvent,
+  WireClientInfo,
+  WireCommand,
+  WirePublication,
+  WireServerMessage,
+  WireSubscribeRequest,
+} from './types.js';
+
+/** An opaque connection handle. */
+export type ConnHandle = object;
+
+/**
+ * What a subscription needs from its client.
+ * @internal
+ */
+export interface SubHost {
+  clientId(): string;
+  /** The current connection if it is connected (connect reply received). */
+  conn(): ConnHandle | null;
+  send(conn: ConnHandle, cmd: WireCommand, onReply: (m: WireServerMessage) => void, onFail: (err: Error) => void): void;
+  decodePublication(p: WirePublication, channel: string): Publication;
+  decodeClientInfo(i: WireClientInfo): ClientInfo;
+  backoffMs(attempt: number): number;
+  publish(channel: string, data: unknown, opts?: PublishOptions): Promise<StreamPosition>;
+  history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
+  presence(channel: string): Promise<Record<string, ClientInfo>>;
+  presenceStats(channel: string): Promise<PresenceStats>;
+}
+
+export interface SubscriptionEvents {
+  state: { state: SubscriptionState; previous: SubscriptionState };
+  /** The subscription is (re)subscribing: after a disconnect or a gap. */
+  subscribing: SubscribingEvent;
+  subscribed: SubscribedEvent;
+  unsubscribed: UnsubscribedEvent;
+  publication: Publication;
+  join: { channel: string; info: ClientInfo };
+  leave: { channel: string; info: ClientInfo };
+  /** A failed subscribe that the SDK retries, or the error that ended the subscription. */
+  error: SubscriptionErrorEvent;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const noop = (): void => {};
+
+/**
+ * A client's subscription to one channel. Create it with
+ * Herald.newSubscription; call subscribe() to start.
+ */
+export class Subscription extends Emitter<SubscriptionEvents> {
+  readonly channel: string;
+  #host: SubHost;
+  #opts: SubscriptionOptions;
+  #state: SubscriptionState = 'unsubscribed';
+  /** The connection the subscription is active on (state subscribed). */
+  #conn: ConnHandle | null = null;
+  #pos: StreamPosition | null = null;
+  #recoverable = false;
+  /** Identifies the latest subscribe request: older replies are ignored. */
+  #seq = 0;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #retryAttempt = 0;
+  /** A recovering subscribe found a new epoch: catching up on the new stream. */
+  #streamReset = false;
+  #waiters: Waiter[] = [];
+
+  /** @internal Use Herald.newSubscription. */
+  constructor(host: SubHost, channel: string, opts: SubscriptionOptions = {}) {
+    super();
+    this.#host = host;
+    this.channel = channel;
+    this.#opts = { ...opts };
+    if (opts.since) this.#pos = { epoch: opts.since.epoch, offset: opts.since.offset };
+  }
+
+  get state(): SubscriptionState {
+    return this.#state;
+  }
+
+  /**
+   * The position of the last publication delivered (or of the subscribe),
+   * for recovering later with the `since` option; null before the first
+   * subscribe on a channel with history.
+   */
+  position(): StreamPosition | null {
+    return this.#pos ? { ...this.#pos } : null;
+  }
+
+  /**
+   * Starts subscribing (now if connected, else at the next connect). The
+   * promise settles at the first subscribe result: it rejects if the
+   * server refuses the subscription (the state goes back to
+   * unsubscribed). Awaiting it is optional.
+   */
+  subscribe(): Promise<void> {
+    if (this.#state === 'unsubscribed') {
+      this.#setState('subscribing');
+      const conn = this.#host.conn();
+      if (conn) this._subscribeOn(conn);
+    }
+    return this.ready();
+  }
+
+  /** Leaves the channel. The position is forgotten. */
+  unsubscribe(): void {
+    if (this.#state === 'unsubscribed') return;
+    this.#seq++;
+    clearTimeout(this.#retryTimer);
+    this.#streamReset = false;
+    const conn = this.#host.conn();
+    // Sent even while a subscribe is in flight: commands run in order, so
+    // the server ends up unsubscribed either way.
+    if (conn) this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
+    this.#conn = null;
+    this.#pos = null;
+    this.#setState('unsubscribed');
+    this.emit('unsubscribed', { channel: this.channel, code: 0, reason: 'unsubscribe called' });
+    this.#rejectWaiters(new Error('herald: unsubscribed'));
+  }
+
+  /** Resolves once subscribed; rejects on unsubscribe, refusal or timeout. */
+  ready(timeoutMs?: number): Promise<void> {
+    if (this.#state === 'subscribed') return Promise.resolve();
+    if (this.#state === 'unsubscribed') {
+      const p = Promise.reject(new Error('herald: not subscribed (call subscribe())'));
+      p.catch(noop);
+      return p;
+    }
+    const p = new Promise<void>((resolve, reject) => {
+      const w: Waiter = { resolve, reject };
+      this.#waiters.push(w);
+      if (timeoutMs !== undefined) {
+        const t = setTimeout(() => {
+          this.#waiters = this.#waiters.filter((x) => x !== w);
+          reject(new TimeoutError('herald: subscribe timeout'));
+        }, timeoutMs);
+        w.resolve = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        w.reject = (e) => {
+          clearTimeout(t);
+          reject(e);
+        };
+      }
+    });
+    p.catch(noop);
+    return p;
+  }
+
+  publish(data: unknown, opts?: PublishOptions): Promise<StreamPosition> {
+    return this.#host.publish(this.channel, data, opts);
+  }
+
+  history(opts?: HistoryOptions): Promise<HistoryResult> {
+    return this.#host.history(this.channel, opts);
+  }
+
+  presence(): Promise<Record<string, ClientInfo>> {
+    return this.#host.presence(this.channel);
+  }
+
+  presenceStats(): Promise<PresenceStats> {
+    return this.#host.presenceStats(this.channel);
+  }
+
+  // ---- driven by the client ----
+
+  /** @internal Sends a (re)subscribe on conn. */
+  _subscribeOn(conn: ConnHandle): void {
+    if (this.#state === 'unsubscribed') return;
+    clearTimeout(this.#retryTimer);
+    const seq = ++this.#seq;
+    const req: WireSubscribeRequest = { channel: this.channel };
+    if (this.#opts.recover !== false && this.#pos) {
+      req.recover = true;
+      req.epoch = this.#pos.epoch;
+      req.offset = this.#pos.offset;
+    }
+    const send = (token: string | undefined): void => {
+      if (seq !== this.#seq || this.#host.conn() !== conn) return;
+      if (token) req.token = token;
+      this.#host.send(
+        conn,
+        { subscribe: req },
+        (m) => this.#onReply(conn, seq, req, m),
+        (err) => {
+          if (seq !== this.#seq || this.#host.conn() !== conn) return;
+          // A connection that ended resubscribes on the next one.
+          if (err instanceof TimeoutError) this.#retryLater(conn, err);
+        },
+      );
+    };
+    const getToken = this.#opts.getToken;
+    if (!getToken) {
+      send(this.#opts.token);
+      return;
+    }
+    getToken({ channel: this.channel, client: this.#host.clientId() }).then(send, (err: unknown) => {
+      if (seq !== this.#seq || this.#host.conn() !== conn) return;
+      const e = err instanceof Error ? err : new Error(String(err));
+      if (e instanceof UnauthorizedError) {
+        this.#end(ErrorCode.PermissionDenied, e.message, e);
+        return;
+      }
+      this.#retryLater(conn, e);
+    });
+  }
+
+  /** @internal The connection ended; resubscribe on the next one. */
+  _connectionLost(code: number, reason: string): void {
+    if (this.#state === 'unsubscribed') return;
+    this.#seq++;
+    this.#conn = null;
+    clearTimeout(this.#retryTimer);
+    if (this.#state === 'subscribed') {
+      this.#setState('subscribing');
+      this.emit('subscribing', { channel: this.channel, code, reason });
+    }
+  }
+
+  /** @internal The client stopped (disconnect() or a terminal code). */
+  _clientStopped(err: Error): void {
+    this.#rejectWaiters(err);
+  }
+
+  /** @internal A live publication. Runs in stream order. */
+  _onPublication(conn: ConnHandle, wire: WirePublication): void {
+    if (this.#state !== 'subscribed' || this.#conn !== conn) return;
+    const off = wire.offset ?? 0;
+    if (off !== 0 && this.#recoverable && this.#pos) {
+      if (this.#opts.recover !== false) {
+        const v = classifyOffset(this.#pos.offset, off);
+        if (v === 'duplicate') return;
+        if (v === 'gap') {
+          // Never deliver past a gap: resubscribe from the last position
+          // delivered and let the server replay what is missing.
+          this.#resync(conn);
+          return;
+        }
+      }
+      this.#pos.offset = off;
+    }
+    this.#deliver(this.#host.decodePublication(wire, this.channel));
+  }
+
+  /** @internal */
+  _onJoinLeave(join: boolean, info: WireClientInfo): void {
+    if (this.#state !== 'subscribed') return;
+    this.emit(join ? 'join' : 'leave', { channel: this.channel, info: this.#host.decodeClientInfo(info) });
+  }
+
+  /** @internal The server ended the subscription. */
+  _onServerUnsubscribe(code: number, reason: string): void {
+    if (this.#state === 'unsubscribed') return;
+    this.#end(code, reason, null);
+  }
+
+  // ---- internals ----
+
+  #onReply(conn: ConnHandle, seq: number, req: WireSubscribeRequest, m: WireServerMessage): void {
+    if (seq !== this.#seq || this.#state === 'unsubscribed' || this.#host.conn() !== conn) return;
+    if (m.error) {
+      const err = new HeraldError(m.error);
+      const retry =
+        err.temporary ||
+        err.code === ErrorCode.AlreadySubscribed ||
+        (err.code === ErrorCode.TokenExpired && !!this.#opts.getToken);
+      if (retry) this.#retryLater(conn, err);
+      else this.#end(err.code, m.error.message, err);
+      return;
+    }
+    const res = m.subscribe ?? {};
+    if (
+      res.recoverable &&
+      res.was_recovering &&
+      !res.recovered &&
+      req.epoch !== undefined &&
+      res.epoch !== undefined &&
+      res.epoch !== req.epoch &&
+      this.#opts.recoverNewStream !== false &&
+      !this.#streamReset
+    ) {
+      // The stream restarted under a new epoch: none of its publications
+      // can have reached us, so recover the new stream from its start.
+      this.#streamReset = true;
+      this.#pos = { epoch: res.epoch, offset: 0 };
+      this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
+      this._subscribeOn(conn);
+      return;
+    }
+    const pubs = res.was_recovering && res.recovered ? (res.publications ?? []) : [];
+    this.#conn = conn;
+    this.#recoverable = !!res.recoverable;
+    this.#retryAttempt = 0;
+    if (res.recoverable) this.#pos = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+    const streamReset = this.#streamReset;
+    this.#streamReset = false;
+    this.#setState('subscribed');
+    const ev: SubscribedEvent = {
+      channel: this.channel,
+      recoverable: !!res.recoverable,
+      wasRecovering: !!res.was_recovering || streamReset,
+      recovered: !!res.recovered && !streamReset,
+      streamReset,
+      recoveredCount: pubs.length,
+    };
+    if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+    this.emit('subscribed', ev);
+    for (const p of pubs) {
+      if (seq !== this.#seq || this.#state !== 'subscribed') break;
+      this.#deliver(this.#host.decodePublication(p, this.channel));
+    }
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w.resolve();
+  }
+
+  #resync(conn: ConnHandle): void {
+    this.#setState('subscribing');
+    this.emit('subscribing', { channel: this.channel, code: 0, reason: 'gap in offsets' });
+    // Commands run in order: the unsubscribe lands before the subscribe.
+    this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
+    this._subscribeOn(conn);
+  }
+
+  #retryLater(conn: ConnHandle, err: Error): void {
+    this.emit('error', { channel: this.channel, error: err });
+    clearTimeout(this.#retryTimer);
+    const seq = ++this.#seq;
+    const delay = this.#host.backoffMs(this.#retryAttempt++);
+    this.#retryTimer = setTimeout(() => {
+      if (seq !== this.#seq || this.#host.conn() !== conn || this.#state === 'unsubscribed') return;
+      this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
+      this._subscribeOn(conn);
+    }, delay);
+  }
+
+  #end(code: number, reason: string, err: Error | null): void {
+    this.#seq++;
+    clearTimeout(this.#retryTimer);
+    this.#conn = null;
+    this.#streamReset = false;
+    this.#setState('unsubscribed');
+    if (err) this.emit('error', { channel: this.channel, error: err });
+    this.emit('unsubscribed', { channel: this.channel, code, reason });
+    this.#rejectWaiters(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
+  }
+
+  #deliver(p: Publication): void {
+    this.emit('publication', p);
+  }
+
+  #setState(s: SubscriptionState): void {
+    const previous = this.#state;
+    if (previous === s) return;
+    this.#state = s;
+    this.emit('state', { state: s, previous });
+  }
+
+  #rejectWaiters(err: Error): void {
+    const ws = this.#waiters;
+    this.#waiters = [];
+    for (const w of ws) w.reject(err);
+  }
+}

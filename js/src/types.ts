@@ -1,0 +1,310 @@
+// Public types of the SDK and the wire shapes of protocol v1
+// (docs/protocol.md). Wire shapes use the protocol's snake_case keys; the
+// public API uses camelCase.
+
+/** A place in a channel's history stream. */
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
+
+/** A connection, in presence, join/leave and as a publisher. */
+export interface ClientInfo {
+  client: string;
+  user: string;
+  /** The connection's `info` token claim, decoded. */
+  connInfo?: unknown;
+}
+
+/** A message received in a channel. */
+export interface Publication<T = unknown> {
+  channel: string;
+  /** Position in the channel's stream; 0 for channels without history. */
+  offset: number;
+  /**
+   * The payload. JSON codec: the JSON value, or a Uint8Array for binary
+   * payloads (sent by the server as base64 with `b64: true`). MessagePack
+   * codec: the payload parsed as JSON when it is UTF-8 JSON, else a
+   * Uint8Array.
+   */
+  data: T;
+  /** The publishing connection (client publications only). */
+  info?: ClientInfo;
+  tags?: Record<string, string>;
+  /** Server time (unix ms) when the publication was accepted. */
+  time?: number;
+  /**
+   * The server dropped earlier publications of a channel without history
+   * for this connection (slow-client policy "drop"). On channels with
+   * history the SDK recovers instead and never shows a gap.
+   */
+  gap?: boolean;
+}
+
+export type State = 'disconnected' | 'connecting' | 'connected';
+export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
+
+/** The end of a connection. */
+export interface DisconnectEvent {
+  code: number;
+  reason: string;
+  /** Whether the client reconnects by itself. */
+  reconnect: boolean;
+  /** The server's hint: the least time to wait before reconnecting (ms). */
+  reconnectAfter?: number;
+}
+
+export interface ConnectedEvent {
+  client: string;
+  version: string;
+  /** Server ping interval, seconds. */
+  ping: number;
+  /** Whether the credentials expire; ttl is the seconds left. */
+  expires: boolean;
+  ttl?: number;
+}
+
+export interface StateEvent {
+  state: State;
+  previous: State;
+}
+
+/** A (re)subscription was accepted. */
+export interface SubscribedEvent {
+  channel: string;
+  /** The channel keeps history: positions are meaningful. */
+  recoverable: boolean;
+  /** The subscribe asked to recover from a position. */
+  wasRecovering: boolean;
+  /**
+   * Every missed publication was delivered (before any later live one).
+   * wasRecovering && !recovered means a gap the application must fill
+   * (e.g. reload from history).
+   */
+  recovered: boolean;
+  /**
+   * The channel's stream was lost and restarted (its epoch changed, e.g. a
+   * single node with the memory broker restarted). The SDK then delivers
+   * the new stream from its start (unless recoverNewStream is false), but
+   * publications of the old stream after the last one received may be lost,
+   * so recovered is false.
+   */
+  streamReset: boolean;
+  /** How many missed publications this subscribe delivered. */
+  recoveredCount: number;
+  /** The stream position after the subscribe (recoverable channels). */
+  position?: StreamPosition;
+}
+
+export interface SubscribingEvent {
+  channel: string;
+  code: number;
+  reason: string;
+}
+
+export interface UnsubscribedEvent {
+  channel: string;
+  /** 0 when unsubscribe() was called; else the error or server code. */
+  code: number;
+  reason: string;
+}
+
+export interface SubscriptionErrorEvent {
+  channel: string;
+  error: Error;
+}
+
+export interface HistoryOptions {
+  /** Read after this position (before it with reverse). */
+  since?: StreamPosition;
+  /** 0: only the current position; negative: everything retained. */
+  limit?: number;
+  reverse?: boolean;
+}
+
+export interface HistoryResult<T = unknown> {
+  publications: Publication<T>[];
+  epoch: string;
+  offset: number;
+}
+
+export interface PresenceStats {
+  numClients: number;
+  numUsers: number;
+}
+
+export interface PublishOptions {
+  /** Retries with the same key within the server's window are no-ops. */
+  idempotencyKey?: string;
+}
+
+/** Minimal WebSocket surface the SDK uses (browser WebSocket, `ws`). */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly protocol: string;
+  readonly readyState: number;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A WebSocket constructor: the browser's, or `WebSocket` from `ws`. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => any;
+
+/** The MessagePack functions the SDK needs (those of @msgpack/msgpack). */
+export interface MsgpackImpl {
+  encode(value: unknown, options?: { ignoreUndefined?: boolean }): Uint8Array;
+  decode(data: Uint8Array | ArrayBuffer): unknown;
+}
+
+export interface ReconnectOptions {
+  /** First backoff bound, ms. Default 200. */
+  baseMs?: number;
+  /** Largest backoff bound, ms. Default 20000. */
+  maxMs?: number;
+}
+
+export interface HeraldOptions {
+  /** Connection token (JWT). Empty: anonymous. */
+  token?: string;
+  /**
+   * Returns a fresh connection token: called when there is no token yet,
+   * when the server reports the token expired (error 109 or close 3502)
+   * and before expiry to send `refresh`. Throw UnauthorizedError to stop
+   * the client for good; other errors are retried with backoff.
+   */
+  getToken?: () => Promise<string>;
+  /** Wire encoding. Default 'json'. */
+  codec?: 'json' | 'msgpack';
+  /**
+   * MessagePack implementation for codec 'msgpack'; default: a dynamic
+   * import of the optional peer dependency @msgpack/msgpack.
+   */
+  msgpack?: MsgpackImpl;
+  reconnect?: ReconnectOptions;
+  /** WebSocket constructor; default globalThis.WebSocket. */
+  websocket?: WebSocketConstructor;
+  /** Client name sent in connect. Default 'herald-js'. */
+  name?: string;
+  /** Bound of one connection attempt and of every command, ms. Default 10000. */
+  timeoutMs?: number;
+  /**
+   * Added to the server's ping interval: a connection silent for longer is
+   * considered dead, closed and replaced. Default 10000.
+   */
+  pingMarginMs?: number;
+}
+
+export interface SubscriptionOptions {
+  /**
+   * Resubscribe with recovery from the last position after a reconnect or
+   * a gap. Default true.
+   */
+  recover?: boolean;
+  /** Recover from this position on the first subscribe (saved earlier). */
+  since?: StreamPosition;
+  /** Subscription token (bound to one connection's client id). */
+  token?: string;
+  /**
+   * Returns a subscription token for this connection; called at every
+   * (re)subscribe, since the client id changes on every connection.
+   */
+  getToken?: (ctx: { channel: string; client: string }) => Promise<string>;
+  /**
+   * When a recovering subscribe finds the stream restarted under a new
+   * epoch, deliver the new stream from its beginning. Default true.
+   */
+  recoverNewStream?: boolean;
+}
+
+// ---- wire shapes ----
+
+export interface WireError {
+  code: number;
+  message: string;
+  temporary?: boolean;
+}
+
+export interface WireClientInfo {
+  client: string;
+  user: string;
+  conn_info?: unknown;
+}
+
+export interface WirePublication {
+  channel?: string;
+  offset?: number;
+  data?: unknown;
+  b64?: boolean;
+  info?: WireClientInfo;
+  tags?: Record<string, string>;
+  time?: number;
+  gap?: boolean;
+}
+
+export interface WireSubscribeRequest {
+  channel: string;
+  token?: string;
+  recover?: boolean;
+  epoch?: string;
+  offset?: number;
+}
+
+export interface WireSubscribeResult {
+  channel?: string;
+  recoverable?: boolean;
+  epoch?: string;
+  offset?: number;
+  was_recovering?: boolean;
+  recovered?: boolean;
+  publications?: WirePublication[];
+  join_leave?: boolean;
+}
+
+export interface WireConnectResult {
+  client: string;
+  version: string;
+  ping?: number;
+  expires?: boolean;
+  ttl?: number;
+  subs?: Record<string, WireSubscribeResult>;
+  data?: unknown;
+}
+
+export interface WireDisconnect {
+  code: number;
+  reason: string;
+  reconnect: boolean;
+  reconnect_after?: number;
+}
+
+/** A server message: a reply (id set) or a push. */
+export interface WireServerMessage {
+  id?: number;
+  error?: WireError;
+  connect?: WireConnectResult;
+  subscribe?: WireSubscribeResult;
+  unsubscribe?: { channel?: string; code?: number; reason?: string };
+  publish?: { epoch?: string; offset?: number };
+  presence?: { presence?: Record<string, WireClientInfo> };
+  presence_stats?: { num_clients?: number; num_users?: number };
+  history?: { publications?: WirePublication[]; epoch?: string; offset?: number };
+  rpc?: { data?: unknown };
+  refresh?: { expires?: boolean; ttl?: number };
+  ping?: object;
+  pub?: WirePublication;
+  join?: { channel: string; info: WireClientInfo };
+  leave?: { channel: string; info: WireClientInfo };
+  message?: { data?: unknown };
+  disconnect?: WireDisconnect;
+}
+
+/** A command: an id (except pong) and exactly one request field. */
+export interface WireCommand {
+  id?: number;
+  [method: string]: unknown;
+}

@@ -1,0 +1,197 @@
+// Test helpers: a real Herald server per test file, tokens, the HTTP API,
+// polling with deadlines. Every child process is killed when the test
+// process exits.
+
+import { spawn } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import WebSocket from 'ws';
+import { Herald } from '../dist/index.js';
+
+export { WebSocket };
+
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+});
+
+export function heraldBin() {
+  const bin = process.env.HERALD_BIN;
+  if (!bin) throw new Error('HERALD_BIN is not set: run the tests with npm test');
+  return bin;
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls fn until it returns a truthy value; throws after timeout ms. */
+export async function waitFor(fn, { timeout = 10000, interval = 20, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}${last ? `: ${last.message}` : ''}`);
+    }
+    await sleep(interval);
+  }
+}
+
+/**
+ * Starts `herald serve --dev` on 127.0.0.1:port (a free one if not given)
+ * and waits for /healthz.
+ */
+export async function startServer({ port, secret, apiKey, env = {} } = {}) {
+  port ??= await freePort();
+  secret ??= randomBytes(12).toString('hex');
+  apiKey ??= randomBytes(12).toString('hex');
+  const proc = spawn(heraldBin(), ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--token-secret', secret], {
+    env: { ...process.env, HERALD_API_KEY: apiKey, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(proc);
+  let log = '';
+  const onData = (d) => {
+    log += d.toString();
+    if (log.length > 20000) log = log.slice(-10000);
+  };
+  proc.stdout.on('data', onData);
+  proc.stderr.on('data', onData);
+  const exited = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => {
+      children.delete(proc);
+      resolve({ code, signal });
+    });
+  });
+  const server = {
+    port,
+    secret,
+    apiKey,
+    proc,
+    exited,
+    base: `http://127.0.0.1:${port}`,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    log: () => log,
+    /** Sends sig and waits for the process to exit. */
+    async stop(sig = 'SIGTERM', timeout = 20000) {
+      if (proc.exitCode !== null || proc.signalCode !== null) return exited;
+      proc.kill(sig);
+      const t = setTimeout(() => proc.kill('SIGKILL'), timeout);
+      const r = await exited;
+      clearTimeout(t);
+      return r;
+    },
+  };
+  let early = null;
+  exited.then((r) => (early = r));
+  await waitFor(
+    async () => {
+      if (early) throw new Error(`herald exited ${JSON.stringify(early)}: ${log}`);
+      const res = await fetch(`${server.base}/healthz`);
+      return res.ok;
+    },
+    { timeout: 15000, message: `herald on port ${port}` },
+  );
+  return server;
+}
+
+/** Calls the server HTTP API. */
+export async function api(server, method, body) {
+  const res = await fetch(`${server.base}/api/${method}`, {
+    method: 'POST',
+    headers: { Authorization: `apikey ${server.apiKey}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`API ${method}: HTTP ${res.status}: ${JSON.stringify(json)}`);
+  return json;
+}
+
+const b64url = (b) => Buffer.from(b).toString('base64url');
+
+/** Mints an HS256 connection token, as `herald token` does. */
+export function mintToken(secret, { user, ttlSec, expSec, info, channels } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { sub: user ?? '', iat: now };
+  if (expSec !== undefined) claims.exp = expSec;
+  else if (ttlSec) claims.exp = now + ttlSec;
+  if (info !== undefined) claims.info = info;
+  if (channels) claims.channels = channels;
+  const head = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
+  const body = b64url(JSON.stringify(claims));
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+/**
+ * A WebSocket constructor that records its sockets, so tests can count
+ * connection attempts and cut one.
+ */
+export function recordingWebSocket() {
+  const sockets = [];
+  class Recorded extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      sockets.push(this);
+    }
+  }
+  return { ctor: Recorded, sockets };
+}
+
+/** A client of server with the ws package; events are recorded. */
+export function newClient(server, opts = {}) {
+  const c = new Herald(server.wsUrl, { websocket: WebSocket, reconnect: { baseMs: 50, maxMs: 1000 }, timeoutMs: 5000, ...opts });
+  const events = { disconnect: [], connected: [], state: [], error: [] };
+  c.on('disconnect', (e) => events.disconnect.push({ ...e, at: Date.now() }));
+  c.on('connected', (e) => events.connected.push({ ...e, at: Date.now() }));
+  c.on('state', (e) => events.state.push(e.state));
+  c.on('error', (e) => events.error.push(e));
+  return { client: c, events };
+}
+
+/** Collects a subscription's publications and subscribed events. */
+export function collect(sub) {
+  const got = { pubs: [], subscribed: [], errors: [], unsubscribed: [] };
+  sub.on('publication', (p) => got.pubs.push(p));
+  sub.on('subscribed', (e) => got.subscribed.push(e));
+  sub.on('error', (e) => got.errors.push(e));
+  sub.on('unsubscribed', (e) => got.unsubscribed.push(e));
+  return got;
+}
+
+/** Checks that pubs carry data.n = 1..count exactly once and in order. */
+export function checkSequence(pubs, count) {
+  const ns = pubs.map((p) => p.data.n);
+  let gaps = 0;
+  let dups = 0;
+  const seen = new Set();
+  for (const n of ns) {
+    if (seen.has(n)) dups++;
+    seen.add(n);
+  }
+  for (let i = 1; i <= count; i++) if (!seen.has(i)) gaps++;
+  const ordered = ns.every((n, i) => i === 0 || n > ns[i - 1]);
+  return { gaps, dups, ordered, received: ns.length };
+}

@@ -1,0 +1,412 @@
+// Unit tests: backoff and jitter bounds, close-code classification, gap
+// detection, codecs, and the client state machine against an in-memory
+// WebSocket (the test plays the server).
+
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { encode as mpEncode, decode as mpDecode } from '@msgpack/msgpack';
+import { Herald, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, TerminalError, UnauthorizedError } from '../dist/index.js';
+import { base64ToBytes, bytesToBase64 } from '../dist/codec.js';
+import { fakeWebSocket, acceptConnect } from './fake-ws.mjs';
+import { waitFor, sleep } from './helpers.mjs';
+
+describe('backoff', () => {
+  test('full jitter stays within [0, min(max, base*2^n))', () => {
+    for (let n = 0; n < 20; n++) {
+      const bound = Math.min(20000, 200 * 2 ** n);
+      for (let i = 0; i < 500; i++) {
+        const d = backoff(n, 200, 20000);
+        assert.ok(d >= 0 && d < bound, `attempt ${n}: ${d} not in [0, ${bound})`);
+      }
+      assert.equal(backoff(n, 200, 20000, () => 0), 0);
+      assert.equal(backoff(n, 200, 20000, () => 0.999999), Math.floor(0.999999 * bound));
+    }
+  });
+
+  test('jitter spreads clients over the whole window', () => {
+    // Not a timing test: the distribution of 2000 draws for attempt 5
+    // (bound 6400 ms) covers every tenth of the window.
+    const buckets = new Array(10).fill(0);
+    for (let i = 0; i < 2000; i++) buckets[Math.floor(backoff(5, 200, 20000) / 640)]++;
+    assert.ok(buckets.every((b) => b > 0), `buckets ${buckets}`);
+  });
+
+  test('large attempts are capped at max and never overflow', () => {
+    assert.equal(backoff(1000, 200, 20000, () => 0.5), 10000);
+    assert.equal(backoff(-3, 200, 20000, () => 0.5), 100);
+  });
+
+  test('reconnectDelay honours reconnect_after as a lower bound', () => {
+    assert.equal(reconnectDelay(0, 200, 20000, 5000, () => 0.9), 5000);
+    assert.equal(reconnectDelay(10, 200, 20000, 5000, () => 0.9), 18000);
+    assert.equal(reconnectDelay(0, 200, 20000, 0, () => 0.5), 100);
+  });
+
+  test('close codes: reconnect vs terminal', () => {
+    const cases = {
+      1000: true, 1001: true, 1006: true, 1011: true,
+      1002: false, 1003: false, 1007: false, 1008: false, 1009: false, 1010: false,
+      3000: true, 3001: true, 3004: true, 3499: true,
+      3500: false, 3502: false, 3505: false, 3999: false,
+      4000: true, 4499: true, 4500: false, 4999: false,
+    };
+    for (const [code, want] of Object.entries(cases)) assert.equal(reconnects(Number(code)), want, `code ${code}`);
+  });
+});
+
+describe('gap detection', () => {
+  test('classifyOffset', () => {
+    assert.equal(classifyOffset(5, 6), 'next');
+    assert.equal(classifyOffset(0, 1), 'next');
+    assert.equal(classifyOffset(5, 5), 'duplicate');
+    assert.equal(classifyOffset(5, 2), 'duplicate');
+    assert.equal(classifyOffset(5, 7), 'gap');
+    assert.equal(classifyOffset(0, 3), 'gap');
+  });
+});
+
+describe('codecs', () => {
+  test('JSON commands and publications', () => {
+    assert.equal(jsonCodec.encode({ id: 1, subscribe: { channel: 'a', recover: true, epoch: 'E', offset: 3 } }), '{"id":1,"subscribe":{"channel":"a","recover":true,"epoch":"E","offset":3}}');
+    const m = jsonCodec.decode('{"pub":{"channel":"c","offset":2,"data":"AP8=","b64":true}}');
+    assert.deepEqual(jsonCodec.decodeData(m.pub.data, m.pub.b64), new Uint8Array([0, 255]));
+    assert.deepEqual(jsonCodec.decodeData({ text: 'hi' }), { text: 'hi' });
+    assert.throws(() => jsonCodec.encodeData(new Uint8Array([1])), /msgpack/);
+    assert.throws(() => jsonCodec.decode('[1]'), /not an object/);
+    assert.throws(() => jsonCodec.decode('{"id":'), SyntaxError);
+  });
+
+  test('base64 round trip', () => {
+    const b = new Uint8Array(70000).map((_, i) => (i * 31) & 255);
+    assert.deepEqual(base64ToBytes(bytesToBase64(b)), b);
+  });
+
+  test('MessagePack commands, data as bin', () => {
+    const c = msgpackCodec({ encode: mpEncode, decode: mpDecode });
+    const frame = c.encode({ id: 7, publish: { channel: 'c', data: c.encodeData({ a: 1 }), idempotency_key: undefined } });
+    assert.ok(frame instanceof Uint8Array);
+    const back = mpDecode(frame);
+    assert.equal(back.id, 7);
+    assert.ok(!('idempotency_key' in back.publish), 'undefined fields are omitted');
+    assert.ok(back.publish.data instanceof Uint8Array, 'data travels as bin');
+    assert.equal(new TextDecoder().decode(back.publish.data), '{"a":1}');
+    // Server side: a publication with JSON bytes and one with binary bytes.
+    const push = mpEncode({ pub: { channel: 'c', offset: 1, data: new TextEncoder().encode('{"x":2}') } });
+    const m = c.decode(push.buffer.slice(push.byteOffset, push.byteOffset + push.byteLength));
+    assert.deepEqual(c.decodeData(m.pub.data), { x: 2 });
+    assert.deepEqual(c.decodeData(new Uint8Array([0xff, 0])), new Uint8Array([0xff, 0]));
+    assert.deepEqual(c.encodeData(new Uint8Array([9])), new Uint8Array([9]));
+    assert.throws(() => c.decode('text'), /binary/);
+  });
+});
+
+/** A client over a fake socket with fast backoff. */
+function fakeClient(opts = {}) {
+  const { ctor, sockets } = fakeWebSocket();
+  const client = new Herald('ws://fake/ws', { websocket: ctor, reconnect: { baseMs: 5, maxMs: 20 }, timeoutMs: 2000, ...opts });
+  const disconnects = [];
+  client.on('disconnect', (e) => disconnects.push(e));
+  return { client, sockets, disconnects, ctor };
+}
+
+describe('client state machine', () => {
+  test('connects, answers pings with pong, sends commands with unique ids', async () => {
+    const { client, sockets } = fakeClient({ name: 'unit' });
+    const states = [];
+    client.on('state', (e) => states.push(e.state));
+    const p = client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    await p;
+    assert.deepEqual(ws.protocols, ['herald.json']);
+    assert.equal(ws.commands('connect')[0].connect.name, 'unit');
+    assert.equal(client.state, 'connected');
+    assert.equal(client.clientId, 'c0');
+    ws.deliver({ ping: {} });
+    assert.deepEqual(ws.sent.at(-1), { pong: {} });
+    const pub = client.publish('ch', { a: 1 });
+    const cmd = await ws.waitCommand('publish');
+    ws.deliver({ id: cmd.id, publish: { epoch: 'E', offset: 4 } });
+    assert.deepEqual(await pub, { epoch: 'E', offset: 4 });
+    const ids = ws.sent.filter((c) => c.id).map((c) => c.id);
+    assert.equal(new Set(ids).size, ids.length);
+    client.disconnect();
+    assert.deepEqual(states, ['connecting', 'connected', 'disconnected']);
+    assert.equal(ws.closedByClient, 1000);
+  });
+
+  test('error replies reject with the code', async () => {
+    const { client, sockets } = fakeClient();
+    client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    const p = client.presence('x');
+    const cmd = await ws.waitCommand('presence');
+    ws.deliver({ id: cmd.id, error: { code: 108, message: 'not available' } });
+    await assert.rejects(p, (e) => e.code === 108 && e.name === 'HeraldError');
+    client.disconnect();
+  });
+
+  test('a silent connection is detected dead after ping + margin and replaced', async () => {
+    const { client, sockets, disconnects } = fakeClient({ pingMarginMs: 50 });
+    client.connect();
+    await acceptConnect(sockets, 0, { ping: 0.1 });
+    // Nothing more arrives: the watchdog fires after 100 + 50 ms.
+    await waitFor(() => disconnects.length === 1, { message: 'disconnect' });
+    assert.equal(disconnects[0].code, 1006);
+    assert.match(disconnects[0].reason, /no ping/);
+    assert.equal(disconnects[0].reconnect, true);
+    assert.equal(sockets[0].closedByClient, 1000);
+    await acceptConnect(sockets, 1, { ping: 0.1 });
+    await waitFor(() => client.state === 'connected');
+    client.disconnect();
+  });
+
+  test('pings keep a connection alive', async () => {
+    const { client, sockets, disconnects } = fakeClient({ pingMarginMs: 100 });
+    client.connect();
+    const ws = await acceptConnect(sockets, 0, { ping: 0.1 });
+    for (let i = 0; i < 8; i++) {
+      await sleep(60);
+      ws.deliver({ ping: {} });
+    }
+    assert.equal(disconnects.length, 0);
+    assert.equal(sockets.length, 1);
+    assert.equal(ws.commands('pong').length, 8);
+    client.disconnect();
+  });
+
+  test('terminal disconnect push stops the client: no reconnect', async () => {
+    const { client, sockets, disconnects } = fakeClient();
+    const p = client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    await p;
+    ws.deliver({ disconnect: { code: 3503, reason: 'force disconnect', reconnect: false } });
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(disconnects, [{ code: 3503, reason: 'force disconnect', reconnect: false }]);
+    await sleep(200); // backoff is at most 20 ms here
+    assert.equal(sockets.length, 1);
+    await assert.rejects(client.ready(), /not connected/);
+  });
+
+  test('terminal close codes without a push stop the client', async () => {
+    for (const code of [1002, 1009, 3500, 4500]) {
+      const { client, sockets, disconnects } = fakeClient();
+      client.connect();
+      const ws = await acceptConnect(sockets, 0);
+      ws.serverClose(code, 'bye');
+      assert.equal(client.state, 'disconnected', `code ${code}`);
+      assert.equal(disconnects.at(-1).reconnect, false);
+      await sleep(60);
+      assert.equal(sockets.length, 1, `code ${code}: no reconnect`);
+    }
+  });
+
+  test('invalid token at connect rejects connect() with TerminalError 3500', async () => {
+    const { client, sockets } = fakeClient({ token: 'bad' });
+    const p = client.connect();
+    const ws = await waitFor(() => sockets[0]);
+    await ws.waitCommand('connect');
+    ws.deliver({ disconnect: { code: 3500, reason: 'invalid token', reconnect: false } });
+    await assert.rejects(p, (e) => e instanceof TerminalError && e.code === 3500);
+  });
+
+  test('reconnect waits at least reconnect_after', async () => {
+    const { client, sockets } = fakeClient();
+    client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    const t0 = Date.now();
+    ws.deliver({ disconnect: { code: 3000, reason: 'shutdown', reconnect: true, reconnect_after: 300 } });
+    assert.equal(client.state, 'connecting');
+    const ws1 = await waitFor(() => sockets[1], { message: 'second socket' });
+    assert.ok(ws1.createdAt - t0 >= 300, `reconnected after ${ws1.createdAt - t0} ms`);
+    client.disconnect();
+  });
+
+  test('failed attempts back off: no reconnect storm', async () => {
+    const { client, sockets, ctor } = fakeClient({ reconnect: { baseMs: 20, maxMs: 160 } });
+    ctor.refuse = true; // every attempt is refused before open
+    client.connect();
+    await sleep(400);
+    client.disconnect();
+    // Full jitter: the expected sum of waits of the first k attempts is
+    // about 10*(2^k) ms up to the cap, so 400 ms allow ~6-12 attempts,
+    // never hundreds.
+    assert.ok(sockets.length < 60, `${sockets.length} attempts in 400 ms`);
+    assert.ok(sockets.length >= 2);
+  });
+
+  test('error 109 at connect: getToken, connect again on the same socket', async () => {
+    let calls = 0;
+    const { client, sockets } = fakeClient({ token: 'old', getToken: async () => `new${++calls}` });
+    const p = client.connect();
+    const ws = await waitFor(() => sockets[0]);
+    const c1 = await ws.waitCommand('connect');
+    assert.equal(c1.connect.token, 'old');
+    ws.deliver({ id: c1.id, error: { code: 109, message: 'token expired' } });
+    const c2 = await ws.waitCommand('connect', 2);
+    assert.equal(c2.connect.token, 'new1');
+    ws.deliver({ id: c2.id, connect: { client: 'x', version: 'v', ping: 25 } });
+    await p;
+    assert.equal(sockets.length, 1);
+    client.disconnect();
+  });
+
+  test('error 109 without getToken is terminal', async () => {
+    const { client, sockets, disconnects } = fakeClient({ token: 'old' });
+    const p = client.connect();
+    const ws = await waitFor(() => sockets[0]);
+    const c1 = await ws.waitCommand('connect');
+    ws.deliver({ id: c1.id, error: { code: 109, message: 'token expired' } });
+    await assert.rejects(p, (e) => e.code === 3502);
+    assert.equal(disconnects.at(-1).code, 3502);
+  });
+
+  test('getToken is used for the first token; UnauthorizedError stops', async () => {
+    const { client, sockets, disconnects } = fakeClient({
+      getToken: async () => {
+        throw new UnauthorizedError('no session');
+      },
+    });
+    await assert.rejects(client.connect(), TerminalError);
+    assert.equal(sockets.length, 0);
+    assert.equal(disconnects.at(-1).reconnect, false);
+  });
+
+  test('expiring token is refreshed over the open connection', async () => {
+    let calls = 0;
+    const { client, sockets } = fakeClient({ token: 't0', getToken: async () => `t${++calls}` });
+    client.connect();
+    const ws = await acceptConnect(sockets, 0, { expires: true, ttl: 1 });
+    const r1 = await ws.waitCommand('refresh');
+    assert.equal(r1.refresh.token, 't1');
+    ws.deliver({ id: r1.id, error: { code: 100, message: 'internal', temporary: true } });
+    const r2 = await ws.waitCommand('refresh', 2);
+    assert.equal(r2.refresh.token, 't2');
+    ws.deliver({ id: r2.id, refresh: { expires: true, ttl: 1 } });
+    await ws.waitCommand('refresh', 3);
+    assert.equal(sockets.length, 1);
+    client.disconnect();
+  });
+
+  test('close 3502 with getToken reconnects with a fresh token', async () => {
+    let calls = 0;
+    const { client, sockets } = fakeClient({ token: 't0', getToken: async () => `t${++calls}` });
+    client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    ws.deliver({ disconnect: { code: 3502, reason: 'token expired', reconnect: false } });
+    const ws1 = await waitFor(() => sockets[1]);
+    const c = await ws1.waitCommand('connect');
+    assert.equal(c.connect.token, 't1');
+    client.disconnect();
+  });
+
+  test('offline pauses reconnecting; online resumes at once', async () => {
+    const target = new EventTarget();
+    globalThis.addEventListener = target.addEventListener.bind(target);
+    globalThis.removeEventListener = target.removeEventListener.bind(target);
+    try {
+      const { client, sockets, disconnects } = fakeClient();
+      client.connect();
+      await acceptConnect(sockets, 0);
+      target.dispatchEvent(new Event('offline'));
+      assert.equal(disconnects.at(-1).reason, 'browser offline');
+      assert.equal(client.state, 'connecting');
+      await sleep(150);
+      assert.equal(sockets.length, 1, 'no attempt while offline');
+      target.dispatchEvent(new Event('online'));
+      await acceptConnect(sockets, 1);
+      await waitFor(() => client.state === 'connected');
+      client.disconnect();
+    } finally {
+      delete globalThis.addEventListener;
+      delete globalThis.removeEventListener;
+    }
+  });
+});
+
+describe('subscriptions', () => {
+  async function subscribed(result) {
+    const f = fakeClient();
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('room');
+    const got = { pubs: [], subscribed: [] };
+    sub.on('publication', (p) => got.pubs.push(p.offset));
+    sub.on('subscribed', (e) => got.subscribed.push(e));
+    const ready = sub.subscribe();
+    const cmd = await ws.waitCommand('subscribe');
+    ws.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 5, ...result } });
+    await ready;
+    return { ...f, ws, sub, got };
+  }
+
+  test('a gap in live offsets: unsubscribe, resubscribe with recover, no loss, no duplicate', async () => {
+    const { client, ws, sub, got } = await subscribed();
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } }); // duplicate
+    ws.deliver({ pub: { channel: 'room', offset: 8, data: 1 } }); // 7 is missing
+    assert.deepEqual(got.pubs, [6]);
+    assert.equal(sub.state, 'subscribing');
+    const n = ws.sent.length;
+    assert.deepEqual(Object.keys(ws.sent[n - 2]).sort(), ['id', 'unsubscribe']);
+    const re = ws.sent[n - 1];
+    assert.deepEqual(re.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: 1 } }); // dropped while resyncing
+    ws.deliver({ id: re.id, subscribe: { recoverable: true, epoch: 'E', offset: 9, was_recovering: true, recovered: true, publications: [7, 8, 9].map((o) => ({ offset: o, data: o })) } });
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: 1 } });
+    ws.deliver({ pub: { channel: 'room', offset: 10, data: 1 } });
+    assert.deepEqual(got.pubs, [6, 7, 8, 9, 10]);
+    assert.equal(got.subscribed.at(-1).recovered, true);
+    assert.equal(got.subscribed.at(-1).recoveredCount, 3);
+    assert.deepEqual(sub.position(), { epoch: 'E', offset: 10 });
+    client.disconnect();
+  });
+
+  test('reconnect resubscribes from the last position and reports recovered', async () => {
+    const { client, sockets, ws, sub, got } = await subscribed();
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
+    ws.serverClose(1006);
+    assert.equal(sub.state, 'subscribing');
+    const ws1 = await acceptConnect(sockets, 1);
+    const cmd = await ws1.waitCommand('subscribe');
+    assert.deepEqual(cmd.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
+    ws1.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
+    assert.deepEqual(got.pubs, [6, 7]);
+    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined });
+    client.disconnect();
+  });
+
+  test('a restarted stream (new epoch) is recovered from its start', async () => {
+    const { client, sockets, ws, got } = await subscribed();
+    ws.serverClose(1006);
+    const ws1 = await acceptConnect(sockets, 1);
+    const c1 = await ws1.waitCommand('subscribe');
+    ws1.deliver({ id: c1.id, subscribe: { recoverable: true, epoch: 'F', offset: 2, was_recovering: true, recovered: false } });
+    const c2 = await ws1.waitCommand('subscribe', 2);
+    assert.deepEqual(c2.subscribe, { channel: 'room', recover: true, epoch: 'F', offset: 0 });
+    ws1.deliver({ id: c2.id, subscribe: { recoverable: true, epoch: 'F', offset: 2, was_recovering: true, recovered: true, publications: [{ offset: 1 }, { offset: 2 }] } });
+    assert.deepEqual(got.pubs, [1, 2]);
+    const ev = got.subscribed.at(-1);
+    assert.equal(ev.streamReset, true);
+    assert.equal(ev.recovered, false);
+    assert.equal(ev.recoveredCount, 2);
+    client.disconnect();
+  });
+
+  test('permanent subscribe errors end the subscription; temporary ones retry', async () => {
+    const f = fakeClient();
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('secret');
+    const errors = [];
+    sub.on('error', (e) => errors.push(e.error.code));
+    const p = sub.subscribe();
+    const c1 = await ws.waitCommand('subscribe');
+    ws.deliver({ id: c1.id, error: { code: 100, message: 'internal', temporary: true } });
+    const c2 = await ws.waitCommand('subscribe', 2);
+    ws.deliver({ id: c2.id, error: { code: 103, message: 'permission denied' } });
+    await assert.rejects(p, (e) => e.code === 103);
+    assert.equal(sub.state, 'unsubscribed');
+    assert.deepEqual(errors, [100, 103]);
+    f.client.disconnect();
+  });
+});
