@@ -328,6 +328,9 @@ func (c *Client) serve(conn *wsConn) DisconnectEvent {
 	for _, s := range c.subscriptions() {
 		s.disconnected()
 	}
+	if c.isClosed() {
+		return DisconnectEvent{Code: uint32(ws.StatusNormalClosure), Reason: "client closed"}
+	}
 	if d := conn.discon.Load(); d != nil {
 		return DisconnectEvent{Code: d.Code, Reason: d.Reason, Reconnect: d.Reconnect, ReconnectAfter: time.Duration(d.ReconnectAfter) * time.Millisecond}
 	}
@@ -336,7 +339,11 @@ func (c *Client) serve(conn *wsConn) DisconnectEvent {
 		code := uint32(ce.Code)
 		return DisconnectEvent{Code: code, Reason: ce.Reason, Reconnect: protocol.DisconnectReconnects(code)}
 	}
-	return DisconnectEvent{Code: uint32(ws.StatusAbnormalClosure), Reason: "connection lost", Reconnect: true}
+	reason := "connection lost"
+	if conn.readErr != nil {
+		reason += ": " + conn.readErr.Error()
+	}
+	return DisconnectEvent{Code: uint32(ws.StatusAbnormalClosure), Reason: reason, Reconnect: true}
 }
 
 func (c *Client) subscriptions() []*Subscription {
@@ -354,10 +361,9 @@ func (c *Client) subscriptions() []*Subscription {
 func (c *Client) refreshLoop(conn *wsConn, ttl time.Duration) {
 	defer c.wg.Done()
 	for c.opts.GetToken != nil {
-		wait := ttl - ttl/10 - time.Second
-		if wait < 0 {
-			wait = 0
-		}
+		// Refresh a fifth of the lifetime early (at most 10s early), and not
+		// in a tight loop whatever the server says.
+		wait := max(ttl-min(ttl/5, 10*time.Second), 500*time.Millisecond)
 		t := time.NewTimer(wait)
 		select {
 		case <-conn.done:
