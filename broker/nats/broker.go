@@ -359,12 +359,12 @@ func (b *Broker) liveHandler(ch string) natsgo.MsgHandler {
 }
 
 // PublishJoin sends a join event to the nodes subscribed to the channel.
-func (b *Broker) PublishJoin(ctx context.Context, ch string, info *protocol.ClientInfo) error {
+func (b *Broker) PublishJoin(_ context.Context, ch string, info *protocol.ClientInfo) error {
 	return b.publishEvent(ch, kindJoin, info)
 }
 
 // PublishLeave sends a leave event to the nodes subscribed to the channel.
-func (b *Broker) PublishLeave(ctx context.Context, ch string, info *protocol.ClientInfo) error {
+func (b *Broker) PublishLeave(_ context.Context, ch string, info *protocol.ClientInfo) error {
 	return b.publishEvent(ch, kindLeave, info)
 }
 

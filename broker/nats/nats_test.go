@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -292,6 +293,78 @@ func TestEpochAcrossServerRestarts(t *testing.T) {
 	})
 }
 
+// TestConcurrentNodes has several nodes publish to one channel at once:
+// offsets stay unique and contiguous, and every node is handed the
+// publications in offset order.
+func TestConcurrentNodes(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, -1, t.TempDir())
+	cfg := natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: randomPrefix("nodes")}
+	const nodes, writers, each = 3, 4, 40
+	ch := "race:nodes"
+	var bs []*natsbroker.Broker
+	var recs []*brokertest.Recorder
+	for range nodes {
+		rec := brokertest.NewRecorder()
+		b := newBroker(t, cfg, rec)
+		if err := b.Subscribe(ctx(t), ch); err != nil {
+			t.Fatal(err)
+		}
+		bs, recs = append(bs, b), append(recs, rec)
+	}
+	opts := broker.PublishOptions{HistorySize: nodes * writers * each, HistoryTTL: time.Minute}
+	offsets := make(chan uint64, nodes*writers*each)
+	errs := make(chan error, nodes*writers)
+	var wg sync.WaitGroup
+	for n, b := range bs {
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					pos, _, err := b.Publish(ctx(t), ch, &protocol.Publication{Data: protocol.Data(fmt.Sprintf(`"%d-%d-%d"`, n, w, i))}, opts)
+					if err != nil {
+						errs <- err
+						return
+					}
+					offsets <- pos.Offset
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(offsets)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	for o := range offsets {
+		if seen[o] {
+			t.Fatalf("offset %d assigned twice", o)
+		}
+		seen[o] = true
+	}
+	const total = nodes * writers * each
+	for o := uint64(1); o <= total; o++ {
+		if !seen[o] {
+			t.Fatalf("offset %d never assigned", o)
+		}
+	}
+	for n, rec := range recs {
+		brokertest.Eventually(t, 10*time.Second, "all deliveries", func() bool { return len(rec.Pubs(ch)) == total })
+		for i, p := range rec.Pubs(ch) {
+			if p.Offset != uint64(i+1) {
+				t.Fatalf("node %d: delivery %d has offset %d", n, i, p.Offset)
+			}
+		}
+	}
+	pubs, pos, err := bs[0].History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
+	if err != nil || len(pubs) != total || pos.Offset != total {
+		t.Fatalf("history: %d pubs, pos %+v, err %v", len(pubs), pos, err)
+	}
+}
+
 // TestChannelNames checks that names which are not plain subject tokens
 // neither break nor collide: each channel gets only its own publications.
 func TestChannelNames(t *testing.T) {
@@ -502,4 +575,27 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: New accepted an invalid config", c.name)
 		}
 	}
+}
+
+// Example configures a node's broker. Nodes of one cluster share Servers
+// and Prefix. The server starts the broker with its own handler and closes
+// it on Shutdown; since the broker is also a broker.PresenceStore, the
+// server keeps presence in it too:
+//
+//	srv, err := herald.New(herald.Config{Broker: b, ...})
+func Example() {
+	b, err := natsbroker.New(natsbroker.Config{
+		Servers:  []string{"nats://nats-1:4222", "nats://nats-2:4222"},
+		Prefix:   "herald-prod",
+		User:     "herald",
+		Password: os.Getenv("NATS_PASSWORD"),
+		Replicas: 3,
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	var _ broker.PresenceStore = b
+	fmt.Println("configured")
+	// Output: configured
 }

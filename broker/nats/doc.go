@@ -1,0 +1,117 @@
+// Package nats is Herald's broker and presence store on NATS: core NATS
+// carries publications, join/leave and control messages between nodes,
+// JetStream keeps history, stream positions, idempotency keys and
+// presence. One *Broker is both a broker.Broker and a
+// broker.PresenceStore.
+//
+// It needs a NATS server with JetStream, version 2.9 or later. Every name
+// it uses lives under Config.Prefix (default "herald"), so several Herald
+// clusters or test runs can share a server:
+//
+//	<prefix>-history      stream, subjects <prefix>.hist.<channel>
+//	<prefix>-presence     stream, subjects <prefix>.pres.<channel>.<client>
+//	<prefix>-idempotency  stream, subjects <prefix>.idem.<channel>.<key hash>
+//	<prefix>.live.<channel>  core subject a node subscribes to per channel
+//	<prefix>.ctl             core subject of control messages
+//
+// Channel names and client ids become one subject token each: bytes outside
+// A-Z a-z 0-9 _ - : @ / = , # ! ~ + ; are %XX-escaped ('.', '*', '>', '%'
+// included), so every name works and no two share a subject.
+//
+// # History and offsets
+//
+// All channels share the history stream, one subject per channel. A
+// stream per channel would cost server resources per channel, and
+// per-subject limits cannot express per-channel history sizes, so the
+// stream has no per-subject limit and the broker trims it itself.
+//
+// Offsets are per channel and contiguous. Each history message carries its
+// channel's epoch and offset in headers (Herald-Epoch, Herald-Offset). To
+// publish, a node reads the subject's last message (epoch E, offset n,
+// stream sequence s) and appends offset n+1 in epoch E with
+// Nats-Expected-Last-Subject-Sequence: s. The server accepts the append
+// only if s is still the subject's last message, so concurrent publishers,
+// on one node or many, never get the same offset, leave no hole, and stored
+// order is offset order; the loser of a race re-reads and retries. A node
+// serializes its own appends per channel and caches the last message it
+// wrote, so an uncontended publish is one round trip.
+//
+// The stream republishes (RePublish) every stored message to
+// <prefix>.live.<channel>. That is the live path of channels with history:
+// only accepted appends reach subscribers, in stored (thus offset) order,
+// with the offset they have in history, and a retried or deduplicated
+// publish is never delivered twice. nats.go runs each subscription's
+// handler on its own goroutine, one message at a time, so HandlePublication
+// is called in offset order per channel. Publications of channels without
+// history skip JetStream: a core NATS publish to the same live subject,
+// offset 0, epoch "".
+//
+// Subscribe flushes the connection before returning, so the server has
+// registered the subscription: everything stored afterwards is
+// republished to this node, and History read after Subscribe misses
+// nothing.
+//
+// # Epochs
+//
+// The epoch is in the messages, not in a separate record that could
+// disagree with them. When a channel's subject is empty — never published
+// to, removed by RemoveHistory, expired after HistoryMaxAge, or lost with
+// the stream (deleted, or a NATS restart without persistence; the broker
+// recreates missing streams) — the next writer starts a new random epoch
+// at offset 1. History on an empty subject writes an epoch marker (offset
+// 0, not a publication) conditionally on the subject still being empty,
+// so the epoch it returns is the one the next publication continues. The
+// last message of a subject is never trimmed, so a channel keeps its
+// position after its publications leave the window, until HistoryMaxAge
+// passes without a publication (as memory.Config.MetaTTL).
+//
+// # Windows
+//
+// History returns exactly the window of the latest publication's options:
+// the last HistorySize offsets, younger than HistoryTTL (judged by the
+// stream's timestamp against the local clock). Storage is trimmed
+// asynchronously: all but the last HistorySize messages every HistorySize/4
+// publications, and, for a TTL, messages stored before one this node
+// appended more than HistoryTTL ago. JetStream per-message TTLs would do
+// the latter more exactly but need NATS 2.11 and would expire the last
+// message, and with it the position.
+//
+// # Idempotency
+//
+// JetStream's Nats-Msg-Id deduplication has one window per stream, while
+// IdempotencyWindow is per publish, and it does not cover channels without
+// history. So a key is a subject of the idempotency stream holding one
+// record: the first publisher claims it with a conditional write (subject
+// empty, or holding an expired record), publishes, and completes the
+// record with the position. A retry within the window returns that
+// position with duplicate=true; one that finds the claim pending waits for
+// it (at most 10s, in case its publisher died). Records carry their
+// window and expire when read; MaxIdempotencyWindow bounds the stream's
+// MaxAge, and longer windows are refused.
+//
+// # Presence
+//
+// The presence stream keeps the last message per subject, as a KV bucket
+// does. An entry carries its TTL; readers hide and purge entries older
+// than it, so members of a dead node vanish within the TTL given to
+// AddPresence. Per-entry TTLs are read-side because the server supports
+// per-message TTLs only from 2.11. MaxPresenceTTL bounds the stream's
+// MaxAge, which removes what nobody reads. Presence is kept in memory.
+//
+// # Lifecycle
+//
+// New validates; Start connects, creates or updates the streams and
+// subscribes to control messages; Close waits for calls in flight, drains
+// the connection and returns when no handler call runs or will run. The
+// broker's goroutines are nats.go's (reader, flusher, one per
+// subscription), which end with the connection; Close waits for its closed
+// callback. The one goroutine the broker starts itself, in Close, is
+// joined before Close returns.
+//
+// Limitations: in a NATS cluster, subscription interest reaches other
+// servers asynchronously, so "delivered after Subscribe returns" holds
+// strictly only when the node's server also leads the history stream;
+// History reads every stored message of the channel (bounded by about
+// 1.25 HistorySize) even for a small Limit; TTL judgements depend on clocks
+// being in sync.
+package nats
