@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -598,4 +599,48 @@ func Example() {
 	var _ broker.PresenceStore = b
 	fmt.Println("configured")
 	// Output: configured
+}
+
+func BenchmarkPublish(b *testing.B) {
+	dir := b.TempDir()
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Start()
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if !s.ReadyForConnections(10 * time.Second) {
+		b.Fatal("server not ready")
+	}
+	for _, c := range []struct {
+		name string
+		opts broker.PublishOptions
+	}{
+		{"NoHistory", broker.PublishOptions{}},
+		{"History", withHistory},
+		{"HistoryIdempotent", withHistory},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			br, err := natsbroker.New(natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: randomPrefix("bench")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			c0 := context.Background()
+			if err := br.Start(c0, nil); err != nil {
+				b.Fatal(err)
+			}
+			defer br.Close(c0)
+			pub := &protocol.Publication{Data: protocol.Data(`{"n":1}`)}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				opts := c.opts
+				if c.name == "HistoryIdempotent" {
+					opts.IdempotencyKey = strconv.Itoa(i)
+				}
+				if _, _, err := br.Publish(c0, "bench:1", pub, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
