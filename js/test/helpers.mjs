@@ -154,6 +154,7 @@ export function recordingWebSocket() {
   class Recorded extends WebSocket {
     constructor(url, protocols) {
       super(url, protocols);
+      this.createdAt = Date.now();
       sockets.push(this);
     }
   }

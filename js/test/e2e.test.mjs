@@ -1,0 +1,253 @@
+// End-to-end tests in Node against the real server (`herald serve --dev`
+// built by npm test): publish/subscribe in both encodings, recovery over
+// killed connections, terminal codes, token refresh, ping/pong and dead
+// connections, drain and restart.
+
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { TerminalError } from '../dist/index.js';
+import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence } from './helpers.mjs';
+
+describe('e2e: one dev server', () => {
+  let srv;
+  const clients = [];
+  const track = (x) => (clients.push(x.client), x);
+  before(async () => {
+    srv = await startServer();
+  });
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    await srv?.stop('SIGKILL');
+  });
+
+  for (const codec of ['json', 'msgpack']) {
+    test(`publish/subscribe, presence, history (${codec})`, { timeout: 30000 }, async () => {
+      const ch = `pubsub:${codec}`;
+      const { client: a } = track(newClient(srv, { codec, token: mintToken(srv.secret, { user: 'alice', info: { name: 'Alice' } }) }));
+      const { client: b } = track(newClient(srv, { codec: 'json', token: mintToken(srv.secret, { user: 'bob' }) }));
+      const sa = a.newSubscription(ch);
+      const sb = b.newSubscription(ch);
+      const ga = collect(sa);
+      const gb = collect(sb);
+      const joins = [];
+      sa.on('join', (e) => joins.push(e.info.user));
+      await Promise.all([a.connect(), b.connect()]);
+      await sa.subscribe();
+      await sb.subscribe();
+      assert.equal(ga.subscribed[0].recoverable, true);
+      await waitFor(() => joins.includes('bob'), { message: 'join of bob' });
+
+      const pos = await a.publish(ch, { text: 'from alice' });
+      assert.equal(pos.offset, 1);
+      await api(srv, 'publish', { channel: ch, data: { text: 'from api' } });
+      if (codec === 'msgpack') await a.publish(ch, new Uint8Array([0, 1, 255]));
+      const want = codec === 'msgpack' ? 3 : 2;
+      await waitFor(() => ga.pubs.length === want && gb.pubs.length === want, { message: 'publications' });
+      assert.deepEqual(ga.pubs[0].data, { text: 'from alice' });
+      assert.equal(ga.pubs[0].info.user, 'alice');
+      assert.deepEqual(ga.pubs[0].info.connInfo, { name: 'Alice' });
+      assert.deepEqual(gb.pubs[1].data, { text: 'from api' });
+      assert.deepEqual(ga.pubs.map((p) => p.offset), want === 3 ? [1, 2, 3] : [1, 2]);
+      if (codec === 'msgpack') {
+        // Binary from a MessagePack publisher: bytes for both encodings.
+        assert.deepEqual(ga.pubs[2].data, new Uint8Array([0, 1, 255]));
+        assert.deepEqual(gb.pubs[2].data, new Uint8Array([0, 1, 255]));
+      }
+
+      const members = await a.presence(ch);
+      assert.deepEqual(Object.values(members).map((m) => m.user).sort(), ['alice', 'bob']);
+      assert.deepEqual(await sa.presenceStats(), { numClients: 2, numUsers: 2 });
+      const h = await b.history(ch, { limit: -1 });
+      assert.deepEqual(h.publications.map((p) => p.offset), ga.pubs.map((p) => p.offset));
+      assert.equal(h.epoch, sa.position().epoch);
+      const last = await b.history(ch, { limit: 1, reverse: true });
+      assert.equal(last.publications[0].offset, want);
+      await assert.rejects(a.rpc('nope'), (e) => e.code === 104);
+      await a.ping();
+
+      sb.unsubscribe();
+      await waitFor(async () => (await a.presenceStats(ch)).numClients === 1, { message: 'leave' });
+      a.disconnect();
+      b.disconnect();
+    });
+  }
+
+  test('recovery: 600 messages over repeatedly killed connections, 0 gaps, 0 duplicates', { timeout: 90000 }, async () => {
+    const ch = 'seq:recovery';
+    const N = 600;
+    const rec = recordingWebSocket();
+    const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user: 'rec-user' }) }));
+    const sub = client.newSubscription(ch);
+    const got = collect(sub);
+    await client.connect();
+    await sub.subscribe();
+
+    // Publish through the API while the subscriber's connections are cut:
+    // by the API (code 4000, reconnect) and by terminating the socket.
+    let kills = 0;
+    for (let n = 1; n <= N; n++) {
+      await api(srv, 'publish', { channel: ch, data: { n } });
+      if (n % 100 === 50) {
+        if (kills % 2 === 0) await api(srv, 'disconnect', { user: 'rec-user', code: 4000, reason: 'test kill' });
+        else rec.sockets.at(-1).terminate();
+        kills++;
+      }
+    }
+    await waitFor(() => got.pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${got.pubs.length})` });
+    await sleep(100); // nothing more may arrive
+    const r = checkSequence(got.pubs, N);
+    assert.deepEqual(r, { gaps: 0, dups: 0, ordered: true, received: N });
+    assert.equal(kills, 6);
+    assert.ok(events.disconnect.length >= kills, `disconnects ${events.disconnect.length}`);
+    assert.ok(events.disconnect.some((d) => d.code === 4000 && d.reconnect), 'API disconnect 4000 seen');
+    assert.ok(events.disconnect.some((d) => d.code === 1006), 'terminated socket seen');
+    const recovering = got.subscribed.filter((s) => s.wasRecovering);
+    assert.ok(recovering.length >= kills, `resubscribes ${recovering.length}`);
+    assert.ok(recovering.every((s) => s.recovered), 'every resubscribe recovered');
+    assert.ok(recovering.reduce((a, s) => a + s.recoveredCount, 0) > 0, 'some publications came through recovery');
+    client.disconnect();
+  });
+
+  test('terminal: API disconnect 4500 stops reconnecting', { timeout: 20000 }, async () => {
+    const rec = recordingWebSocket();
+    const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user: 'term-user' }) }));
+    await client.connect();
+    await api(srv, 'disconnect', { user: 'term-user', code: 4500, reason: 'banned' });
+    await waitFor(() => client.state === 'disconnected', { message: 'disconnected' });
+    assert.deepEqual(
+      events.disconnect.map(({ code, reason, reconnect }) => ({ code, reason, reconnect })),
+      [{ code: 4500, reason: 'banned', reconnect: false }],
+    );
+    await sleep(1500); // backoff here is at most 1 s: a reconnect would have happened
+    assert.equal(rec.sockets.length, 1);
+    assert.equal(client.state, 'disconnected');
+  });
+
+  test('terminal: invalid token gets 3500, connect() rejects, no retry', { timeout: 20000 }, async () => {
+    const rec = recordingWebSocket();
+    const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken('wrong-secret', { user: 'mallory' }) }));
+    await assert.rejects(client.connect(), (e) => e instanceof TerminalError && e.code === 3500);
+    assert.equal(events.disconnect.at(-1).code, 3500);
+    await sleep(1500);
+    assert.equal(rec.sockets.length, 1);
+  });
+
+  test('token refresh: short-lived tokens are refreshed over the open connection', { timeout: 30000 }, async () => {
+    let minted = 0;
+    const getToken = async () => {
+      minted++;
+      return mintToken(srv.secret, { user: 'refresher', ttlSec: 3 });
+    };
+    // Start with an expired token: error 109 at connect -> getToken -> connect.
+    const { client, events } = track(newClient(srv, { token: mintToken(srv.secret, { user: 'refresher', expSec: Math.floor(Date.now() / 1000) - 60 }), getToken }));
+    await client.connect();
+    assert.equal(minted, 1);
+    assert.equal(events.connected[0].expires, true);
+    const id = client.clientId;
+    // Each token lives 3 s; 8 s need at least two refreshes without a drop.
+    const until = Date.now() + 8000;
+    while (Date.now() < until) {
+      await sleep(250);
+      assert.equal(events.disconnect.length, 0, `dropped: ${JSON.stringify(events.disconnect)}`);
+    }
+    assert.ok(minted >= 3, `getToken called ${minted} times`);
+    assert.equal(client.clientId, id, 'same connection');
+    await client.publish('refresh:check', { ok: true });
+    client.disconnect();
+  });
+
+  test('without getToken an expiring connection ends with 3502 and stays down', { timeout: 20000 }, async () => {
+    const { client, events } = track(newClient(srv, { token: mintToken(srv.secret, { user: 'shortlived', ttlSec: 2 }) }));
+    await client.connect();
+    await waitFor(() => events.disconnect.length > 0, { timeout: 8000, message: 'expiry disconnect' });
+    assert.deepEqual(
+      events.disconnect.map(({ code, reconnect }) => ({ code, reconnect })),
+      [{ code: 3502, reconnect: false }],
+    );
+    assert.equal(client.state, 'disconnected');
+  });
+});
+
+describe('e2e: pings', () => {
+  let srv;
+  before(async () => {
+    srv = await startServer({ env: { HERALD_PING_INTERVAL: '1s', HERALD_PONG_TIMEOUT: '1s' } });
+  });
+  after(async () => {
+    await srv?.proc.kill('SIGCONT');
+    await srv?.stop('SIGKILL');
+  });
+
+  test('pongs keep the connection; a frozen server is detected dead and left', { timeout: 40000 }, async () => {
+    const { client, events } = newClient(srv, { pingMarginMs: 1000, timeoutMs: 1500 });
+    const sub = client.newSubscription('ping:1');
+    const got = collect(sub);
+    await client.connect();
+    await sub.subscribe();
+    // Pings every second with a 1 s pong timeout: without pongs the server
+    // would close with 3004 within 2 s.
+    await sleep(4000);
+    assert.equal(events.disconnect.length, 0, JSON.stringify(events.disconnect));
+    await api(srv, 'publish', { channel: 'ping:1', data: { n: 1 } });
+    await waitFor(() => got.pubs.length === 1);
+
+    srv.proc.kill('SIGSTOP');
+    await waitFor(() => events.disconnect.length === 1, { timeout: 10000, message: 'dead connection detected' });
+    assert.equal(events.disconnect[0].code, 1006);
+    assert.match(events.disconnect[0].reason, /no ping/);
+    assert.equal(client.state, 'connecting');
+    srv.proc.kill('SIGCONT');
+    await waitFor(() => client.state === 'connected' && sub.state === 'subscribed', { timeout: 20000, message: 'reconnected' });
+    await api(srv, 'publish', { channel: 'ping:1', data: { n: 2 } });
+    await waitFor(() => got.pubs.length === 2);
+    assert.deepEqual(checkSequence(got.pubs, 2), { gaps: 0, dups: 0, ordered: true, received: 2 });
+    client.disconnect();
+  });
+});
+
+describe('e2e: drain', () => {
+  let srv;
+  after(async () => {
+    await srv?.stop('SIGKILL');
+  });
+
+  test('SIGTERM: 3000 with reconnect_after, reconnect to a new server on the same port, recover', { timeout: 60000 }, async () => {
+    srv = await startServer({ env: { HERALD_DRAIN_TIMEOUT: '3s' } });
+    const { port, secret, apiKey } = srv;
+    const rec = recordingWebSocket();
+    const { client, events } = newClient(srv, { websocket: rec.ctor });
+    const sub = client.newSubscription('drain:1');
+    const got = collect(sub);
+    await client.connect();
+    await sub.subscribe();
+    for (let n = 1; n <= 5; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
+    await waitFor(() => got.pubs.length === 5);
+
+    const old = srv;
+    await old.stop('SIGTERM');
+    assert.equal(events.disconnect.length, 1);
+    const d = events.disconnect[0];
+    assert.equal(d.code, 3000);
+    assert.equal(d.reconnect, true);
+    assert.ok(typeof d.reconnectAfter === 'number' && d.reconnectAfter >= 0 && d.reconnectAfter < 3000, `reconnect_after ${d.reconnectAfter}`);
+    // The old process exits once its clients left (no later than the window).
+    srv = await startServer({ port, secret, apiKey, env: { HERALD_DRAIN_TIMEOUT: '3s' } });
+    // Published to the new server, maybe before the client is back.
+    for (let n = 6; n <= 10; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
+    await waitFor(() => got.pubs.length >= 10, { timeout: 20000, message: `10 publications (have ${got.pubs.length})` });
+    for (let n = 11; n <= 12; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
+    await waitFor(() => got.pubs.length >= 12);
+    await sleep(100);
+    assert.deepEqual(checkSequence(got.pubs, 12), { gaps: 0, dups: 0, ordered: true, received: 12 });
+    // It waited for the hint before the next attempt.
+    assert.ok(rec.sockets.length >= 2);
+    assert.ok(rec.sockets[1].createdAt - d.at >= d.reconnectAfter - 5, `waited ${rec.sockets[1].createdAt - d.at} ms, hint ${d.reconnectAfter} ms`);
+    // The memory broker's stream restarted: a new epoch, caught up from its start.
+    const re = got.subscribed.at(-1);
+    assert.equal(re.wasRecovering, true);
+    assert.equal(re.streamReset, true);
+    assert.notEqual(re.position.epoch, got.subscribed[0].position.epoch);
+    assert.equal(events.connected.length, 2);
+    client.disconnect();
+  });
+});
