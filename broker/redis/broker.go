@@ -52,6 +52,7 @@ type Broker struct {
 	chans   map[string]*chState    // subscribed channels by pub/sub name
 	subs    map[string]*subscriber // pub/sub connections by node address ("" for the only one)
 	slots   []slotRange            // cluster slot owners, sharded cluster mode
+	hints   map[int]slotHint       // owners learnt from MOVED replies, newer than slots
 	recheck map[string]bool        // names whose route to check; true: resubscribe even if unchanged
 	kick    chan struct{}          // wakes the router
 }
@@ -88,6 +89,7 @@ func New(cfg Config) (*Broker, error) {
 		chans:   make(map[string]*chState),
 		subs:    make(map[string]*subscriber),
 		recheck: make(map[string]bool),
+		hints:   make(map[int]slotHint),
 		kick:    make(chan struct{}, 1),
 		pubCmd:  "PUBLISH",
 	}
@@ -210,11 +212,21 @@ func (b *Broker) subscribeName(ctx context.Context, st *chState) error {
 			return err
 		}
 		sub.forget(st.name)
-		if attempt >= 5 {
+		if attempt >= 8 {
 			return err
 		}
-		if err := b.refreshSlots(ctx); err != nil {
-			return err
+		// A slot being migrated answers ASK or TRYAGAIN until it settles.
+		t := time.NewTimer(time.Duration(attempt) * 20 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		if b.cluster != nil {
+			if err := b.refreshSlots(ctx); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -89,10 +89,9 @@ func (b *Broker) resync(name string) {
 }
 
 // catchUpLocked delivers the publications after from, up to offset upTo
-// (0: all). If the stream's epoch is no longer from's, there is nothing to
-// fill: the handler sees the epoch change with the next publication. With
-// from.Epoch "" (no stream when the channel was subscribed), everything in
-// the current stream is new. st.mu must be held.
+// (0: all). With from.Epoch "" (no stream when the channel was
+// subscribed) everything in the current stream is new, and so it is when
+// a catch-up after a reconnect finds a new epoch. st.mu must be held.
 func (b *Broker) catchUpLocked(st *chState, from broker.StreamPosition, upTo uint64) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout+b.cfg.ReadTimeout)
 	defer cancel()
@@ -108,8 +107,24 @@ func (b *Broker) catchUpLocked(st *chState, from broker.StreamPosition, upTo uin
 		b.log.Warn("redis: catching up from history", "channel", st.channel, "err", err)
 		return
 	}
-	if pos.Epoch == "" || (from.Epoch != "" && pos.Epoch != from.Epoch) {
-		return
+	if pos.Epoch == "" {
+		return // no stream (any more)
+	}
+	if from.Epoch != "" && pos.Epoch != from.Epoch {
+		if upTo > 0 {
+			return // a live gap within an epoch that is gone: nothing to fill
+		}
+		// The stream was replaced while the connection was down (Redis
+		// lost it, or RemoveHistory). Deliver the new stream from its
+		// start: the handler sees the epoch change now rather than at the
+		// next publication, which may never come.
+		if pubs, pos, err = b.history(ctx, st.channel, broker.HistoryOptions{Limit: -1}, false); err != nil {
+			b.log.Warn("redis: catching up from history", "channel", st.channel, "err", err)
+			return
+		}
+		if pos.Epoch == "" || pos.Epoch == from.Epoch {
+			return
+		}
 	}
 	n := 0
 	for _, p := range pubs {

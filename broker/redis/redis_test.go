@@ -170,6 +170,7 @@ func TestConformance(t *testing.T) {
 			t.Parallel()
 			cfg := redis.Config{Addrs: []string{addr}, Prefix: testPrefix(t, addr), ShardedPubSub: sharded}
 			brokertest.Run(t, setup(cfg))
+			t.Run("ChannelNames", func(t *testing.T) { t.Parallel(); testChannelNames(t, cfg) })
 		})
 	}
 }
@@ -182,7 +183,68 @@ func TestConformanceCluster(t *testing.T) {
 			t.Parallel()
 			cfg := redis.Config{Addrs: addrs, Cluster: true, Prefix: "herald-" + randomHex(4), ShardedPubSub: sharded}
 			brokertest.Run(t, setup(cfg))
+			t.Run("ChannelNames", func(t *testing.T) { t.Parallel(); testChannelNames(t, cfg) })
 		})
+	}
+}
+
+// testChannelNames uses every operation on channel names that cannot be a
+// cluster hash tag as they are; in a cluster any key outside the channel's
+// slot would fail with CROSSSLOT.
+func testChannelNames(t *testing.T, cfg redis.Config) {
+	b, r := started(t, cfg)
+	ctx := ctxT(t)
+	names := []string{"", "}", "{", "{}", "a}b", "{x}y", "x{y}z", "ünï", "a:b"}
+	opts := broker.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute, IdempotencyKey: "k", IdempotencyWindow: time.Minute}
+	info := &protocol.ClientInfo{Client: "c", User: "u"}
+	for _, ch := range names {
+		if err := b.Subscribe(ctx, ch); err != nil {
+			t.Fatalf("%q: Subscribe: %v", ch, err)
+		}
+		for i, wantDup := range []bool{false, true} {
+			pos, dup, err := b.Publish(ctx, ch, &protocol.Publication{Data: protocol.Data(`1`)}, opts)
+			if err != nil || dup != wantDup || pos.Offset != 1 {
+				t.Fatalf("%q: publish %d: pos %+v dup %v err %v", ch, i, pos, dup, err)
+			}
+		}
+		if err := b.PublishJoin(ctx, ch, info); err != nil {
+			t.Fatalf("%q: PublishJoin: %v", ch, err)
+		}
+		pubs, _, err := b.History(ctx, ch, broker.HistoryOptions{Limit: -1})
+		if err != nil || len(pubs) != 1 || pubs[0].Channel != ch {
+			t.Fatalf("%q: history %v, err %v", ch, pubs, err)
+		}
+		if err := b.AddPresence(ctx, ch, "c", info, time.Minute); err != nil {
+			t.Fatalf("%q: AddPresence: %v", ch, err)
+		}
+		if m, err := b.Presence(ctx, ch); err != nil || len(m) != 1 {
+			t.Fatalf("%q: presence %v, err %v", ch, m, err)
+		}
+		if st, err := b.PresenceStats(ctx, ch); err != nil || st.NumClients != 1 || st.NumUsers != 1 {
+			t.Fatalf("%q: presence stats %+v, err %v", ch, st, err)
+		}
+		if err := b.RemovePresence(ctx, ch, "c"); err != nil {
+			t.Fatalf("%q: RemovePresence: %v", ch, err)
+		}
+		if err := b.RemoveHistory(ctx, ch); err != nil {
+			t.Fatalf("%q: RemoveHistory: %v", ch, err)
+		}
+	}
+	brokertest.Eventually(t, 10*time.Second, "a delivery on every channel", func() bool {
+		for _, ch := range names {
+			if len(r.Pubs(ch)) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, ch := range names {
+		if p := r.Pubs(ch)[0]; p.Channel != ch || p.Offset != 1 {
+			t.Fatalf("%q: delivered %+v", ch, p)
+		}
+		if err := b.Unsubscribe(ctx, ch); err != nil {
+			t.Fatalf("%q: Unsubscribe: %v", ch, err)
+		}
 	}
 }
 
@@ -371,6 +433,101 @@ func TestValidate(t *testing.T) {
 		if _, err := redis.New(c.cfg); (err == nil) != c.ok {
 			t.Errorf("%s: New error %v", c.name, err)
 		}
+	}
+}
+
+// TestClusterSlotMigration moves a subscribed channel's slot, keys and
+// all, to another master. The old master ends the shard subscription; the
+// broker must follow the slot, and deliver what was published meanwhile.
+func TestClusterSlotMigration(t *testing.T) {
+	t.Parallel()
+	addrs := startCluster(t)
+	b, r := started(t, redis.Config{Addrs: addrs, Cluster: true, ShardedPubSub: true, Prefix: "mig"})
+	ch := "moving"
+	if err := b.Subscribe(ctxT(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	first := publish(t, b, ch, 1)
+	brokertest.Eventually(t, 10*time.Second, "first delivery", func() bool { return len(r.Pubs(ch)) == 1 })
+
+	migrateSlot(t, addrs, "{"+ch+"}")
+	for i := 2; i <= 4; i++ {
+		if pos := publish(t, b, ch, i); pos.Epoch != first.Epoch || pos.Offset != uint64(i) {
+			t.Fatalf("publish %d after the move: %+v (first %+v)", i, pos, first)
+		}
+	}
+	brokertest.Eventually(t, 15*time.Second, "deliveries after the move", func() bool { return len(r.Pubs(ch)) >= 4 })
+	for i, p := range r.Pubs(ch) {
+		if p.Offset != uint64(i+1) {
+			t.Fatalf("delivery %d has offset %d", i, p.Offset)
+		}
+	}
+	// The subscription lives on the new master now.
+	publish(t, b, ch, 5)
+	brokertest.Eventually(t, 10*time.Second, "live delivery from the new master", func() bool { return len(r.Pubs(ch)) == 5 })
+	pubs, pos, err := b.History(ctxT(t), ch, broker.HistoryOptions{Limit: -1})
+	if err != nil || len(pubs) != 5 || pos.Offset != 5 || pos.Epoch != first.Epoch {
+		t.Fatalf("history after the move: %d pubs, pos %+v, err %v", len(pubs), pos, err)
+	}
+}
+
+// migrateSlot moves the slot of key, with its keys, from its master to
+// another one, as redis-cli --cluster reshard does.
+func migrateSlot(t *testing.T, addrs []string, key string) {
+	t.Helper()
+	ctx := ctxT(t)
+	clients := map[string]*goredis.Client{}
+	ids := map[string]string{}
+	for _, a := range addrs {
+		c := goredis.NewClient(&goredis.Options{Addr: a})
+		defer c.Close()
+		clients[a] = c
+		id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[a] = id
+	}
+	slot, err := clients[addrs[0]].ClusterKeySlot(ctx, key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots, err := clients[addrs[0]].ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src, dst string
+	for _, r := range slots {
+		if int64(r.Start) <= slot && slot <= int64(r.End) {
+			src = r.Nodes[0].Addr
+		}
+	}
+	for _, a := range addrs {
+		if a != src {
+			dst = a
+			break
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(clients[dst].Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[src]).Err())
+	must(clients[src].Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[dst]).Err())
+	keys, err := clients[src].ClusterGetKeysInSlot(ctx, int(slot), 1000).Result()
+	must(err)
+	if len(keys) > 0 {
+		host, port, _ := net.SplitHostPort(dst)
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(clients[src].Do(ctx, args...).Err())
+	}
+	for _, a := range append([]string{dst, src}, addrs...) {
+		must(clients[a].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", ids[dst]).Err())
 	}
 }
 

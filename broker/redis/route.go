@@ -103,10 +103,36 @@ func (b *Broker) refreshSlots(ctx context.Context) error {
 	return nil
 }
 
+// hintTTL is how long an owner learnt from a MOVED reply overrides the
+// slot table, which a node that has not yet heard of the move may have
+// served stale.
+const hintTTL = 30 * time.Second
+
+type slotHint struct {
+	addr string
+	at   time.Time
+}
+
+// hint records that addr serves slot, as a MOVED reply said.
+func (b *Broker) hint(slot int, addr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	for s, h := range b.hints { // few entries: slots seen moving lately
+		if now.Sub(h.at) > hintTTL {
+			delete(b.hints, s)
+		}
+	}
+	b.hints[slot] = slotHint{addr: addr, at: now}
+}
+
 // ownerLocked returns the address of the master serving name's slot, ""
 // if unknown. b.mu must be held (read).
 func (b *Broker) ownerLocked(name string) string {
 	slot := keySlot(name)
+	if h, ok := b.hints[slot]; ok && time.Since(h.at) < hintTTL {
+		return h.addr
+	}
 	i := sort.Search(len(b.slots), func(i int) bool { return b.slots[i].end >= slot })
 	if i < len(b.slots) && b.slots[i].start <= slot {
 		return b.slots[i].addr
@@ -150,6 +176,9 @@ func (b *Broker) checkRoutes(names []string, lost bool) {
 	}
 }
 
+// routerPace is the least time between two rounds of the router.
+const routerPace = 50 * time.Millisecond
+
 // router moves names between connections as the cluster's slots move.
 // It runs in sharded cluster mode only.
 func (b *Broker) router() {
@@ -172,6 +201,11 @@ func (b *Broker) router() {
 			}
 			err := b.reroute(names)
 			if err == nil {
+				// Pace the rounds: bursts coalesce, and a name bounced
+				// between nodes that disagree during a move does not spin.
+				if !b.wait(routerPace) {
+					return
+				}
 				continue
 			}
 			b.log.Warn("redis: rerouting pub/sub", "channels", len(names), "err", err)

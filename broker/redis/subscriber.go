@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -342,30 +343,46 @@ func (s *subscriber) onSubscription(m *goredis.Subscription) {
 }
 
 // onRedisError handles an error reply on the pub/sub connection, most
-// likely to a (S)SUBSCRIBE: MOVED when the slot is not served here. The
-// reply does not say which name it answers, so every pending subscribe
-// fails and is retried after the routes are checked.
+// likely to a (S)SUBSCRIBE: MOVED when the slot is served by another node,
+// ASK or TRYAGAIN while it is migrating, CLUSTERDOWN. The reply does not
+// name the channel, only (MOVED, ASK) the slot, so the pending subscribes
+// of that slot (of every slot if none is given) fail and are retried, and
+// the router moves or resubscribes the names.
 func (s *subscriber) onRedisError(err error) {
 	msg := err.Error()
-	reroute := strings.HasPrefix(msg, "MOVED") || strings.HasPrefix(msg, "ASK") ||
-		strings.HasPrefix(msg, "CLUSTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
-	s.mu.Lock()
-	fail := err
-	if reroute {
-		fail = errReroute
-	}
-	for name := range s.subW {
-		s.failLocked(s.subW, name, fail)
+	kind, rest, _ := strings.Cut(msg, " ")
+	slot := -1
+	switch kind {
+	case "MOVED", "ASK":
+		f := strings.Fields(rest)
+		if len(f) == 2 {
+			if n, perr := strconv.Atoi(f[0]); perr == nil {
+				slot = n
+				if kind == "MOVED" {
+					s.b.hint(slot, f[1])
+				}
+			}
+		}
+	case "TRYAGAIN", "CLUSTERDOWN":
+	default:
+		// Not about routing (NOPERM, say): pending subscribes fail with it.
+		s.mu.Lock()
+		for name := range s.subW {
+			s.failLocked(s.subW, name, err)
+		}
+		s.mu.Unlock()
+		s.b.log.Warn("redis: pub/sub error reply", "node", s.addr, "err", err)
+		return
 	}
 	var names []string
-	if reroute {
-		for name := range s.names {
+	s.mu.Lock()
+	for name := range s.names {
+		if slot < 0 || keySlot(name) == slot {
 			names = append(names, name)
+			s.failLocked(s.subW, name, errReroute)
 		}
 	}
 	s.mu.Unlock()
-	s.b.log.Warn("redis: pub/sub error reply", "node", s.addr, "err", err)
-	if reroute {
-		s.b.checkRoutes(names, false)
-	}
+	s.b.log.Info("redis: pub/sub redirected", "node", s.addr, "reply", msg, "channels", len(names))
+	s.b.checkRoutes(names, true)
 }

@@ -1,0 +1,116 @@
+package redis
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald/protocol"
+)
+
+func TestLiveRoundTrip(t *testing.T) {
+	t.Parallel()
+	pub := &protocol.Publication{
+		Channel: "ignored", Offset: 99, Data: protocol.Data(`{"a":1}`),
+		Info: &protocol.ClientInfo{Client: "c", User: "u"}, Tags: map[string]string{"k": "v"}, Time: 1700000000000,
+	}
+	body, err := encodeBody(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := decodeLive("ch", "p7:ABCDEFGH:"+body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := m.pub
+	if m.kind != kindPub || m.epoch != "ABCDEFGH" || p.Channel != "ch" || p.Offset != 7 ||
+		string(p.Data) != `{"a":1}` || p.Info.User != "u" || p.Tags["k"] != "v" || p.Time != pub.Time {
+		t.Fatalf("decoded %+v epoch %q", p, m.epoch)
+	}
+	join, err := encode(kindJoin, &protocol.ClientInfo{Client: "c", User: "u", ConnInfo: protocol.Data(`{"x":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = decodeLive("ch", join)
+	if err != nil || m.kind != kindJoin || m.info.Client != "c" || string(m.info.ConnInfo) != `{"x":1}` {
+		t.Fatalf("join: %+v, %v", m, err)
+	}
+	for _, bad := range []string{"", "x", "p", "p1", "p1:E", "px:E:", "p1::" + body, "p0:E:" + body, "j\xc1"} {
+		if _, err := decodeLive("ch", bad); err == nil {
+			t.Errorf("decodeLive(%q) succeeded", bad)
+		}
+	}
+}
+
+func FuzzDecodeLive(f *testing.F) {
+	body, _ := encodeBody(&protocol.Publication{Data: protocol.Data(`{"n":1}`), Tags: map[string]string{"a": "b"}})
+	join, _ := encode(kindJoin, &protocol.ClientInfo{Client: "c", User: "u"})
+	for _, s := range []string{"p1:ABCDEFGH:" + body, "p0::" + body, join, "l" + join[1:], "", "p", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, msg string) {
+		m, err := decodeLive("ch", msg)
+		if err != nil {
+			return
+		}
+		switch m.kind {
+		case kindPub:
+			if m.pub == nil || m.pub.Channel != "ch" || (m.pub.Offset == 0) != (m.epoch == "") {
+				t.Fatalf("inconsistent publication %+v epoch %q", m.pub, m.epoch)
+			}
+		case kindJoin, kindLeave:
+			if m.info == nil {
+				t.Fatal("event without info")
+			}
+		default:
+			t.Fatalf("accepted kind %q", m.kind)
+		}
+	})
+}
+
+func TestKeySlot(t *testing.T) {
+	t.Parallel()
+	if got := crc16("123456789"); got != 0x31c3 {
+		t.Fatalf("crc16 = %#x, want 0x31c3", got)
+	}
+	cases := []struct {
+		key  string
+		slot int
+	}{
+		{"foo", 12182},
+		{"{foo}bar", 12182},
+		{"x{foo}y{z}", 12182},
+		{"{}foo", keySlotWhole("{}foo")},
+		{"foo{", keySlotWhole("foo{")},
+	}
+	for _, c := range cases {
+		if got := keySlot(c.key); got != c.slot {
+			t.Errorf("keySlot(%q) = %d, want %d", c.key, got, c.slot)
+		}
+	}
+}
+
+func keySlotWhole(key string) int { return int(crc16(key) % 16384) }
+
+// TestKeysOneSlot: every key and the pub/sub name of a channel hash to one
+// slot, whatever the channel's name, and names stay distinct.
+func TestKeysOneSlot(t *testing.T) {
+	t.Parallel()
+	names := []string{"", "a", "}", "{", "{}", "a}b", "{x}", "x{y}z", "ünï", strings.Repeat("l", 500), "a:b:c"}
+	seen := map[string]string{}
+	for _, ch := range names {
+		k := keysFor("herald", ch)
+		all := []string{k.meta(), k.stream(), k.pubsub(), k.idem("key"), k.presenceInfo(), k.presenceUsers(), k.presenceExp()}
+		for _, key := range all {
+			if keySlot(key) != keySlot(all[0]) {
+				t.Errorf("channel %q: %q and %q in different slots", ch, key, all[0])
+			}
+		}
+		if prev, ok := seen[k.meta()]; ok {
+			t.Errorf("channels %q and %q share keys", prev, ch)
+		}
+		seen[k.meta()] = ch
+	}
+	if keySlot(keysFor("herald", "a").meta()) == keySlot(keysFor("herald", "b").meta()) {
+		t.Error("different channels in the same slot: the hash tag is not the channel")
+	}
+}
