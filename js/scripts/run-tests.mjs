@@ -35,8 +35,15 @@ function run(cmd, args, opts = {}) {
 }
 
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+if (!existsSync(path.join(jsDir, 'node_modules', 'typescript')) || !existsSync(path.join(jsDir, 'node_modules', 'playwright-core'))) {
+  console.log('== install: npm ci');
+  run(npm, ['ci', '--no-audit', '--no-fund'], { cwd: jsDir });
+}
 console.log('== build: SDK and web/static copy');
 run(npm, ['run', '--silent', 'build:web'], { cwd: jsDir });
+
+console.log('== typecheck: public API as a consumer uses it');
+run(npm, ['run', '--silent', 'typecheck'], { cwd: jsDir });
 
 let bin = process.env.HERALD_BIN;
 if (!bin) {
@@ -46,6 +53,17 @@ if (!bin) {
 }
 
 const suites = (process.env.HERALD_TESTS || 'unit,e2e,browser').split(',');
+
+// The browser tests use Debian's Chromium (never a downloaded browser).
+const hasChromium = () => spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status === 0;
+if (suites.includes('browser') && !hasChromium() && !process.env.HERALD_NO_INSTALL && process.getuid?.() === 0) {
+  console.log('== install: chromium (Debian package)');
+  const opts = { stdio: 'inherit', timeout: 10 * 60 * 1000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } };
+  if (spawnSync('apt-get', ['install', '-y', 'chromium'], opts).status !== 0) {
+    spawnSync('apt-get', ['update'], opts);
+    spawnSync('apt-get', ['install', '-y', 'chromium'], opts);
+  }
+}
 const files = suites.map((s) => path.join('test', `${s}.test.mjs`)).filter((f) => existsSync(path.join(jsDir, f)));
 const tap = path.join(tmp, 'report.tap');
 console.log(`== test: ${files.join(' ')}`);

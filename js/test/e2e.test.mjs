@@ -72,11 +72,13 @@ describe('e2e: one dev server', () => {
     });
   }
 
-  test('recovery: 600 messages over repeatedly killed connections, 0 gaps, 0 duplicates', { timeout: 90000 }, async () => {
-    const ch = 'seq:recovery';
+  for (const codec of ['json', 'msgpack']) {
+  test(`recovery (${codec}): 600 messages over repeatedly killed connections, 0 gaps, 0 duplicates`, { timeout: 90000 }, async () => {
+    const ch = `seq:recovery-${codec}`;
+    const user = `rec-${codec}`;
     const N = 600;
     const rec = recordingWebSocket();
-    const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user: 'rec-user' }) }));
+    const { client, events } = track(newClient(srv, { codec, websocket: rec.ctor, token: mintToken(srv.secret, { user }) }));
     const sub = client.newSubscription(ch);
     const got = collect(sub);
     await client.connect();
@@ -88,7 +90,7 @@ describe('e2e: one dev server', () => {
     for (let n = 1; n <= N; n++) {
       await api(srv, 'publish', { channel: ch, data: { n } });
       if (n % 100 === 50) {
-        if (kills % 2 === 0) await api(srv, 'disconnect', { user: 'rec-user', code: 4000, reason: 'test kill' });
+        if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
         else rec.sockets.at(-1).terminate();
         kills++;
       }
@@ -107,6 +109,7 @@ describe('e2e: one dev server', () => {
     assert.ok(recovering.reduce((a, s) => a + s.recoveredCount, 0) > 0, 'some publications came through recovery');
     client.disconnect();
   });
+  }
 
   test('terminal: API disconnect 4500 stops reconnecting', { timeout: 20000 }, async () => {
     const rec = recordingWebSocket();
