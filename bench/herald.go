@@ -1,0 +1,202 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/heraldhq/herald/protocol"
+)
+
+// heraldTarget speaks Herald protocol v1 in its JSON encoding
+// (docs/protocol.md) and Herald's server API.
+type heraldTarget struct{}
+
+var _ target = heraldTarget{}
+
+func (heraldTarget) Name() string        { return "herald" }
+func (heraldTarget) Subprotocol() string { return protocol.SubprotocolJSON }
+func (heraldTarget) Binary() bool        { return false }
+
+// Channel names are restricted to characters that need no JSON escaping
+// (checked when the flags are parsed), so they are appended verbatim.
+
+func (heraldTarget) AppendConnect(dst []byte, id uint64) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	return append(dst, `,"connect":{"name":"herald-bench"}}`...)
+}
+
+func (heraldTarget) AppendSubscribe(dst []byte, id uint64, channel string) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	dst = append(dst, `,"subscribe":{"channel":"`...)
+	dst = append(dst, channel...)
+	return append(dst, `"}}`...)
+}
+
+func (heraldTarget) AppendPublish(dst []byte, id uint64, channel string, data []byte) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	dst = append(dst, `,"publish":{"channel":"`...)
+	dst = append(dst, channel...)
+	dst = append(dst, `","data":`...)
+	dst = append(dst, data...)
+	return append(dst, `}}`...)
+}
+
+func (heraldTarget) AppendPong(dst []byte) []byte { return append(dst, `{"pong":{}}`...) }
+
+var (
+	hPub        = []byte(`{"pub":`)
+	hData       = []byte(`"data":`)
+	hOffset     = []byte(`"offset":`)
+	hPing       = []byte(`{"ping":`)
+	hID         = []byte(`{"id":`)
+	hError      = []byte(`,"error":`)
+	hDisconnect = []byte(`{"disconnect":{"code":`)
+)
+
+// Next decodes a server message by its leading bytes. The server's JSON
+// encoder writes fields in a fixed order (protocol/json.go), which is what
+// lets this run without a JSON decoder: "pub" pushes start with {"pub":,
+// replies with {"id":N and carry ,"error": right after the id.
+func (heraldTarget) Next(frame []byte, ev *event) []byte {
+	*ev = event{}
+	switch {
+	case bytes.HasPrefix(frame, hPub):
+		i := bytes.Index(frame, hData)
+		if i < 0 {
+			ev.kind = evPub // no data: a bad payload
+			return nil
+		}
+		ev.kind = evPub
+		ev.data = frame[i+len(hData):]
+		if j := bytes.Index(frame[:i], hOffset); j >= 0 {
+			ev.offset, _, _ = parseUint(frame[j+len(hOffset):])
+		}
+	case bytes.HasPrefix(frame, hID):
+		id, rest, ok := parseUint(frame[len(hID):])
+		if !ok {
+			return nil
+		}
+		ev.kind = evReply
+		ev.id = id
+		if bytes.HasPrefix(rest, hError) {
+			ev.failed = true
+			ev.data = rest[len(hError):]
+		}
+	case bytes.HasPrefix(frame, hPing):
+		ev.kind = evPing
+	case bytes.HasPrefix(frame, hDisconnect):
+		code, _, _ := parseUint(frame[len(hDisconnect):])
+		ev.kind = evDisconnect
+		ev.code = uint32(code)
+	}
+	return nil
+}
+
+// Publish calls /api/publish for one channel and /api/broadcast for more.
+func (heraldTarget) Publish(ctx context.Context, api *apiClient, channels []string, data []byte) error {
+	body := make([]byte, 0, 64+len(data)+len(channels)*24)
+	method := "publish"
+	if len(channels) == 1 {
+		body = append(body, `{"channel":"`...)
+		body = append(body, channels[0]...)
+		body = append(body, '"')
+	} else {
+		method = "broadcast"
+		body = append(body, `{"channels":[`...)
+		for i, ch := range channels {
+			if i > 0 {
+				body = append(body, ',')
+			}
+			body = append(body, '"')
+			body = append(body, ch...)
+			body = append(body, '"')
+		}
+		body = append(body, ']')
+	}
+	body = append(body, `,"data":`...)
+	body = append(body, data...)
+	body = append(body, '}')
+	resp, err := heraldAPI(ctx, api, method, body)
+	if err != nil {
+		return err
+	}
+	if method == "broadcast" && bytes.Contains(resp, []byte(`"error"`)) {
+		var r struct {
+			Responses []struct {
+				Error *protocol.Error `json:"error"`
+			} `json:"responses"`
+		}
+		if err := json.Unmarshal(resp, &r); err != nil {
+			return fmt.Errorf("api broadcast: %w", err)
+		}
+		be := &batchError{}
+		for i, x := range r.Responses {
+			if x.Error != nil {
+				be.failed = append(be.failed, i)
+				if be.err == nil {
+					be.err = fmt.Errorf("api broadcast: error %d: %s", x.Error.Code, x.Error.Message)
+				}
+			}
+		}
+		if be.err != nil {
+			return be
+		}
+	}
+	return nil
+}
+
+func (heraldTarget) Info(ctx context.Context, api *apiClient) (serverInfo, error) {
+	resp, err := heraldAPI(ctx, api, "info", []byte(`{}`))
+	if err != nil {
+		return serverInfo{}, err
+	}
+	var r struct {
+		Nodes []struct {
+			PID        int `json:"pid"`
+			NumClients int `json:"num_clients"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal(resp, &r); err != nil {
+		return serverInfo{}, fmt.Errorf("api info: %w", err)
+	}
+	var si serverInfo
+	for i, n := range r.Nodes {
+		if i == 0 {
+			si.PID = n.PID
+		}
+		si.NumClients += n.NumClients
+	}
+	return si, nil
+}
+
+// heraldAPI posts body to /api/METHOD and returns the response body of a
+// 200 answer.
+func heraldAPI(ctx context.Context, api *apiClient, method string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.base+"/api/"+method, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "apikey "+api.key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := api.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("api %s: %s: %s", method, res.Status, bytes.TrimSpace(out))
+	}
+	return out, nil
+}

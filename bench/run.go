@@ -1,0 +1,561 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// run executes the scenario of o and returns its report. Progress lines go
+// to logw.
+func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
+	tgt, err := targetFor(o.Target)
+	if err != nil {
+		return nil, err
+	}
+	// Everything below is bounded: the whole run gets a deadline.
+	total := o.Setup + o.Settle + o.Duration + o.Drain + time.Minute
+	ctx, cancel := context.WithTimeout(ctx, total)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+
+	r := &runner{o: o, tgt: tgt, logw: logw,
+		api: newAPIClient(o.API, o.Key, o.Inflight+2)}
+	defer r.api.Close()
+	r.rep = &Report{
+		Scenario: o.Scenario, Target: tgt.Name(), Command: o.commandLine(),
+		Started: time.Now().UTC().Format(time.RFC3339),
+		Params: Params{
+			URL: o.URL, API: o.API, Conns: o.Conns, Channels: o.Channels,
+			Rate: o.Rate, Duration: o.Duration.Seconds(), Messages: o.Messages, Size: o.Size,
+			Procs: o.Procs, SourceIPs: len(o.sourceIPs), Concurrency: o.Concurrency,
+		},
+	}
+	if o.Scenario == "fanout" || o.Scenario == "channels" {
+		r.rep.Params.Publish, r.rep.Params.Batch, r.rep.Params.Inflight = o.Publish, o.Batch, o.Inflight
+		if o.Rate == 0 {
+			r.rep.Params.Window = o.Window
+		}
+	}
+	r.findServer(ctx)
+
+	if err := r.connect(ctx, deadline); err != nil {
+		r.killAll()
+		return nil, err
+	}
+	switch o.Scenario {
+	case "connect":
+		r.rep.Server.RSS = r.rss()
+		r.rep.Server.RSSMax = r.rep.Server.RSS
+	case "idle":
+		err = r.idle(ctx)
+	case "fanout", "channels":
+		err = r.publish(ctx)
+	}
+	if err != nil {
+		r.killAll()
+		return nil, err
+	}
+	if err := r.finish(ctx); err != nil {
+		return nil, err
+	}
+	return r.rep, nil
+}
+
+// runner holds the state of one run.
+type runner struct {
+	o    *options
+	tgt  target
+	api  *apiClient
+	logw io.Writer
+	rep  *Report
+	pid  int
+
+	workers  []workerHandle
+	subs     []int // subscribers per channel
+	nsubs    int
+	pubStart time.Time // first publish
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.logw, "bench: "+format+"\n", args...)
+}
+
+func (r *runner) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.rep.Warnings = append(r.rep.Warnings, msg)
+	r.logf("warning: %s", msg)
+}
+
+// findServer finds the server's process for RSS and CPU readings.
+func (r *runner) findServer(ctx context.Context) {
+	r.pid = r.o.ServerPID
+	if r.pid == 0 {
+		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := r.tgt.Info(ictx, r.api)
+		cancel()
+		switch {
+		case err != nil:
+			r.warn("no server RSS or CPU figures: API info: %v", err)
+		case info.PID == 0:
+			r.warn("no server RSS or CPU figures: the API does not tell the server's pid (use --server-pid)")
+		case !isLocal(r.o.API):
+			r.warn("no server RSS or CPU figures: the API is not on this machine (use --server-pid)")
+		default:
+			r.pid = info.PID
+		}
+	}
+	if r.pid != 0 {
+		if _, err := processRSS(r.pid); err != nil {
+			r.warn("no server RSS or CPU figures: pid %d: %v", r.pid, err)
+			r.pid = 0
+		}
+	}
+	r.rep.Server = &ServerStats{PID: r.pid}
+}
+
+func isLocal(api string) bool {
+	u, err := url.Parse(api)
+	if err != nil {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (r *runner) rss() int64 {
+	if r.pid == 0 {
+		return 0
+	}
+	v, _ := processRSS(r.pid)
+	return v
+}
+
+// minRSS samples the server's RSS n times, every gap, and returns the
+// smallest sample and all of them.
+func (r *runner) minRSS(ctx context.Context, n int, gap time.Duration) (int64, []int64) {
+	var samples []int64
+	best := int64(0)
+	for i := 0; i < n; i++ {
+		if i > 0 && !sleepCtx(ctx, gap) {
+			break
+		}
+		v := r.rss()
+		if v == 0 {
+			continue
+		}
+		samples = append(samples, v)
+		if best == 0 || v < best {
+			best = v
+		}
+	}
+	return best, samples
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// every calls fn every period on its own goroutine until the returned stop
+// function is called; stop waits for it.
+func every(period time.Duration, fn func()) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
+	}
+}
+
+func (r *runner) progress() progress {
+	var p progress
+	for _, w := range r.workers {
+		wp := w.progress()
+		p.Delivered += wp.Delivered
+		p.Other += wp.Other
+		p.Conns += wp.Conns
+		p.CPU += wp.CPU
+	}
+	return p
+}
+
+// mark is the CPU counters at the start of a measured phase.
+type mark struct {
+	t      time.Time
+	srv    cpuSample
+	bench  time.Duration
+	busy   time.Duration
+	busyOK bool
+}
+
+func (r *runner) mark() mark {
+	m := mark{t: time.Now(), srv: sampleCPU(r.pid), bench: r.benchCPU()}
+	m.busy, m.busyOK = machineBusy()
+	return m
+}
+
+// measure fills the report's CPU figures for the phase since m: the
+// server's, the bench's, and the machine's. It returns the phase's length.
+func (r *runner) measure(m mark) time.Duration {
+	wall := time.Since(m.t)
+	r.rep.Server.CPU = cpuBetween(m.srv, sampleCPU(r.pid), wall)
+	bench := r.benchCPU() - m.bench
+	if bench > 0 {
+		// Only the total is known: child processes report user + system.
+		r.rep.BenchCPU = &CPU{Total: round3(bench.Seconds()), Cores: round3(bench.Seconds() / wall.Seconds())}
+	}
+	if busy, ok := machineBusy(); ok && m.busyOK && wall > 0 {
+		other := busy - m.busy - bench
+		if c := r.rep.Server.CPU; c != nil {
+			other -= time.Duration(c.Total * float64(time.Second))
+		}
+		mc := &Machine{
+			Cores: runtime.NumCPU(),
+			Busy:  round3((busy - m.busy).Seconds() / wall.Seconds()),
+			Other: round3(max(other, 0).Seconds() / wall.Seconds()),
+		}
+		r.rep.Machine = mc
+		if mc.Other > 0.2 {
+			r.warn("other processes used %.2f cores during the measurement: figures are disturbed", mc.Other)
+		}
+	}
+	return wall
+}
+
+// benchCPU is the CPU time of the bench process and its workers.
+func (r *runner) benchCPU() time.Duration {
+	return selfCPU() + time.Duration(r.progress().CPU)
+}
+
+// connect starts the workers and waits for their connections.
+func (r *runner) connect(ctx context.Context, deadline time.Time) error {
+	o := r.o
+	r.rep.Server.RSSBaseline, _ = r.minRSS(ctx, 3, 300*time.Millisecond)
+	cpu0 := sampleCPU(r.pid)
+	t0 := time.Now()
+	setupCtx, cancel := context.WithTimeout(ctx, o.Setup)
+	defer cancel()
+	for j := 0; j < o.Procs; j++ {
+		cfg := workerConfig{
+			Target: o.Target, URL: o.URL,
+			Lo: j * o.Conns / o.Procs, Hi: (j + 1) * o.Conns / o.Procs,
+			Channels: o.Channels, Prefix: o.Prefix, SourceIP: o.sourceIPs,
+			Concurrency: o.Concurrency, Timeout: o.ConnTimeout, ReadBuffer: o.ReadBuffer,
+			Deadline: deadline.UnixNano(),
+		}
+		var (
+			w   workerHandle
+			err error
+		)
+		if o.Procs == 1 {
+			w, err = startLocal(setupCtx, cfg)
+		} else {
+			w, err = startRemote(cfg)
+		}
+		if err != nil {
+			return err
+		}
+		r.workers = append(r.workers, w)
+	}
+	stop := every(time.Second, func() {
+		r.logf("connecting: %d/%d open", r.progress().Conns, o.Conns)
+	})
+	failed := map[int]bool{}
+	cs := &ConnectStats{Requested: o.Conns}
+	var lat HistSnapshot
+	var first, last int64
+	var rerr error
+	for _, w := range r.workers {
+		rep, err := w.ready(setupCtx)
+		if err != nil {
+			rerr = err
+			break
+		}
+		cs.Connected += rep.Connected
+		for _, i := range rep.Failed {
+			failed[i] = true
+		}
+		for k, v := range rep.Errors {
+			if cs.Errors == nil {
+				cs.Errors = map[string]int{}
+			}
+			cs.Errors[k] += v
+		}
+		lat.Merge(rep.ConnLat)
+		if first == 0 || rep.Start < first {
+			first = rep.Start
+		}
+		last = max(last, rep.End)
+	}
+	stop()
+	if rerr != nil {
+		return fmt.Errorf("connecting: %w", rerr)
+	}
+	cs.Failed = o.Conns - cs.Connected
+	cs.Elapsed = round3(time.Duration(last - first).Seconds())
+	if last > first {
+		cs.Rate = round1(float64(cs.Connected) / time.Duration(last-first).Seconds())
+	}
+	cs.Latency = lat.Summary()
+	cs.ServerCPU = cpuBetween(cpu0, sampleCPU(r.pid), time.Since(t0))
+	r.rep.Connect = cs
+	r.logf("connected %d/%d in %.2fs (%.0f/s)", cs.Connected, o.Conns, cs.Elapsed, cs.Rate)
+	if cs.Connected == 0 {
+		return fmt.Errorf("no connection succeeded: %s", fmtMap(cs.Errors))
+	}
+	if cs.Failed > 0 {
+		r.warn("%d connections failed", cs.Failed)
+	}
+	r.subs = make([]int, o.Channels)
+	for i := 0; i < o.Conns; i++ {
+		if !failed[i] {
+			r.subs[i%o.Channels]++
+			r.nsubs++
+		}
+	}
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	if info, err := r.tgt.Info(ictx, r.api); err == nil {
+		r.rep.Server.NumClients = info.NumClients
+	}
+	icancel()
+	return nil
+}
+
+// settle waits until the server stops sending the subscribers other
+// messages (join pushes of the subscriptions just made), at most Settle.
+func (r *runner) settle(ctx context.Context) {
+	start := time.Now()
+	end := start.Add(r.o.Settle)
+	last := r.progress().Other
+	quiet := time.Now()
+	for time.Now().Before(end) && ctx.Err() == nil {
+		sleepCtx(ctx, 50*time.Millisecond)
+		if o := r.progress().Other; o != last {
+			last, quiet = o, time.Now()
+		} else if time.Since(quiet) >= 300*time.Millisecond {
+			r.logf("settled in %s (%d other messages received since connecting)", time.Since(start).Round(time.Millisecond), last)
+			return
+		}
+	}
+	r.warn("the server was still sending other messages (%d so far) when publishing started: raise --settle", last)
+}
+
+// idle holds the connections for the duration and samples the server's
+// RSS once a second after the settle time.
+func (r *runner) idle(ctx context.Context) error {
+	o := r.o
+	m := r.mark()
+	end := m.t.Add(o.Duration)
+	sleepCtx(ctx, min(o.Settle, o.Duration))
+	r.logf("idle: holding %d connections for %s, sampling server RSS", r.nsubs, o.Duration)
+	st := &IdleStats{}
+	for ctx.Err() == nil {
+		if v := r.rss(); v > 0 {
+			st.RSSSamples = append(st.RSSSamples, v)
+			if st.RSSMin == 0 || v < st.RSSMin {
+				st.RSSMin = v
+			}
+		}
+		if time.Until(end) < time.Second {
+			break
+		}
+		sleepCtx(ctx, time.Second)
+	}
+	sleepCtx(ctx, time.Until(end))
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	st.Hold = round3(r.measure(m).Seconds())
+	srv := r.rep.Server
+	srv.RSS = r.rss()
+	srv.RSSMax = srv.RSS
+	for _, v := range st.RSSSamples {
+		srv.RSSMax = max(srv.RSSMax, v)
+	}
+	if st.RSSMin > 0 && srv.RSSBaseline > 0 {
+		st.RSSPerConn = round3(float64(st.RSSMin-srv.RSSBaseline) / float64(r.nsubs))
+		if st.RSSPerConn <= 0 {
+			r.warn("RSS did not grow: the server kept memory from earlier load; measure on a fresh server")
+		}
+	}
+	r.rep.Idle = st
+	return nil
+}
+
+// publish runs the fanout and channels scenarios: publish for the duration,
+// then wait for the deliveries.
+func (r *runner) publish(ctx context.Context) error {
+	o := r.o
+	r.settle(ctx)
+	channels := make([]string, o.Channels)
+	for i := range channels {
+		channels[i] = channelName(o.Prefix, i)
+	}
+	ips := make([]net.IP, 0, len(o.sourceIPs))
+	for _, s := range o.sourceIPs {
+		ips = append(ips, net.ParseIP(s))
+	}
+	p := &publisher{
+		plan: pubPlan{
+			mode: o.Publish, channels: channels, subs: r.subs, rate: o.Rate,
+			duration: o.Duration, messages: o.Messages, size: o.Size, batch: o.Batch, inflight: o.Inflight,
+			window: o.Window, stall: 5 * time.Second,
+		},
+		tgt: r.tgt, api: r.api,
+		d: &dialer{url: o.URL, tgt: r.tgt, timeout: o.ConnTimeout, readBuf: 64 << 10,
+			sourceIPs: ips},
+		delivered: func() uint64 { return r.progress().Delivered },
+	}
+	srv := r.rep.Server
+	var rssMu sync.Mutex
+	sampleRSS := func() {
+		if v := r.rss(); v > 0 {
+			rssMu.Lock()
+			srv.RSSMax = max(srv.RSSMax, v)
+			rssMu.Unlock()
+		}
+	}
+	sampleRSS()
+	stopRSS := every(500*time.Millisecond, sampleRSS)
+	defer stopRSS()
+	start := r.progress()
+	stopLog := every(time.Second, func() {
+		pr := r.progress()
+		r.logf("published %d, delivered %d, open %d", p.messages.Load(), pr.Delivered-start.Delivered, pr.Conns)
+	})
+	defer stopLog()
+
+	m := r.mark()
+	r.logf("publishing for %s: rate %g/s, %d channels, %d subscribers", o.Duration, o.Rate, o.Channels, r.nsubs)
+	ps, err := p.run(ctx)
+	if err != nil {
+		return err
+	}
+	expected := uint64(max(p.issued.Load(), 0))
+	// Drain: wait for the expected deliveries, at most Drain, and give up
+	// sooner when nothing arrives for a while.
+	drained := false
+	dend := time.Now().Add(o.Drain)
+	last, lastChange := r.progress().Delivered, time.Now()
+	for time.Now().Before(dend) && ctx.Err() == nil {
+		d := r.progress().Delivered - start.Delivered
+		if d >= expected {
+			drained = true
+			break
+		}
+		if d != last {
+			last, lastChange = d, time.Now()
+		} else if time.Since(lastChange) > min(3*time.Second, o.Drain) {
+			break
+		}
+		sleepCtx(ctx, 5*time.Millisecond)
+	}
+	r.measure(m)
+	stopRSS()
+	srv.RSS = r.rss()
+	srv.RSSMax = max(srv.RSSMax, srv.RSS)
+	stopLog()
+	r.rep.Publish = &ps
+	r.rep.Delivery = &DeliveryStats{Subscribers: r.nsubs, Expected: expected, Drained: drained}
+	if !drained {
+		r.warn("drain ended before every expected delivery arrived")
+	}
+	r.pubStart = ps.start
+	return nil
+}
+
+// finish closes the workers' connections and merges their results into
+// the report.
+func (r *runner) finish(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var merged workerResult
+	var errs []error
+	for _, w := range r.workers {
+		res, err := w.finish(fctx)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		merged.Seq.Add(res.Seq)
+		merged.Latency.Merge(res.Latency)
+		merged.LastRecv = max(merged.LastRecv, res.LastRecv)
+		merged.Lost += res.Lost
+		for k, v := range res.Endings {
+			if merged.Endings == nil {
+				merged.Endings = map[string]int{}
+			}
+			merged.Endings[k] += v
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("collecting results: %w", err)
+	}
+	if st := r.rep.Idle; st != nil {
+		st.Lost, st.Endings = merged.Lost, merged.Endings
+	}
+	d := r.rep.Delivery
+	if d == nil {
+		return nil
+	}
+	s := merged.Seq
+	d.Received, d.Distinct, d.Duplicates, d.OutOfOrder, d.BadPayload = s.Received, s.Distinct, s.Duplicates, s.OutOfOrder, s.Bad
+	if s.Distinct < d.Expected {
+		d.Lost = d.Expected - s.Distinct
+	} else {
+		d.Unexpected = s.Distinct - d.Expected
+	}
+	d.LostConns, d.Endings = merged.Lost, merged.Endings
+	if merged.LastRecv > 0 && !r.pubStart.IsZero() {
+		el := time.Unix(0, merged.LastRecv).Sub(r.pubStart)
+		d.Elapsed = round3(el.Seconds())
+		if el > 0 {
+			d.Rate = round1(float64(s.Received) / el.Seconds())
+		}
+	}
+	if c := r.rep.Server.CPU; c != nil && s.Received > 0 {
+		d.ServerCPUPerDelivery = round3(c.Total * 1e6 / float64(s.Received))
+	}
+	lat := merged.Latency.Summary()
+	r.rep.Latency = &lat
+	return nil
+}
+
+func (r *runner) killAll() {
+	for _, w := range r.workers {
+		w.kill()
+	}
+}
