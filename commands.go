@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	mrand "math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/auth"
@@ -23,6 +25,14 @@ func (ss *session) handle(cmd *protocol.Command) {
 	}
 	if cmd.ID == 0 {
 		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
+		return
+	}
+	if !ss.bucket.allow(time.Now(), ss.s.cfg.CommandRate, ss.s.cfg.CommandBurst) {
+		if ss.bucket.refused > ss.s.cfg.CommandBurst {
+			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, true)
+			return
+		}
+		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrTooManyRequests, "too many requests"))
 		return
 	}
 	if method == "" {
@@ -59,9 +69,12 @@ func (ss *session) handle(cmd *protocol.Command) {
 	case "presence_stats":
 		res.PresenceStats, perr = ss.presenceStats(ctx, cmd.PresenceStats)
 	case "rpc":
-		res.RPC, perr = ss.rpc(cmd.RPC)
+		res.RPC, perr = ss.rpc(ctx, cmd.RPC)
+		if perr == nil && res.RPC == nil {
+			return // the application disconnected the client
+		}
 	case "refresh":
-		res.Refresh, perr = ss.refresh(cmd.Refresh)
+		res.Refresh, perr = ss.refresh(ctx, cmd.Refresh)
 	case "ping":
 		res.Ping = &protocol.Empty{}
 	}
@@ -86,9 +99,12 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		ss.replyError(id, protocol.NewError(protocol.ErrBadRequest, "already connected"))
 		return
 	}
-	var claims *auth.Claims
-	if req.Token != "" {
-		c, err := s.verifier.Verify(req.Token)
+	ctx, cancel := context.WithTimeout(s.ctx, commandTimeout)
+	defer cancel()
+	id0 := authResult{}
+	switch {
+	case req.Token != "":
+		c, err := s.verifier.Verify(ctx, req.Token)
 		switch {
 		case errors.Is(err, auth.ErrTokenExpired):
 			// The client may fetch a fresh token and connect again.
@@ -98,44 +114,61 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 			ss.disconnect(protocol.DisconnectInvalidToken, 0, true)
 			return
 		}
-		claims = c
+		id0 = authResult{user: c.Subject, info: c.Info, channels: c.Channels}
+		if c.ExpiresAt != nil {
+			id0.expires = c.ExpiresAt.Time
+		}
+	case s.cfg.Proxy.ConnectURL != "":
+		r, err := s.callProxy(ctx, s.cfg.Proxy.ConnectURL, &proxyRequest{
+			Client: ss.id, Encoding: ss.codec.Name(), Name: req.Name, Remote: ss.ip, Headers: ss.headers,
+		})
+		if err != nil {
+			if perr := ss.proxyError(err); perr != nil {
+				ss.replyError(id, perr)
+			}
+			return
+		}
+		id0 = authResult{user: r.User, info: r.Info, channels: r.Channels, proxied: true}
+		if r.ExpireAt > 0 {
+			id0.expires = time.Unix(r.ExpireAt, 0)
+		}
 	}
-	if (claims == nil || claims.Subject == "") && !s.cfg.AllowAnonymous {
+	ss.headers = nil
+	if id0.user == "" && !s.cfg.AllowAnonymous {
 		ss.disconnect(protocol.DisconnectUnauthorized, 0, true)
 		return
 	}
 	res := &protocol.ConnectResult{Client: ss.id, Version: Version, Ping: uint32(s.cfg.PingInterval / time.Second)}
 	ss.mu.Lock()
-	if claims != nil {
-		ss.user = claims.Subject
-		ss.info = protocol.Data(claims.Info)
-		if claims.ExpiresAt != nil {
-			ss.expires.Store(claims.ExpiresAt.Unix())
-			res.Expires = true
-			res.TTL = uint32(max(time.Until(claims.ExpiresAt.Time)/time.Second, 0))
-		}
-	}
+	ss.user = id0.user
+	ss.info = protocol.Data(id0.info)
 	user := ss.user
 	ss.mu.Unlock()
+	if !id0.expires.IsZero() {
+		ss.expires.Store(id0.expires.Unix())
+		ss.proxyExpiry.Store(id0.proxied)
+		res.Expires = true
+		res.TTL = uint32(max(time.Until(id0.expires)/time.Second, 0))
+	}
+	if user != "" && s.cfg.MaxConnectionsPerUser > 0 && !ss.takeUserSlot(ctx) {
+		ss.disconnect(protocol.DisconnectConnectionLimit, 30*time.Second+time.Duration(mrand.Int64N(int64(30*time.Second))), true)
+		return
+	}
 
-	ctx, cancel := context.WithTimeout(s.ctx, commandTimeout)
-	defer cancel()
 	var pending []*pendingSub
 	rollback := func() {
 		for _, p := range pending {
 			ss.drop(ctx, p.sub)
 		}
 	}
-	if claims != nil {
-		for _, ch := range claims.Channels {
-			p, perr := ss.prepare(ctx, &protocol.SubscribeRequest{Channel: ch}, true)
-			if perr != nil {
-				rollback()
-				ss.replyError(id, perr)
-				return
-			}
-			pending = append(pending, p)
+	for _, ch := range id0.channels {
+		p, perr := ss.prepare(ctx, &protocol.SubscribeRequest{Channel: ch}, true)
+		if perr != nil {
+			rollback()
+			ss.replyError(id, perr)
+			return
 		}
+		pending = append(pending, p)
 	}
 	for ch, r := range req.Subs {
 		if r == nil {
@@ -220,7 +253,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 		return nil, perr
 	}
 	if !serverSide {
-		if perr := ss.mayRead(ns, ch, req.Token); perr != nil {
+		if perr := ss.maySubscribe(ctx, ns, ch, req.Token); perr != nil {
 			return nil, perr
 		}
 	}
@@ -291,13 +324,17 @@ func (ss *session) drop(ctx context.Context, sub *subscription) {
 }
 
 // mayRead checks the right to subscribe to, and read the history and
-// presence of, a channel.
-func (ss *session) mayRead(ns *namespace, ch, subToken string) *protocol.Error {
+// presence of, a channel: user-limited channel names first, then a
+// subscription token, the namespace's rules, or the subscribe proxy.
+func (ss *session) mayRead(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
 	ss.mu.Lock()
 	user := ss.user
 	ss.mu.Unlock()
+	if !userAllowed(ns, ch, user) {
+		return protocol.NewError(protocol.ErrPermissionDenied, "channel limited to other users")
+	}
 	if subToken != "" {
-		c, err := ss.s.verifier.Verify(subToken)
+		c, err := ss.s.verifier.Verify(ctx, subToken)
 		if errors.Is(err, auth.ErrTokenExpired) {
 			return protocol.NewError(protocol.ErrTokenExpired, "subscription token expired")
 		}
@@ -316,6 +353,61 @@ func (ss *session) mayRead(ns *namespace, ch, subToken string) *protocol.Error {
 	return protocol.NewError(protocol.ErrPermissionDenied, "permission denied")
 }
 
+// maySubscribe is mayRead, or the application's answer for namespaces with
+// proxy_subscribe.
+func (ss *session) maySubscribe(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
+	if !ns.ProxySubscribe || ss.s.cfg.Proxy.SubscribeURL == "" || subToken != "" {
+		return ss.mayRead(ctx, ns, ch, subToken)
+	}
+	ss.mu.Lock()
+	user := ss.user
+	ss.mu.Unlock()
+	if !userAllowed(ns, ch, user) {
+		return protocol.NewError(protocol.ErrPermissionDenied, "channel limited to other users")
+	}
+	if _, err := ss.s.callProxy(ctx, ss.s.cfg.Proxy.SubscribeURL, &proxyRequest{Client: ss.id, User: user, Channel: ch}); err != nil {
+		if perr := ss.proxyError(err); perr != nil {
+			return perr
+		}
+		return protocol.NewError(protocol.ErrPermissionDenied, "disconnected")
+	}
+	return nil
+}
+
+// userAllowed applies user-limited channel names: "#" followed by a
+// comma-separated user list in any channel, and the whole name after the
+// namespace in namespaces with user_limited.
+func userAllowed(ns *namespace, ch, user string) bool {
+	if i := strings.LastIndexByte(ch, '#'); i >= 0 {
+		if !listed(ch[i+1:], user) {
+			return false
+		}
+	}
+	if ns.UserLimited {
+		rest := ch
+		if i := strings.IndexByte(ch, ':'); i >= 0 {
+			rest = ch[i+1:]
+		}
+		if i := strings.IndexByte(rest, '#'); i >= 0 {
+			rest = rest[:i]
+		}
+		return listed(rest, user)
+	}
+	return true
+}
+
+func listed(list, user string) bool {
+	if user == "" {
+		return false
+	}
+	for _, u := range strings.Split(list, ",") {
+		if u == user {
+			return true
+		}
+	}
+	return false
+}
+
 func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeRequest) (*protocol.UnsubscribeResult, *protocol.Error) {
 	ss.mu.Lock()
 	sub := ss.subs[req.Channel]
@@ -332,13 +424,31 @@ func (ss *session) publish(ctx context.Context, req *protocol.PublishRequest) (*
 	if perr != nil {
 		return nil, perr
 	}
-	if !ns.AllowPublish || ss.mayRead(ns, req.Channel, "") != nil {
-		return nil, protocol.NewError(protocol.ErrPermissionDenied, "permission denied")
-	}
 	if len(req.Data) == 0 {
 		return nil, protocol.NewError(protocol.ErrBadRequest, "data required")
 	}
-	pos, perr := ss.s.publish(ctx, ns, req.Channel, &protocol.Publication{Data: req.Data, Info: ss.clientInfo()}, req.IdempotencyKey)
+	data := []byte(req.Data)
+	info := ss.clientInfo()
+	if ns.ProxyPublish && ss.s.cfg.Proxy.PublishURL != "" {
+		if !userAllowed(ns, req.Channel, info.User) {
+			return nil, protocol.NewError(protocol.ErrPermissionDenied, "channel limited to other users")
+		}
+		preq := &proxyRequest{Client: ss.id, User: info.User, Channel: req.Channel}
+		setData(preq, data)
+		r, err := ss.s.callProxy(ctx, ss.s.cfg.Proxy.PublishURL, preq)
+		if err != nil {
+			if perr := ss.proxyError(err); perr != nil {
+				return nil, perr
+			}
+			return nil, protocol.NewError(protocol.ErrPermissionDenied, "disconnected")
+		}
+		if d, err := r.payload(); err == nil && len(d) > 0 {
+			data = d // the application may rewrite the publication
+		}
+	} else if !ns.AllowPublish || ss.mayRead(ctx, ns, req.Channel, "") != nil {
+		return nil, protocol.NewError(protocol.ErrPermissionDenied, "permission denied")
+	}
+	pos, perr := ss.s.publish(ctx, ns, req.Channel, &protocol.Publication{Data: data, Info: info}, req.IdempotencyKey)
 	if perr != nil {
 		return nil, perr
 	}
@@ -351,7 +461,7 @@ func (ss *session) history(ctx context.Context, req *protocol.HistoryRequest) (*
 	if perr != nil {
 		return nil, perr
 	}
-	if perr := ss.mayRead(ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
+	if perr := ss.mayRead(ctx, ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
 		return nil, perr
 	}
 	return ss.s.history(ctx, ns, req)
@@ -368,7 +478,7 @@ func (ss *session) presence(ctx context.Context, req *protocol.PresenceRequest) 
 	if perr != nil {
 		return nil, perr
 	}
-	if perr := ss.mayRead(ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
+	if perr := ss.mayRead(ctx, ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
 		return nil, perr
 	}
 	return ss.s.presenceOf(ctx, ns, req.Channel)
@@ -379,19 +489,32 @@ func (ss *session) presenceStats(ctx context.Context, req *protocol.PresenceStat
 	if perr != nil {
 		return nil, perr
 	}
-	if perr := ss.mayRead(ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
+	if perr := ss.mayRead(ctx, ns, req.Channel, ""); perr != nil && !ss.subscribed(req.Channel) {
 		return nil, perr
 	}
 	return ss.s.presenceStatsOf(ctx, ns, req.Channel)
 }
 
-func (ss *session) rpc(req *protocol.RPCRequest) (*protocol.RPCResult, *protocol.Error) {
-	if ss.s.cfg.OnRPC == nil {
-		return nil, protocol.NewError(protocol.ErrMethodNotFound, "rpc is not enabled")
-	}
+func (ss *session) rpc(ctx context.Context, req *protocol.RPCRequest) (*protocol.RPCResult, *protocol.Error) {
 	ss.mu.Lock()
 	rc := RPCContext{Client: ss.id, User: ss.user}
 	ss.mu.Unlock()
+	if ss.s.cfg.OnRPC == nil {
+		if ss.s.cfg.Proxy.RPCURL == "" {
+			return nil, protocol.NewError(protocol.ErrMethodNotFound, "rpc is not enabled")
+		}
+		preq := &proxyRequest{Client: rc.Client, User: rc.User, Method: req.Method}
+		setData(preq, req.Data)
+		r, err := ss.s.callProxy(ctx, ss.s.cfg.Proxy.RPCURL, preq)
+		if err != nil {
+			return nil, ss.proxyError(err)
+		}
+		d, err := r.payload()
+		if err != nil {
+			return nil, protocol.NewError(protocol.ErrInternal, "bad rpc answer")
+		}
+		return &protocol.RPCResult{Data: d}, nil
+	}
 	data, err := ss.s.cfg.OnRPC(rc, req.Method, req.Data)
 	if err != nil {
 		var pe *protocol.Error
@@ -403,8 +526,8 @@ func (ss *session) rpc(req *protocol.RPCRequest) (*protocol.RPCResult, *protocol
 	return &protocol.RPCResult{Data: data}, nil
 }
 
-func (ss *session) refresh(req *protocol.RefreshRequest) (*protocol.RefreshResult, *protocol.Error) {
-	c, err := ss.s.verifier.Verify(req.Token)
+func (ss *session) refresh(ctx context.Context, req *protocol.RefreshRequest) (*protocol.RefreshResult, *protocol.Error) {
+	c, err := ss.s.verifier.Verify(ctx, req.Token)
 	if errors.Is(err, auth.ErrTokenExpired) {
 		return nil, protocol.NewError(protocol.ErrTokenExpired, "token expired")
 	}
@@ -415,14 +538,59 @@ func (ss *session) refresh(req *protocol.RefreshRequest) (*protocol.RefreshResul
 		return nil, protocol.NewError(protocol.ErrPermissionDenied, "invalid token")
 	}
 	res := &protocol.RefreshResult{}
+	ss.proxyExpiry.Store(false)
 	if c.ExpiresAt != nil {
-		ss.expires.Store(c.ExpiresAt.Unix())
+		ss.setExpiry(c.ExpiresAt.Time)
 		res.Expires = true
 		res.TTL = uint32(max(time.Until(c.ExpiresAt.Time)/time.Second, 0))
 	} else {
-		ss.expires.Store(0)
+		ss.setExpiry(time.Time{})
 	}
 	return res, nil
+}
+
+// setExpiry records new credentials' expiry (zero: none).
+func (ss *session) setExpiry(t time.Time) {
+	if t.IsZero() {
+		ss.expires.Store(0)
+	} else {
+		ss.expires.Store(t.Unix())
+	}
+	ss.notified.Store(false)
+}
+
+// authResult is who a connection is, from its token or the connect proxy.
+type authResult struct {
+	user     string
+	info     []byte
+	channels []string
+	expires  time.Time
+	proxied  bool
+}
+
+// userConnsChannel is the presence key counting a user's connections
+// across the cluster.
+func userConnsChannel(user string) string { return "$conns:" + user }
+
+// takeUserSlot registers this connection in the user's cluster-wide count
+// and reports whether it is within the limit. Concurrent connects may both
+// see the other and both be refused: never more than the limit get in.
+func (ss *session) takeUserSlot(ctx context.Context) bool {
+	s := ss.s
+	ch := userConnsChannel(ss.user)
+	info := ss.clientInfo()
+	if err := s.presence.AddPresence(ctx, ch, ss.id, info, s.cfg.PresenceTTL); err != nil {
+		s.log.Warn("user slot", "err", err)
+		return true // fail open: the limit is a guard, not an authorization
+	}
+	ss.mu.Lock()
+	ss.userSlot = true
+	ss.mu.Unlock()
+	st, err := s.presence.PresenceStats(ctx, ch)
+	if err != nil || st.NumClients <= s.cfg.MaxConnectionsPerUser {
+		return true
+	}
+	return false
 }
 
 // Server-side halves shared by client commands and the HTTP API.

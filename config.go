@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/auth"
 	"github.com/heraldhq/herald/broker"
 )
 
@@ -19,8 +21,43 @@ type Config struct {
 	// KEY"). With none, the API refuses every call.
 	APIKeys []string `yaml:"api_keys" json:"api_keys"`
 	// TokenSecret is the HS256 secret connection and subscription tokens
-	// are verified with. Empty: only anonymous connections are possible.
+	// are verified with (shorthand for Token.HMACSecret).
 	TokenSecret string `yaml:"token_secret" json:"token_secret"`
+	// Token configures token verification: keys per algorithm (HS256,
+	// RS256, ES256, EdDSA), a JWKS URL, and audience and issuer checks.
+	// With no key at all only anonymous connections are possible.
+	Token auth.VerifierConfig `yaml:"token" json:"token"`
+	// TokenExpiryGrace is how long a connection whose token expired may
+	// stay open waiting for a refresh command before it is closed with
+	// 3502. The server sends a refresh push TokenRefreshNotice before exp.
+	// Defaults 10s and 30s.
+	TokenExpiryGrace   time.Duration `yaml:"token_expiry_grace" json:"token_expiry_grace"`
+	TokenRefreshNotice time.Duration `yaml:"token_refresh_notice" json:"token_refresh_notice"`
+	// AllowedOrigins lists the Origin values accepted on /ws: exact
+	// ("https://app.example.com") or with one wildcard label
+	// ("https://*.example.com"); "*" accepts any. With none, only requests
+	// without Origin or whose Origin host equals the Host header are
+	// accepted. Others get HTTP 403.
+	AllowedOrigins []string `yaml:"allowed_origins" json:"allowed_origins"`
+	// MaxConnectionsPerIP refuses upgrades from an IP with that many open
+	// connections (HTTP 429). Default 0: no limit (behind a proxy every
+	// client has the proxy's address).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" json:"max_connections_per_ip"`
+	// MaxConnectionsPerUser closes (3009) a connection whose user already
+	// has that many, counted across the cluster through the presence store.
+	// Default 0: no limit.
+	MaxConnectionsPerUser int `yaml:"max_connections_per_user" json:"max_connections_per_user"`
+	// CommandRate and CommandBurst bound each connection's commands (token
+	// bucket). Beyond them a command gets error 111; a connection that keeps
+	// sending is closed with 3008. Defaults 100/s and 200.
+	CommandRate  float64 `yaml:"command_rate" json:"command_rate"`
+	CommandBurst int     `yaml:"command_burst" json:"command_burst"`
+	// Proxy sends connect, subscribe, publish, rpc and refresh decisions to
+	// the application's HTTP endpoints.
+	Proxy ProxyConfig `yaml:"proxy" json:"proxy"`
+	// NoMetricsEndpoint leaves /metrics out of Handler (serve
+	// MetricsHandler on a separate listener instead).
+	NoMetricsEndpoint bool `yaml:"-" json:"-"`
 	// AllowAnonymous accepts connections without a token (user "").
 	// Default false.
 	AllowAnonymous bool `yaml:"allow_anonymous" json:"allow_anonymous"`
@@ -117,6 +154,15 @@ type Namespace struct {
 	AllowAnonymousSubscribe bool `yaml:"allow_anonymous_subscribe" json:"allow_anonymous_subscribe"`
 	// AllowPublish lets clients that may subscribe also publish.
 	AllowPublish bool `yaml:"allow_publish" json:"allow_publish"`
+	// UserLimited makes the part of a channel name after the namespace a
+	// comma-separated list of the only users who may use the channel
+	// ("user:42", "dm:42,43"). Independently of it, a "#" in any channel
+	// name starts such a list ("chat#42,43").
+	UserLimited bool `yaml:"user_limited" json:"user_limited"`
+	// ProxySubscribe and ProxyPublish ask the application (Proxy URLs)
+	// before each subscribe or client publish in this namespace.
+	ProxySubscribe bool `yaml:"proxy_subscribe" json:"proxy_subscribe"`
+	ProxyPublish   bool `yaml:"proxy_publish" json:"proxy_publish"`
 	// SlowPolicy is "disconnect" (default: close with 3002, the client
 	// reconnects and recovers) or "drop" (drop the connection's queued
 	// publications and mark the next one with gap).
@@ -153,6 +199,16 @@ func (c *Config) setDefaults() {
 	def(&c.PresenceTTL, 15*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.TokenExpiryGrace, 10*time.Second)
+	def(&c.TokenRefreshNotice, 30*time.Second)
+	if c.CommandRate == 0 {
+		c.CommandRate = 100
+	}
+	defInt(&c.CommandBurst, 200)
+	def(&c.Proxy.Timeout, 5*time.Second)
+	if c.Token.HMACSecret == "" {
+		c.Token.HMACSecret = c.TokenSecret
+	}
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -169,6 +225,22 @@ func (c Config) Validate() error {
 	}
 	if c.PingInterval < time.Second || c.PongTimeout < time.Second {
 		return fmt.Errorf("%w: ping_interval and pong_timeout must be at least 1s", ErrConfig)
+	}
+	if c.CommandRate < 0 || c.CommandBurst < 0 || c.MaxConnectionsPerIP < 0 || c.MaxConnectionsPerUser < 0 {
+		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := compileOrigin(o); err != nil {
+			return fmt.Errorf("%w: allowed_origins: %v", ErrConfig, err)
+		}
+	}
+	if _, err := auth.NewVerifier(c.Token); err != nil {
+		return fmt.Errorf("%w: token: %v", ErrConfig, err)
+	}
+	for _, u := range []string{c.Proxy.ConnectURL, c.Proxy.SubscribeURL, c.Proxy.PublishURL, c.Proxy.RPCURL, c.Proxy.RefreshURL} {
+		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("%w: proxy URL %q: want http:// or https://", ErrConfig, u)
+		}
 	}
 	switch c.Engine {
 	case "", "epoll", "goroutine":

@@ -46,6 +46,8 @@ type Server struct {
 	engine     transport.Engine
 	hub        *hub.Hub
 	verifier   *auth.Verifier
+	origins    []originPattern
+	perIP      ipLimiter
 	upgrader   transport.Upgrader
 	topts      transport.Options
 	metrics    *metrics
@@ -86,7 +88,6 @@ func New(cfg Config) (*Server, error) {
 		namespaces: make(map[string]*namespace),
 		broker:     cfg.Broker,
 		presence:   cfg.Presence,
-		verifier:   auth.NewVerifier(auth.VerifierConfig{HMACSecret: cfg.TokenSecret}),
 		upgrader:   transport.Upgrader{Subprotocols: []string{protocol.SubprotocolJSON, protocol.SubprotocolMsgpack}},
 		topts: transport.Options{
 			MaxMessageSize:   cfg.MaxMessageSize,
@@ -100,6 +101,15 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var err error
+	if s.verifier, err = auth.NewVerifier(cfg.Token); err != nil {
+		return nil, fmt.Errorf("%w: token: %v", ErrConfig, err)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		p, _ := compileOrigin(o) // checked by Validate
+		s.origins = append(s.origins, p)
+	}
+	s.perIP.max = cfg.MaxConnectionsPerIP
 	for _, ns := range cfg.Namespaces {
 		s.namespaces[ns.Name] = compileNamespace(ns)
 	}
@@ -126,7 +136,6 @@ func New(cfg Config) (*Server, error) {
 		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
 		s.pingFrames[i] = transport.MessageFrame(c.Binary(), payload)
 	}
-	var err error
 	if s.engine, err = transport.NewEngine(cfg.Engine); err != nil {
 		return nil, err
 	}
@@ -200,7 +209,9 @@ func (s *Server) routes() *http.ServeMux {
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	mux.Handle("/metrics", s.MetricsHandler())
+	if !s.cfg.NoMetricsEndpoint {
+		mux.Handle("/metrics", s.MetricsHandler())
+	}
 	if s.cfg.Demo {
 		mux.Handle("/", web.Handler())
 	}
@@ -277,20 +288,52 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
+	if !s.originAllowed(r) {
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	ip := remoteIP(r)
+	if !s.perIP.acquire(ip) {
+		http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+		return
+	}
 	nc, in, sub, err := s.upgrader.Upgrade(w, r)
 	if err != nil {
+		s.perIP.release(ip)
 		return
 	}
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
+	ss.ip = ip
+	if s.cfg.Proxy.ConnectURL != "" {
+		ss.headers = forwardHeaders(r, s.cfg.Proxy.ForwardHeaders)
+	}
 	c := transport.NewConn(nc, sub, &s.topts, ss)
 	ss.conn = c
 	c.Value = ss
 	s.sessions.add(ss)
 	if err := s.engine.Serve(c, in); err != nil {
 		s.sessions.remove(ss)
+		s.perIP.release(ip)
 		nc.Close()
 	}
+}
+
+// forwardHeaders copies the named handshake headers for the connect proxy.
+func forwardHeaders(r *http.Request, names []string) map[string]string {
+	if names == nil {
+		names = []string{"Cookie", "Authorization"}
+	}
+	var out map[string]string
+	for _, n := range names {
+		if v := r.Header.Get(n); v != "" {
+			if out == nil {
+				out = make(map[string]string, len(names))
+			}
+			out[n] = v
+		}
+	}
+	return out
 }
 
 func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {

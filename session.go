@@ -32,10 +32,20 @@ type session struct {
 	seq     uint64
 	created int64
 
+	ip      string
+	headers map[string]string // for the connect proxy, dropped at connect
+	bucket  bucket            // command rate; used by the reader only
+
 	state    atomic.Int32
 	nextPing atomic.Int64 // unix nanos
 	pongDue  atomic.Int64 // unix nanos; 0: no ping outstanding
 	expires  atomic.Int64 // unix seconds; 0: never
+	notified atomic.Bool  // the refresh push for the current expiry went out
+	// proxyExpiry: the connect proxy set the expiry, so the refresh proxy
+	// (not the client) extends it.
+	proxyExpiry atomic.Bool
+	refreshing  atomic.Bool
+	userSlot    bool // holds a per-user connection slot (guarded by mu)
 
 	mu   sync.Mutex
 	user string
@@ -105,15 +115,22 @@ func (ss *session) cleanup(wasConnected bool) {
 	subs := ss.subs
 	ss.subs = nil
 	user := ss.user
+	slot := ss.userSlot
 	ss.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, sub := range subs {
 		ss.s.leave(ctx, ss, sub)
 	}
+	if slot {
+		if err := ss.s.presence.RemovePresence(ctx, userConnsChannel(user), ss.id); err != nil {
+			ss.s.log.Warn("release user slot", "err", err)
+		}
+	}
 	if wasConnected {
 		ss.s.sessions.removeUser(user, ss)
 	}
+	ss.s.perIP.release(ss.ip)
 	ss.s.sessions.remove(ss)
 }
 

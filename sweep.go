@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -39,8 +40,7 @@ func (s *Server) sweepOnce(now time.Time) {
 				ss.disconnect(protocol.DisconnectNoPong, 0, true)
 				return
 			}
-			if exp := ss.expires.Load(); exp != 0 && now.Unix() >= exp {
-				ss.disconnect(protocol.DisconnectTokenExpired, 0, true)
+			if exp := ss.expires.Load(); exp != 0 && s.checkExpiry(ss, exp, now) {
 				return
 			}
 			if n >= ss.nextPing.Load() {
@@ -52,6 +52,53 @@ func (s *Server) sweepOnce(now time.Time) {
 			}
 		}
 	})
+}
+
+// checkExpiry handles a connection whose credentials expire at exp (unix
+// seconds): a refresh push (or a refresh proxy call) TokenRefreshNotice
+// before, and a 3502 disconnect TokenExpiryGrace after. It reports whether
+// the connection was closed.
+func (s *Server) checkExpiry(ss *session, exp int64, now time.Time) bool {
+	left := time.Unix(exp, 0).Sub(now)
+	if left <= -s.cfg.TokenExpiryGrace || (left <= 0 && ss.proxyExpiry.Load() && s.cfg.Proxy.RefreshURL == "") {
+		ss.disconnect(protocol.DisconnectTokenExpired, 0, true)
+		return true
+	}
+	if left > s.cfg.TokenRefreshNotice {
+		return false
+	}
+	if ss.proxyExpiry.Load() {
+		if s.cfg.Proxy.RefreshURL != "" && ss.refreshing.CompareAndSwap(false, true) {
+			s.goTracked(func() { s.proxyRefresh(ss) })
+		}
+		return false
+	}
+	if ss.notified.CompareAndSwap(false, true) {
+		ttl := uint32(max(left/time.Second, 0))
+		payload, _ := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Refresh: &protocol.RefreshResult{Expires: true, TTL: ttl}})
+		_ = ss.conn.Enqueue(transport.MessageFrame(ss.codec.Binary(), payload), nil)
+	}
+	return false
+}
+
+// proxyRefresh asks the application to extend a proxy-authenticated
+// connection.
+func (s *Server) proxyRefresh(ss *session) {
+	defer ss.refreshing.Store(false)
+	info := ss.clientInfo()
+	r, err := s.callProxy(s.ctx, s.cfg.Proxy.RefreshURL, &proxyRequest{Client: ss.id, User: info.User})
+	switch {
+	case err != nil:
+		if perr := ss.proxyError(err); perr != nil {
+			s.log.Warn("refresh proxy", "client", ss.id, "err", perr)
+		}
+	case r.Expired:
+		ss.disconnect(protocol.DisconnectTokenExpired, 0, true)
+	case r.ExpireAt > 0:
+		ss.setExpiry(time.Unix(r.ExpireAt, 0))
+	default:
+		ss.setExpiry(time.Time{})
+	}
 }
 
 func codecIdx(c protocol.Codec) int {
@@ -73,6 +120,16 @@ func (s *Server) refreshPresence() {
 		case <-t.C:
 		}
 		s.sessions.each(func(ss *session) {
+			ss.mu.Lock()
+			slot, user := ss.userSlot, ss.user
+			ss.mu.Unlock()
+			if slot {
+				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+				if err := s.presence.AddPresence(ctx, userConnsChannel(user), ss.id, ss.clientInfo(), s.cfg.PresenceTTL); err != nil {
+					s.log.Warn("user slot refresh", "err", err)
+				}
+				cancel()
+			}
 			for _, sub := range ss.presenceSubs() {
 				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 				if err := s.presence.AddPresence(ctx, sub.ch, ss.id, ss.clientInfo(), s.cfg.PresenceTTL); err != nil {

@@ -47,7 +47,8 @@ type wsConn struct {
 	done    chan struct{} // closed when the reader exits
 	ping    atomic.Int64  // server ping interval, nanoseconds
 	discon  atomic.Pointer[protocol.DisconnectPush]
-	readErr error // set before done closes
+	readErr error         // set before done closes
+	refresh chan struct{} // the server asked for a token refresh
 }
 
 type call struct {
@@ -245,7 +246,7 @@ func (c *Client) connect(ctx context.Context) (*wsConn, error) {
 	if br != nil {
 		ws.PutReader(br) // the server does not speak first
 	}
-	conn := &wsConn{nc: nc, pending: make(map[uint64]*call), done: make(chan struct{})}
+	conn := &wsConn{nc: nc, pending: make(map[uint64]*call), done: make(chan struct{}), refresh: make(chan struct{}, 1)}
 	c.wg.Add(1)
 	go c.read(conn)
 
@@ -369,6 +370,8 @@ func (c *Client) refreshLoop(conn *wsConn, ttl time.Duration) {
 		case <-conn.done:
 			t.Stop()
 			return
+		case <-conn.refresh:
+			t.Stop()
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout)
@@ -475,6 +478,11 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 		}
 	case m.Disconnect != nil:
 		conn.discon.Store(m.Disconnect)
+	case m.Refresh != nil:
+		select {
+		case conn.refresh <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -220,7 +220,7 @@ func TestTokenRefresh(t *testing.T) {
 
 func TestExpiredTokenWithoutRefreshIsTerminal(t *testing.T) {
 	t.Parallel()
-	addr := server(t, nil)
+	addr := server(t, func(c *herald.Config) { c.TokenExpiryGrace = time.Second })
 	c, err := client.Dial(context.Background(), "ws://"+addr+"/ws", &client.Options{Token: mint(t, "sam", 2*time.Second)})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,81 @@
+package herald
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// ipLimiter counts open connections per remote IP.
+type ipLimiter struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// acquire reserves a connection slot for ip; false if the IP is at its
+// limit.
+func (l *ipLimiter) acquire(ip string) bool {
+	if l.max <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n[ip] >= l.max {
+		return false
+	}
+	if l.n == nil {
+		l.n = make(map[string]int)
+	}
+	l.n[ip]++
+	return true
+}
+
+func (l *ipLimiter) release(ip string) {
+	if l.max <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n[ip] <= 1 {
+		delete(l.n, ip)
+	} else {
+		l.n[ip]--
+	}
+}
+
+// bucket is a token bucket for one connection's commands. It is used from
+// the connection's reader only, so it needs no lock.
+type bucket struct {
+	tokens  float64
+	last    time.Time
+	refused int // commands refused in a row
+}
+
+// allow takes a token if there is one.
+func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
+	if b.last.IsZero() {
+		b.tokens, b.last = float64(burst), now
+	}
+	b.tokens += now.Sub(b.last).Seconds() * rate
+	b.last = now
+	if b.tokens > float64(burst) {
+		b.tokens = float64(burst)
+	}
+	if b.tokens < 1 {
+		b.refused++
+		return false
+	}
+	b.tokens--
+	b.refused = 0
+	return true
+}
