@@ -26,6 +26,9 @@ func (b *Broker) AddPresence(ctx context.Context, ch, clientID string, info *pro
 	if b.closed.Load() {
 		return broker.ErrClosed
 	}
+	if info == nil {
+		info = &protocol.ClientInfo{Client: clientID}
+	}
 	enc, err := encode(0, info)
 	if err != nil {
 		return fmt.Errorf("redis add presence %q: encode: %w", ch, err)

@@ -348,10 +348,22 @@ func TestReconnect(t *testing.T) {
 	}
 }
 
-// recorder adds a control message count to brokertest.Recorder.
+// recorder adds a control message count and the last epoch delivered to
+// brokertest.Recorder.
 type recorder struct {
 	*brokertest.Recorder
 	control atomic.Int64
+	epoch   atomic.Value // string
+}
+
+func (r *recorder) HandlePublication(ch string, p *protocol.Publication, epoch string) {
+	r.Recorder.HandlePublication(ch, p, epoch)
+	r.epoch.Store(epoch)
+}
+
+func (r *recorder) lastEpoch() string {
+	e, _ := r.epoch.Load().(string)
+	return e
 }
 
 func (r *recorder) HandleControl(data []byte) {
@@ -386,6 +398,48 @@ func killPubSub(t *testing.T, addr, name string) int {
 		n++
 	}
 	return n
+}
+
+// TestServerRestart restarts a Redis without persistence under a
+// subscribed broker: the stream comes back with a new epoch, and the
+// publication made before the broker resubscribed is still delivered (with
+// that epoch, which tells Herald's hub that clients cannot recover).
+func TestServerRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := freePorts(t, 1)[0]
+	srv := startServer(t, dir, port)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	b, r := started(t, redis.Config{Addrs: []string{addr}, DialTimeout: time.Second, HealthCheckInterval: time.Second})
+	ch := "restart"
+	if err := b.Subscribe(ctxT(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	before := publish(t, b, ch, 1)
+	brokertest.Eventually(t, 10*time.Second, "first delivery", func() bool { return len(r.Pubs(ch)) == 1 })
+
+	srv.stop()
+	startServer(t, dir, port)
+	var after protocol.StreamPosition
+	brokertest.Eventually(t, 10*time.Second, "a publish after the restart", func() bool {
+		pos, _, err := b.Publish(ctxT(t), ch, &protocol.Publication{Data: protocol.Data("2")}, withHistory)
+		after = pos
+		return err == nil // the first tries may meet pooled connections of the dead server
+	})
+	if after.Epoch == before.Epoch || after.Offset != 1 {
+		t.Fatalf("after the restart: %+v, before %+v", after, before)
+	}
+	brokertest.Eventually(t, 15*time.Second, "the publication after the restart", func() bool { return len(r.Pubs(ch)) == 2 })
+	if p := r.Pubs(ch)[1]; p.Offset != 1 || string(p.Data) != "2" || r.lastEpoch() != after.Epoch {
+		t.Fatalf("delivered offset %d data %s epoch %q, want offset 1 epoch %q", p.Offset, p.Data, r.lastEpoch(), after.Epoch)
+	}
+	// Control messages flow again too.
+	brokertest.Eventually(t, 15*time.Second, "control after the restart", func() bool {
+		if err := b.PublishControl(ctxT(t), []byte("ping")); err != nil {
+			return false
+		}
+		return r.control.Load() > 0
+	})
 }
 
 func TestStartUnreachable(t *testing.T) {
@@ -536,10 +590,6 @@ func migrateSlot(t *testing.T, addrs []string, key string) {
 // processes are killed when the test ends.
 func startCluster(t *testing.T) []string {
 	t.Helper()
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		unavailable(t, "redis-server not found in PATH: %v", err)
-	}
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		unavailable(t, "redis-cli not found in PATH: %v", err)
@@ -550,30 +600,12 @@ func startCluster(t *testing.T) []string {
 	for i, port := range ports {
 		p := strconv.Itoa(port)
 		addrs[i] = "127.0.0.1:" + p
-		cmd := exec.Command(server,
-			"--port", p, "--bind", "127.0.0.1",
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
-			"--save", "", "--appendonly", "no",
-			"--dir", dir, "--logfile", filepath.Join(dir, p+".log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting redis-server: %v", err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
+		startServer(t, dir, port, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"))
 	}
 	clients := make([]*goredis.Client, len(addrs))
 	for i, a := range addrs {
 		clients[i] = goredis.NewClient(&goredis.Options{Addr: a, MaxRetries: -1})
 		defer clients[i].Close()
-	}
-	for i, c := range clients {
-		brokertest.Eventually(t, 10*time.Second, "redis-server "+addrs[i]+" to answer", func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			return c.Ping(ctx).Err() == nil
-		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -595,6 +627,50 @@ func startCluster(t *testing.T) []string {
 		})
 	}
 	return addrs
+}
+
+// server is a redis-server process the test started.
+type server struct {
+	cmd  *exec.Cmd
+	done bool
+}
+
+// stop kills the server (SIGKILL: no shutdown save) and waits for it.
+func (s *server) stop() {
+	if !s.done {
+		s.done = true
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	}
+}
+
+// startServer starts redis-server without persistence on port, with
+// extra arguments, and waits until it answers. It is stopped when the
+// test ends.
+func startServer(t *testing.T, dir string, port int, extra ...string) *server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		unavailable(t, "redis-server not found in PATH: %v", err)
+	}
+	p := strconv.Itoa(port)
+	args := append([]string{
+		"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", dir, "--logfile", filepath.Join(dir, p+".log"),
+	}, extra...)
+	s := &server{cmd: exec.Command(bin, args...)}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	t.Cleanup(s.stop)
+	c := goredis.NewClient(&goredis.Options{Addr: "127.0.0.1:" + p, MaxRetries: -1})
+	defer c.Close()
+	brokertest.Eventually(t, 10*time.Second, "redis-server on port "+p+" to answer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return c.Ping(ctx).Err() == nil
+	})
+	return s
 }
 
 // freePorts returns n free loopback ports whose cluster bus ports (+10000)

@@ -201,6 +201,7 @@ func (b *Broker) router() {
 			}
 			err := b.reroute(names)
 			if err == nil {
+				b.retireIdle()
 				// Pace the rounds: bursts coalesce, and a name bounced
 				// between nodes that disagree during a move does not spin.
 				if !b.wait(routerPace) {
@@ -269,6 +270,42 @@ func (b *Broker) reroute(names map[string]bool) error {
 		return errors.New("no node serves the slots of " + strings.Join(missing[:min(len(missing), 3)], ", "))
 	}
 	return nil
+}
+
+// retireIdle closes the connections to nodes that own no slots and serve
+// no names any more (a master that failed over or was removed), so that
+// their readers stop redialling them.
+func (b *Broker) retireIdle() {
+	var retired []*subscriber
+	b.mu.Lock()
+	for addr, s := range b.subs {
+		if addr == "" || b.ownsSlotsLocked(addr) || !s.idle() {
+			continue
+		}
+		delete(b.subs, addr)
+		retired = append(retired, s)
+	}
+	b.mu.Unlock()
+	for _, s := range retired {
+		b.log.Info("redis: closing pub/sub connection to a node without slots", "node", s.addr)
+		s.close()
+		_ = s.client.Close()
+	}
+}
+
+// ownsSlotsLocked: addr serves some slot. b.mu must be held.
+func (b *Broker) ownsSlotsLocked(addr string) bool {
+	for _, r := range b.slots {
+		if r.addr == addr {
+			return true
+		}
+	}
+	for _, h := range b.hints {
+		if h.addr == addr && time.Since(h.at) < hintTTL {
+			return true
+		}
+	}
+	return false
 }
 
 // wait waits for d or until the broker closes; false means closed.

@@ -34,23 +34,21 @@ end
 
 -- first_live returns the offset of the oldest entry appended at or after
 -- cutoff, or nil if there is none. Entries carry contiguous offsets and
--- non-decreasing times, so after a short look at the head (the common
--- case: at most a few entries expired since the last publish) it binary
--- searches, O(log^2 n) instead of a scan.
+-- non-decreasing times. Usually the oldest entry is live, or only it
+-- expired since the last publish; otherwise a binary search finds the
+-- boundary in O(log^2 n) without reading every expired entry.
 local function first_live(stream, cutoff)
-  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 8)
+  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
   if #head == 0 then return nil end
-  for _, e in ipairs(head) do
-    if tonumber(field(e, 't')) >= cutoff then return entry_offset(e) end
-  end
-  if #head < 8 then return nil end
+  if tonumber(field(head[1], 't')) >= cutoff then return entry_offset(head[1]) end
   local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if tonumber(field(tail[1], 't')) < cutoff then return nil end
-  local lo, hi = entry_offset(head[#head]) + 1, entry_offset(tail[1])
+  local lo, hi = entry_offset(head[1]) + 1, entry_offset(tail[1])
+  local probe = lo
   while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    local e = redis.call('XRANGE', stream, fmt(mid), fmt(mid))
-    if #e == 0 or tonumber(field(e[1], 't')) < cutoff then lo = mid + 1 else hi = mid end
+    local e = redis.call('XRANGE', stream, fmt(probe), fmt(probe))
+    if #e == 0 or tonumber(field(e[1], 't')) < cutoff then lo = probe + 1 else hi = probe end
+    probe = math.floor((lo + hi) / 2)
   end
   return lo
 end

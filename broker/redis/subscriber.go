@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
 	"strconv"
@@ -101,7 +102,10 @@ func (s *subscriber) subscribe(ctx context.Context, name string) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return broker.ErrClosed
+		if s.b.closed.Load() {
+			return broker.ErrClosed
+		}
+		return errReroute // retired by the router
 	}
 	s.names[name] = struct{}{}
 	s.subW[name] = append(s.subW[name], w)
@@ -210,8 +214,12 @@ func (s *subscriber) close() {
 		return
 	}
 	s.closed = true
+	fail := errReroute // retired by the router
+	if s.b.closed.Load() {
+		fail = broker.ErrClosed
+	}
 	for name := range s.subW {
-		s.failLocked(s.subW, name, broker.ErrClosed)
+		s.failLocked(s.subW, name, fail)
 	}
 	for name := range s.unsubW {
 		s.failLocked(s.unsubW, name, nil)
@@ -219,6 +227,13 @@ func (s *subscriber) close() {
 	ps := s.ps
 	s.mu.Unlock()
 	_ = ps.Close()
+}
+
+// idle: the subscriber serves no name.
+func (s *subscriber) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.names) == 0 && len(s.subW) == 0
 }
 
 // current returns the PubSub to read, or nil once closed.
@@ -256,7 +271,11 @@ func (s *subscriber) reset(reason error) {
 	}
 	s.mu.Unlock()
 	_ = old.Close()
-	s.b.log.Warn("redis: pub/sub connection replaced", "node", s.addr, "reason", reason, "channels", len(names))
+	level := slog.LevelWarn
+	if len(names) == 0 {
+		level = slog.LevelDebug
+	}
+	s.b.log.Log(context.Background(), level, "redis: pub/sub connection replaced", "node", s.addr, "reason", reason, "channels", len(names))
 	if s.addr != "" {
 		// The node may have failed over: check where the names live now.
 		s.b.checkRoutes(names, false)
