@@ -111,6 +111,39 @@ describe('e2e: one dev server', () => {
   });
   }
 
+  test('disconnect() then connect() recovers; a saved position recovers in a new client', { timeout: 30000 }, async () => {
+    const ch = 'seq:resume';
+    const { client: a } = track(newClient(srv));
+    const sa = a.newSubscription(ch);
+    const ga = collect(sa);
+    await a.connect();
+    await sa.subscribe();
+    for (let n = 1; n <= 3; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+    await waitFor(() => ga.pubs.length === 3);
+    a.disconnect();
+    assert.equal(sa.state, 'subscribing');
+    const saved = sa.position();
+    assert.equal(saved.offset, 3);
+    for (let n = 4; n <= 6; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+    await a.connect();
+    await waitFor(() => ga.pubs.length === 6, { message: 'recovered after connect()' });
+    assert.deepEqual(checkSequence(ga.pubs, 6), { gaps: 0, dups: 0, ordered: true, received: 6 });
+    assert.deepEqual(
+      (({ wasRecovering, recovered, recoveredCount }) => ({ wasRecovering, recovered, recoveredCount }))(ga.subscribed.at(-1)),
+      { wasRecovering: true, recovered: true, recoveredCount: 3 },
+    );
+    a.disconnect();
+
+    const { client: b } = track(newClient(srv));
+    const sb = b.newSubscription(ch, { since: saved });
+    const gb = collect(sb);
+    sb.subscribe();
+    await b.connect();
+    await waitFor(() => gb.pubs.length === 3, { message: 'recovered from a saved position' });
+    assert.deepEqual(gb.pubs.map((p) => p.data.n), [4, 5, 6]);
+    b.disconnect();
+  });
+
   test('terminal: API disconnect 4500 stops reconnecting', { timeout: 20000 }, async () => {
     const rec = recordingWebSocket();
     const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user: 'term-user' }) }));
