@@ -29,7 +29,7 @@ func (ss *session) handle(cmd *protocol.Command) {
 	}
 	if !ss.bucket.allow(time.Now(), ss.s.cfg.CommandRate, ss.s.cfg.CommandBurst) {
 		if ss.bucket.refused > ss.s.cfg.CommandBurst {
-			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, true)
+			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, false)
 			return
 		}
 		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrTooManyRequests, "too many requests"))

@@ -115,11 +115,14 @@ func applyDev(fc *fileConfig) (genKey, genSecret string) {
 	c.AllowAnonymous = true
 	c.UnknownNamespacesAsDefault = true
 	c.Demo = true
+	if len(c.AllowedOrigins) == 0 {
+		c.AllowedOrigins = []string{"*"}
+	}
 	if len(c.APIKeys) == 0 {
 		genKey = randomHex(16)
 		c.APIKeys = []string{genKey}
 	}
-	if c.TokenSecret == "" {
+	if c.TokenSecret == "" && c.Token.HMACSecret == "" {
 		genSecret = randomHex(16)
 		c.TokenSecret = genSecret
 	}

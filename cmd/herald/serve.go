@@ -78,6 +78,7 @@ func runServe(args []string) error {
 	}
 	logger := newLogger(fc.LogLevel)
 	fc.Logger = logger
+	fc.NoMetricsEndpoint = fc.MetricsListen != ""
 	srv, err := herald.New(fc.Config)
 	if err != nil {
 		return err
@@ -187,6 +188,9 @@ func runCheckConfig(args []string) error {
 	}
 	if fc.TokenSecret != "" {
 		fc.TokenSecret = "<redacted>"
+	}
+	if fc.Token.HMACSecret != "" {
+		fc.Token.HMACSecret = "<redacted>"
 	}
 	out, err := yaml.Marshal(fc)
 	if err != nil {
