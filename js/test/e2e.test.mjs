@@ -270,6 +270,7 @@ describe('e2e: drain', () => {
     srv = await startServer({ port, secret, apiKey, env: { HERALD_DRAIN_TIMEOUT: '3s' } });
     // Published to the new server, maybe before the client is back.
     for (let n = 6; n <= 10; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
+    const wasDown = client.state !== 'connected'; // usually still waiting out the hint
     await waitFor(() => got.pubs.length >= 10, { timeout: 20000, message: `10 publications (have ${got.pubs.length})` });
     for (let n = 11; n <= 12; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
     await waitFor(() => got.pubs.length >= 12);
@@ -283,6 +284,7 @@ describe('e2e: drain', () => {
     assert.equal(re.wasRecovering, true);
     assert.equal(re.streamReset, true);
     assert.notEqual(re.position.epoch, got.subscribed[0].position.epoch);
+    if (wasDown) assert.equal(re.recoveredCount, 5, 'the five publications made while down came through recovery');
     assert.equal(events.connected.length, 2);
     client.disconnect();
   });
