@@ -75,6 +75,8 @@ class Conn {
   ended = false;
   pingMs = 0;
   lastRecv = 0;
+  /** A token refresh is in flight. */
+  refreshing = false;
   timer: Timer | undefined; // connect timeout, then the dead-connection watchdog
   constructor(ws: WebSocketLike, codec: Codec) {
     this.ws = ws;
@@ -481,6 +483,9 @@ export class Herald extends Emitter<ClientEvents> {
       this.#subs.get(u.channel ?? '')?._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
     } else if (m.subscribe?.channel) {
       this.#serverSubscribed(m.subscribe.channel, m.subscribe);
+    } else if (m.refresh) {
+      // The server asks for a new token now (its notice before expiry).
+      this.#refreshNow(conn);
     } else if (m.message) {
       this.emit('message', { data: conn.codec.decodeData(m.message.data) });
     } else if (m.disconnect) {
@@ -606,10 +611,18 @@ export class Herald extends Emitter<ClientEvents> {
     this.#refreshTimer = setTimeout(() => void this.#refresh(conn, 0), wait);
   }
 
+  #refreshNow(conn: Conn): void {
+    if (!this.#opts.getToken || conn.refreshing) return;
+    clearTimeout(this.#refreshTimer);
+    void this.#refresh(conn, 0);
+  }
+
   async #refresh(conn: Conn, tries: number): Promise<void> {
     const getToken = this.#opts.getToken;
-    if (this.#conn !== conn || !getToken) return;
+    if (this.#conn !== conn || !getToken || conn.refreshing) return;
+    conn.refreshing = true;
     const retry = (err: Error): void => {
+      conn.refreshing = false;
       this.emit('error', { type: 'refresh', error: err });
       if (this.#conn !== conn) return;
       clearTimeout(this.#refreshTimer);
@@ -619,6 +632,7 @@ export class Herald extends Emitter<ClientEvents> {
     try {
       token = await getToken();
     } catch (err) {
+      conn.refreshing = false;
       if (this.#conn !== conn) return;
       if (err instanceof UnauthorizedError) this.#tokenFailed(err, conn);
       else retry(err instanceof Error ? err : new Error(String(err)));
@@ -629,6 +643,7 @@ export class Herald extends Emitter<ClientEvents> {
       conn,
       { refresh: { token } },
       (m) => {
+        conn.refreshing = false;
         if (this.#conn !== conn) return;
         if (m.error) {
           // Expired, refused or temporary: try again with a new token until
@@ -641,6 +656,7 @@ export class Herald extends Emitter<ClientEvents> {
         if (m.refresh?.expires) this.#scheduleRefresh(conn, Math.max(m.refresh.ttl ?? 0, 1));
       },
       (err) => {
+        conn.refreshing = false;
         if (err instanceof TimeoutError) retry(err);
       },
     );

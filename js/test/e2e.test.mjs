@@ -13,7 +13,9 @@ describe('e2e: one dev server', () => {
   const clients = [];
   const track = (x) => (clients.push(x.client), x);
   before(async () => {
-    srv = await startServer();
+    // The server notifies 38 s before expiry (a refresh push) and closes
+    // 1 s after it.
+    srv = await startServer({ env: { HERALD_TOKEN_REFRESH_NOTICE: '38s', HERALD_TOKEN_EXPIRY_GRACE: '1s' } });
   });
   after(async () => {
     for (const c of clients) c.disconnect();
@@ -189,6 +191,23 @@ describe('e2e: one dev server', () => {
     assert.ok(minted >= 3, `getToken called ${minted} times`);
     assert.equal(client.clientId, id, 'same connection');
     await client.publish('refresh:check', { ok: true });
+    client.disconnect();
+  });
+
+  test("token refresh: the server's refresh push triggers it before the client's own timer", { timeout: 30000 }, async () => {
+    let minted = 0;
+    const getToken = async () => {
+      minted++;
+      return mintToken(srv.secret, { user: 'pushed', ttlSec: 40 });
+    };
+    const { client, events } = track(newClient(srv, { token: mintToken(srv.secret, { user: 'pushed', ttlSec: 40 }), getToken }));
+    await client.connect();
+    assert.ok(events.connected[0].ttl >= 38, `ttl ${events.connected[0].ttl}`);
+    // The client's timer would refresh ~34 s in; the push comes ~2 s in.
+    await waitFor(() => minted >= 1, { timeout: 10000, message: 'refresh after the push' });
+    await sleep(500);
+    assert.equal(minted, 1);
+    assert.equal(events.disconnect.length, 0);
     client.disconnect();
   });
 

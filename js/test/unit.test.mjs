@@ -287,6 +287,24 @@ describe('client state machine', () => {
     client.disconnect();
   });
 
+  test('a refresh push from the server triggers a refresh now, once', async () => {
+    let calls = 0;
+    const { client, sockets } = fakeClient({ token: 't0', getToken: async () => `t${++calls}` });
+    client.connect();
+    const ws = await acceptConnect(sockets, 0, { expires: true, ttl: 3600 });
+    await sleep(30);
+    assert.equal(ws.commands('refresh').length, 0, 'not due yet');
+    ws.deliver({ refresh: { expires: true, ttl: 25 } });
+    const r = await ws.waitCommand('refresh');
+    assert.equal(r.refresh.token, 't1');
+    ws.deliver({ refresh: { expires: true, ttl: 24 } }); // while one is in flight: ignored
+    ws.deliver({ id: r.id, refresh: { expires: true, ttl: 3600 } });
+    await sleep(30);
+    assert.equal(ws.commands('refresh').length, 1);
+    assert.equal(calls, 1);
+    client.disconnect();
+  });
+
   test('close 3502 with getToken reconnects with a fresh token', async () => {
     let calls = 0;
     const { client, sockets } = fakeClient({ token: 't0', getToken: async () => `t${++calls}` });

@@ -26,6 +26,8 @@ class Conn {
     ended = false;
     pingMs = 0;
     lastRecv = 0;
+    /** A token refresh is in flight. */
+    refreshing = false;
     timer; // connect timeout, then the dead-connection watchdog
     constructor(ws, codec) {
         this.ws = ws;
@@ -443,6 +445,10 @@ export class Herald extends Emitter {
         else if (m.subscribe?.channel) {
             this.#serverSubscribed(m.subscribe.channel, m.subscribe);
         }
+        else if (m.refresh) {
+            // The server asks for a new token now (its notice before expiry).
+            this.#refreshNow(conn);
+        }
         else if (m.message) {
             this.emit('message', { data: conn.codec.decodeData(m.message.data) });
         }
@@ -570,11 +576,19 @@ export class Herald extends Emitter {
         clearTimeout(this.#refreshTimer);
         this.#refreshTimer = setTimeout(() => void this.#refresh(conn, 0), wait);
     }
+    #refreshNow(conn) {
+        if (!this.#opts.getToken || conn.refreshing)
+            return;
+        clearTimeout(this.#refreshTimer);
+        void this.#refresh(conn, 0);
+    }
     async #refresh(conn, tries) {
         const getToken = this.#opts.getToken;
-        if (this.#conn !== conn || !getToken)
+        if (this.#conn !== conn || !getToken || conn.refreshing)
             return;
+        conn.refreshing = true;
         const retry = (err) => {
+            conn.refreshing = false;
             this.emit('error', { type: 'refresh', error: err });
             if (this.#conn !== conn)
                 return;
@@ -586,6 +600,7 @@ export class Herald extends Emitter {
             token = await getToken();
         }
         catch (err) {
+            conn.refreshing = false;
             if (this.#conn !== conn)
                 return;
             if (err instanceof UnauthorizedError)
@@ -597,6 +612,7 @@ export class Herald extends Emitter {
         if (this.#conn !== conn)
             return;
         this.#send(conn, { refresh: { token } }, (m) => {
+            conn.refreshing = false;
             if (this.#conn !== conn)
                 return;
             if (m.error) {
@@ -610,6 +626,7 @@ export class Herald extends Emitter {
             if (m.refresh?.expires)
                 this.#scheduleRefresh(conn, Math.max(m.refresh.ttl ?? 0, 1));
         }, (err) => {
+            conn.refreshing = false;
             if (err instanceof TimeoutError)
                 retry(err);
         });
