@@ -85,5 +85,7 @@ try {
 if (code !== 0 && fail === 0) fail = 1;
 rmSync(tmp, { recursive: true, force: true });
 console.log(`\nherald-client tests finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+// TAP-style counts (read by scripts/test.sh), then the plain closing line.
+console.log(`# tests ${pass + fail}\n# pass ${pass}\n# fail ${fail}`);
 console.log(`${pass} passed, ${fail} failed`);
 process.exit(fail > 0 || code !== 0 ? 1 : 0);
