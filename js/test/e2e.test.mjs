@@ -146,6 +146,39 @@ describe('e2e: one dev server', () => {
     b.disconnect();
   });
 
+  test('subscription tokens: getToken mints one per connection (the client id changes)', { timeout: 30000 }, async () => {
+    const ch = 'private:tokens';
+    const user = 'sub-token-user';
+    const asked = [];
+    const { client } = track(newClient(srv, { token: mintToken(srv.secret, { user }) }));
+    const sub = client.newSubscription(ch, {
+      getToken: async (ctx) => {
+        asked.push(ctx);
+        return mintToken(srv.secret, { user, client: ctx.client, channel: ctx.channel, ttlSec: 60 });
+      },
+    });
+    const got = collect(sub);
+    await client.connect();
+    // A static token is bound to this connection's client id.
+    const staticSub = client.newSubscription(`${ch}-static`, { token: mintToken(srv.secret, { user, client: client.clientId, channel: `${ch}-static` }) });
+    const gotStatic = collect(staticSub);
+    await sub.subscribe();
+    await staticSub.subscribe();
+    assert.deepEqual(asked, [{ channel: ch, client: client.clientId }]);
+    const first = client.clientId;
+    await api(srv, 'disconnect', { user, code: 4000 });
+    await waitFor(() => got.subscribed.length === 2 && client.clientId !== first, { message: 'resubscribed with a new token' });
+    assert.equal(asked.length, 2);
+    assert.equal(asked[1].client, client.clientId);
+    await api(srv, 'publish', { channel: ch, data: { n: 1 } });
+    await waitFor(() => got.pubs.length === 1);
+    // The static token no longer matches: the server refuses it (103).
+    await waitFor(() => gotStatic.unsubscribed.length === 1, { message: 'static token refused after reconnect' });
+    assert.equal(gotStatic.unsubscribed[0].code, 103);
+    assert.equal(staticSub.state, 'unsubscribed');
+    client.disconnect();
+  });
+
   test('terminal: API disconnect 4500 stops reconnecting', { timeout: 20000 }, async () => {
     const rec = recordingWebSocket();
     const { client, events } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user: 'term-user' }) }));

@@ -132,9 +132,11 @@ export async function api(server, method, body) {
 const b64url = (b) => Buffer.from(b).toString('base64url');
 
 /** Mints an HS256 connection token, as `herald token` does. */
-export function mintToken(secret, { user, ttlSec, expSec, info, channels } = {}) {
+export function mintToken(secret, { user, ttlSec, expSec, info, channels, client, channel } = {}) {
   const now = Math.floor(Date.now() / 1000);
   const claims = { sub: user ?? '', iat: now };
+  if (client) claims.client = client; // subscription token
+  if (channel) claims.channel = channel;
   if (expSec !== undefined) claims.exp = expSec;
   else if (ttlSec) claims.exp = now + ttlSec;
   if (info !== undefined) claims.info = info;
