@@ -274,7 +274,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, pub *protocol.Publicati
 	history := opts.HistorySize > 0 || opts.HistoryTTL > 0
 	if !history && opts.IdempotencyKey == "" {
 		// Nothing to keep or check: straight to pub/sub.
-		if err := b.publishRaw(ctx, k.pubsub(), "p0::"+body); err != nil {
+		if err := b.cmdErr(b.publishRaw(ctx, k.pubsub(), "p0::"+body)); err != nil {
 			return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w", ch, err)
 		}
 		return broker.StreamPosition{}, false, nil
@@ -297,7 +297,7 @@ func (b *Broker) Publish(ctx context.Context, ch string, pub *protocol.Publicati
 	res, err := publishScript.Run(ctx, b.client, ks,
 		body, size, millis(opts.HistoryTTL), millis(b.cfg.MetaTTL), millis(window),
 		b.pubCmd, k.pubsub(), newEpoch()).Slice()
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w", ch, err)
 	}
 	if len(res) != 3 {
@@ -330,7 +330,7 @@ func (b *Broker) publishEvent(ctx context.Context, ch string, kind byte, info *p
 	if err != nil {
 		return fmt.Errorf("redis publish %c %q: encode: %w", kind, ch, err)
 	}
-	if err := b.publishRaw(ctx, keysFor(b.cfg.Prefix, ch).pubsub(), msg); err != nil {
+	if err := b.cmdErr(b.publishRaw(ctx, keysFor(b.cfg.Prefix, ch).pubsub(), msg)); err != nil {
 		return fmt.Errorf("redis publish %c %q: %w", kind, ch, err)
 	}
 	return nil
@@ -342,7 +342,7 @@ func (b *Broker) PublishControl(ctx context.Context, data []byte) error {
 	if b.closed.Load() {
 		return broker.ErrClosed
 	}
-	if err := b.publishRaw(ctx, b.ctlName, string(data)); err != nil {
+	if err := b.cmdErr(b.publishRaw(ctx, b.ctlName, string(data))); err != nil {
 		return fmt.Errorf("redis publish control: %w", err)
 	}
 	return nil
@@ -371,7 +371,7 @@ func (b *Broker) History(ctx context.Context, ch string, opts broker.HistoryOpti
 		return nil, broker.StreamPosition{}, broker.ErrClosed
 	}
 	pubs, pos, err := b.history(ctx, ch, opts, true)
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		return nil, broker.StreamPosition{}, fmt.Errorf("redis history %q: %w", ch, err)
 	}
 	return pubs, pos, nil
@@ -429,7 +429,7 @@ func (b *Broker) history(ctx context.Context, ch string, opts broker.HistoryOpti
 // (epoch "" if there is none).
 func (b *Broker) position(ctx context.Context, ch string) (broker.StreamPosition, error) {
 	vals, err := b.client.HMGet(ctx, keysFor(b.cfg.Prefix, ch).meta(), "e", "s").Result()
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		return broker.StreamPosition{}, err
 	}
 	var pos broker.StreamPosition
@@ -450,7 +450,7 @@ func (b *Broker) RemoveHistory(ctx context.Context, ch string) error {
 		return broker.ErrClosed
 	}
 	k := keysFor(b.cfg.Prefix, ch)
-	if err := b.client.Del(ctx, k.meta(), k.stream()).Err(); err != nil {
+	if err := b.cmdErr(b.client.Del(ctx, k.meta(), k.stream()).Err()); err != nil {
 		return fmt.Errorf("redis remove history %q: %w", ch, err)
 	}
 	return nil
@@ -491,6 +491,22 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	if cerr := b.client.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("redis close: %w", cerr)
+	}
+	return err
+}
+
+// cmdErr returns err, first asking the cluster client to reload its slot
+// table if the error is a connection failure: go-redis otherwise keeps
+// sending a failed-over master's slots to the dead node until its next
+// periodic reload (every minute), while MOVED replies only come from live
+// nodes.
+func (b *Broker) cmdErr(err error) error {
+	if err == nil || b.cluster == nil {
+		return err
+	}
+	var rerr goredis.Error
+	if !errors.As(err, &rerr) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		b.cluster.ReloadState(b.ctx)
 	}
 	return err
 }

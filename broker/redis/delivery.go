@@ -103,7 +103,7 @@ func (b *Broker) catchUpLocked(st *chState, from broker.StreamPosition, upTo uin
 		}
 	}
 	pubs, pos, err := b.history(ctx, st.channel, opts, false)
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		b.log.Warn("redis: catching up from history", "channel", st.channel, "err", err)
 		return
 	}

@@ -33,7 +33,7 @@ func (b *Broker) AddPresence(ctx context.Context, ch, clientID string, info *pro
 	if err != nil {
 		return fmt.Errorf("redis add presence %q: encode: %w", ch, err)
 	}
-	if err := addPresenceScript.Run(ctx, b.client, b.presenceKeys(ch), clientID, enc, info.User, max(millis(ttl), 1)).Err(); err != nil {
+	if err := addPresenceScript.Run(ctx, b.client, b.presenceKeys(ch), clientID, enc, info.User, max(millis(ttl), 1)).Err(); b.cmdErr(err) != nil {
 		return fmt.Errorf("redis add presence %q: %w", ch, err)
 	}
 	return nil
@@ -44,7 +44,7 @@ func (b *Broker) RemovePresence(ctx context.Context, ch, clientID string) error 
 	if b.closed.Load() {
 		return broker.ErrClosed
 	}
-	if err := removePresenceScript.Run(ctx, b.client, b.presenceKeys(ch), clientID).Err(); err != nil {
+	if err := b.cmdErr(removePresenceScript.Run(ctx, b.client, b.presenceKeys(ch), clientID).Err()); err != nil {
 		return fmt.Errorf("redis remove presence %q: %w", ch, err)
 	}
 	return nil
@@ -56,7 +56,7 @@ func (b *Broker) Presence(ctx context.Context, ch string) (map[string]*protocol.
 		return nil, broker.ErrClosed
 	}
 	res, err := presenceScript.Run(ctx, b.client, b.presenceKeys(ch)).Slice()
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		return nil, fmt.Errorf("redis presence %q: %w", ch, err)
 	}
 	out := make(map[string]*protocol.ClientInfo, len(res)/2)
@@ -78,7 +78,7 @@ func (b *Broker) PresenceStats(ctx context.Context, ch string) (broker.PresenceS
 		return broker.PresenceStats{}, broker.ErrClosed
 	}
 	res, err := presenceStatsScript.Run(ctx, b.client, b.presenceKeys(ch)).Int64Slice()
-	if err != nil {
+	if err = b.cmdErr(err); err != nil {
 		return broker.PresenceStats{}, fmt.Errorf("redis presence stats %q: %w", ch, err)
 	}
 	if len(res) != 2 {

@@ -525,6 +525,79 @@ func TestClusterSlotMigration(t *testing.T) {
 	}
 }
 
+// TestClusterFailover kills the master serving a subscribed channel; once
+// its replica takes over, the broker must subscribe there and deliver
+// what is published, including what was published before it got there.
+func TestClusterFailover(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	addrs, servers := startClusterWith(t, 1)
+	t.Logf("cluster up after %v", time.Since(start))
+	b, r := started(t, redis.Config{
+		Addrs: addrs, Cluster: true, ShardedPubSub: true, Prefix: "fo",
+		DialTimeout: 500 * time.Millisecond, HealthCheckInterval: 500 * time.Millisecond,
+	})
+	ch := "failover"
+	if err := b.Subscribe(ctxT(t), ch); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, ch, 1)
+	brokertest.Eventually(t, 10*time.Second, "first delivery", func() bool { return len(r.Pubs(ch)) == 1 })
+
+	c := goredis.NewClient(&goredis.Options{Addr: addrs[0]})
+	defer c.Close()
+	slot, err := c.ClusterKeySlot(ctxT(t), "{"+ch+"}").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := slotMaster(t, c, slot)
+	servers[master].stop()
+	t.Logf("killed master %s after %v", master, time.Since(start))
+	for _, a := range addrs { // a client that still asks the dead master
+		if a != master {
+			c = goredis.NewClient(&goredis.Options{Addr: a})
+			defer c.Close()
+			break
+		}
+	}
+	brokertest.Eventually(t, 20*time.Second, "a replica to take over", func() bool {
+		m := slotMaster(t, c, slot)
+		return m != "" && m != master
+	})
+	t.Logf("failed over after %v", time.Since(start))
+	// Publish once the new master accepts it (async replication may or may
+	// not have kept the stream: either epoch is fine).
+	var pos protocol.StreamPosition
+	brokertest.Eventually(t, 20*time.Second, "a publish after the failover", func() bool {
+		p, _, err := b.Publish(ctxT(t), ch, &protocol.Publication{Data: protocol.Data("2")}, withHistory)
+		pos = p
+		return err == nil
+	})
+	brokertest.Eventually(t, 20*time.Second, "delivery after the failover", func() bool {
+		pubs := r.Pubs(ch)
+		return len(pubs) == 2 && pubs[1].Offset == pos.Offset && string(pubs[1].Data) == "2"
+	})
+	publish(t, b, ch, 3)
+	brokertest.Eventually(t, 10*time.Second, "live delivery from the new master", func() bool { return len(r.Pubs(ch)) == 3 })
+}
+
+// slotMaster returns the address of slot's master as c's node sees it.
+func slotMaster(t *testing.T, c *goredis.Client, slot int64) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return ""
+	}
+	for _, r := range slots {
+		if int64(r.Start) <= slot && slot <= int64(r.End) {
+			return r.Nodes[0].Addr
+		}
+	}
+	return ""
+}
+
 // migrateSlot moves the slot of key, with its keys, from its master to
 // another one, as redis-cli --cluster reshard does.
 func migrateSlot(t *testing.T, addrs []string, key string) {
@@ -590,17 +663,28 @@ func migrateSlot(t *testing.T, addrs []string, key string) {
 // processes are killed when the test ends.
 func startCluster(t *testing.T) []string {
 	t.Helper()
+	addrs, _ := startClusterWith(t, 0)
+	return addrs
+}
+
+// startClusterWith starts 3 masters with replicas replicas each and
+// returns the addresses and servers (by address).
+func startClusterWith(t *testing.T, replicas int) ([]string, map[string]*server) {
+	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		unavailable(t, "redis-cli not found in PATH: %v", err)
 	}
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
+	ports := freePorts(t, 3*(1+replicas))
 	addrs := make([]string, len(ports))
+	servers := make(map[string]*server)
 	for i, port := range ports {
 		p := strconv.Itoa(port)
 		addrs[i] = "127.0.0.1:" + p
-		startServer(t, dir, port, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"))
+		servers[addrs[i]] = startServer(t, dir, port,
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
+			"--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0")
 	}
 	clients := make([]*goredis.Client, len(addrs))
 	for i, a := range addrs {
@@ -610,7 +694,7 @@ func startCluster(t *testing.T) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
@@ -623,10 +707,16 @@ func startCluster(t *testing.T) []string {
 				return false
 			}
 			slots, err := c.ClusterSlots(ctx).Result()
-			return err == nil && len(slots) == len(addrs)
+			if err != nil || len(slots) != 3 {
+				return false
+			}
+			// Every node knows every replica (CLUSTER SLOTS lists them
+			// only seconds later).
+			nodes, err := c.ClusterNodes(ctx).Result()
+			return err == nil && strings.Count(nodes, "slave") == 3*replicas
 		})
 	}
-	return addrs
+	return addrs, servers
 }
 
 // server is a redis-server process the test started.

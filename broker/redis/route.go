@@ -210,11 +210,6 @@ func (b *Broker) router() {
 				continue
 			}
 			b.log.Warn("redis: rerouting pub/sub", "channels", len(names), "err", err)
-			b.mu.Lock()
-			for n, lost := range names {
-				b.recheck[n] = b.recheck[n] || lost
-			}
-			b.mu.Unlock()
 			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 			if !b.wait(backoff) {
 				return
@@ -223,50 +218,80 @@ func (b *Broker) router() {
 	}
 }
 
+// reroute moves names to the masters that own their slots now; lost
+// names are subscribed again even where they are. What it cannot route
+// it queues again and reports.
 func (b *Broker) reroute(names map[string]bool) error {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout+b.cfg.ReadTimeout)
 	defer cancel()
 	if err := b.refreshSlots(ctx); err != nil {
+		b.mu.Lock()
+		for n, lost := range names {
+			b.recheck[n] = b.recheck[n] || lost
+		}
+		b.mu.Unlock()
 		return err
 	}
+	type move struct {
+		st       *chState
+		from, to *subscriber
+	}
+	var moves []move
 	var missing []string
+	b.mu.Lock()
 	for name, lost := range names {
-		b.mu.Lock()
 		st := b.chans[name]
 		if b.closed.Load() || st == nil || st.sub == nil {
-			b.mu.Unlock()
 			continue
 		}
 		addr := b.ownerLocked(name)
 		if addr == "" {
-			b.mu.Unlock()
 			missing = append(missing, name)
+			b.recheck[name] = b.recheck[name] || lost
 			continue
 		}
-		old, nsub := st.sub, b.subscriberLocked(addr)
-		st.sub = nsub
-		b.mu.Unlock()
-		if old != nsub {
-			b.log.Info("redis: channel moved", "name", name, "from", old.addr, "to", nsub.addr)
-			old.forget(name)
-		}
-		if old != nsub || lost {
-			nsub.adopt(name)
-			// Unsubscribe may have run meanwhile and missed the adoption.
-			b.mu.RLock()
-			gone := b.chans[name] != st || st.sub != nsub
-			b.mu.RUnlock()
-			if gone {
-				nsub.forget(name)
-			}
+		to := b.subscriberLocked(addr)
+		if to != st.sub || lost {
+			moves = append(moves, move{st: st, from: st.sub, to: to})
+			st.sub = to
 		}
 	}
-	if len(missing) > 0 {
-		b.mu.Lock()
-		for _, n := range missing {
-			b.recheck[n] = b.recheck[n] || names[n]
+	b.mu.Unlock()
+
+	// One write per connection, not per name: a dead node's connection
+	// must not stall the router once per channel.
+	forget := map[*subscriber][]string{}
+	adopt := map[*subscriber][]string{}
+	for _, m := range moves {
+		if m.from != m.to {
+			forget[m.from] = append(forget[m.from], m.st.name)
 		}
-		b.mu.Unlock()
+		adopt[m.to] = append(adopt[m.to], m.st.name)
+	}
+	for s, ns := range forget {
+		s.forget(ns...)
+	}
+	if len(forget) > 0 {
+		// Slots moved: let the command client learn it too.
+		b.cluster.ReloadState(ctx)
+	}
+	for s, ns := range adopt {
+		b.log.Info("redis: subscribing channels on their slot's master", "node", s.addr, "channels", len(ns))
+		s.adopt(ns...)
+	}
+	// Unsubscribe may have run meanwhile and missed the adoption.
+	gone := map[*subscriber][]string{}
+	b.mu.RLock()
+	for _, m := range moves {
+		if b.chans[m.st.name] != m.st || m.st.sub != m.to {
+			gone[m.to] = append(gone[m.to], m.st.name)
+		}
+	}
+	b.mu.RUnlock()
+	for s, ns := range gone {
+		s.forget(ns...)
+	}
+	if len(missing) > 0 {
 		return errors.New("no node serves the slots of " + strings.Join(missing[:min(len(missing), 3)], ", "))
 	}
 	return nil

@@ -29,8 +29,9 @@ const subscribeBatch = 512
 // the only one in standalone and classic cluster mode, one per master in
 // sharded cluster mode.
 //
-// go-redis's PubSub reconnects by itself and resubscribes what it knows,
-// but does not say when it did. The reader finds out in two ways: a
+// go-redis's PubSub reconnects by itself and resubscribes what it knows
+// (in one command, which a cluster refuses for shard channels of several
+// slots), but does not say when it did. The reader finds out in two ways: a
 // receive error, after which it replaces the PubSub and subscribes every
 // name again itself, and a subscription confirmation nobody waits for,
 // which means the name was (re)subscribed on a new connection and
@@ -96,6 +97,30 @@ func (s *subscriber) write(sub bool, names ...string) error {
 	return err
 }
 
+// groups splits names into what one (S)(UN)SUBSCRIBE may carry: in
+// sharded cluster mode the names of one slot (more is CROSSSLOT),
+// otherwise batches of subscribeBatch.
+func (s *subscriber) groups(names []string) [][]string {
+	var out [][]string
+	if s.addr == "" {
+		for batch := range slices.Chunk(names, subscribeBatch) {
+			out = append(out, batch)
+		}
+		return out
+	}
+	bySlot := make(map[int][]string)
+	for _, n := range names {
+		slot := keySlot(n)
+		bySlot[slot] = append(bySlot[slot], n)
+	}
+	for _, g := range bySlot {
+		for batch := range slices.Chunk(g, subscribeBatch) {
+			out = append(out, batch)
+		}
+	}
+	return out
+}
+
 // subscribe subscribes name and waits for the server's confirmation.
 func (s *subscriber) subscribe(ctx context.Context, name string) error {
 	w := make(chan error, 1)
@@ -118,7 +143,7 @@ func (s *subscriber) subscribe(ctx context.Context, name string) error {
 		return err
 	case <-ctx.Done():
 		s.mu.Lock()
-		s.subW[name] = removeWaiter(s.subW[name], w)
+		dropWaiter(s.subW, name, w)
 		s.mu.Unlock()
 		return ctx.Err()
 	}
@@ -137,7 +162,7 @@ func (s *subscriber) unsubscribe(ctx context.Context, name string) error {
 	s.unsubW[name] = append(s.unsubW[name], w)
 	if err := s.write(false, name); err != nil {
 		// The connection is down; its replacement will not subscribe name.
-		s.unsubW[name] = removeWaiter(s.unsubW[name], w)
+		dropWaiter(s.unsubW, name, w)
 		s.mu.Unlock()
 		return nil
 	}
@@ -147,36 +172,66 @@ func (s *subscriber) unsubscribe(ctx context.Context, name string) error {
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		s.unsubW[name] = removeWaiter(s.unsubW[name], w)
+		dropWaiter(s.unsubW, name, w)
 		s.mu.Unlock()
 		return ctx.Err()
 	}
 }
 
-// adopt subscribes name without waiting; its confirmation makes the
-// channel catch up from history. The router uses it to move a channel.
-func (s *subscriber) adopt(name string) {
+// adopt subscribes names without waiting; their confirmations make the
+// channels catch up from history. The router uses it to move channels.
+func (s *subscriber) adopt(names ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	s.names[name] = struct{}{}
-	_ = s.write(true, name)
+	for _, name := range names {
+		s.names[name] = struct{}{}
+	}
+	for _, g := range s.groups(names) {
+		if err := s.write(true, g...); err != nil {
+			return // the reader replaces the connection and subscribes them all
+		}
+	}
 }
 
-// forget drops name without waiting; pending subscribes of it fail with
-// errReroute.
-func (s *subscriber) forget(name string) {
+// forgetBudget bounds forget's unsubscribe, which is a courtesy: the node
+// is often gone, and a node that is not would only send messages that are
+// dropped or deduplicated.
+const forgetBudget = 500 * time.Millisecond
+
+// forget drops names without waiting; pending subscribes of them fail
+// with errReroute.
+func (s *subscriber) forget(names ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	s.failLocked(s.subW, name, errReroute)
-	if _, ok := s.names[name]; ok {
-		delete(s.names, name)
-		_ = s.write(false, name)
+	var had []string
+	for _, name := range names {
+		s.failLocked(s.subW, name, errReroute)
+		if _, ok := s.names[name]; ok {
+			delete(s.names, name)
+			had = append(had, name)
+		}
+	}
+	if len(had) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), forgetBudget)
+	defer cancel()
+	for _, g := range s.groups(had) {
+		var err error
+		if s.b.sharded {
+			err = s.ps.SUnsubscribe(ctx, g...)
+		} else {
+			err = s.ps.Unsubscribe(ctx, g...)
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 
@@ -187,8 +242,14 @@ func (s *subscriber) failLocked(waiters map[string][]chan<- error, name string, 
 	delete(waiters, name)
 }
 
-func removeWaiter(ws []chan<- error, w chan<- error) []chan<- error {
-	return slices.DeleteFunc(ws, func(x chan<- error) bool { return x == w })
+// dropWaiter removes w from the waiters for name.
+func dropWaiter(waiters map[string][]chan<- error, name string, w chan<- error) {
+	ws := slices.DeleteFunc(waiters[name], func(x chan<- error) bool { return x == w })
+	if len(ws) == 0 {
+		delete(waiters, name)
+	} else {
+		waiters[name] = ws
+	}
 }
 
 // pop takes the oldest waiter for name, if any.
@@ -264,8 +325,8 @@ func (s *subscriber) reset(reason error) {
 	for name := range s.names {
 		names = append(names, name)
 	}
-	for batch := range slices.Chunk(names, subscribeBatch) {
-		if err := s.write(true, batch...); err != nil {
+	for _, g := range s.groups(names) {
+		if err := s.write(true, g...); err != nil {
 			break // the next receive fails too and resets again
 		}
 	}
@@ -383,6 +444,12 @@ func (s *subscriber) onRedisError(err error) {
 			}
 		}
 	case "TRYAGAIN", "CLUSTERDOWN":
+	case "CROSSSLOT":
+		// go-redis reconnected by itself and resubscribed every shard
+		// channel in one SSUBSCRIBE, which a cluster refuses when they
+		// span slots: subscribe them again, one slot at a time.
+		s.reset(err)
+		return
 	default:
 		// Not about routing (NOPERM, say): pending subscribes fail with it.
 		s.mu.Lock()
