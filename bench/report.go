@@ -88,8 +88,12 @@ type IdleStats struct {
 	// garbage.
 	RSSSamples []int64 `json:"rss_samples_kib,omitempty"`
 	RSSMin     int64   `json:"rss_min_kib,omitempty"`
-	// RSSPerConn is (RSSMin - baseline) / connections, in KiB.
-	RSSPerConn float64 `json:"rss_per_conn_kib,omitempty"`
+	// RSSPerConn is (RSSMin - baseline) / connections, in KiB;
+	// RSSPerConnEnd the same with the last sample, RSSPerConnMax with the
+	// largest (pings and other traffic during the hold cost memory too).
+	RSSPerConn    float64 `json:"rss_per_conn_kib,omitempty"`
+	RSSPerConnEnd float64 `json:"rss_per_conn_end_kib,omitempty"`
+	RSSPerConnMax float64 `json:"rss_per_conn_max_kib,omitempty"`
 	// Lost counts connections that ended during the hold.
 	Lost    int            `json:"lost_conns"`
 	Endings map[string]int `json:"endings,omitempty"`
@@ -175,7 +179,7 @@ func (r *Report) writeText(w io.Writer) error {
 	if i := r.Idle; i != nil {
 		row("idle", "held %.1fs; rss min %s over %d samples", i.Hold, fmtKiB(i.RSSMin), len(i.RSSSamples))
 		if i.RSSPerConn > 0 {
-			row("  rss per connection", "%.2f KiB", i.RSSPerConn)
+			row("  rss per connection", "%.2f KiB (min); %.2f KiB at the end, %.2f KiB at the peak", i.RSSPerConn, i.RSSPerConnEnd, i.RSSPerConnMax)
 		}
 		row("  lost connections", "%d %s", i.Lost, fmtMap(i.Endings))
 	}

@@ -406,7 +406,8 @@ func (r *runner) idle(ctx context.Context) error {
 		srv.RSSMax = max(srv.RSSMax, v)
 	}
 	if st.RSSMin > 0 && srv.RSSBaseline > 0 {
-		st.RSSPerConn = round3(float64(st.RSSMin-srv.RSSBaseline) / float64(r.nsubs))
+		per := func(v int64) float64 { return round3(float64(v-srv.RSSBaseline) / float64(r.nsubs)) }
+		st.RSSPerConn, st.RSSPerConnEnd, st.RSSPerConnMax = per(st.RSSMin), per(srv.RSS), per(srv.RSSMax)
 		if st.RSSPerConn <= 0 {
 			r.warn("RSS did not grow: the server kept memory from earlier load; measure on a fresh server")
 		}
