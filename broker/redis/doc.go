@@ -1,7 +1,7 @@
 // Package redis is Herald's Redis broker and presence store: nodes of a
 // Herald cluster share publications, history, stream positions and
-// presence through one Redis server or Redis Cluster (7.0 or later for
-// sharded pub/sub; classic pub/sub works with older servers).
+// presence through one Redis server or Redis Cluster. It needs Redis 6.2
+// or later (XTRIM MINID), 7.0 for sharded pub/sub.
 //
 // # Keys
 //
@@ -70,13 +70,17 @@
 //
 // With classic pub/sub there is one subscribing connection per node. With
 // ShardedPubSub in a cluster a shard channel can only be subscribed on the
-// master owning its slot, so there is one connection per master; the broker
-// keeps its own slot table (CLUSTER SLOTS) and a router goroutine that
-// moves subscriptions when slots move (the server ends subscriptions of a
-// moved slot, or answers MOVED) or a node's connection fails. Classic
-// PUBLISH in a cluster reaches every node over the cluster bus; the broker
-// always publishes from the channel's slot master so that a channel's
-// messages share one bus link and stay in order.
+// master owning its slot, so there is one connection per master, and one
+// SSUBSCRIBE carries the channels of one slot only. The broker keeps its
+// own slot table (CLUSTER SLOTS, corrected by MOVED replies) and a router
+// goroutine that moves subscriptions when slots move (the server ends the
+// subscriptions of a moved slot) or a master's connection fails (after a
+// failover its replica owns the slots); a moved channel catches up from
+// history as after a reconnect. Connection failures also make the command
+// client reload its slot table at once instead of at its next periodic
+// reload. Classic PUBLISH in a cluster reaches every node over the cluster
+// bus; the broker always publishes from the channel's slot master so that
+// a channel's messages share one bus link and stay in order.
 //
 // # Reconnects
 //
