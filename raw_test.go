@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -22,7 +23,12 @@ type rawConn struct {
 
 func dialRaw(t testing.TB, ts *testServer, protocols ...string) *rawConn {
 	t.Helper()
-	d := ws.Dialer{Protocols: protocols}
+	return dialRawHeader(t, ts, nil, protocols...)
+}
+
+func dialRawHeader(t testing.TB, ts *testServer, h http.Header, protocols ...string) *rawConn {
+	t.Helper()
+	d := ws.Dialer{Protocols: protocols, Header: ws.HandshakeHeaderHTTP(h)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	nc, _, _, err := d.Dial(ctx, ts.wsURL())
