@@ -167,7 +167,7 @@ func seqOf(t testing.TB, data []byte) int {
 	return *v.Seq
 }
 
-var _ = fmt.Sprintf
+
 
 // herald_ns returns a namespace open to anonymous reading (unless private),
 // without history or presence, and read-only for clients.
@@ -183,3 +183,5 @@ func listen(t testing.TB) net.Listener {
 	}
 	return ln
 }
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
