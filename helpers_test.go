@@ -167,8 +167,6 @@ func seqOf(t testing.TB, data []byte) int {
 	return *v.Seq
 }
 
-
-
 // herald_ns returns a namespace open to anonymous reading (unless private),
 // without history or presence, and read-only for clients.
 func herald_ns(name string, private bool) herald.Namespace {
