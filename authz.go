@@ -1,0 +1,131 @@
+package herald
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/auth"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// mayRead checks the right to subscribe to, and read the history and
+// presence of, a channel: user-limited channel names first, then a
+// subscription token, the namespace's rules, or the subscribe proxy.
+func (ss *session) mayRead(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
+	ss.mu.Lock()
+	user := ss.user
+	ss.mu.Unlock()
+	if !userAllowed(ns, ch, user) {
+		return protocol.NewError(protocol.ErrPermissionDenied, "channel limited to other users")
+	}
+	if subToken != "" {
+		c, err := ss.s.verifier.Verify(ctx, subToken)
+		if errors.Is(err, auth.ErrTokenExpired) {
+			return protocol.NewError(protocol.ErrTokenExpired, "subscription token expired")
+		}
+		if err != nil || c.Channel != ch || c.Client != ss.id || c.Subject != user {
+			return protocol.NewError(protocol.ErrPermissionDenied, "invalid subscription token")
+		}
+		return nil
+	}
+	if user == "" {
+		if ns.AllowAnonymousSubscribe {
+			return nil
+		}
+	} else if ns.AllowSubscribe {
+		return nil
+	}
+	return protocol.NewError(protocol.ErrPermissionDenied, "permission denied")
+}
+
+// maySubscribe is mayRead, or the application's answer for namespaces with
+// proxy_subscribe.
+func (ss *session) maySubscribe(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
+	if !ns.ProxySubscribe || ss.s.cfg.Proxy.SubscribeURL == "" || subToken != "" {
+		return ss.mayRead(ctx, ns, ch, subToken)
+	}
+	ss.mu.Lock()
+	user := ss.user
+	ss.mu.Unlock()
+	if !userAllowed(ns, ch, user) {
+		return protocol.NewError(protocol.ErrPermissionDenied, "channel limited to other users")
+	}
+	if _, err := ss.s.callProxy(ctx, ss.s.cfg.Proxy.SubscribeURL, &proxyRequest{Client: ss.id, User: user, Channel: ch}); err != nil {
+		if perr := ss.proxyError(err); perr != nil {
+			return perr
+		}
+		return protocol.NewError(protocol.ErrPermissionDenied, "disconnected")
+	}
+	return nil
+}
+
+// userAllowed applies user-limited channel names: "#" followed by a
+// comma-separated user list in any channel, and the whole name after the
+// namespace in namespaces with user_limited.
+func userAllowed(ns *namespace, ch, user string) bool {
+	if i := strings.LastIndexByte(ch, '#'); i >= 0 {
+		if !listed(ch[i+1:], user) {
+			return false
+		}
+	}
+	if ns.UserLimited {
+		rest := ch
+		if i := strings.IndexByte(ch, ':'); i >= 0 {
+			rest = ch[i+1:]
+		}
+		if i := strings.IndexByte(rest, '#'); i >= 0 {
+			rest = rest[:i]
+		}
+		return listed(rest, user)
+	}
+	return true
+}
+
+func listed(list, user string) bool {
+	if user == "" {
+		return false
+	}
+	for _, u := range strings.Split(list, ",") {
+		if u == user {
+			return true
+		}
+	}
+	return false
+}
+
+// authResult is who a connection is, from its token or the connect proxy.
+type authResult struct {
+	user     string
+	info     []byte
+	channels []string
+	expires  time.Time
+	proxied  bool
+}
+
+// userConnsChannel is the presence key counting a user's connections
+// across the cluster.
+func userConnsChannel(user string) string { return "$conns:" + user }
+
+// takeUserSlot registers this connection in the user's cluster-wide count
+// and reports whether it is within the limit. Concurrent connects may both
+// see the other and both be refused: never more than the limit get in.
+func (ss *session) takeUserSlot(ctx context.Context) bool {
+	s := ss.s
+	ch := userConnsChannel(ss.user)
+	info := ss.clientInfo()
+	if err := s.presence.AddPresence(ctx, ch, ss.id, info, s.cfg.PresenceTTL); err != nil {
+		s.log.Warn("user slot", "err", err)
+		return true // fail open: the limit is a guard, not an authorization
+	}
+	ss.mu.Lock()
+	ss.userSlot = true
+	ss.mu.Unlock()
+	st, err := s.presence.PresenceStats(ctx, ch)
+	if err != nil || st.NumClients <= s.cfg.MaxConnectionsPerUser {
+		return true
+	}
+	return false
+}
+
