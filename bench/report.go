@@ -63,8 +63,8 @@ type ServerStats struct {
 	RSS        int64 `json:"rss_kib,omitempty"`
 	RSSMax     int64 `json:"rss_max_kib,omitempty"`
 	NumClients int   `json:"num_clients,omitempty"` // as the API reported after connecting
-	// CPU is the server's CPU time over the measured phase (publishing and
-	// draining, or the idle hold).
+	// CPU is the server's CPU time over the measured phase: publishing and
+	// draining, the idle hold, or connecting (scenario connect).
 	CPU *CPU `json:"cpu,omitempty"`
 }
 

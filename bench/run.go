@@ -51,6 +51,7 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 	}
 	switch o.Scenario {
 	case "connect":
+		r.measure(r.connMark)
 		r.rep.Server.RSS = r.rss()
 		r.rep.Server.RSSMax = r.rep.Server.RSS
 	case "idle":
@@ -81,6 +82,7 @@ type runner struct {
 	subs     []int // subscribers per channel
 	nsubs    int
 	pubStart time.Time // first publish
+	connMark mark      // CPU counters before connecting
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -264,8 +266,8 @@ func (r *runner) benchCPU() time.Duration {
 func (r *runner) connect(ctx context.Context, deadline time.Time) error {
 	o := r.o
 	r.rep.Server.RSSBaseline, _ = r.minRSS(ctx, 3, 300*time.Millisecond)
-	cpu0 := sampleCPU(r.pid)
-	t0 := time.Now()
+	r.connMark = r.mark()
+	cpu0, t0 := r.connMark.srv, r.connMark.t
 	setupCtx, cancel := context.WithTimeout(ctx, o.Setup)
 	defer cancel()
 	for j := 0; j < o.Procs; j++ {
