@@ -276,12 +276,18 @@ func TestHandshakeLimits(t *testing.T) {
 	defer conn.Close()
 	start := time.Now()
 	var closedErr error
+	// The server either closes or answers with an error status: both end
+	// the trickle.
 	for i := 0; i < 100 && closedErr == nil; i++ {
 		_, closedErr = conn.Write([]byte("G"))
 		if closedErr == nil {
 			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			buf := make([]byte, 1)
-			if _, err := conn.Read(buf); err != nil && !isTimeout(err) {
+			buf := make([]byte, 64)
+			n, err := conn.Read(buf)
+			switch {
+			case n > 0:
+				closedErr = fmt.Errorf("server answered %q", buf[:n])
+			case err != nil && !isTimeout(err):
 				closedErr = err
 			}
 		}
@@ -289,6 +295,7 @@ func TestHandshakeLimits(t *testing.T) {
 	if closedErr == nil {
 		t.Errorf("trickled headers: connection still open after %v", time.Since(start))
 	}
+	t.Logf("trickled headers: ended after %v: %v", time.Since(start).Round(100*time.Millisecond), closedErr)
 	// Upgrades and never sends connect: 3006.
 	r := f.mustDial(t)
 	if code := r.closed(); code != protocol.DisconnectStale {
