@@ -116,6 +116,8 @@ export class Herald extends Emitter<ClientEvents> {
   #clientId = '';
   #waiters: Waiter[] = [];
   #offline = false;
+  /** The generation whose #open is getting a codec or token (no socket yet); -1: none. */
+  #opening = -1;
   #net: { online: () => void; offline: () => void } | null = null;
   #host: SubHost;
 
@@ -304,9 +306,13 @@ export class Herald extends Emitter<ClientEvents> {
   #startAttempt(): void {
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = undefined;
-    if (!this.#active || this.#conn) return;
+    if (!this.#active || this.#conn || this.#opening === this.#gen) return;
     if (this.#offline) return; // the `online` event starts the next attempt
-    void this.#open();
+    const gen = this.#gen;
+    this.#opening = gen;
+    void this.#open().finally(() => {
+      if (this.#opening === gen) this.#opening = -1;
+    });
   }
 
   async #open(): Promise<void> {
@@ -323,14 +329,16 @@ export class Herald extends Emitter<ClientEvents> {
       }
     }
     if (!this.#token && this.#opts.getToken) {
+      let token: string;
       try {
-        this.#token = await this.#opts.getToken();
+        token = await this.#opts.getToken();
       } catch (err) {
         if (gen !== this.#gen) return;
         this.#tokenFailed(err, null);
         return;
       }
       if (gen !== this.#gen) return;
+      this.#token = token;
     }
     if (gen !== this.#gen || !this.#active || this.#conn) return;
     const codec = this.#codec;

@@ -271,6 +271,26 @@ describe('client state machine', () => {
     assert.equal(disconnects.at(-1).reconnect, false);
   });
 
+  test('one attempt at a time while getToken is slow; disconnect()+connect() meanwhile still connects', async () => {
+    const pending = [];
+    const { client, sockets } = fakeClient({ getToken: () => new Promise((r) => pending.push(r)) });
+    client.connect();
+    client.connect(); // no second attempt
+    await sleep(20);
+    assert.equal(pending.length, 1);
+    client.disconnect();
+    const p = client.connect();
+    await waitFor(() => pending.length === 2);
+    pending[0]('stale'); // the first attempt was abandoned
+    pending[1]('fresh');
+    const ws = await acceptConnect(sockets, 0);
+    await p;
+    await sleep(20);
+    assert.equal(sockets.length, 1);
+    assert.equal(ws.commands('connect')[0].connect.token, 'fresh');
+    client.disconnect();
+  });
+
   test('expiring token is refreshed over the open connection', async () => {
     let calls = 0;
     const { client, sockets } = fakeClient({ token: 't0', getToken: async () => `t${++calls}` });

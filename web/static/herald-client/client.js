@@ -60,6 +60,8 @@ export class Herald extends Emitter {
     #clientId = '';
     #waiters = [];
     #offline = false;
+    /** The generation whose #open is getting a codec or token (no socket yet); -1: none. */
+    #opening = -1;
     #net = null;
     #host;
     constructor(url, opts = {}) {
@@ -241,11 +243,16 @@ export class Herald extends Emitter {
     #startAttempt() {
         clearTimeout(this.#reconnectTimer);
         this.#reconnectTimer = undefined;
-        if (!this.#active || this.#conn)
+        if (!this.#active || this.#conn || this.#opening === this.#gen)
             return;
         if (this.#offline)
             return; // the `online` event starts the next attempt
-        void this.#open();
+        const gen = this.#gen;
+        this.#opening = gen;
+        void this.#open().finally(() => {
+            if (this.#opening === gen)
+                this.#opening = -1;
+        });
     }
     async #open() {
         const gen = this.#gen;
@@ -263,8 +270,9 @@ export class Herald extends Emitter {
             }
         }
         if (!this.#token && this.#opts.getToken) {
+            let token;
             try {
-                this.#token = await this.#opts.getToken();
+                token = await this.#opts.getToken();
             }
             catch (err) {
                 if (gen !== this.#gen)
@@ -274,6 +282,7 @@ export class Herald extends Emitter {
             }
             if (gen !== this.#gen)
                 return;
+            this.#token = token;
         }
         if (gen !== this.#gen || !this.#active || this.#conn)
             return;
