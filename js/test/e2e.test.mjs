@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TerminalError } from '../dist/index.js';
-import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence } from './helpers.mjs';
+import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, stopClients } from './helpers.mjs';
 
 describe('e2e: one dev server', () => {
   let srv;
@@ -19,6 +19,7 @@ describe('e2e: one dev server', () => {
   });
   after(async () => {
     for (const c of clients) c.disconnect();
+    stopClients();
     await srv?.stop('SIGKILL');
   });
 
@@ -262,7 +263,8 @@ describe('e2e: pings', () => {
     srv = await startServer({ env: { HERALD_PING_INTERVAL: '1s', HERALD_PONG_TIMEOUT: '1s' } });
   });
   after(async () => {
-    await srv?.proc.kill('SIGCONT');
+    stopClients();
+    srv?.proc.kill('SIGCONT');
     await srv?.stop('SIGKILL');
   });
 
@@ -296,6 +298,7 @@ describe('e2e: pings', () => {
 describe('e2e: drain', () => {
   let srv;
   after(async () => {
+    stopClients();
     await srv?.stop('SIGKILL');
   });
 

@@ -163,9 +163,18 @@ export function recordingWebSocket() {
   return { ctor: Recorded, sockets };
 }
 
+const liveClients = new Set();
+
+/** Disconnects every client newClient made (for after hooks). */
+export function stopClients() {
+  for (const c of liveClients) c.disconnect();
+  liveClients.clear();
+}
+
 /** A client of server with the ws package; events are recorded. */
 export function newClient(server, opts = {}) {
   const c = new Herald(server.wsUrl, { websocket: WebSocket, reconnect: { baseMs: 50, maxMs: 1000 }, timeoutMs: 5000, ...opts });
+  liveClients.add(c);
   const events = { disconnect: [], connected: [], state: [], error: [] };
   c.on('disconnect', (e) => events.disconnect.push({ ...e, at: Date.now() }));
   c.on('connected', (e) => events.connected.push({ ...e, at: Date.now() }));

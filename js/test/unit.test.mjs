@@ -2,7 +2,7 @@
 // detection, codecs, and the client state machine against an in-memory
 // WebSocket (the test plays the server).
 
-import { test, describe } from 'node:test';
+import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { encode as mpEncode, decode as mpDecode } from '@msgpack/msgpack';
 import { Herald, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, TerminalError, UnauthorizedError } from '../dist/index.js';
@@ -10,7 +10,7 @@ import { base64ToBytes, bytesToBase64 } from '../dist/codec.js';
 import { fakeWebSocket, acceptConnect } from './fake-ws.mjs';
 import { waitFor, sleep } from './helpers.mjs';
 
-describe('backoff', () => {
+describe('backoff', { timeout: 15000 }, () => {
   test('full jitter stays within [0, min(max, base*2^n))', () => {
     for (let n = 0; n < 20; n++) {
       const bound = Math.min(20000, 200 * 2 ** n);
@@ -54,7 +54,7 @@ describe('backoff', () => {
   });
 });
 
-describe('gap detection', () => {
+describe('gap detection', { timeout: 15000 }, () => {
   test('classifyOffset', () => {
     assert.equal(classifyOffset(5, 6), 'next');
     assert.equal(classifyOffset(0, 1), 'next');
@@ -65,7 +65,7 @@ describe('gap detection', () => {
   });
 });
 
-describe('codecs', () => {
+describe('codecs', { timeout: 15000 }, () => {
   test('JSON commands and publications', () => {
     assert.equal(jsonCodec.encode({ id: 1, subscribe: { channel: 'a', recover: true, epoch: 'E', offset: 3 } }), '{"id":1,"subscribe":{"channel":"a","recover":true,"epoch":"E","offset":3}}');
     const m = jsonCodec.decode('{"pub":{"channel":"c","offset":2,"data":"AP8=","b64":true}}');
@@ -100,16 +100,24 @@ describe('codecs', () => {
   });
 });
 
+// Every client a test made is stopped after it, failed or not, so that no
+// reconnect loop outlives its test.
+const live = [];
+afterEach(() => {
+  for (const c of live.splice(0)) c.disconnect();
+});
+
 /** A client over a fake socket with fast backoff. */
 function fakeClient(opts = {}) {
   const { ctor, sockets } = fakeWebSocket();
   const client = new Herald('ws://fake/ws', { websocket: ctor, reconnect: { baseMs: 5, maxMs: 20 }, timeoutMs: 2000, ...opts });
+  live.push(client);
   const disconnects = [];
   client.on('disconnect', (e) => disconnects.push(e));
   return { client, sockets, disconnects, ctor };
 }
 
-describe('client state machine', () => {
+describe('client state machine', { timeout: 15000 }, () => {
   test('connects, answers pings with pong, sends commands with unique ids', async () => {
     const { client, sockets } = fakeClient({ name: 'unit' });
     const states = [];
@@ -161,16 +169,20 @@ describe('client state machine', () => {
   });
 
   test('pings keep a connection alive', async () => {
-    const { client, sockets, disconnects } = fakeClient({ pingMarginMs: 100 });
+    const { client, sockets, disconnects } = fakeClient({ pingMarginMs: 300 });
     client.connect();
     const ws = await acceptConnect(sockets, 0, { ping: 0.1 });
-    for (let i = 0; i < 8; i++) {
-      await sleep(60);
+    // Pings every 50 ms for well over the 400 ms a silent connection gets.
+    const until = Date.now() + 1000;
+    let n = 0;
+    while (Date.now() < until) {
+      await sleep(50);
       ws.deliver({ ping: {} });
+      n++;
     }
     assert.equal(disconnects.length, 0);
     assert.equal(sockets.length, 1);
-    assert.equal(ws.commands('pong').length, 8);
+    assert.equal(ws.commands('pong').length, n);
     client.disconnect();
   });
 
@@ -217,7 +229,8 @@ describe('client state machine', () => {
     ws.deliver({ disconnect: { code: 3000, reason: 'shutdown', reconnect: true, reconnect_after: 300 } });
     assert.equal(client.state, 'connecting');
     const ws1 = await waitFor(() => sockets[1], { message: 'second socket' });
-    assert.ok(ws1.createdAt - t0 >= 300, `reconnected after ${ws1.createdAt - t0} ms`);
+    // (A timer may fire a millisecond early by the wall clock.)
+    assert.ok(ws1.createdAt - t0 >= 295, `reconnected after ${ws1.createdAt - t0} ms`);
     client.disconnect();
   });
 
@@ -361,7 +374,7 @@ describe('client state machine', () => {
   });
 });
 
-describe('subscriptions', () => {
+describe('subscriptions', { timeout: 15000 }, () => {
   async function subscribed(result) {
     const f = fakeClient();
     f.client.connect();
