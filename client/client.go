@@ -168,6 +168,16 @@ func (c *Client) run(conn *wsConn) {
 			if c.isClosed() {
 				return
 			}
+			if ev.Code == protocol.DisconnectTokenExpired && c.opts.GetToken != nil {
+				// A refresh was missed (sleep, network): a fresh token gets
+				// a new connection, which recovers the subscriptions.
+				if tok, err := c.freshToken(); err == nil {
+					c.mu.Lock()
+					c.token = tok
+					c.mu.Unlock()
+					ev.Reconnect = true
+				}
+			}
 			if !ev.Reconnect {
 				c.terminate(&TerminalError{Code: ev.Code, Reason: ev.Reason})
 				return
@@ -215,14 +225,24 @@ func (c *Client) run(conn *wsConn) {
 	}
 }
 
-// backoff returns a full-jitter delay for attempt n.
+func (c *Client) freshToken() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.DialTimeout)
+	defer cancel()
+	return c.opts.GetToken(ctx)
+}
+
+// backoff returns a full-jitter delay for attempt n: uniform in
+// [0, min(limit, base*2^n)).
 func backoff(n int, base, limit time.Duration) time.Duration {
 	d := base
 	for i := 0; i < n && d < limit; i++ {
 		d *= 2
 	}
 	d = min(d, limit)
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
 }
 
 func (c *Client) terminate(err error) {

@@ -236,3 +236,84 @@ func TestExpiredTokenWithoutRefreshIsTerminal(t *testing.T) {
 		t.Fatalf("Err = %v", c.Err())
 	}
 }
+
+func TestSubscriptionTokenAcrossReconnects(t *testing.T) {
+	t.Parallel()
+	addr := server(t, func(c *herald.Config) {
+		c.Namespaces = append(c.Namespaces, herald.Namespace{Name: "priv", HistorySize: 10})
+	})
+	c, err := client.Dial(context.Background(), "ws://"+addr+"/ws", &client.Options{
+		Token: mint(t, "pat", 0), ReconnectBase: time.Millisecond, ReconnectMax: 10 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var issued atomic.Int32
+	subscribed := make(chan client.SubscribedEvent, 4)
+	_, err = c.Subscribe(context.Background(), "priv:room", client.SubscribeOptions{
+		GetToken: func(_ context.Context, ch, clientID string) (string, error) {
+			issued.Add(1)
+			return auth.MintHS256(secret, auth.MintOptions{User: "pat", Client: clientID, Channel: ch})
+		},
+		OnSubscribed:   func(e client.SubscribedEvent) { subscribed <- e },
+		OnPublication:  func(client.Publication) {},
+		OnUnsubscribed: func(err error) { t.Errorf("unsubscribed: %v", err) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-subscribed
+	apiDisconnect(t, addr, "pat", 4000)
+	select {
+	case e := <-subscribed:
+		if !e.WasRecovering {
+			t.Fatalf("resubscribe did not recover: %+v", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not resubscribed after a reconnect")
+	}
+	if issued.Load() != 2 {
+		t.Fatalf("%d subscription tokens issued, want one per connection", issued.Load())
+	}
+}
+
+func TestMissedRefreshReconnectsWithGetToken(t *testing.T) {
+	t.Parallel()
+	addr := server(t, func(c *herald.Config) { c.TokenExpiryGrace = time.Second })
+	var calls atomic.Int32
+	connects := make(chan struct{}, 4)
+	c, err := client.Dial(context.Background(), "ws://"+addr+"/ws", &client.Options{
+		Token: mint(t, "zed", 2*time.Second),
+		GetToken: func(context.Context) (string, error) {
+			// The first refresh attempt fails (the app is "asleep"), so the
+			// token lapses and the server closes with 3502.
+			if calls.Add(1) == 1 {
+				return "", errors.New("offline")
+			}
+			return mint(t, "zed", time.Hour), nil
+		},
+		ReconnectBase: time.Millisecond, ReconnectMax: 10 * time.Millisecond,
+		OnState: func(s client.State) {
+			if s == client.StateConnected {
+				connects <- struct{}{}
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-connects // the first connection
+	select {
+	case <-connects:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no reconnection after the token lapsed (Err %v)", c.Err())
+	}
+	if calls.Load() < 2 {
+		t.Fatalf("GetToken called %d times", calls.Load())
+	}
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

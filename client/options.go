@@ -10,8 +10,9 @@ import (
 // JSON encoding and default backoff.
 type Options struct {
 	// Token is the connection JWT. GetToken, if set, is called for a fresh
-	// one when the server reports the token expired (at connect or before
-	// expiry, for the refresh command).
+	// one when the server reports the token expired: at connect, before
+	// expiry (for the refresh command), and after a 3502 disconnect (a
+	// missed refresh), which then reconnects instead of ending the client.
 	Token    string
 	GetToken func(ctx context.Context) (string, error)
 	// Binary selects the MessagePack encoding instead of JSON.

@@ -58,8 +58,12 @@ type SubscribeOptions struct {
 	// Since recovers from this position on the first subscribe (for example
 	// one saved by a previous run).
 	Since *StreamPosition
-	// Token is a subscription token for private channels.
+	// Token is a subscription token for private channels. Subscription
+	// tokens are bound to the connection's client id, which changes on
+	// every reconnect: set GetToken so that resubscriptions get a fresh one
+	// (Token, if set, is used for the first subscribe only).
 	Token          string
+	GetToken       func(ctx context.Context, channel, clientID string) (string, error)
 	OnPublication  func(Publication)
 	OnSubscribed   func(SubscribedEvent)
 	OnJoin         func(ClientInfo)
@@ -94,8 +98,11 @@ type Subscription struct {
 	recoverable bool
 	positioned  bool
 	pos         StreamPosition
-	ready       chan struct{} // closed at the first subscribe result
-	readyErr    error
+	// subscribedOnce: a subscribe succeeded before (the static Token, bound
+	// to the first connection, is spent).
+	subscribedOnce bool
+	ready          chan struct{} // closed at the first subscribe result
+	readyErr       error
 
 	dmu     sync.Mutex // held while delivering to C
 	gone    chan struct{}
@@ -181,13 +188,25 @@ func (s *Subscription) subscribeOn(conn *wsConn) {
 		return
 	}
 	s.state = subPending
-	req := &protocol.SubscribeRequest{Channel: s.channel, Token: s.opts.Token}
+	req := &protocol.SubscribeRequest{Channel: s.channel}
 	if s.positioned {
 		req.Recover, req.Epoch, req.Offset = true, s.pos.Epoch, s.pos.Offset
 	}
+	first := !s.subscribedOnce
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.DialTimeout)
 	defer cancel()
+	switch {
+	case s.opts.Token != "" && first:
+		req.Token = s.opts.Token
+	case s.opts.GetToken != nil:
+		tok, err := s.opts.GetToken(ctx, s.channel, s.c.ID())
+		if err != nil {
+			s.fail(err)
+			return
+		}
+		req.Token = tok
+	}
 	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Subscribe: req}, func(m *protocol.ServerMessage) {
 		if m.Error == nil && m.Subscribe != nil {
 			s.applySubscribed(conn, m.Subscribe)
@@ -209,6 +228,7 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 		return
 	}
 	s.state = subActive
+	s.subscribedOnce = true
 	s.conn = conn
 	s.recoverable = res.Recoverable
 	var recovered []*protocol.Publication
