@@ -40,12 +40,11 @@ func (e *closeError) Error() string { return fmt.Sprintf("closed by server with 
 
 // dialer opens bench connections.
 type dialer struct {
-	url         string
-	tgt         target
-	timeout     time.Duration
-	readBuf     int
-	sourceIPs   []net.IP
-	handshakeRB int
+	url       string
+	tgt       target
+	timeout   time.Duration
+	readBuf   int
+	sourceIPs []net.IP
 }
 
 // dial opens connection number i (its source address is picked by i).

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,6 +251,9 @@ func (r *remoteWorker) kill() {
 // the connections, reports progress and readiness on out, and on "finish"
 // (or end of input, or its deadline) closes them and reports the result.
 func runWorkerProcess(in io.Reader, out io.Writer) error {
+	// Ctrl-C reaches the whole process group: the parent handles it and
+	// tells the workers to finish, so that their results are not lost.
+	signal.Ignore(os.Interrupt)
 	dec := json.NewDecoder(in)
 	var start workerCmd
 	if err := dec.Decode(&start); err != nil || start.Op != "start" || start.Config == nil {

@@ -30,8 +30,9 @@ declare -A RUNS=(
 	[fanout-1x1000-rate100]="--scenario fanout --conns 1000 --channels 1 --rate 100 --duration 30s --settle 5s"
 	[fanout-1x1000-saturated]="--scenario fanout --conns 1000 --channels 1 --rate 0 --duration 30s --settle 5s"
 	[connect-10k]="--scenario connect --conns 10000"
+	[connect-10k-own-channel]="--scenario connect --conns 10000 --channels 10000"
 )
-ORDER=(idle-10k idle-10k-own-channel fanout-1x1000-rate100 fanout-1x1000-saturated connect-10k)
+ORDER=(idle-10k idle-10k-own-channel fanout-1x1000-rate100 fanout-1x1000-saturated connect-10k connect-10k-own-channel)
 if [ $# -gt 0 ]; then ORDER=("$@"); fi
 
 spid=
