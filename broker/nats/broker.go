@@ -442,20 +442,36 @@ func (b *Broker) streamConfig(i int) jetstream.StreamConfig {
 	return c
 }
 
-// ensureStream creates stream i or updates its configuration.
+// streamAttemptTimeout bounds one attempt to create or update a stream.
+const streamAttemptTimeout = 2 * time.Second
+
+// ensureStream creates stream i or updates its configuration. In a
+// clustered JetStream, a server may never answer a node that creates a
+// stream while another node creates the same one (as when several Herald
+// nodes start at once; seen with nats-server 2.15), so each attempt is
+// bounded and retried, until ctx ends: by then the stream exists and the
+// retry finds it.
 func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, error) {
 	b.ensureMu.Lock()
 	defer b.ensureMu.Unlock()
 	cfg := b.streamConfig(i)
-	s, err := b.js.CreateOrUpdateStream(ctx, cfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		// Another node created it between our update and create.
-		s, err = b.js.CreateOrUpdateStream(ctx, cfg)
+	for {
+		actx, cancel := context.WithTimeout(ctx, streamAttemptTimeout)
+		s, err := b.js.CreateOrUpdateStream(actx, cfg)
+		cancel()
+		switch {
+		case err == nil:
+			return s, nil
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
+		case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
+			// Another node created it between our update and create.
+		case errors.Is(err, context.DeadlineExceeded):
+			b.log.Warn("nats stream create or update unanswered; retrying", "stream", cfg.Name)
+		default:
+			return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
-	}
-	return s, nil
 }
 
 // retry runs f, and once more after recreating stream i if f found it
