@@ -23,6 +23,7 @@ const usage = `herald bench: load-test a Herald server
 
 Usage:
   herald bench --scenario fanout|idle|channels|connect [flags]
+  herald bench --show REPORT.json     print a report saved with --json as a table
 
 Scenarios:
   fanout    --conns subscribers over --channels channels (default 1); publish
@@ -87,6 +88,9 @@ func Main(args []string) error {
 	if len(args) > 0 && args[0] == workerFlag {
 		return runWorkerProcess(os.Stdin, os.Stdout)
 	}
+	if len(args) == 2 && (args[0] == "--show" || args[0] == "-show") {
+		return show(args[1], os.Stdout)
+	}
 	o, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -110,6 +114,19 @@ func Main(args []string) error {
 		return enc.Encode(rep)
 	}
 	return rep.writeText(os.Stdout)
+}
+
+// show prints a report saved with --json as a table.
+func show(path string, w io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return rep.writeText(w)
 }
 
 func parseFlags(args []string, errw io.Writer) (*options, error) {

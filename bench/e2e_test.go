@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +106,23 @@ func TestFanoutEndToEnd(t *testing.T) {
 	// The server runs in this process, so its pid is ours: /proc works.
 	if rep.Server.PID == 0 || rep.Server.CPU == nil || rep.Server.RSS == 0 {
 		t.Errorf("no server figures: %+v", rep.Server)
+	}
+	// A report saved as JSON prints as the same table.
+	raw, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "report.json")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var shown, direct strings.Builder
+	if err := show(path, &shown); err != nil {
+		t.Fatal(err)
+	}
+	_ = rep.writeText(&direct)
+	if shown.String() != direct.String() {
+		t.Errorf("--show differs from the report:\n%s\nwant\n%s", shown.String(), direct.String())
 	}
 }
 

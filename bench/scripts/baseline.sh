@@ -2,7 +2,8 @@
 # baseline.sh runs the figures of docs/BENCHMARKS.md, each against a fresh
 # `herald serve --dev` process (a fresh server matters for RSS: Go keeps
 # freed memory for a while). Reports go to $OUT as NAME.json (the bench's
-# --json report) and NAME.log (its progress lines); a summary is printed.
+# --json report), NAME.txt (the same as a table, `herald bench --show`) and
+# NAME.log (its progress lines); a one-line summary of each is printed.
 #
 #   bench/scripts/baseline.sh            # all runs
 #   bench/scripts/baseline.sh fanout-1x1000-rate100   # one run
@@ -55,6 +56,7 @@ for name in "${ORDER[@]}"; do
 		# shellcheck disable=SC2086
 		if "$BIN" bench --url "ws://127.0.0.1:$PORT/ws" --key k --server-pid "$spid" --json $args \
 			>"$OUT/$name.json" 2>"$OUT/$name.log"; then
+			"$BIN" bench --show "$OUT/$name.json" >"$OUT/$name.txt"
 			if command -v jq >/dev/null; then
 				jq -c '{conns: .params.conns, channels: .params.channels, rate: .params.rate,
 					connect_per_s: .connect.rate_per_s, rss_per_conn_kib: .idle.rss_per_conn_kib,
