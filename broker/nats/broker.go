@@ -553,19 +553,23 @@ func (b *Broker) deleteConsumerAsync(stream, consumer string) {
 }
 
 // readSubject returns the messages of stream s on filter, oldest first,
-// up to stream sequence last (0: no bound). It reads through an ephemeral
-// consumer that it deletes.
-func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uint64) ([]jetstream.Msg, error) {
+// up to stream sequence last (0: no bound), stored at or after since (zero:
+// all). It reads through an ephemeral consumer that it deletes.
+func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uint64, since time.Time) ([]jetstream.Msg, error) {
 	s := b.streams[i]
+	cc := jetstream.ConsumerConfig{
+		FilterSubject:     filter,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute, // in case the delete below is lost
+		MemoryStorage:     true,
+	}
+	if !since.IsZero() {
+		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
 	var cons jetstream.Consumer
 	err := b.retry(ctx, i, func() (err error) {
-		cons, err = s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			FilterSubject:     filter,
-			DeliverPolicy:     jetstream.DeliverAllPolicy,
-			AckPolicy:         jetstream.AckNonePolicy,
-			InactiveThreshold: time.Minute, // in case the delete below is lost
-			MemoryStorage:     true,
-		})
+		cons, err = s.CreateConsumer(ctx, cc)
 		return err
 	})
 	if err != nil {

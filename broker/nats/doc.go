@@ -85,7 +85,16 @@
 // empty, or holding an expired record), publishes, and completes the
 // record with the position. A retry within the window returns that
 // position with duplicate=true; one that finds the claim pending waits for
-// it (at most 10s, in case its publisher died). Records carry their
+// it (at most 10s, in case its publisher died). A publisher may die, or
+// lose its server, after appending and before completing the record, so
+// history messages carry the key's hash (header Herald-Idem): a retry that
+// finds a claim pending for a second, or expired, looks for it in the
+// channel's history since the claim, and if found completes the record
+// and returns its position as a duplicate. A publisher whose append got
+// no answer keeps its claim for the same reason (a refused append drops
+// it). Channels without history have no such trail: there, a publisher
+// that dies between its publish and the record's completion lets a retry
+// after the claim timeout publish again. Records carry their
 // window and expire when read; MaxIdempotencyWindow bounds the stream's
 // MaxAge, and longer windows are refused.
 //

@@ -187,6 +187,9 @@ func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts b
 		if opts.HistoryTTL > 0 {
 			m.Header.Set(hdrTTL, strconv.FormatInt(opts.HistoryTTL.Milliseconds(), 10))
 		}
+		if opts.IdempotencyKey != "" {
+			m.Header.Set(hdrIdem, keyToken(opts.IdempotencyKey))
+		}
 		m.Data = body
 		var ack *jetstream.PubAck
 		err := b.retry(ctx, histStream, func() (err error) {
@@ -319,7 +322,7 @@ func (b *Broker) History(ctx context.Context, ch string, opts broker.HistoryOpti
 	if lo > hi {
 		return nil, pos, nil
 	}
-	msgs, err := b.readSubject(ctx, histStream, subj, hd.seq)
+	msgs, err := b.readSubject(ctx, histStream, subj, hd.seq, time.Time{})
 	if err != nil {
 		return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -21,6 +22,13 @@ const (
 	// claimTimeout bounds how long a pending claim holds back retries of
 	// its key: if its publisher died, a retry after it publishes.
 	claimTimeout = 10 * time.Second
+	// claimCheckAfter: a retry that finds a claim pending for this long
+	// looks for the publication in the channel's history, in case its
+	// publisher (or the server's answer) died after appending it.
+	claimCheckAfter = time.Second
+	// clockSlack widens that search for clock differences between the
+	// servers that lead the idempotency and history streams.
+	clockSlack = 5 * time.Second
 )
 
 // publishOnce publishes under an idempotency key. A key is a subject of the
@@ -31,6 +39,14 @@ const (
 // position as a duplicate; pending, they wait for it. The window is
 // per call, so records carry it and expire when read, not by a stream
 // limit.
+//
+// Between the append and the record's completion the publisher may die,
+// or the server restart: the record stays pending although the
+// publication is out. History messages therefore carry the key's token
+// (Herald-Idem), and a retry that finds a claim pending for
+// claimCheckAfter, or expired, first looks for its publication in the
+// channel's history since the claim: found, it completes the record and
+// returns the position as a duplicate.
 func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, bool, error) {
 	w := opts.IdempotencyWindow
 	if w <= 0 {
@@ -39,30 +55,43 @@ func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Pu
 	if w > b.cfg.MaxIdempotencyWindow {
 		return protocol.StreamPosition{}, false, fmt.Errorf("herald: idempotency window %v exceeds the nats broker's MaxIdempotencyWindow %v", w, b.cfg.MaxIdempotencyWindow)
 	}
-	subj := b.names.idem + tok + "." + keyToken(opts.IdempotencyKey)
-	claim, pos, dup, err := b.claim(ctx, subj, w)
+	ktok := keyToken(opts.IdempotencyKey)
+	subj := b.names.idem + tok + "." + ktok
+	hsubj := "" // without history there is nothing to look in
+	if hasHistory(opts) {
+		hsubj = b.names.hist + tok
+	}
+	claim, pos, dup, err := b.claim(ctx, subj, hsubj, ktok, w)
 	if err != nil || dup {
 		return pos, dup, err
 	}
 	pos, err = b.publish(ctx, ch, tok, p, opts)
 	if err != nil {
-		// Let a retry publish: drop our claim, and nothing newer.
-		b.purgeAsync(b.names.idemStream, purgeRequest{Filter: subj, Seq: claim + 1})
+		if apiCode(err) != 0 || !hasHistory(opts) {
+			// The server refused the append: let a retry publish. Drop
+			// our claim, and nothing newer.
+			b.purgeAsync(b.names.idemStream, purgeRequest{Filter: subj, Seq: claim + 1})
+		}
+		// Otherwise (no answer, connection lost) the append may be
+		// stored: the claim stays, and a retry looks in the history.
 		return pos, false, err
 	}
 	done := idemRecord{Done: true, Epoch: pos.Epoch, Offset: pos.Offset, Window: w.Milliseconds()}
 	if _, err := b.writeIdem(ctx, subj, done, claim); err != nil {
-		// The publication is out; a retry waits for the claim to time out.
+		// The publication is out; a retry finds it in the history.
 		b.log.Warn("nats: idempotency record not completed", "channel", ch, "err", err)
 	}
 	return pos, false, nil
 }
 
 // claim takes the key for this publisher, or returns the position of the
-// publication that holds it.
-func (b *Broker) claim(ctx context.Context, subj string, w time.Duration) (uint64, protocol.StreamPosition, bool, error) {
+// publication that holds it. hsubj is the channel's history subject (""
+// without history) and ktok the key's token, to find a publication whose
+// record was left pending.
+func (b *Broker) claim(ctx context.Context, subj, hsubj, ktok string, w time.Duration) (uint64, protocol.StreamPosition, bool, error) {
 	pending := idemRecord{Window: w.Milliseconds()}
 	var expect uint64 // most keys are new: try before reading
+	checked := false
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
 		seq, err := b.writeIdem(ctx, subj, pending, expect)
 		if err == nil {
@@ -84,6 +113,21 @@ func (b *Broker) claim(ctx context.Context, subj string, w time.Duration) (uint6
 			life := time.Duration(rec.Window) * time.Millisecond
 			if !rec.Done {
 				life = min(life, claimTimeout)
+				age := time.Since(at)
+				if hsubj != "" && (age >= life || (age >= claimCheckAfter && !checked)) {
+					checked = true
+					pos, found, err := b.findKeyed(ctx, hsubj, ktok, at)
+					if err != nil {
+						return 0, protocol.StreamPosition{}, false, fmt.Errorf("nats idempotency: %w", err)
+					}
+					if found {
+						done := idemRecord{Done: true, Epoch: pos.Epoch, Offset: pos.Offset, Window: rec.Window}
+						if _, err := b.writeIdem(ctx, subj, done, seq); err != nil {
+							b.log.Debug("nats: completing a pending idempotency record", "err", err)
+						}
+						return 0, pos, true, nil
+					}
+				}
 			}
 			if time.Since(at) >= life {
 				expect = seq
@@ -137,4 +181,26 @@ func (b *Broker) readIdem(ctx context.Context, subj string) (rec idemRecord, seq
 		return rec, 0, at, false, fmt.Errorf("decode idempotency record: %w", err)
 	}
 	return rec, m.Sequence, m.Time, true, nil
+}
+
+// findKeyed looks in a history subject, among the messages stored since
+// the claim made at claimed, for the publication of the key whose token is
+// ktok.
+func (b *Broker) findKeyed(ctx context.Context, hsubj, ktok string, claimed time.Time) (protocol.StreamPosition, bool, error) {
+	msgs, err := b.readSubject(ctx, histStream, hsubj, 0, claimed.Add(-clockSlack))
+	if err != nil {
+		return protocol.StreamPosition{}, false, err
+	}
+	for _, m := range msgs {
+		h := m.Headers()
+		if h.Get(hdrKind) != kindPub || h.Get(hdrIdem) != ktok {
+			continue
+		}
+		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		if err != nil {
+			continue
+		}
+		return protocol.StreamPosition{Epoch: h.Get(hdrEpoch), Offset: off}, true, nil
+	}
+	return protocol.StreamPosition{}, false, nil
 }

@@ -109,7 +109,7 @@ func (b *Broker) presence(ctx context.Context, ch string) (map[string]*protocol.
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := b.readSubject(ctx, presStream, b.names.pres+ct+".*", 0)
+	msgs, err := b.readSubject(ctx, presStream, b.names.pres+ct+".*", 0, time.Time{})
 	if err != nil {
 		return nil, fmt.Errorf("nats presence %q: %w", ch, err)
 	}

@@ -24,6 +24,7 @@ const (
 	hdrOffset = "Herald-Offset" // history messages; "0" on markers
 	hdrSize   = "Herald-Size"   // HistorySize in force when the message was written
 	hdrTTL    = "Herald-TTL"    // HistoryTTL in force, in milliseconds
+	hdrIdem   = "Herald-Idem"   // history messages published with a key: keyToken(key)
 
 	kindPub   = "pub"
 	kindMark  = "mark"
