@@ -27,17 +27,35 @@ type Config struct {
 	// publication, so that clients can still recover (or learn that they
 	// cannot). Default 24h. After it, the channel starts a new epoch.
 	MetaTTL time.Duration
+	// MaxBytes bounds the memory held by history, over all channels: past
+	// it, the channels published to least recently lose their streams
+	// (their next subscribers get recovered: false and a new epoch).
+	// Default 256 MiB.
+	MaxBytes int64
 	// Now is the clock; default time.Now. Tests replace it.
 	Now func() time.Time
 }
 
-const numShards = 64
+const (
+	numShards  = 64
+	numStripes = 1024
+	// pubOverhead approximates the memory of a retained publication
+	// besides its data.
+	pubOverhead = 160
+)
 
 // Broker is the in-memory broker. Create it with New.
+//
+// Lock order: a channel's delivery stripe, then its shard. The stripe is
+// held from offset assignment until the handler returns, which keeps each
+// channel's deliveries in offset order; the shard lock guards the maps and
+// is never held while the handler runs, so a channel with many subscribers
+// delays only channels of its own stripe (1 in 1,024).
 type Broker struct {
 	cfg     Config
 	seed    maphash.Seed
 	shards  [numShards]shard
+	stripes [numStripes]sync.Mutex
 	handler broker.Handler
 	closed  atomic.Bool
 }
@@ -45,7 +63,8 @@ type Broker struct {
 type shard struct {
 	mu      sync.Mutex
 	streams map[string]*stream
-	sweep   int // publishes since the last expiry sweep
+	sweep   int   // publishes since the last expiry sweep
+	bytes   int64 // retained history, approximately
 }
 
 type stream struct {
@@ -56,7 +75,16 @@ type stream struct {
 	n       int
 	ttl     time.Duration // history TTL in force at the last publish
 	touched time.Time
+	bytes   int64 // retained publications, approximately
 	idem    map[string]idemEntry
+	// idemOrder lists the keys in insertion order, so that expired keys
+	// are dropped from the front instead of by scanning the map.
+	idemOrder []idemKey
+}
+
+type idemKey struct {
+	key     string
+	expires time.Time
 }
 
 type idemEntry struct {
@@ -71,6 +99,9 @@ func New(cfg Config) *Broker {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 256 << 20
 	}
 	b := &Broker{cfg: cfg, seed: maphash.MakeSeed()}
 	for i := range b.shards {
@@ -90,6 +121,12 @@ func (b *Broker) shard(ch string) *shard {
 	return &b.shards[maphash.String(b.seed, ch)%numShards]
 }
 
+func (b *Broker) stripe(ch string) *sync.Mutex {
+	return &b.stripes[maphash.String(b.seed, ch)/numShards%numStripes]
+}
+
+func pubSize(p *protocol.Publication) int64 { return int64(len(p.Data) + pubOverhead) }
+
 // Start registers the handler.
 func (b *Broker) Start(_ context.Context, h broker.Handler) error {
 	b.handler = h
@@ -107,7 +144,7 @@ func (b *Broker) Unsubscribe(context.Context, string) error { return nil }
 func (s *shard) getStream(ch string, now time.Time, metaTTL time.Duration, create bool) *stream {
 	st := s.streams[ch]
 	if st != nil && now.Sub(st.touched) > metaTTL {
-		delete(s.streams, ch)
+		s.drop(ch, st)
 		st = nil
 	}
 	if st == nil && create {
@@ -117,6 +154,12 @@ func (s *shard) getStream(ch string, now time.Time, metaTTL time.Duration, creat
 	return st
 }
 
+// drop removes a stream. The shard lock must be held.
+func (s *shard) drop(ch string, st *stream) {
+	delete(s.streams, ch)
+	s.bytes -= st.bytes
+}
+
 // trim drops publications beyond size or older than ttl.
 func (st *stream) trim(size int, ttl time.Duration, now time.Time) {
 	for st.n > 0 {
@@ -124,6 +167,7 @@ func (st *stream) trim(size int, ttl time.Duration, now time.Time) {
 		if st.n <= size && (ttl <= 0 || now.Sub(time.UnixMilli(oldest.Time)) <= ttl) {
 			return
 		}
+		st.bytes -= pubSize(oldest)
 		st.pubs[st.head] = nil
 		st.head = (st.head + 1) % len(st.pubs)
 		st.n--
@@ -139,22 +183,44 @@ func (st *stream) push(p *protocol.Publication, size int) {
 			ring[i] = st.pubs[(st.head+st.n-keep+i)%len(st.pubs)]
 		}
 		st.pubs, st.head, st.n = ring, 0, keep
+		st.bytes = 0
+		for i := 0; i < keep; i++ {
+			st.bytes += pubSize(ring[i])
+		}
 	}
 	if st.n == size {
+		st.bytes -= pubSize(st.pubs[st.head])
 		st.pubs[st.head] = nil
 		st.head = (st.head + 1) % size
 		st.n--
 	}
 	st.pubs[(st.head+st.n)%size] = p
 	st.n++
+	st.bytes += pubSize(p)
 }
 
 // Publish implements broker.Broker. The handler is called under the
-// channel's shard lock, which is what keeps per-channel order.
+// channel's delivery stripe, which keeps per-channel order.
 func (b *Broker) Publish(_ context.Context, ch string, pub *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, bool, error) {
 	if b.closed.Load() {
 		return protocol.StreamPosition{}, false, broker.ErrClosed
 	}
+	d := b.stripe(ch)
+	d.Lock()
+	defer d.Unlock()
+	p, pos, dup := b.append(ch, pub, opts)
+	if dup {
+		return pos, true, nil
+	}
+	if h := b.handler; h != nil {
+		h.HandlePublication(ch, p, pos.Epoch)
+	}
+	return pos, false, nil
+}
+
+// append assigns the publication its position and keeps it, under the
+// shard lock.
+func (b *Broker) append(ch string, pub *protocol.Publication, opts broker.PublishOptions) (*protocol.Publication, protocol.StreamPosition, bool) {
 	now := b.cfg.Now()
 	history := opts.HistorySize > 0 || opts.HistoryTTL > 0
 	s := b.shard(ch)
@@ -166,8 +232,9 @@ func (b *Broker) Publish(_ context.Context, ch string, pub *protocol.Publication
 		st = s.getStream(ch, now, b.cfg.MetaTTL, true)
 	}
 	if opts.IdempotencyKey != "" {
+		st.expireKeys(now)
 		if e, ok := st.idem[opts.IdempotencyKey]; ok && now.Before(e.expires) {
-			return e.pos, true, nil
+			return nil, e.pos, true
 		}
 	}
 	p := *pub
@@ -185,9 +252,12 @@ func (b *Broker) Publish(_ context.Context, ch string, pub *protocol.Publication
 			size = 1 << 20 // TTL-only history still needs a bound
 		}
 		st.ttl = opts.HistoryTTL
+		before := st.bytes
 		st.trim(size, opts.HistoryTTL, now)
 		st.push(&p, size)
+		s.bytes += st.bytes - before
 		pos = protocol.StreamPosition{Epoch: st.epoch, Offset: st.top}
+		s.enforceBudget(ch, b.cfg.MaxBytes/numShards)
 	}
 	if opts.IdempotencyKey != "" {
 		w := opts.IdempotencyWindow
@@ -197,18 +267,49 @@ func (b *Broker) Publish(_ context.Context, ch string, pub *protocol.Publication
 		if st.idem == nil {
 			st.idem = make(map[string]idemEntry)
 		}
-		for k, e := range st.idem { // bounded by publishes within the window
-			if !now.Before(e.expires) {
-				delete(st.idem, k)
-			}
-		}
-		st.idem[opts.IdempotencyKey] = idemEntry{pos: pos, expires: now.Add(w)}
+		exp := now.Add(w)
+		st.idem[opts.IdempotencyKey] = idemEntry{pos: pos, expires: exp}
+		st.idemOrder = append(st.idemOrder, idemKey{key: opts.IdempotencyKey, expires: exp})
 		st.touched = now
 	}
-	if h := b.handler; h != nil {
-		h.HandlePublication(ch, &p, pos.Epoch)
+	return &p, pos, false
+}
+
+// expireKeys drops the idempotency keys whose window has passed, from the
+// front of the insertion order: O(expired), not O(keys).
+func (st *stream) expireKeys(now time.Time) {
+	i := 0
+	for ; i < len(st.idemOrder) && !now.Before(st.idemOrder[i].expires); i++ {
+		k := st.idemOrder[i].key
+		if e, ok := st.idem[k]; ok && !now.Before(e.expires) {
+			delete(st.idem, k)
+		}
 	}
-	return pos, false, nil
+	if i > 0 {
+		st.idemOrder = append(st.idemOrder[:0], st.idemOrder[i:]...)
+	}
+}
+
+// enforceBudget drops the least recently published streams of the shard
+// (never keep) once its history passes budget, down to 90% of it so that
+// the scan is amortised over many publishes. The shard lock must be held.
+func (s *shard) enforceBudget(keep string, budget int64) {
+	if s.bytes <= budget {
+		return
+	}
+	for s.bytes > budget/10*9 {
+		var oldest string
+		var ost *stream
+		for ch, st := range s.streams {
+			if ch != keep && st.bytes > 0 && (ost == nil || st.touched.Before(ost.touched)) {
+				oldest, ost = ch, st
+			}
+		}
+		if ost == nil {
+			return
+		}
+		s.drop(oldest, ost)
+	}
 }
 
 // maybeSweep drops expired streams now and then so that channels nobody
@@ -221,7 +322,7 @@ func (s *shard) maybeSweep(now time.Time, metaTTL time.Duration) {
 	s.sweep = 0
 	for ch, st := range s.streams {
 		if now.Sub(st.touched) > metaTTL {
-			delete(s.streams, ch)
+			s.drop(ch, st)
 		}
 	}
 }
@@ -306,7 +407,9 @@ func (b *Broker) History(_ context.Context, ch string, opts broker.HistoryOption
 func (b *Broker) RemoveHistory(_ context.Context, ch string) error {
 	s := b.shard(ch)
 	s.mu.Lock()
-	delete(s.streams, ch)
+	if st := s.streams[ch]; st != nil {
+		s.drop(ch, st)
+	}
 	s.mu.Unlock()
 	return nil
 }

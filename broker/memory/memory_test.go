@@ -1,11 +1,16 @@
 package memory_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/memory"
+	"github.com/heraldhq/herald/protocol"
 )
 
 func TestConformance(t *testing.T) {
@@ -14,4 +19,59 @@ func TestConformance(t *testing.T) {
 		SingleNode:  true,
 		NewPresence: func(*testing.T) broker.PresenceStore { return memory.NewPresenceStore(nil) },
 	})
+}
+
+func TestHistoryMemoryBound(t *testing.T) {
+	b := memory.New(memory.Config{MaxBytes: 64 * 1024 * 64}) // 64 KiB per shard
+	if err := b.Start(context.Background(), brokertest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Hour}
+	data := &protocol.Publication{Data: protocol.Data(strings.Repeat("x", 1000))}
+	first, _, err := b.Publish(context.Background(), "c0", data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 MiB into 2,000 channels: far past the 4 MiB bound.
+	for i := 1; i < 2000; i++ {
+		for j := 0; j < 5; j++ {
+			if _, _, err := b.Publish(context.Background(), fmt.Sprintf("c%d", i), data, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	_, pos, err := b.History(context.Background(), "c0", broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Epoch == first.Epoch {
+		t.Fatal("the least recently used stream survived past the memory bound")
+	}
+	pubs, _, _ := b.History(context.Background(), "c1999", broker.HistoryOptions{Limit: -1})
+	if len(pubs) != 5 {
+		t.Fatalf("the newest stream lost history: %d publications", len(pubs))
+	}
+}
+
+func TestIdempotencyKeysExpire(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := memory.New(memory.Config{Now: func() time.Time { return now }})
+	if err := b.Start(context.Background(), brokertest.NewRecorder()); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 10, IdempotencyWindow: time.Minute}
+	for i := 0; i < 1000; i++ {
+		opts.IdempotencyKey = fmt.Sprint(i)
+		if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); dup {
+			t.Fatalf("key %d reported duplicate", i)
+		}
+	}
+	opts.IdempotencyKey = "5"
+	if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); !dup {
+		t.Fatal("key within its window not deduplicated")
+	}
+	now = now.Add(2 * time.Minute)
+	if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); dup {
+		t.Fatal("key deduplicated after its window")
+	}
 }
