@@ -182,10 +182,66 @@ func (s *Subscription) resubscribe(conn *wsConn) {
 }
 
 func (s *Subscription) subscribeOn(conn *wsConn) {
+	s.subscribeUntilDone(conn, false)
+}
+
+// attempt outcomes of subscribeOnce.
+const (
+	attemptDone       = iota // subscribed, failed for good, or the connection ended
+	attemptRetry             // a temporary error: try again
+	attemptRetryUnsub        // no answer in time: unsubscribe, then try again
+)
+
+// subscribeUntilDone (re)subscribes on conn, first unsubscribing if unsub.
+// A resubscription that gets a temporary error (the server's broker
+// electing a leader, say), or no answer in time while the connection
+// lives on, is tried again after a backoff: the subscription is never
+// left behind on a connection that goes on. Each try after a missing
+// answer first unsubscribes, since the server, which runs a connection's
+// commands in order, may still complete the subscribe it did not answer
+// in time.
+func (s *Subscription) subscribeUntilDone(conn *wsConn, unsub bool) {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			t := time.NewTimer(backoff(attempt, s.c.opts.ReconnectBase, s.c.opts.ReconnectMax))
+			select {
+			case <-t.C:
+			case <-conn.done:
+				t.Stop()
+				return
+			case <-s.gone:
+				t.Stop()
+				return
+			}
+		}
+		if unsub {
+			ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.DialTimeout)
+			_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
+			cancel()
+			var pe *protocol.Error
+			if err != nil && !errors.As(err, &pe) {
+				if errors.Is(err, context.DeadlineExceeded) {
+					continue
+				}
+				return // the connection ended: the next one resubscribes
+			}
+			unsub = false
+		}
+		switch s.subscribeOnce(conn) {
+		case attemptDone:
+			return
+		case attemptRetryUnsub:
+			unsub = true
+		}
+	}
+}
+
+// subscribeOnce sends one subscribe on conn.
+func (s *Subscription) subscribeOnce(conn *wsConn) int {
 	s.mu.Lock()
 	if s.state == subGone {
 		s.mu.Unlock()
-		return
+		return attemptDone
 	}
 	s.state = subPending
 	req := &protocol.SubscribeRequest{Channel: s.channel}
@@ -203,7 +259,7 @@ func (s *Subscription) subscribeOn(conn *wsConn) {
 		tok, err := s.opts.GetToken(ctx, s.channel, s.c.ID())
 		if err != nil {
 			s.fail(err)
-			return
+			return attemptDone
 		}
 		req.Token = tok
 	}
@@ -213,10 +269,20 @@ func (s *Subscription) subscribeOn(conn *wsConn) {
 		}
 	})
 	var pe *protocol.Error
-	if errors.As(err, &pe) {
+	switch {
+	case err == nil:
+		return attemptDone
+	case errors.As(err, &pe):
+		if pe.Temporary && !first {
+			return attemptRetry
+		}
+		// The first subscribe returns its error to Subscribe.
 		s.fail(pe)
+		return attemptDone
+	case errors.Is(err, context.DeadlineExceeded):
+		return attemptRetryUnsub
 	}
-	// Other errors are the connection ending: the next one resubscribes.
+	return attemptDone // the connection ended: the next one resubscribes
 }
 
 // applySubscribed runs on the reader goroutine: recovered publications are
@@ -288,12 +354,7 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 
 func (s *Subscription) resync(conn *wsConn) {
 	defer s.c.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), s.c.opts.DialTimeout)
-	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
-	cancel()
-	if err == nil {
-		s.subscribeOn(conn)
-	}
+	s.subscribeUntilDone(conn, true)
 }
 
 func (s *Subscription) onPresence(join bool, info ClientInfo) {
