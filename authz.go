@@ -115,7 +115,7 @@ func (ss *session) takeUserSlot(ctx context.Context) bool {
 	s := ss.s
 	ch := userConnsChannel(ss.user)
 	info := ss.clientInfo()
-	if err := s.presence.AddPresence(ctx, ch, ss.id, info, s.cfg.PresenceTTL); err != nil {
+	if err := s.presence.AddPresence(ctx, ch, ss.id, info, s.presenceTTL); err != nil {
 		s.log.Warn("user slot", "err", err)
 		return true // fail open: the limit is a guard, not an authorization
 	}

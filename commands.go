@@ -186,7 +186,9 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		return // closed meanwhile
 	}
 	ss.nextPing.Store(time.Now().Add(s.cfg.PingInterval).UnixNano())
-	s.sessions.addUser(user, ss)
+	if user != "" {
+		s.sessions.addUser(user, ss)
+	}
 	if len(pending) > 0 {
 		res.Subs = make(map[string]*protocol.SubscribeResult, len(pending))
 		for _, p := range pending {

@@ -114,11 +114,7 @@ func (r *registry) userSessions(user string) []*session {
 func (r *registry) numUsers() int {
 	r.usersMu.Lock()
 	defer r.usersMu.Unlock()
-	n := len(r.users)
-	if _, anon := r.users[""]; anon {
-		n-- // anonymous connections are not a user
-	}
-	return n
+	return len(r.users) // anonymous connections are not registered
 }
 
 func (r *registry) addEcho(c *transport.Conn) {

@@ -56,7 +56,8 @@ type Server struct {
 	mux        *http.ServeMux
 	pingFrames [2][]byte
 
-	sessions registry
+	sessions    registry
+	presenceTTL time.Duration // 0: entries never expire (in-process store)
 	subLocks [256]sync.Mutex // serialise broker (un)subscribe per channel
 
 	gate     sync.RWMutex // draining flips under the write lock
@@ -123,6 +124,13 @@ func New(cfg Config) (*Server, error) {
 			s.presence = memory.NewPresenceStore(nil)
 		}
 	}
+	// An in-process store holds only this node's members: they need no
+	// expiry and no refreshing.
+	if _, ok := s.presence.(*memory.PresenceStore); ok {
+		s.presenceTTL = 0
+	} else {
+		s.presenceTTL = cfg.PresenceTTL
+	}
 	s.sessions.init()
 	s.hub = hub.New(hub.Options{
 		OnSlow: func(owner any) {
@@ -150,7 +158,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
-	s.goTracked(s.refreshPresence)
+	if s.presenceTTL > 0 {
+		s.goTracked(s.refreshPresence)
+	}
 	s.ready.Store(true)
 	s.log.Info("herald node started", "node", s.nodeID, "engine", s.engine.Name(), "version", Version)
 	return s, nil

@@ -53,7 +53,7 @@ func (s *Server) hubRemove(hs *hub.Sub) {
 
 func (s *Server) join(ctx context.Context, ss *session, sub *subscription, info *protocol.ClientInfo) {
 	if sub.ns.Presence {
-		if err := s.presence.AddPresence(ctx, sub.ch, ss.id, info, s.cfg.PresenceTTL); err != nil {
+		if err := s.presence.AddPresence(ctx, sub.ch, ss.id, info, s.presenceTTL); err != nil {
 			s.log.Warn("presence add", "channel", sub.ch, "err", err)
 		}
 	}

@@ -88,12 +88,30 @@ func (ss *session) OnMessage(_ *transport.Conn, msg []byte, _ bool) {
 	m.bytesIn.Add(float64(len(msg)))
 	// Any traffic proves the client alive.
 	ss.pongDue.Store(0)
+	if isPong(ss.codec, msg) {
+		return // the most frequent message by far: no decoding
+	}
 	var cmd protocol.Command
 	if err := ss.codec.DecodeCommand(msg, &cmd); err != nil {
 		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
 		return
 	}
 	ss.handle(&cmd)
+}
+
+var pongJSON, pongMsgpack = func() ([]byte, []byte) {
+	cmd := &protocol.Command{Pong: &protocol.Empty{}}
+	j, _ := protocol.JSON.AppendCommand(nil, cmd)
+	m, _ := protocol.Msgpack.AppendCommand(nil, cmd)
+	return j, m
+}()
+
+// isPong recognises the canonical encoding of a pong; others are decoded.
+func isPong(c protocol.Codec, msg []byte) bool {
+	if c.Binary() {
+		return string(msg) == string(pongMsgpack)
+	}
+	return string(msg) == string(pongJSON)
 }
 
 // OnClose starts the session's cleanup. It runs on a transport goroutine,
@@ -127,7 +145,7 @@ func (ss *session) cleanup(wasConnected bool) {
 			ss.s.log.Warn("release user slot", "err", err)
 		}
 	}
-	if wasConnected {
+	if wasConnected && user != "" {
 		ss.s.sessions.removeUser(user, ss)
 	}
 	ss.s.perIP.release(ss.ip)

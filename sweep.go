@@ -111,7 +111,7 @@ func codecIdx(c protocol.Codec) int {
 // refreshPresence re-adds this node's presence entries every PresenceTTL/3
 // so that they outlive the TTL only while the node lives.
 func (s *Server) refreshPresence() {
-	t := time.NewTicker(s.cfg.PresenceTTL / 3)
+	t := time.NewTicker(s.presenceTTL / 3)
 	defer t.Stop()
 	for {
 		select {
@@ -125,14 +125,14 @@ func (s *Server) refreshPresence() {
 			ss.mu.Unlock()
 			if slot {
 				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-				if err := s.presence.AddPresence(ctx, userConnsChannel(user), ss.id, ss.clientInfo(), s.cfg.PresenceTTL); err != nil {
+				if err := s.presence.AddPresence(ctx, userConnsChannel(user), ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
 					s.log.Warn("user slot refresh", "err", err)
 				}
 				cancel()
 			}
 			for _, sub := range ss.presenceSubs() {
 				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-				if err := s.presence.AddPresence(ctx, sub.ch, ss.id, ss.clientInfo(), s.cfg.PresenceTTL); err != nil {
+				if err := s.presence.AddPresence(ctx, sub.ch, ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
 					s.log.Warn("presence refresh", "channel", sub.ch, "err", err)
 				}
 				cancel()

@@ -43,7 +43,8 @@ func (p *PresenceStore) shard(ch string) *presenceShard {
 	return &p.shards[maphash.String(p.seed, ch)%numShards]
 }
 
-// AddPresence adds or refreshes a member.
+// AddPresence adds or refreshes a member. A ttl of 0 or less never
+// expires (what one node needs: its own members cannot outlive it).
 func (p *PresenceStore) AddPresence(_ context.Context, ch, clientID string, info *protocol.ClientInfo, ttl time.Duration) error {
 	s := p.shard(ch)
 	s.mu.Lock()
@@ -53,7 +54,11 @@ func (p *PresenceStore) AddPresence(_ context.Context, ch, clientID string, info
 		m = make(map[string]presenceEntry)
 		s.channels[ch] = m
 	}
-	m[clientID] = presenceEntry{info: info, expires: p.now().Add(ttl)}
+	e := presenceEntry{info: info}
+	if ttl > 0 {
+		e.expires = p.now().Add(ttl)
+	}
+	m[clientID] = e
 	return nil
 }
 
@@ -76,7 +81,7 @@ func (p *PresenceStore) RemovePresence(_ context.Context, ch, clientID string) e
 func (s *presenceShard) live(ch string, now time.Time) map[string]presenceEntry {
 	m := s.channels[ch]
 	for id, e := range m {
-		if !now.Before(e.expires) {
+		if !e.expires.IsZero() && !now.Before(e.expires) {
 			delete(m, id)
 		}
 	}

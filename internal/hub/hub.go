@@ -47,6 +47,11 @@ type Sub struct {
 	idx        int
 	recovering bool
 	buf        []*protocol.Publication
+	// after is the offset the subscription started after (the position its
+	// subscribe reply gave). A live publication at or before it is already
+	// in what the reply carried: brokers may deliver a publication to the
+	// node after a history read has seen it.
+	after uint64
 }
 
 // Options configure a Hub.
@@ -196,6 +201,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 		return false // removed meanwhile
 	}
 	sub.recovering = false
+	sub.after = after
 	held := sub.buf
 	sub.buf = nil
 	if first != nil {
@@ -261,6 +267,9 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
 			}
 			s.buf = append(s.buf, pub)
 			continue
+		}
+		if pub.Offset != 0 && pub.Offset <= s.after {
+			continue // the subscribe reply covered it
 		}
 		h.send(s, pub, &frames)
 	}

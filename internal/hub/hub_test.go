@@ -206,3 +206,20 @@ func itoa(n int) string {
 	}
 	return s
 }
+
+// TestLiveAfterHistorySeam covers a broker that delivers a publication to
+// the node after a subscriber's history read already saw it: the
+// subscriber must not get it twice.
+func TestLiveAfterHistorySeam(t *testing.T) {
+	h := hub.New(hub.Options{})
+	peers := newPeers(t, 1, transport.Options{}, true)
+	s := &hub.Sub{Conn: peers[0].c, Codec: protocol.JSON, Channel: "c"}
+	h.Add(s)
+	h.Activate(s, nil, 32) // the reply said offset 32
+	h.Publish("c", &protocol.Publication{Offset: 32, Data: protocol.Data("1")}, "e")
+	h.Publish("c", &protocol.Publication{Offset: 33, Data: protocol.Data("1")}, "e")
+	if d := h.Stats().Delivered; d != 1 {
+		t.Fatalf("delivered %d, want 1 (offset 33 only)", d)
+	}
+	h.Remove(s)
+}

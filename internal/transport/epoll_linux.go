@@ -27,6 +27,12 @@ type epollEngine struct {
 	flushers []*flusher
 	wg       sync.WaitGroup // pollers and flushers
 	workers  sync.WaitGroup // readers
+	// tasks hands readable connections to parked reader goroutines, which
+	// keep their grown stacks between events; when none is parked, a new
+	// goroutine is started, so a slow handler never stalls the others.
+	tasks      chan *epConn
+	parked     atomic.Int32
+	quitReader chan struct{}
 	nextKey  atomic.Uint64
 	closed   atomic.Bool
 	bytesOut atomic.Uint64
@@ -57,7 +63,7 @@ const (
 )
 
 func newEpollEngine() (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine()}
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *epConn), quitReader: make(chan struct{})}
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
 		p, err := newPoller(e)
@@ -201,8 +207,45 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 		return err
 	}
 	e.workers.Add(1)
-	go e.read(ec, in)
+	go func() {
+		defer e.workers.Done()
+		e.read(ec, in)
+	}()
 	return nil
+}
+
+// maxParked bounds the reader goroutines kept waiting for work.
+const maxParked = 64
+
+// dispatch runs a read for ec on a parked reader or a new goroutine.
+func (e *epollEngine) dispatch(ec *epConn) {
+	select {
+	case e.tasks <- ec:
+		return
+	default:
+	}
+	e.workers.Add(1)
+	go e.reader(ec)
+}
+
+// reader reads ec, then parks for more work while fewer than maxParked
+// readers are parked.
+func (e *epollEngine) reader(ec *epConn) {
+	defer e.workers.Done()
+	for {
+		e.read(ec, nil)
+		if e.parked.Add(1) > maxParked {
+			e.parked.Add(-1)
+			return
+		}
+		select {
+		case ec = <-e.tasks:
+			e.parked.Add(-1)
+		case <-e.quitReader:
+			e.parked.Add(-1)
+			return
+		}
+	}
 }
 
 // readable handles an input event.
@@ -212,8 +255,7 @@ func (e *epollEngine) readable(ec *epConn) {
 		switch s := atomic.LoadInt32(&c.rstate); s {
 		case rIdle:
 			if atomic.CompareAndSwapInt32(&c.rstate, rIdle, rRunning) {
-				e.workers.Add(1)
-				go e.read(ec, nil)
+				e.dispatch(ec)
 				return
 			}
 		case rRunning:
@@ -247,7 +289,6 @@ var readOps = sync.Pool{New: func() any {
 // read reads until the socket has no more input, then goes idle unless more
 // arrived meanwhile.
 func (e *epollEngine) read(ec *epConn, in []byte) {
-	defer e.workers.Done()
 	c := ec.c
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
@@ -317,6 +358,7 @@ func (e *epollEngine) Close() error {
 		f.stop()
 	}
 	e.wg.Wait()
+	close(e.quitReader)
 	e.workers.Wait()
 	return e.std.Close()
 }
