@@ -128,4 +128,3 @@ func (ss *session) takeUserSlot(ctx context.Context) bool {
 	}
 	return false
 }
-

@@ -473,4 +473,3 @@ func (ss *session) setExpiry(t time.Time) {
 	}
 	ss.notified.Store(false)
 }
-

@@ -57,8 +57,8 @@ type Server struct {
 	pingFrames [2][]byte
 
 	sessions    registry
-	presenceTTL time.Duration // 0: entries never expire (in-process store)
-	subLocks [256]sync.Mutex // serialise broker (un)subscribe per channel
+	presenceTTL time.Duration   // 0: entries never expire (in-process store)
+	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
 
 	gate     sync.RWMutex // draining flips under the write lock
 	draining bool

@@ -33,9 +33,9 @@ type epollEngine struct {
 	tasks      chan *epConn
 	parked     atomic.Int32
 	quitReader chan struct{}
-	nextKey  atomic.Uint64
-	closed   atomic.Bool
-	bytesOut atomic.Uint64
+	nextKey    atomic.Uint64
+	closed     atomic.Bool
+	bytesOut   atomic.Uint64
 }
 
 const wakeKey = 0 // the eventfd's key; connection keys start at 1
