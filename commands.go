@@ -26,7 +26,7 @@ func (ss *session) handle(cmd *protocol.Command) {
 		return
 	}
 	if !ss.bucket.allow(time.Now(), ss.s.cfg.CommandRate, ss.s.cfg.CommandBurst) {
-		if ss.bucket.refused > ss.s.cfg.CommandBurst {
+		if int(ss.bucket.refused) > ss.s.cfg.CommandBurst {
 			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, false)
 			return
 		}
@@ -192,7 +192,7 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 	if len(pending) > 0 {
 		res.Subs = make(map[string]*protocol.SubscribeResult, len(pending))
 		for _, p := range pending {
-			res.Subs[p.sub.ch] = p.res
+			res.Subs[p.sub.Channel] = p.res
 		}
 	}
 	ss.activate(ctx, &protocol.ServerMessage{ID: id, Connect: res}, pending)
@@ -230,7 +230,7 @@ func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, 
 		if i > 0 {
 			first = nil
 		}
-		if !ss.s.hub.Activate(p.sub.hs, first, p.after) {
+		if !ss.s.hub.Activate(&p.sub.Sub, first, p.after) {
 			return
 		}
 	}
@@ -258,7 +258,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 		}
 	}
 	ss.mu.Lock()
-	if _, dup := ss.subs[ch]; dup {
+	if ss.sub(ch) != nil {
 		ss.mu.Unlock()
 		return nil, protocol.NewError(protocol.ErrAlreadySubscribed, "already subscribed")
 	}
@@ -268,8 +268,8 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	}
 	ss.mu.Unlock()
 
-	hs := &hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}
-	sub := &subscription{ch: ch, ns: ns, hs: hs}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
+	hs := &sub.Sub
 	if err := s.hubAdd(ctx, hs); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")
@@ -307,10 +307,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 		s.hubRemove(hs)
 		return nil, protocol.NewError(protocol.ErrInternal, "connection closed")
 	}
-	if ss.subs == nil {
-		ss.subs = make(map[string]*subscription)
-	}
-	ss.subs[ch] = sub
+	ss.subs = append(ss.subs, sub)
 	ss.mu.Unlock()
 	return p, nil
 }
@@ -318,15 +315,14 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 // drop removes a subscription that was prepared but never announced.
 func (ss *session) drop(ctx context.Context, sub *subscription) {
 	ss.mu.Lock()
-	delete(ss.subs, sub.ch)
+	ss.removeSub(sub.Channel)
 	ss.mu.Unlock()
-	ss.s.hubRemove(sub.hs)
+	ss.s.hubRemove(&sub.Sub)
 }
 
 func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeRequest) (*protocol.UnsubscribeResult, *protocol.Error) {
 	ss.mu.Lock()
-	sub := ss.subs[req.Channel]
-	delete(ss.subs, req.Channel)
+	sub := ss.removeSub(req.Channel)
 	ss.mu.Unlock()
 	if sub != nil {
 		ss.s.leave(ctx, ss, sub)
@@ -385,7 +381,7 @@ func (ss *session) history(ctx context.Context, req *protocol.HistoryRequest) (*
 func (ss *session) subscribed(ch string) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.subs[ch] != nil
+	return ss.sub(ch) != nil
 }
 
 func (ss *session) presence(ctx context.Context, req *protocol.PresenceRequest) (*protocol.PresenceResult, *protocol.Error) {

@@ -56,20 +56,21 @@ func (l *ipLimiter) release(ip string) {
 // bucket is a token bucket for one connection's commands. It is used from
 // the connection's reader only, so it needs no lock.
 type bucket struct {
-	tokens  float64
-	last    time.Time
-	refused int // commands refused in a row
+	tokens  float32
+	refused int32 // commands refused in a row
+	last    int64 // unix nanoseconds
 }
 
 // allow takes a token if there is one.
 func (b *bucket) allow(now time.Time, rate float64, burst int) bool {
-	if b.last.IsZero() {
-		b.tokens, b.last = float64(burst), now
+	n := now.UnixNano()
+	if b.last == 0 {
+		b.tokens, b.last = float32(burst), n
 	}
-	b.tokens += now.Sub(b.last).Seconds() * rate
-	b.last = now
-	if b.tokens > float64(burst) {
-		b.tokens = float64(burst)
+	b.tokens += float32(float64(n-b.last) / 1e9 * rate)
+	b.last = n
+	if b.tokens > float32(burst) {
+		b.tokens = float32(burst)
 	}
 	if b.tokens < 1 {
 		b.refused++

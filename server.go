@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,7 +50,7 @@ type Server struct {
 	origins    []originPattern
 	perIP      ipLimiter
 	upgrader   transport.Upgrader
-	topts      transport.Options
+	topts      *transport.Options
 	metrics    *metrics
 	nodeID     string
 	started    time.Time
@@ -90,11 +91,11 @@ func New(cfg Config) (*Server, error) {
 		broker:     cfg.Broker,
 		presence:   cfg.Presence,
 		upgrader:   transport.Upgrader{Subprotocols: []string{protocol.SubprotocolJSON, protocol.SubprotocolMsgpack}},
-		topts: transport.Options{
+		topts: (&transport.Options{
 			MaxMessageSize:   cfg.MaxMessageSize,
 			QueueMaxBytes:    cfg.QueueMaxBytes,
 			QueueMaxMessages: cfg.QueueMaxMessages,
-		},
+		}).Defaults(),
 		nodeID:  newID(),
 		started: time.Now(),
 		quit:    make(chan struct{}),
@@ -170,6 +171,13 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// newClientID returns a random connection id: 96 bits in 16 characters.
+func newClientID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // goTracked runs f in a goroutine that Shutdown waits for.
@@ -314,13 +322,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
-	ss.ip = ip
+	if s.perIP.max > 0 || s.cfg.Proxy.ConnectURL != "" {
+		ss.ip = ip // kept only when something needs it
+	}
 	if s.cfg.Proxy.ConnectURL != "" {
 		ss.headers = forwardHeaders(r, s.cfg.Proxy.ForwardHeaders)
 	}
-	c := transport.NewConn(nc, sub, &s.topts, ss)
+	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
-	c.Value = ss
 	s.sessions.add(ss)
 	if err := s.engine.Serve(c, in); err != nil {
 		s.sessions.remove(ss)
@@ -356,7 +365,7 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	c := transport.NewConn(nc, sub, &s.topts, echoHandler{s})
+	c := transport.NewConn(nc, sub, s.topts, echoHandler{s})
 	s.sessions.addEcho(c)
 	if err := s.engine.Serve(c, in); err != nil {
 		s.sessions.removeEcho(c)

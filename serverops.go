@@ -53,27 +53,27 @@ func (s *Server) hubRemove(hs *hub.Sub) {
 
 func (s *Server) join(ctx context.Context, ss *session, sub *subscription, info *protocol.ClientInfo) {
 	if sub.ns.Presence {
-		if err := s.presence.AddPresence(ctx, sub.ch, ss.id, info, s.presenceTTL); err != nil {
-			s.log.Warn("presence add", "channel", sub.ch, "err", err)
+		if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, info, s.presenceTTL); err != nil {
+			s.log.Warn("presence add", "channel", sub.Channel, "err", err)
 		}
 	}
 	if sub.ns.JoinLeave {
-		if err := s.broker.PublishJoin(ctx, sub.ch, info); err != nil {
-			s.log.Warn("publish join", "channel", sub.ch, "err", err)
+		if err := s.broker.PublishJoin(ctx, sub.Channel, info); err != nil {
+			s.log.Warn("publish join", "channel", sub.Channel, "err", err)
 		}
 	}
 }
 
 func (s *Server) leave(ctx context.Context, ss *session, sub *subscription) {
-	s.hubRemove(sub.hs)
+	s.hubRemove(&sub.Sub)
 	if sub.ns.Presence {
-		if err := s.presence.RemovePresence(ctx, sub.ch, ss.id); err != nil {
-			s.log.Warn("presence remove", "channel", sub.ch, "err", err)
+		if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
+			s.log.Warn("presence remove", "channel", sub.Channel, "err", err)
 		}
 	}
 	if sub.ns.JoinLeave {
-		if err := s.broker.PublishLeave(ctx, sub.ch, ss.clientInfo()); err != nil {
-			s.log.Warn("publish leave", "channel", sub.ch, "err", err)
+		if err := s.broker.PublishLeave(ctx, sub.Channel, ss.clientInfo()); err != nil {
+			s.log.Warn("publish leave", "channel", sub.Channel, "err", err)
 		}
 	}
 }

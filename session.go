@@ -50,17 +50,46 @@ type session struct {
 	mu   sync.Mutex
 	user string
 	info protocol.Data
-	subs map[string]*subscription
+	subs []*subscription // few per connection: a slice is smaller than a map
 }
 
+// subscription is one of the session's channels: the hub's registration
+// and the namespace it belongs to, in one allocation.
 type subscription struct {
-	ch string
+	hub.Sub
 	ns *namespace
-	hs *hub.Sub
+}
+
+// sub returns the subscription to ch, or nil. ss.mu must be held.
+func (ss *session) sub(ch string) *subscription {
+	for _, s := range ss.subs {
+		if s.Channel == ch {
+			return s
+		}
+	}
+	return nil
+}
+
+// removeSub takes the subscription to ch out of the list and returns it.
+// ss.mu must be held.
+func (ss *session) removeSub(ch string) *subscription {
+	for i, s := range ss.subs {
+		if s.Channel == ch {
+			last := len(ss.subs) - 1
+			ss.subs[i] = ss.subs[last]
+			ss.subs[last] = nil
+			ss.subs = ss.subs[:last]
+			if len(ss.subs) == 0 {
+				ss.subs = nil
+			}
+			return s
+		}
+	}
+	return nil
 }
 
 func newSession(s *Server, codec protocol.Codec) *session {
-	return &session{s: s, codec: codec, id: newID(), created: time.Now().UnixNano()}
+	return &session{s: s, codec: codec, id: newClientID(), created: time.Now().UnixNano()}
 }
 
 func (ss *session) clientInfo() *protocol.ClientInfo {

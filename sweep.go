@@ -132,8 +132,8 @@ func (s *Server) refreshPresence() {
 			}
 			for _, sub := range ss.presenceSubs() {
 				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-				if err := s.presence.AddPresence(ctx, sub.ch, ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
-					s.log.Warn("presence refresh", "channel", sub.ch, "err", err)
+				if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
+					s.log.Warn("presence refresh", "channel", sub.Channel, "err", err)
 				}
 				cancel()
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -52,9 +53,6 @@ type Conn struct {
 	h    Handler
 	sub  string
 
-	// Value belongs to the handler (Herald's session). Set it before Serve.
-	Value any
-
 	mu      sync.Mutex
 	q       queue
 	qbytes  int
@@ -66,14 +64,14 @@ type Conn struct {
 	peerClosed bool
 	closed     bool
 	closeCode  ws.StatusCode
-	closeErr   error
 	timer      *time.Timer
 
-	rd reader // owned by whichever goroutine is reading
+	rd *reader // owned by whichever goroutine is reading; nil between messages
 
 	pollKey uint64  // epoll engine: key in the poller's table
 	rstate  int32   // epoll engine: read state, atomic
-	epoll   *epConn // epoll engine state
+	raw     syscall.RawConn // epoll engine: the socket
+	poller  *poller         // epoll engine: the poller watching it
 }
 
 // NewConn wraps an upgraded connection. sub is the negotiated subprotocol.
@@ -205,9 +203,6 @@ func (c *Conn) shutdown(err error) {
 		return
 	}
 	c.closed = true
-	if c.closeErr == nil {
-		c.closeErr = err
-	}
 	if c.timer != nil {
 		c.timer.Stop()
 	}
@@ -315,25 +310,40 @@ func (c *Conn) writable() bool {
 }
 
 // feed runs data through the frame reader, keeping an incomplete frame at
-// the end for the next call.
+// the end for the next call. The reader state is allocated only while a
+// frame or a fragmented message is incomplete.
 func (c *Conn) feed(data []byte) error {
-	if len(c.rd.pending) > 0 {
-		c.rd.pending = append(c.rd.pending, data...)
-		n, err := c.process(c.rd.pending)
-		rest := c.rd.pending[n:]
-		if len(rest) == 0 || err != nil {
-			c.rd.pending = nil
-		} else {
-			c.rd.pending = c.rd.pending[:copy(c.rd.pending, rest)]
-		}
-		return err
+	if c.rd == nil {
+		c.rd = readerPool.Get().(*reader)
 	}
-	n, err := c.process(data)
-	if rest := data[n:]; len(rest) > 0 && err == nil {
-		c.rd.pending = append(make([]byte, 0, max(c.rd.need, len(rest))), rest...)
+	rd := c.rd
+	var err error
+	if len(rd.pending) > 0 {
+		rd.pending = append(rd.pending, data...)
+		var n int
+		n, err = c.process(rd.pending)
+		rest := rd.pending[n:]
+		if len(rest) == 0 || err != nil {
+			rd.pending = nil
+		} else {
+			rd.pending = rd.pending[:copy(rd.pending, rest)]
+		}
+	} else {
+		var n int
+		n, err = c.process(data)
+		if rest := data[n:]; len(rest) > 0 && err == nil {
+			rd.pending = append(make([]byte, 0, max(rd.need, len(rest))), rest...)
+		}
+	}
+	if rd.pending == nil && rd.frag == nil && rd.fragOp == 0 {
+		*rd = reader{}
+		readerPool.Put(rd)
+		c.rd = nil
 	}
 	return err
 }
+
+var readerPool = sync.Pool{New: func() any { return new(reader) }}
 
 // stopping reports whether reading should end: the socket is closed.
 func (c *Conn) stopping() bool {

@@ -30,7 +30,7 @@ type epollEngine struct {
 	// tasks hands readable connections to parked reader goroutines, which
 	// keep their grown stacks between events; when none is parked, a new
 	// goroutine is started, so a slow handler never stalls the others.
-	tasks      chan *epConn
+	tasks      chan *Conn
 	parked     atomic.Int32
 	quitReader chan struct{}
 	nextKey    atomic.Uint64
@@ -45,15 +45,9 @@ type poller struct {
 	epfd   int
 	wakefd int
 	mu     sync.Mutex
-	conns  map[uint64]*epConn
+	conns  map[uint64]*Conn
 }
 
-// epConn is the epoll engine's per-connection state.
-type epConn struct {
-	c   *Conn
-	raw syscall.RawConn
-	p   *poller
-}
 
 // read states (Conn.rstate)
 const (
@@ -63,7 +57,7 @@ const (
 )
 
 func newEpollEngine() (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine(), tasks: make(chan *epConn), quitReader: make(chan struct{})}
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn), quitReader: make(chan struct{})}
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
 		p, err := newPoller(e)
@@ -111,7 +105,7 @@ func newPoller(e *epollEngine) (*poller, error) {
 		unix.Close(wfd)
 		return nil, err
 	}
-	return &poller{e: e, epfd: epfd, wakefd: wfd, conns: make(map[uint64]*epConn)}, nil
+	return &poller{e: e, epfd: epfd, wakefd: wfd, conns: make(map[uint64]*Conn)}, nil
 }
 
 func setKey(ev *unix.EpollEvent, key uint64) {
@@ -159,8 +153,8 @@ func (p *poller) loop() {
 				p.e.readable(ec)
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				if ec.c.writable() {
-					p.e.scheduleFlush(ec.c)
+				if ec.writable() {
+					p.e.scheduleFlush(ec)
 				}
 			}
 		}
@@ -181,10 +175,10 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	}
 	key := e.nextKey.Add(1)
 	p := e.pollers[key%uint64(len(e.pollers))]
-	ec := &epConn{c: c, raw: raw, p: p}
+	ec := c
 	c.eng = e
 	c.pollKey = key
-	c.epoll = ec
+	c.raw, c.poller = raw, p
 	// The first reader runs now (for bytes that came with the handshake and
 	// anything since); events until it finishes only mark it to go again.
 	atomic.StoreInt32(&c.rstate, rRunning)
@@ -218,7 +212,7 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 const maxParked = 64
 
 // dispatch runs a read for ec on a parked reader or a new goroutine.
-func (e *epollEngine) dispatch(ec *epConn) {
+func (e *epollEngine) dispatch(ec *Conn) {
 	select {
 	case e.tasks <- ec:
 		return
@@ -230,7 +224,7 @@ func (e *epollEngine) dispatch(ec *epConn) {
 
 // reader reads ec, then parks for more work while fewer than maxParked
 // readers are parked.
-func (e *epollEngine) reader(ec *epConn) {
+func (e *epollEngine) reader(ec *Conn) {
 	defer e.workers.Done()
 	for {
 		e.read(ec, nil)
@@ -249,8 +243,8 @@ func (e *epollEngine) reader(ec *epConn) {
 }
 
 // readable handles an input event.
-func (e *epollEngine) readable(ec *epConn) {
-	c := ec.c
+func (e *epollEngine) readable(c *Conn) {
+	ec := c
 	for {
 		switch s := atomic.LoadInt32(&c.rstate); s {
 		case rIdle:
@@ -288,8 +282,8 @@ var readOps = sync.Pool{New: func() any {
 
 // read reads until the socket has no more input, then goes idle unless more
 // arrived meanwhile.
-func (e *epollEngine) read(ec *epConn, in []byte) {
-	c := ec.c
+func (e *epollEngine) read(c *Conn, in []byte) {
+	ec := c
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
 	}
@@ -328,16 +322,16 @@ func (e *epollEngine) read(ec *epConn, in []byte) {
 }
 
 func (e *epollEngine) detach(c *Conn) {
-	ec := c.epoll
-	if ec == nil {
+	p := c.poller
+	if p == nil {
 		return
 	}
-	_ = ec.raw.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(ec.p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	_ = c.raw.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
-	ec.p.mu.Lock()
-	delete(ec.p.conns, c.pollKey)
-	ec.p.mu.Unlock()
+	p.mu.Lock()
+	delete(p.conns, c.pollKey)
+	p.mu.Unlock()
 }
 
 func (e *epollEngine) scheduleFlush(c *Conn) {
@@ -449,7 +443,7 @@ func (f *flusher) writev(fd uintptr) bool {
 // flush writes c's queue until it is empty or the socket is full. After a
 // few rounds it yields to the other connections and comes back.
 func (f *flusher) flush(c *Conn) {
-	ec := c.epoll
+	ec := c
 	for round := 0; round < 8; round++ {
 		f.iov = c.takeBatch(f.iov[:0], iovMax)
 		if len(f.iov) == 0 {

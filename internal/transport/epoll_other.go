@@ -4,7 +4,7 @@ package transport
 
 import "errors"
 
-type epConn struct{}
+type poller struct{}
 
 func newEpollEngine() (Engine, error) {
 	return nil, errors.New("herald: the epoll engine needs Linux")

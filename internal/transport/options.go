@@ -19,10 +19,20 @@ type Options struct {
 	// CloseTimeout is how long to wait for the peer's close frame after
 	// sending ours. Default 2s.
 	CloseTimeout time.Duration
+
+	ready bool // defaults applied: connections share this Options
 }
 
+// Defaults returns a copy of o with defaults applied, for many
+// connections to share.
+func (o *Options) Defaults() *Options { return o.withDefaults() }
+
 func (o *Options) withDefaults() *Options {
+	if o.ready {
+		return o
+	}
 	c := *o
+	c.ready = true
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = 64 << 10
 	}
