@@ -68,8 +68,8 @@ type Conn struct {
 
 	rd *reader // owned by whichever goroutine is reading; nil between messages
 
-	pollKey uint64  // epoll engine: key in the poller's table
-	rstate  int32   // epoll engine: read state, atomic
+	pollKey uint64          // epoll engine: key in the poller's table
+	rstate  int32           // epoll engine: read state, atomic
 	raw     syscall.RawConn // epoll engine: the socket
 	poller  *poller         // epoll engine: the poller watching it
 }

@@ -48,7 +48,6 @@ type poller struct {
 	conns  map[uint64]*Conn
 }
 
-
 // read states (Conn.rstate)
 const (
 	rIdle    = 0
