@@ -30,6 +30,10 @@ type fileConfig struct {
 	TLSKey  string `yaml:"tls_key"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `yaml:"log_level"`
+	// BrokerSection chooses the broker (broker.go); Cluster is embedded
+	// cluster mode (cluster.go).
+	BrokerSection brokerConfig  `yaml:"broker"`
+	Cluster       clusterConfig `yaml:"cluster,omitempty"`
 }
 
 // loadConfig reads path (YAML, or JSON, which is YAML) if given, then

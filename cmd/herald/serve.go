@@ -54,6 +54,7 @@ func runServe(args []string) error {
 	echo := fs.Bool("echo", false, "also serve /ws/echo, a plain echo endpoint for WebSocket conformance suites")
 	engine := fs.String("engine", "", "transport engine: epoll or goroutine (default: epoll on Linux)")
 	secret := fs.String("token-secret", "", "HS256 secret for connection tokens")
+	backend := addBackendFlags(fs)
 	_ = fs.Parse(args)
 
 	fc, err := loadConfig(*configPath)
@@ -79,10 +80,14 @@ func runServe(args []string) error {
 	logger := newLogger(fc.LogLevel)
 	fc.Logger = logger
 	fc.NoMetricsEndpoint = fc.MetricsListen != ""
-	srv, err := herald.New(fc.Config)
+	if err := fc.resolveBackend(backend, os.Getenv); err != nil {
+		return err
+	}
+	srv, stopBackend, err := startServer(fc, logger)
 	if err != nil {
 		return err
 	}
+	defer stopBackend() // after the server's Shutdown: the embedded NATS server goes last
 	cfg := fc.WithDefaults()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -182,6 +187,10 @@ func runCheckConfig(args []string) error {
 	if err := fc.Validate(); err != nil {
 		return err
 	}
+	if err := fc.resolveBackend(backendFlags{}, os.Getenv); err != nil {
+		return err
+	}
+	fc.redactBackend()
 	fc.Config = fc.WithDefaults()
 	for i := range fc.APIKeys {
 		fc.APIKeys[i] = "<redacted>"

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// freeAddrs returns n loopback addresses that were free a moment ago.
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
+	}
+	return out
+}
+
+// TestEmbeddedClusterForms starts three embedded servers in this process:
+// each returns once the JetStream cluster has a leader, and the client
+// listener wants the token.
+func TestEmbeddedClusterForms(t *testing.T) {
+	t.Parallel()
+	addrs := freeAddrs(t, 3)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		embs []*embeddedNATS
+	)
+	for i := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := clusterConfig{Listen: addrs[i], Peers: addrs, DataDir: t.TempDir(), Secret: "s3"}
+			c = c.withDefaults()
+			e, err := startEmbedded(c, time.Now().Add(30*time.Second), quietLog())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			embs = append(embs, e)
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, e := range embs {
+			e.stop()
+		}
+	}()
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	leader := embs[0].metaLeader()
+	for _, e := range embs {
+		if l := e.metaLeader(); l == "" || l != leader {
+			t.Errorf("meta leaders %q and %q", leader, l)
+		}
+	}
+	if nc, err := natsgo.Connect(embs[0].url, natsgo.Timeout(2*time.Second), natsgo.NoReconnect()); err == nil {
+		nc.Close()
+		t.Error("client listener accepts a connection without the token")
+	}
+	nc, err := natsgo.Connect(embs[0].url, natsgo.Token(embs[0].token), natsgo.Timeout(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+}
+
+// TestEmbeddedStartupTimeout: a node whose peers never come has no leader
+// (a majority of two is two) and fails with a clear error in time.
+func TestEmbeddedStartupTimeout(t *testing.T) {
+	t.Parallel()
+	addrs := freeAddrs(t, 3)
+	c := clusterConfig{Listen: addrs[0], Peers: addrs[1:], DataDir: t.TempDir()}
+	c = c.withDefaults()
+	start := time.Now()
+	_, err := startEmbedded(c, time.Now().Add(2*time.Second), quietLog())
+	if err == nil || !strings.Contains(err.Error(), "majority of the 3 nodes") {
+		t.Fatalf("error %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("gave up after %v", d)
+	}
+	// The listener is closed again: a new server can take the address.
+	ln, err := net.Listen("tcp", addrs[0])
+	if err != nil {
+		t.Fatalf("cluster address still taken: %v", err)
+	}
+	ln.Close()
+}
