@@ -4,7 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -70,8 +70,12 @@ type Conn struct {
 
 	pollKey uint64          // epoll engine: key in the poller's table
 	rstate  int32           // epoll engine: read state, atomic
-	raw     syscall.RawConn // epoll engine: the socket
-	poller  *poller         // epoll engine: the poller watching it
+	// epoll engine: the socket's own descriptor (Go's net.Conn is released
+	// after the upgrade), its use count with a closing bit, and the poller
+	// watching it.
+	fd      int32
+	fdState atomic.Int32
+	poller  *poller
 }
 
 // NewConn wraps an upgraded connection. sub is the negotiated subprotocol.
@@ -82,8 +86,6 @@ func NewConn(nc net.Conn, sub string, opts *Options, h Handler) *Conn {
 // Subprotocol returns the negotiated subprotocol ("" if none).
 func (c *Conn) Subprotocol() string { return c.sub }
 
-// RemoteAddr returns the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
 // Enqueue appends a complete frame to the outbound queue. The frame's bytes
 // must not change afterwards; they may be shared with other connections.
@@ -210,8 +212,10 @@ func (c *Conn) shutdown(err error) {
 	c.qbytes, c.woff = 0, 0
 	code := c.closeCode
 	c.mu.Unlock()
-	c.eng.detach(c)
-	_ = c.nc.Close()
+	c.eng.detach(c) // the epoll engine closes its descriptor here
+	if c.nc != nil {
+		_ = c.nc.Close()
+	}
 	if code == 0 {
 		code = ws.StatusAbnormalClosure
 	}

@@ -160,6 +160,11 @@ func (p *poller) loop() {
 	}
 }
 
+// Serve takes the socket over: it duplicates its descriptor and closes Go's
+// net.Conn, so that an idle connection costs neither the runtime's poller
+// entry nor the net package's address objects. From then on the descriptor
+// is used only under acquireFD and closed once, by the last user after
+// detach.
 func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	sc, ok := c.nc.(syscall.Conn)
 	if !ok {
@@ -172,31 +177,34 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
+	fd := -1
+	var derr error
+	if err := raw.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+		return e.std.Serve(c, in)
+	}
+	// The duplicate shares the open file description, which Go made
+	// non-blocking; closing the original leaves the socket open.
+	_ = c.nc.Close()
+	c.nc = nil
 	key := e.nextKey.Add(1)
 	p := e.pollers[key%uint64(len(e.pollers))]
 	ec := c
 	c.eng = e
 	c.pollKey = key
-	c.raw, c.poller = raw, p
+	c.fd, c.poller = int32(fd), p
 	// The first reader runs now (for bytes that came with the handshake and
 	// anything since); events until it finishes only mark it to go again.
 	atomic.StoreInt32(&c.rstate, rRunning)
 	p.mu.Lock()
 	p.conns[key] = ec
 	p.mu.Unlock()
-	var cerr error
-	err = raw.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
-		setKey(&ev, key)
-		cerr = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
+	setKey(&ev, key)
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.mu.Lock()
 		delete(p.conns, key)
 		p.mu.Unlock()
+		unix.Close(fd)
 		return err
 	}
 	e.workers.Add(1)
@@ -261,23 +269,51 @@ func (e *epollEngine) readable(c *Conn) {
 	}
 }
 
-// readOp is a pooled read buffer with a prebuilt RawConn callback, so that
-// reading allocates nothing.
-type readOp struct {
-	buf []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
+// fdClosing marks a descriptor that is being closed; the bits below it
+// count its users.
+const fdClosing = 1 << 30
+
+// acquireFD reserves the descriptor for one read or write; false once the
+// connection is closing.
+func (c *Conn) acquireFD() bool {
+	for {
+		v := c.fdState.Load()
+		if v&fdClosing != 0 {
+			return false
+		}
+		if c.fdState.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
 }
 
-var readOps = sync.Pool{New: func() any {
-	r := &readOp{buf: make([]byte, 16<<10)}
-	r.fn = func(fd uintptr) bool {
-		r.n, r.err = unix.Read(int(fd), r.buf)
-		return true
+// releaseFD ends a use; the last user of a closing descriptor closes it.
+func (c *Conn) releaseFD() {
+	if c.fdState.Add(-1) == fdClosing {
+		unix.Close(int(c.fd))
 	}
-	return r
-}}
+}
+
+// closeFD marks the descriptor closing and closes it now if nobody uses it
+// (otherwise the last releaseFD does). The number cannot be reused while a
+// read or write still holds it.
+func (c *Conn) closeFD() {
+	for {
+		v := c.fdState.Load()
+		if v&fdClosing != 0 {
+			return
+		}
+		if c.fdState.CompareAndSwap(v, v|fdClosing) {
+			if v == 0 {
+				unix.Close(int(c.fd))
+			}
+			return
+		}
+	}
+}
+
+// readBufs16 are the buffers reads borrow.
+var readBufs16 = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // read reads until the socket has no more input, then goes idle unless more
 // arrived meanwhile.
@@ -286,30 +322,30 @@ func (e *epollEngine) read(c *Conn, in []byte) {
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
 	}
-	r := readOps.Get().(*readOp)
-	defer readOps.Put(r)
+	bp := readBufs16.Get().(*[]byte)
+	defer readBufs16.Put(bp)
+	buf := *bp
 	for {
 		for {
-			r.n, r.err = 0, nil
-			if err := ec.raw.Read(r.fn); err != nil {
-				c.shutdown(err)
-				return
+			if !ec.acquireFD() {
+				return // closed
 			}
-			if r.err == unix.EAGAIN {
+			n, err := unix.Read(int(ec.fd), buf)
+			ec.releaseFD()
+			if err == unix.EAGAIN {
 				break
 			}
-			if r.err == unix.EINTR {
+			if err == unix.EINTR {
 				continue
 			}
-			if r.err != nil || r.n == 0 {
-				err := r.err
+			if err != nil || n == 0 {
 				if err == nil {
 					err = io.ErrUnexpectedEOF
 				}
 				c.shutdown(err)
 				return
 			}
-			if c.feed(r.buf[:r.n]) != nil {
+			if c.feed(buf[:n]) != nil {
 				return
 			}
 		}
@@ -325,12 +361,14 @@ func (e *epollEngine) detach(c *Conn) {
 	if p == nil {
 		return
 	}
-	_ = c.raw.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
-	})
+	if c.acquireFD() {
+		_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(c.fd), nil)
+		c.releaseFD()
+	}
 	p.mu.Lock()
 	delete(p.conns, c.pollKey)
 	p.mu.Unlock()
+	c.closeFD()
 }
 
 func (e *epollEngine) scheduleFlush(c *Conn) {
@@ -373,13 +411,11 @@ type flusher struct {
 	iovecs []unix.Iovec
 	n      int
 	err    error
-	fn     func(fd uintptr) bool
 }
 
 func newFlusher(e *epollEngine) *flusher {
 	f := &flusher{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		iov: make([][]byte, 0, iovMax), iovecs: make([]unix.Iovec, iovMax)}
-	f.fn = f.writev
 	return f
 }
 
@@ -450,9 +486,12 @@ func (f *flusher) flush(c *Conn) {
 			return
 		}
 		f.n, f.err = 0, nil
-		if err := ec.raw.Write(f.fn); err != nil {
-			f.err = err
+		if !ec.acquireFD() {
+			clear(f.iov)
+			return // closed
 		}
+		f.writev(uintptr(ec.fd))
+		ec.releaseFD()
 		clear(f.iov)
 		blocked := false
 		switch {
