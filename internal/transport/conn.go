@@ -68,8 +68,8 @@ type Conn struct {
 
 	rd *reader // owned by whichever goroutine is reading; nil between messages
 
-	pollKey uint64          // epoll engine: key in the poller's table
-	rstate  int32           // epoll engine: read state, atomic
+	pollKey uint64 // epoll engine: key in the poller's table
+	rstate  int32  // epoll engine: read state, atomic
 	// epoll engine: the socket's own descriptor (Go's net.Conn is released
 	// after the upgrade), its use count with a closing bit, and the poller
 	// watching it.
@@ -85,7 +85,6 @@ func NewConn(nc net.Conn, sub string, opts *Options, h Handler) *Conn {
 
 // Subprotocol returns the negotiated subprotocol ("" if none).
 func (c *Conn) Subprotocol() string { return c.sub }
-
 
 // Enqueue appends a complete frame to the outbound queue. The frame's bytes
 // must not change afterwards; they may be shared with other connections.
