@@ -238,11 +238,19 @@ func (s *Server) routes() *http.ServeMux {
 
 // ListenAndServe listens on Config.Listen and serves until Shutdown.
 func (s *Server) ListenAndServe() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	ln, err := Listen(s.cfg.Listen)
 	if err != nil {
 		return err
 	}
 	return s.Serve(ln)
+}
+
+// Listen opens a TCP listener suited to Herald: TCP keep-alive is off on
+// accepted connections (application pings detect dead peers, and the
+// keep-alive setup costs three syscalls per connection).
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Serve serves the handler on ln until Shutdown; it then returns
