@@ -23,8 +23,12 @@ type fileConfig struct {
 	herald.Config `yaml:",inline"`
 	// Dev turns on the development defaults (as --dev).
 	Dev bool `yaml:"dev"`
-	// MetricsListen serves /metrics on a separate address.
+	// MetricsListen serves /metrics on a separate address (and takes it
+	// off the public listener).
 	MetricsListen string `yaml:"metrics_listen"`
+	// DebugListen serves /debug/pprof and /metrics on an address that must
+	// stay private.
+	DebugListen string `yaml:"debug_listen"`
 	// TLSCert and TLSKey serve HTTPS and WSS.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`

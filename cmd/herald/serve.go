@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -54,6 +55,7 @@ func runServe(args []string) error {
 	echo := fs.Bool("echo", false, "also serve /ws/echo, a plain echo endpoint for WebSocket conformance suites")
 	engine := fs.String("engine", "", "transport engine: epoll or goroutine (default: epoll on Linux)")
 	secret := fs.String("token-secret", "", "HS256 secret for connection tokens")
+	debugListen := fs.String("debug-listen", "", "serve /debug/pprof and /metrics on this address (keep it private)")
 	backend := addBackendFlags(fs)
 	_ = fs.Parse(args)
 
@@ -73,6 +75,9 @@ func runServe(args []string) error {
 	if *secret != "" {
 		fc.TokenSecret = *secret
 	}
+	if *debugListen != "" {
+		fc.DebugListen = *debugListen
+	}
 	var genKey, genSecret string
 	if *dev || fc.Dev {
 		genKey, genSecret = applyDev(fc)
@@ -89,7 +94,7 @@ func runServe(args []string) error {
 	}
 	defer stopBackend() // after the server's Shutdown: the embedded NATS server goes last
 	cfg := fc.WithDefaults()
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := herald.Listen(cfg.Listen)
 	if err != nil {
 		_ = srv.Shutdown(context.Background())
 		return err
@@ -109,15 +114,29 @@ func runServe(args []string) error {
 	} else {
 		logger.Info("listening", "addr", ln.Addr().String(), "engine", srv.Engine())
 	}
-	if fc.MetricsListen != "" {
-		mln, err := net.Listen("tcp", fc.MetricsListen)
+	for _, side := range []struct {
+		addr  string
+		debug bool
+	}{{fc.MetricsListen, false}, {fc.DebugListen, true}} {
+		if side.addr == "" {
+			continue
+		}
+		mln, err := net.Listen("tcp", side.addr)
 		if err != nil {
 			_ = srv.Shutdown(context.Background())
 			return err
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.MetricsHandler())
+		if side.debug {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		ms := srv.NewHTTPServer(mux)
+		ms.WriteTimeout = 0 // CPU profiles and traces stream for their duration
 		go func() { _ = ms.Serve(mln) }()
 		defer ms.Close()
 	}
