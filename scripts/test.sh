@@ -36,7 +36,14 @@ gofmt_clean() {
 }
 
 go_tests() {
-	go test -race -count=1 -timeout 20m -json ./... | go run ./scripts/testsummary | tee .go-test-summary.txt
+	go test -race -count=1 -timeout 20m -json ./... >.go-test.json 2>.go-test.err
+	local rc=$?
+	cat .go-test.err
+	go run ./scripts/testsummary <.go-test.json | tee .go-test-summary.txt
+	local src=${PIPESTATUS[0]}
+	rm -f .go-test.json .go-test.err
+	[ "$rc" = 0 ] || echo "go test exited with status $rc"
+	[ "$rc" = 0 ] && [ "$src" = 0 ]
 }
 
 fuzz_smoke() {
