@@ -185,9 +185,9 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 	return false
 }
 
-// Activate ends sub's recovery: it queues first (the subscribe reply
-// frame, if not nil), then the held live publications after offset after (all of them
-// for a channel without history), and from then on sub receives live
+// Activate ends sub's recovery: it queues first (the subscribe reply frame,
+// if not nil), then the held live publications after offset after (all of
+// them for a channel without history); from then on sub receives live
 // publications directly. It reports false if the queue could not take them
 // (the connection is then being closed as slow).
 func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
