@@ -19,11 +19,18 @@ import (
 	"time"
 )
 
-const usage = `herald bench: load-test a Herald server
+const usage = `herald bench: load-test a Herald server (or Centrifugo, to compare)
 
 Usage:
   herald bench --scenario fanout|idle|channels|connect [flags]
   herald bench --show REPORT.json     print a report saved with --json as a table
+  herald bench --compare [flags]      run Herald and Centrifugo alternately and
+                                      print the ratio table (--compare --help)
+
+Targets: --target herald (default) speaks Herald's protocol at /ws and its
+API; --target centrifugo speaks Centrifugo's JSON client protocol at
+/connection/websocket and its HTTP API (key in X-API-Key). Centrifugo does
+not tell its pid: give --server-pid for its RSS and CPU (bench/peers/).
 
 Scenarios:
   fanout    --conns subscribers over --channels channels (default 1); publish
@@ -91,6 +98,9 @@ func Main(args []string) error {
 	if len(args) == 2 && (args[0] == "--show" || args[0] == "-show") {
 		return show(args[1], os.Stdout)
 	}
+	if len(args) > 0 && (args[0] == "--compare" || args[0] == "-compare") {
+		return compareMain(args[1:], os.Stdout, os.Stderr)
+	}
 	o, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -116,11 +126,22 @@ func Main(args []string) error {
 	return rep.writeText(os.Stdout)
 }
 
-// show prints a report saved with --json as a table.
+// show prints a report saved with --json, or a comparison's
+// compare.json, as a table.
 func show(path string, w io.Writer) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
+	}
+	var probe struct {
+		Rows json.RawMessage `json:"rows"`
+	}
+	if json.Unmarshal(b, &probe) == nil && probe.Rows != nil {
+		var c Comparison
+		if err := json.Unmarshal(b, &c); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return c.writeText(w)
 	}
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
@@ -138,8 +159,8 @@ func parseFlags(args []string, errw io.Writer) (*options, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.Scenario, "scenario", "fanout", "fanout, channels, idle or connect")
-	fs.StringVar(&o.Target, "target", "herald", "server protocol: herald")
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8000/ws", "WebSocket endpoint")
+	fs.StringVar(&o.Target, "target", "herald", "server protocol: herald or centrifugo")
+	fs.StringVar(&o.URL, "url", "", "WebSocket endpoint (default ws://127.0.0.1:8000/ws, centrifugo: ws://127.0.0.1:8000/connection/websocket)")
 	fs.StringVar(&o.API, "api", "", "server API base URL (default: from --url, http://HOST)")
 	fs.StringVar(&o.Key, "key", os.Getenv("HERALD_API_KEY"), "API key (default $HERALD_API_KEY)")
 	fs.IntVar(&o.Conns, "conns", 1000, "subscriber connections")
@@ -181,6 +202,12 @@ func (o *options) validate() error {
 	}
 	if _, err := targetFor(o.Target); err != nil {
 		return err
+	}
+	if o.URL == "" {
+		o.URL = "ws://127.0.0.1:8000/ws"
+		if o.Target == "centrifugo" {
+			o.URL = "ws://127.0.0.1:8000/connection/websocket"
+		}
 	}
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {

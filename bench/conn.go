@@ -54,10 +54,12 @@ func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 		nd.LocalAddr = &net.TCPAddr{IP: d.sourceIPs[i%len(d.sourceIPs)]}
 	}
 	wd := ws.Dialer{
-		Protocols:      []string{d.tgt.Subprotocol()},
 		Timeout:        d.timeout,
 		NetDial:        nd.DialContext,
 		ReadBufferSize: 1024,
+	}
+	if p := d.tgt.Subprotocol(); p != "" {
+		wd.Protocols = []string{p}
 	}
 	nc, br, hs, err := wd.Dial(ctx, d.url)
 	if err != nil {

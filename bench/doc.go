@@ -10,6 +10,10 @@
 // Connections can be spread over child processes (--procs) and source
 // addresses (--source-ips) to pass the per-process file limit and the
 // per-address port range. Everything protocol-specific sits behind the
-// target interface (target.go), so that the same scenarios can run against
-// a peer server such as Centrifugo.
+// target interface (target.go), so that the same scenarios run against a
+// peer server: --target centrifugo speaks Centrifugo's JSON client
+// protocol and HTTP API (centrifugo.go). `herald bench --compare`
+// (compare.go, wrapped by bench/peers/compare.sh) runs the performance
+// goals against Herald and Centrifugo alternately and prints the ratio
+// table; bench/peers/centrifugo.sh installs and starts Centrifugo.
 package bench

@@ -33,3 +33,7 @@ func selfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// ownProcessGroup puts a server started by --compare in its own process
+// group, so that a Ctrl-C meant for the bench does not stop it mid-run.
+func ownProcessGroup() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

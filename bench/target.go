@@ -10,10 +10,7 @@ import (
 // messages its WebSocket clients send and receive, and its HTTP API. The
 // rest of the bench (connections, pacing, checks, reports) is the same for
 // every server, so comparing Herald with a peer is a matter of adding a
-// target: a Centrifugo one would encode {"id":1,"connect":{}} the same way,
-// decode {"push":{"channel":..,"pub":{..}}} pushes (several per frame,
-// newline separated), answer its empty-object pings with {}, and call its
-// API with an X-API-Key header.
+// target: heraldTarget (herald.go) and centrifugoTarget (centrifugo.go).
 //
 // Implementations are stateless and safe for concurrent use.
 type target interface {
@@ -74,8 +71,10 @@ func targetFor(name string) (target, error) {
 	switch name {
 	case "", "herald":
 		return heraldTarget{}, nil
+	case "centrifugo":
+		return centrifugoTarget{}, nil
 	}
-	return nil, fmt.Errorf("unknown --target %q (supported: herald)", name)
+	return nil, fmt.Errorf("unknown --target %q (supported: herald, centrifugo)", name)
 }
 
 // apiClient calls a server's HTTP API.
