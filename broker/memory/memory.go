@@ -28,8 +28,9 @@ type Config struct {
 	// cannot). Default 24h. After it, the channel starts a new epoch.
 	MetaTTL time.Duration
 	// MaxBytes bounds the memory held by history, over all channels: past
-	// it, the channels published to least recently lose their streams
-	// (their next subscribers get recovered: false and a new epoch).
+	// it, the channels published to least recently lose their retained
+	// publications (their positions stay, so live delivery is unaffected;
+	// clients recovering from before the loss get recovered: false).
 	// Default 256 MiB.
 	MaxBytes int64
 	// Now is the clock; default time.Now. Tests replace it.
@@ -290,25 +291,28 @@ func (st *stream) expireKeys(now time.Time) {
 	}
 }
 
-// enforceBudget drops the least recently published streams of the shard
-// (never keep) once its history passes budget, down to 90% of it so that
-// the scan is amortised over many publishes. The shard lock must be held.
+// enforceBudget empties the history of the least recently published
+// streams of the shard (never keep) once its history passes budget, down to
+// 90% of it so that the scan is amortised over many publishes. The streams
+// keep their epoch and offset: live delivery goes on without a gap, and
+// only recovery from before the dropped window reports recovered: false.
+// The shard lock must be held.
 func (s *shard) enforceBudget(keep string, budget int64) {
 	if s.bytes <= budget {
 		return
 	}
 	for s.bytes > budget/10*9 {
-		var oldest string
 		var ost *stream
 		for ch, st := range s.streams {
 			if ch != keep && st.bytes > 0 && (ost == nil || st.touched.Before(ost.touched)) {
-				oldest, ost = ch, st
+				ost = st
 			}
 		}
 		if ost == nil {
 			return
 		}
-		s.drop(oldest, ost)
+		s.bytes -= ost.bytes
+		ost.pubs, ost.head, ost.n, ost.bytes = nil, 0, 0, 0
 	}
 }
 

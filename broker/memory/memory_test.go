@@ -40,12 +40,21 @@ func TestHistoryMemoryBound(t *testing.T) {
 			}
 		}
 	}
-	_, pos, err := b.History(context.Background(), "c0", broker.HistoryOptions{Limit: -1})
+	before := first
+	before.Offset = 0
+	pubs0, pos, err := b.History(context.Background(), "c0", broker.HistoryOptions{Since: &before, Limit: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pos.Epoch == first.Epoch {
-		t.Fatal("the least recently used stream survived past the memory bound")
+	if len(pubs0) != 0 || broker.Recovered(before, pubs0, pos) {
+		t.Fatal("the least recently used stream kept its history past the memory bound")
+	}
+	if pos != first {
+		t.Fatalf("the stream's position changed from %+v to %+v: live delivery would see a gap", first, pos)
+	}
+	next, _, _ := b.Publish(context.Background(), "c0", data, opts)
+	if next.Epoch != first.Epoch || next.Offset != first.Offset+1 {
+		t.Fatalf("publish after eviction got %+v, want the next offset of %+v", next, first)
 	}
 	pubs, _, _ := b.History(context.Background(), "c1999", broker.HistoryOptions{Limit: -1})
 	if len(pubs) != 5 {
