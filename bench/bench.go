@@ -141,6 +141,7 @@ func show(path string, w io.Writer) error {
 		if err := json.Unmarshal(b, &c); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
+		c.Rows = compareRows(c.Runs) // with this version's checks
 		return c.writeText(w)
 	}
 	var rep Report

@@ -68,6 +68,10 @@ var compareRuns = []compareRun{
 	{"channels-10k-broadcast", strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 100 --inflight 8 --window 20000 --duration 20s --settle 5s --source-ips 4")},
 	{"channels-10k-publish", strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 1 --inflight 32 --window 20000 --duration 20s --settle 5s --source-ips 4")},
 	{"connect-10k", strings.Fields("--scenario connect --conns 10000 --source-ips 4")},
+	// channels-10k-broadcast for 8 s: under a million publications, which
+	// stays within a 256 MiB history budget (Herald's memory broker evicts
+	// whole streams beyond it).
+	{"channels-10k-broadcast-8s", strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 100 --inflight 8 --window 20000 --duration 8s --settle 5s --source-ips 4")},
 }
 
 // compareFigure is one row of the ratio table: a figure taken from one
@@ -121,7 +125,15 @@ var compareFigures = []compareFigure{
 		}
 		return r.Latency.P50, true
 	}},
+	{Name: "10,000 conns on 10,000 channels, broadcast API, 8 s", Run: "channels-10k-broadcast-8s", Unit: "publishes/s", get: deliveryRate},
 	{Name: "10,000 conns on 10,000 channels, one publish request per message", Run: "channels-10k-publish", Unit: "publishes/s", get: deliveryRate},
+	{Name: "server CPU per connect + subscribe (10,000 conns)", Run: "connect-10k", Unit: "us", Lower: true, get: func(r *Report) (float64, bool) {
+		c := r.Connect
+		if c == nil || c.ServerCPU == nil || c.Connected == 0 {
+			return 0, false
+		}
+		return round1(c.ServerCPU.Total * 1e6 / float64(c.Connected)), true
+	}},
 	{Name: "server RSS at 15,000 idle conns (end of hold)", Run: "idle-15k", Unit: "MiB", Lower: true, get: func(r *Report) (float64, bool) {
 		if r.Server == nil || r.Server.RSS <= 0 {
 			return 0, false
@@ -326,6 +338,11 @@ type CompareRow struct {
 	GoalMet   *bool     `json:"goal_met,omitempty"`
 	HeraldAll []float64 `json:"herald_values,omitempty"`
 	CentAll   []float64 `json:"centrifugo_values,omitempty"`
+	// Issues are what went wrong in the runs behind a figure (lost or
+	// duplicated deliveries, failed or dropped connections): a goal is not
+	// met on a run with issues.
+	HeraldIssues []string `json:"herald_issues,omitempty"`
+	CentIssues   []string `json:"centrifugo_issues,omitempty"`
 }
 
 // CompareRunResult is one bench run (the chosen attempt).
@@ -794,11 +811,18 @@ func compareRows(runs []CompareRunResult) []CompareRow {
 			if !ok {
 				continue
 			}
+			issue := runIssues(r.Report)
 			switch r.Target {
 			case "herald":
 				hv = append(hv, v)
+				if issue != "" {
+					row.HeraldIssues = append(row.HeraldIssues, issue)
+				}
 			case "centrifugo":
 				cv = append(cv, v)
+				if issue != "" {
+					row.CentIssues = append(row.CentIssues, issue)
+				}
 			}
 		}
 		if !found {
@@ -825,11 +849,35 @@ func compareRows(runs []CompareRunResult) []CompareRow {
 			if row.Centrifugo != nil {
 				c = *row.Centrifugo
 			}
-			row.GoalMet = ptr(f.met(*row.Herald, c))
+			row.GoalMet = ptr(f.met(*row.Herald, c) && len(row.HeraldIssues) == 0)
 		}
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// runIssues describes what went wrong in a run, or returns "".
+func runIssues(r *Report) string {
+	var parts []string
+	if c := r.Connect; c != nil && c.Failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d connections failed %s", c.Failed, c.Requested, fmtMap(c.Errors)))
+	}
+	if i := r.Idle; i != nil && i.Lost > 0 {
+		parts = append(parts, fmt.Sprintf("%d connections ended during the hold %s", i.Lost, fmtMap(i.Endings)))
+	}
+	if d := r.Delivery; d != nil {
+		if d.Lost > 0 || d.Duplicates > 0 || d.OutOfOrder > 0 || d.BadPayload > 0 {
+			parts = append(parts, fmt.Sprintf("%d of %d deliveries lost, %d duplicated, %d out of order, %d bad",
+				d.Lost, d.Expected, d.Duplicates, d.OutOfOrder, d.BadPayload))
+		}
+		if d.LostConns > 0 {
+			parts = append(parts, fmt.Sprintf("%d connections ended %s", d.LostConns, fmtMap(d.Endings)))
+		}
+	}
+	if p := r.Publish; p != nil && p.Failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d publishes failed", p.Failed))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -918,6 +966,14 @@ func (c *Comparison) writeText(w io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, r := range c.Rows {
+		for _, is := range r.HeraldIssues {
+			fmt.Fprintf(w, "issue: %s: herald: %s\n", r.Figure, is)
+		}
+		for _, is := range r.CentIssues {
+			fmt.Fprintf(w, "issue: %s: centrifugo: %s\n", r.Figure, is)
+		}
 	}
 	fmt.Fprintln(w, "\nruns (other = CPU of other processes during the measurement, in cores):")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -66,6 +66,9 @@ func TestCompareRows(t *testing.T) {
 		fan("herald", 900000, 1.5), fan("centrifugo", 300000, 6), fan("herald", 1000000, 1.9),
 		fan("centrifugo", 200000, 8), fan("herald", 950000, 1.7),
 		{Name: "idle-15k", Target: "herald", Report: &Report{Idle: &IdleStats{RSSPerConn: 1.5}}},
+		{Name: "channels-10k-broadcast", Target: "herald", Report: &Report{
+			Delivery: &DeliveryStats{Rate: 60000, Expected: 100, Lost: 3, LostConns: 2, Endings: map[string]int{"close 3001": 2}}}},
+		{Name: "channels-10k-broadcast", Target: "centrifugo", Report: &Report{Delivery: &DeliveryStats{Rate: 30000}}},
 		{Name: "idle-15k", Target: "centrifugo", Error: "boom"},
 	}
 	rows := compareRows(runs)
@@ -87,6 +90,12 @@ func TestCompareRows(t *testing.T) {
 	if *r.Herald != 1.5 || r.Centrifugo != nil || r.Ratio != nil || r.GoalMet != nil {
 		t.Errorf("idle row: %+v", r)
 	}
+	// Herald beat the goal but lost messages: not met.
+	r = byName["10,000 conns on 10,000 channels, broadcast API (100 channels/request)"]
+	if *r.Herald != 60000 || r.GoalMet == nil || *r.GoalMet || len(r.HeraldIssues) != 1 || len(r.CentIssues) != 0 ||
+		r.HeraldIssues[0] != "3 of 100 deliveries lost, 0 duplicated, 0 out of order, 0 bad; 2 connections ended (close 3001: 2)" {
+		t.Errorf("channels row: %+v", r)
+	}
 	if _, ok := byName["connect + subscribe rate (10,000 conns)"]; ok {
 		t.Errorf("row for a run that did not happen")
 	}
@@ -95,7 +104,7 @@ func TestCompareRows(t *testing.T) {
 	if err := c.writeText(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"950000", "3.8x", "FAILED: boom", ">= 3x Centrifugo"} {
+	for _, want := range []string{"950000", "3.8x", "FAILED: boom", ">= 3x Centrifugo", "issue: 10,000 conns on 10,000 channels"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}

@@ -8,7 +8,7 @@
 # compare.json (every figure, parameter, command, the machine) and
 # compare.txt to $OUT.
 #
-#   bench/peers/compare.sh                         # everything (about 15 minutes)
+#   bench/peers/compare.sh                         # everything (about 13 minutes per repeat)
 #   bench/peers/compare.sh --runs fanout-1x1000-saturated,connect-10k
 #   bench/peers/compare.sh --scale 0.05            # a quick smoke test
 #   bench/peers/compare.sh --max-other 0.3 --retries 3 --repeat 3
