@@ -32,6 +32,10 @@ func TestCompareFlags(t *testing.T) {
 	if len(o.runs) != 2 || o.runs[0].Name != "connect-10k" || !slices.Contains(o.runs[1].Args, "7500") || o.Meta[0] != "a=b=c" {
 		t.Errorf("%+v", o)
 	}
+	o, err = parseCompareFlags(nil, io.Discard)
+	if err != nil || len(o.runs) != len(compareRuns)-1 || slices.ContainsFunc(o.runs, func(r compareRun) bool { return r.Extra }) {
+		t.Errorf("default runs: %v %+v", err, o)
+	}
 	// Scaling must not change the table of runs.
 	if !slices.Contains(compareRuns[0].Args, "15000") {
 		t.Errorf("compareRuns changed: %q", compareRuns[0].Args)
