@@ -145,7 +145,7 @@ func New(cfg Config) (*Server, error) {
 		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
 		s.pingFrames[i] = transport.MessageFrame(c.Binary(), payload)
 	}
-	if s.engine, err = transport.NewEngine(cfg.Engine); err != nil {
+	if s.engine, err = transport.NewEngineWith(cfg.Engine, transport.EngineOptions{Coalesce: cfg.WriteCoalesce}); err != nil {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -16,8 +17,9 @@ import (
 
 // epollEngine waits for readiness with epoll, so an idle connection holds
 // neither a goroutine nor a buffer. Connections are registered edge-triggered
-// for input and output once; a reader goroutine is started per readiness
-// event and reads until EAGAIN; shared flusher goroutines write queues.
+// for input and output once; a reader goroutine (parked between events) is
+// handed each readiness event and reads until EAGAIN; shared flusher
+// goroutines write queues.
 //
 // Connections without a raw file descriptor (TLS) are served by an embedded
 // goroutine engine.
@@ -33,6 +35,7 @@ type epollEngine struct {
 	tasks      chan *Conn
 	parked     atomic.Int32
 	quitReader chan struct{}
+	coalesce   time.Duration // pause between back-to-back flush rounds
 	nextKey    atomic.Uint64
 	closed     atomic.Bool
 	bytesOut   atomic.Uint64
@@ -55,8 +58,8 @@ const (
 	rAgain   = 2 // more input arrived while running
 )
 
-func newEpollEngine() (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn), quitReader: make(chan struct{})}
+func newEpollEngine(o EngineOptions) (*epollEngine, error) {
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn), quitReader: make(chan struct{}), coalesce: o.Coalesce}
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
 		p, err := newPoller(e)
@@ -396,6 +399,10 @@ func (e *epollEngine) Close() error {
 
 const iovMax = 1024
 
+// coalesceMin is the width of a flush round (connections) from which the
+// flusher pauses before the next round.
+const coalesceMin = 64
+
 // flusher writes the queues of the connections scheduled on it, each with
 // one writev per round. While it writes, frames pile up in other queues, so
 // a busy flusher batches more per syscall.
@@ -439,7 +446,20 @@ func (f *flusher) loop() {
 		case <-f.quit:
 			return
 		}
+		last := 0 // connections in the previous round of this wake
 		for {
+			if last >= coalesceMin && f.e.coalesce > 0 {
+				// Work arrived while a wide round (a fan-out) was being
+				// written: the flusher is behind. Let frames pile up so
+				// that each connection's next write carries more of
+				// them. Narrow rounds (one busy connection, a socket
+				// that became writable) go on at once.
+				select {
+				case <-time.After(f.e.coalesce):
+				case <-f.quit:
+					return
+				}
+			}
 			f.mu.Lock()
 			batch := f.list
 			if len(batch) == 0 {
@@ -448,6 +468,7 @@ func (f *flusher) loop() {
 			}
 			f.list, f.spare = f.spare[:0], nil
 			f.mu.Unlock()
+			last = len(batch)
 			for i, c := range batch {
 				f.flush(c)
 				batch[i] = nil

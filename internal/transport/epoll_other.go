@@ -6,6 +6,6 @@ import "errors"
 
 type poller struct{}
 
-func newEpollEngine() (Engine, error) {
+func newEpollEngine(EngineOptions) (Engine, error) {
 	return nil, errors.New("herald: the epoll engine needs Linux")
 }
