@@ -50,7 +50,12 @@ func (p originPattern) match(scheme, host string) bool {
 
 // originAllowed implements the cross-site WebSocket hijacking check.
 func (s *Server) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
+	return s.originOK(r.Header.Get("Origin"), r.Host)
+}
+
+// originOK checks an Origin header value against the allow-list, or
+// against the request's Host when there is no list.
+func (s *Server) originOK(origin, reqHost string) bool {
 	if origin == "" {
 		return true // not a browser: nothing to hijack
 	}
@@ -60,7 +65,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	}
 	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
 	if len(s.origins) == 0 {
-		return sameHost(host, strings.ToLower(r.Host))
+		return sameHost(host, strings.ToLower(reqHost))
 	}
 	for _, p := range s.origins {
 		if p.match(scheme, host) {

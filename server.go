@@ -66,8 +66,12 @@ type Server struct {
 	handlers sync.WaitGroup // upgrades in flight
 	ready    atomic.Bool
 
-	httpMu  sync.Mutex
-	httpSrv []*http.Server
+	httpMu    sync.Mutex
+	httpSrv   []*http.Server
+	listeners []net.Listener
+
+	hsMu        sync.Mutex
+	handshaking map[net.Conn]struct{}
 
 	ctx      context.Context // canceled when Shutdown gives up waiting
 	cancel   context.CancelFunc
@@ -255,8 +259,13 @@ func Listen(addr string) (net.Listener, error) {
 
 // Serve serves the handler on ln until Shutdown; it then returns
 // ErrServerClosed.
+//
+// Serve reads each connection's request head itself: upgrades to /ws are
+// answered without net/http (see handshake.go); everything else is served
+// by an http.Server with the handler of Handler.
 func (s *Server) Serve(ln net.Listener) error {
 	hs := s.NewHTTPServer(s.mux)
+	fl := newForwardListener(ln.Addr())
 	s.httpMu.Lock()
 	if s.isDraining() {
 		s.httpMu.Unlock()
@@ -264,8 +273,54 @@ func (s *Server) Serve(ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.httpSrv = append(s.httpSrv, hs)
+	s.listeners = append(s.listeners, ln)
 	s.httpMu.Unlock()
-	return hs.Serve(ln)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- hs.Serve(fl) }()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isDraining() {
+				<-httpDone
+				return ErrServerClosed
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff) // out of file descriptors and the like
+				continue
+			}
+			_ = hs.Close()
+			<-httpDone
+			return err
+		}
+		backoff = 0
+		if !s.enter() {
+			c.Close()
+			continue
+		}
+		s.trackHandshake(c, true)
+		go func() {
+			defer s.handlers.Done()
+			defer s.trackHandshake(c, false)
+			s.handshake(c, fl)
+		}()
+	}
+}
+
+// trackHandshake records connections whose request head is being read, so
+// that Shutdown can cut slow ones instead of waiting out their timeout.
+func (s *Server) trackHandshake(c net.Conn, add bool) {
+	s.hsMu.Lock()
+	defer s.hsMu.Unlock()
+	if add {
+		if s.handshaking == nil {
+			s.handshaking = make(map[net.Conn]struct{})
+		}
+		s.handshaking[c] = struct{}{}
+	} else {
+		delete(s.handshaking, c)
+	}
 }
 
 // ServeTLS is Serve over TLS with the given certificate and key files.
@@ -328,14 +383,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.perIP.release(ip)
 		return
 	}
+	var headers map[string]string
+	if s.cfg.Proxy.ConnectURL != "" {
+		headers = forwardHeaders(r, s.cfg.Proxy.ForwardHeaders)
+	}
+	s.startSession(nc, in, sub, ip, headers)
+}
+
+// startSession serves an upgraded connection. ip holds a per-IP slot,
+// released when the session ends.
+func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
 	if s.perIP.max > 0 || s.cfg.Proxy.ConnectURL != "" {
 		ss.ip = ip // kept only when something needs it
 	}
-	if s.cfg.Proxy.ConnectURL != "" {
-		ss.headers = forwardHeaders(r, s.cfg.Proxy.ForwardHeaders)
-	}
+	ss.headers = headers
 	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
 	s.sessions.add(ss)
@@ -406,7 +469,15 @@ func (s *Server) shutdown(ctx context.Context) error {
 
 	s.httpMu.Lock()
 	servers := s.httpSrv
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
 	s.httpMu.Unlock()
+	s.hsMu.Lock()
+	for c := range s.handshaking {
+		_ = c.SetReadDeadline(time.Now()) // end slow request heads now
+	}
+	s.hsMu.Unlock()
 	var wg sync.WaitGroup
 	for _, hs := range servers {
 		wg.Add(1)
