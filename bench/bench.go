@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,11 +27,23 @@ Usage:
   herald bench --show REPORT.json     print a report saved with --json as a table
   herald bench --compare [flags]      run Herald and Centrifugo alternately and
                                       print the ratio table (--compare --help)
+  herald bench --cluster [flags]      cross-node fan-out: one memory node, and
+                                      clusters on NATS and Redis (--cluster --help)
 
 Targets: --target herald (default) speaks Herald's protocol at /ws and its
 API; --target centrifugo speaks Centrifugo's JSON client protocol at
 /connection/websocket and its HTTP API (key in X-API-Key). Centrifugo does
 not tell its pid: give --server-pid for its RSS and CPU (bench/peers/).
+
+Several nodes: --url takes a comma-separated list; the subscribers of each
+channel are spread round-robin over the URLs (connection i, the k-th
+subscriber of channel c = i mod channels, goes to URL (c + k) mod URLs), so
+that every channel has subscribers on every node. Publishing stays on one
+node: --api (default: the first URL's host). The servers' RSS and CPU are
+the sums over their processes (--server-pid P1,P2,..., or each node's API),
+with each node's share in the report; --broker-pid gives the broker's
+process (a nats-server or redis-server on this machine), whose CPU is
+reported apart, with its share of the servers' and the broker's CPU.
 
 Scenarios:
   fanout    --conns subscribers over --channels channels (default 1); publish
@@ -81,13 +94,17 @@ type options struct {
 	Settle      time.Duration
 	Drain       time.Duration
 	Setup       time.Duration
-	ServerPID   int
+	ServerPIDs  string
+	BrokerPIDs  string
 	Prefix      string
 	JSON        bool
 	Quiet       bool
 
-	args      []string // as given, for the report
-	sourceIPs []string
+	args       []string // as given, for the report
+	sourceIPs  []string
+	urls       []string // --url, split
+	serverPIDs []int
+	brokerPIDs []int
 }
 
 // Main runs `herald bench` with its arguments (without "bench").
@@ -100,6 +117,9 @@ func Main(args []string) error {
 	}
 	if len(args) > 0 && (args[0] == "--compare" || args[0] == "-compare") {
 		return compareMain(args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) > 0 && (args[0] == "--cluster" || args[0] == "-cluster") {
+		return clusterMain(args[1:], os.Stdout, os.Stderr)
 	}
 	o, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -126,15 +146,30 @@ func Main(args []string) error {
 	return rep.writeText(os.Stdout)
 }
 
-// show prints a report saved with --json, or a comparison's
-// compare.json, as a table.
+// show prints a report saved with --json, a comparison's compare.json or
+// a cluster run's cluster.json, as tables.
 func show(path string, w io.Writer) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	var probe struct {
-		Rows json.RawMessage `json:"rows"`
+		Rows    json.RawMessage `json:"rows"`
+		Cluster json.RawMessage `json:"cluster_rows"`
+	}
+	if json.Unmarshal(b, &probe) == nil && probe.Cluster != nil {
+		var c Cluster
+		if err := json.Unmarshal(b, &c); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		var setups []string
+		for _, n := range clusterSetupNames {
+			if _, ok := c.Setups[n]; ok {
+				setups = append(setups, n)
+			}
+		}
+		c.Rows = clusterRows(c.Runs, setups, c.Setups)
+		return c.writeText(w)
 	}
 	if json.Unmarshal(b, &probe) == nil && probe.Rows != nil {
 		var c Comparison
@@ -161,8 +196,8 @@ func parseFlags(args []string, errw io.Writer) (*options, error) {
 	}
 	fs.StringVar(&o.Scenario, "scenario", "fanout", "fanout, channels, idle or connect")
 	fs.StringVar(&o.Target, "target", "herald", "server protocol: herald or centrifugo")
-	fs.StringVar(&o.URL, "url", "", "WebSocket endpoint (default ws://127.0.0.1:8000/ws, centrifugo: ws://127.0.0.1:8000/connection/websocket)")
-	fs.StringVar(&o.API, "api", "", "server API base URL (default: from --url, http://HOST)")
+	fs.StringVar(&o.URL, "url", "", "WebSocket endpoint, or several nodes' as a comma list (default ws://127.0.0.1:8000/ws, centrifugo: ws://127.0.0.1:8000/connection/websocket)")
+	fs.StringVar(&o.API, "api", "", "server API base URL, where the bench publishes (default: from the first --url, http://HOST)")
 	fs.StringVar(&o.Key, "key", os.Getenv("HERALD_API_KEY"), "API key (default $HERALD_API_KEY)")
 	fs.IntVar(&o.Conns, "conns", 1000, "subscriber connections")
 	fs.IntVar(&o.Channels, "channels", 0, "channels; connection i subscribes to channel i mod channels (default: fanout 1, channels --conns, idle and connect --conns/100)")
@@ -182,7 +217,8 @@ func parseFlags(args []string, errw io.Writer) (*options, error) {
 	fs.DurationVar(&o.Settle, "settle", 2*time.Second, "before publishing: wait at most this long for the server to go quiet; idle: wait before sampling RSS")
 	fs.DurationVar(&o.Drain, "drain", 10*time.Second, "after publishing: wait at most this long for the last deliveries")
 	fs.DurationVar(&o.Setup, "setup-timeout", 2*time.Minute, "bound on opening all connections")
-	fs.IntVar(&o.ServerPID, "server-pid", 0, "server process id (default: from the API, if the server is local)")
+	fs.StringVar(&o.ServerPIDs, "server-pid", "", "server process id, or several nodes' as a comma list: RSS and CPU are summed (default: from each node's API, if the server is local)")
+	fs.StringVar(&o.BrokerPIDs, "broker-pid", "", "broker process id(s), comma list: their CPU is reported apart (e.g. $(pgrep -x nats-server))")
 	fs.StringVar(&o.Prefix, "channel-prefix", "", "channel name prefix (default bench-RANDOM-)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as JSON")
 	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines on stderr")
@@ -210,16 +246,16 @@ func (o *options) validate() error {
 			o.URL = "ws://127.0.0.1:8000/connection/websocket"
 		}
 	}
-	u, err := url.Parse(o.URL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("--url %q: want ws://HOST/PATH", o.URL)
+	o.urls = nil
+	for _, s := range strings.Split(o.URL, ",") {
+		s = strings.TrimSpace(s)
+		if _, err := apiBase(s); err != nil {
+			return err
+		}
+		o.urls = append(o.urls, s)
 	}
 	if o.API == "" {
-		scheme := "http"
-		if u.Scheme == "wss" {
-			scheme = "https"
-		}
-		o.API = scheme + "://" + u.Host
+		o.API, _ = apiBase(o.urls[0])
 	}
 	o.API = strings.TrimSuffix(o.API, "/")
 	if o.Conns < 1 {
@@ -269,7 +305,56 @@ func (o *options) validate() error {
 		return err
 	}
 	o.sourceIPs = ips
+	if o.serverPIDs, err = parsePIDs("--server-pid", o.ServerPIDs); err != nil {
+		return err
+	}
+	if o.brokerPIDs, err = parsePIDs("--broker-pid", o.BrokerPIDs); err != nil {
+		return err
+	}
 	return nil
+}
+
+// apiBase checks a WebSocket URL and returns the API base URL of its host
+// (http://HOST, or https:// for wss://).
+func apiBase(wsURL string) (string, error) {
+	u, err := url.Parse(wsURL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return "", fmt.Errorf("--url %q: want ws://HOST/PATH", wsURL)
+	}
+	if u.Scheme == "wss" {
+		return "https://" + u.Host, nil
+	}
+	return "http://" + u.Host, nil
+}
+
+// urlFor picks the URL of connection i among several nodes': the k-th
+// subscriber (k = i / channels) of channel c (= i mod channels) goes to
+// URL (c + k) mod len(urls), so every channel's subscribers are spread
+// evenly over the nodes, and so are one-subscriber channels.
+func urlFor(urls []string, channels, i int) string {
+	if len(urls) == 1 {
+		return urls[0]
+	}
+	channels = max(channels, 1)
+	return urls[(i%channels+i/channels)%len(urls)]
+}
+
+// parsePIDs reads a comma-separated list of process ids ("" is none).
+func parsePIDs(flagName, s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
+		n, err := strconv.Atoi(part)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a process id", flagName, part)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // channelChar reports whether b may appear in a channel name

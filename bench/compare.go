@@ -679,6 +679,9 @@ func summaryLine(r *Report) string {
 	if l := r.Latency; l != nil && l.Count > 0 {
 		parts = append(parts, fmt.Sprintf("p50 %s p99 %s", fmtMS(l.P50), fmtMS(l.P99)))
 	}
+	if b := r.Broker; b != nil && b.CPU != nil {
+		parts = append(parts, fmt.Sprintf("broker %.2f cores (%.0f%%)", b.CPU.Cores, b.Share*100))
+	}
 	if m := r.Machine; m != nil {
 		parts = append(parts, fmt.Sprintf("other %.2f cores", m.Other))
 	}

@@ -40,14 +40,16 @@ func (e *closeError) Error() string { return fmt.Sprintf("closed by server with 
 
 // dialer opens bench connections.
 type dialer struct {
-	url       string
+	urls      []string // several nodes': see urlFor
+	channels  int
 	tgt       target
 	timeout   time.Duration
 	readBuf   int
 	sourceIPs []net.IP
 }
 
-// dial opens connection number i (its source address is picked by i).
+// dial opens connection number i (its node and source address are picked
+// by i).
 func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 	nd := &net.Dialer{Timeout: d.timeout, Control: dialControl}
 	if len(d.sourceIPs) > 0 {
@@ -61,7 +63,7 @@ func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 	if p := d.tgt.Subprotocol(); p != "" {
 		wd.Protocols = []string{p}
 	}
-	nc, br, hs, err := wd.Dial(ctx, d.url)
+	nc, br, hs, err := wd.Dial(ctx, urlFor(d.urls, d.channels, i))
 	if err != nil {
 		return nil, err
 	}

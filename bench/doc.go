@@ -16,4 +16,12 @@
 // (compare.go, wrapped by bench/peers/compare.sh) runs the performance
 // goals against Herald and Centrifugo alternately and prints the ratio
 // table; bench/peers/centrifugo.sh installs and starts Centrifugo.
+//
+// --url takes several nodes' endpoints: the subscribers of every channel
+// are spread over them (urlFor), publishes go to one node's API, and the
+// servers' RSS and CPU are summed over --server-pid P1,P2,... with the
+// broker's process (--broker-pid) measured apart. `herald bench --cluster`
+// (cluster.go, wrapped by bench/peers/cluster.sh) runs the cross-node
+// fan-out: one node on the memory broker, and clusters on NATS and Redis,
+// alternately, and prints a table per run.
 package bench

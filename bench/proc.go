@@ -85,6 +85,34 @@ type CPU struct {
 	Cores float64 `json:"cores"`
 }
 
+func sampleCPUs(pids []int) []cpuSample {
+	out := make([]cpuSample, len(pids))
+	for i, pid := range pids {
+		out[i] = sampleCPU(pid)
+	}
+	return out
+}
+
+// sumCPU is the CPU time several processes used between samples a and b
+// (by process): nil when there are none or one could not be read.
+func sumCPU(a, b []cpuSample, wall time.Duration) *CPU {
+	if len(a) == 0 || len(a) != len(b) {
+		return nil
+	}
+	var sa, sb cpuSample
+	sa.ok, sb.ok = true, true
+	for i := range a {
+		if !a[i].ok || !b[i].ok {
+			return nil
+		}
+		sa.user += a[i].user
+		sa.sys += a[i].sys
+		sb.user += b[i].user
+		sb.sys += b[i].sys
+	}
+	return cpuBetween(sa, sb, wall)
+}
+
 func cpuBetween(a, b cpuSample, wall time.Duration) *CPU {
 	if !a.ok || !b.ok {
 		return nil
@@ -130,8 +158,8 @@ func machineBusy() (time.Duration, bool) {
 // whether something else competed with the server and the bench.
 type Machine struct {
 	Cores int `json:"cores"`
-	// Busy is all processes' CPU, in cores; Other is Busy minus the server
-	// and the bench.
+	// Busy is all processes' CPU, in cores; Other is Busy minus the
+	// server(s), the broker (--broker-pid) and the bench.
 	Busy  float64 `json:"busy_cores"`
 	Other float64 `json:"other_cores"`
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -22,6 +23,7 @@ type Report struct {
 	Warnings []string `json:"warnings,omitempty"`
 
 	Server   *ServerStats   `json:"server,omitempty"`
+	Broker   *BrokerStats   `json:"broker,omitempty"`
 	Connect  *ConnectStats  `json:"connect,omitempty"`
 	Idle     *IdleStats     `json:"idle,omitempty"`
 	Publish  *PublishStats  `json:"publish,omitempty"`
@@ -56,16 +58,40 @@ type Params struct {
 // ServerStats are read from the server process (/proc) and its API.
 type ServerStats struct {
 	PID int `json:"pid,omitempty"`
+	// PIDs are the nodes' processes when there are several: RSS and CPU
+	// below are their sums, Nodes has each one's.
+	PIDs  []int       `json:"pids,omitempty"`
+	Nodes []NodeStats `json:"nodes,omitempty"`
 	// RSSBaseline is the RSS before the bench connected.
 	RSSBaseline int64 `json:"rss_baseline_kib,omitempty"`
 	// RSS is the RSS at the end of the measured phase; RSSMax the largest
 	// sample during it.
 	RSS        int64 `json:"rss_kib,omitempty"`
 	RSSMax     int64 `json:"rss_max_kib,omitempty"`
-	NumClients int   `json:"num_clients,omitempty"` // as the API reported after connecting
+	NumClients int   `json:"num_clients,omitempty"` // as the API(s) reported after connecting
+	// NodeClients are the nodes' client counts, by URL host, with several.
+	NodeClients []int `json:"node_clients,omitempty"`
 	// CPU is the server's CPU time over the measured phase: publishing and
 	// draining, the idle hold, or connecting (scenario connect).
 	CPU *CPU `json:"cpu,omitempty"`
+}
+
+// NodeStats are one node's figures over the measured phase, with several.
+type NodeStats struct {
+	PID int   `json:"pid"`
+	RSS int64 `json:"rss_kib,omitempty"` // at the end
+	CPU *CPU  `json:"cpu,omitempty"`
+}
+
+// BrokerStats are the broker's processes (--broker-pid) over the measured
+// phase: a nats-server or redis-server the nodes share.
+type BrokerStats struct {
+	PIDs []int `json:"pids"`
+	RSS  int64 `json:"rss_kib,omitempty"` // at the end
+	CPU  *CPU  `json:"cpu,omitempty"`
+	// Share is the broker's CPU over the servers' and the broker's
+	// together: its part of the cluster's work.
+	Share float64 `json:"share_of_server_and_broker_cpu,omitempty"`
 }
 
 // ConnectStats describe opening the connections.
@@ -78,6 +104,7 @@ type ConnectStats struct {
 	Rate      float64        `json:"rate_per_s"` // connect + subscribe completed per second
 	Latency   Latency        `json:"latency"`    // dial to subscribe reply, per connection
 	ServerCPU *CPU           `json:"server_cpu,omitempty"`
+	BrokerCPU *CPU           `json:"broker_cpu,omitempty"`
 }
 
 // IdleStats describe the idle hold.
@@ -122,7 +149,9 @@ type DeliveryStats struct {
 	Drained bool `json:"drained"`
 	// ServerCPUPerDelivery is server CPU over the measured phase divided
 	// by deliveries, in microseconds.
-	ServerCPUPerDelivery float64        `json:"server_cpu_per_delivery_us,omitempty"`
+	ServerCPUPerDelivery float64 `json:"server_cpu_per_delivery_us,omitempty"`
+	// BrokerCPUPerDelivery is the same for the broker (--broker-pid).
+	BrokerCPUPerDelivery float64        `json:"broker_cpu_per_delivery_us,omitempty"`
 	LostConns            int            `json:"lost_conns"`
 	Endings              map[string]int `json:"endings,omitempty"`
 }
@@ -160,20 +189,38 @@ func (r *Report) writeText(w io.Writer) error {
 		if c.ServerCPU != nil {
 			row("", "server cpu while connecting %.2fs (%.2f cores)", c.ServerCPU.Total, c.ServerCPU.Cores)
 		}
+		if c.BrokerCPU != nil {
+			row("", "broker cpu while connecting %.2fs (%.2f cores)", c.BrokerCPU.Total, c.BrokerCPU.Cores)
+		}
 		for _, k := range sortedKeys(c.Errors) {
 			row("  connect error", "%d x %s", c.Errors[k], k)
 		}
 	}
 	if s := r.Server; s != nil {
-		row("server", "pid %d, %d clients per its API", s.PID, s.NumClients)
+		if len(s.PIDs) > 1 {
+			row("server", "%d nodes, pids %s, %d clients per their APIs %s", len(s.PIDs), joinInts(s.PIDs), s.NumClients, joinInts(s.NodeClients))
+		} else {
+			row("server", "pid %d, %d clients per its API", s.PID, s.NumClients)
+		}
 		if s.RSSBaseline > 0 {
 			row("  rss", "baseline %s, end %s, max %s", fmtKiB(s.RSSBaseline), fmtKiB(s.RSS), fmtKiB(s.RSSMax))
 		}
-		if s.PID == 0 {
+		if s.PID == 0 && len(s.PIDs) == 0 {
 			row("  rss, cpu", "unknown: the server process was not found")
 		}
 		if s.CPU != nil {
 			row("  cpu", "%.2fs (user %.2fs, sys %.2fs): %.2f cores", s.CPU.Total, s.CPU.User, s.CPU.Sys, s.CPU.Cores)
+		}
+		for _, n := range s.Nodes {
+			if n.CPU != nil {
+				row("  node", "pid %d: cpu %.2fs (%.2f cores), rss %s", n.PID, n.CPU.Total, n.CPU.Cores, fmtKiB(n.RSS))
+			}
+		}
+	}
+	if b := r.Broker; b != nil {
+		row("broker", "pid %s, rss %s", joinInts(b.PIDs), fmtKiB(b.RSS))
+		if b.CPU != nil {
+			row("  cpu", "%.2fs (user %.2fs, sys %.2fs): %.2f cores, %.1f%% of servers + broker", b.CPU.Total, b.CPU.User, b.CPU.Sys, b.CPU.Cores, b.Share*100)
 		}
 	}
 	if i := r.Idle; i != nil {
@@ -203,6 +250,9 @@ func (r *Report) writeText(w io.Writer) error {
 		if d.ServerCPUPerDelivery > 0 {
 			row("  server cpu per delivery", "%.2f us", d.ServerCPUPerDelivery)
 		}
+		if d.BrokerCPUPerDelivery > 0 {
+			row("  broker cpu per delivery", "%.2f us", d.BrokerCPUPerDelivery)
+		}
 		row("  lost connections", "%d %s", d.LostConns, fmtMap(d.Endings))
 	}
 	if l := r.Latency; l != nil && l.Count > 0 {
@@ -219,6 +269,14 @@ func (r *Report) writeText(w io.Writer) error {
 		row("warning", "%s", wmsg)
 	}
 	return tw.Flush()
+}
+
+func joinInts(v []int) string {
+	parts := make([]string, len(v))
+	for i, n := range v {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
 }
 
 func fmtMS(v float64) string {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 )
@@ -27,6 +28,12 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 	r := &runner{o: o, tgt: tgt, logw: logw,
 		api: newAPIClient(o.API, o.Key, o.Inflight+2)}
 	defer r.api.Close()
+	r.nodeAPIs = newNodeAPIs(o, r.api)
+	defer func() {
+		for _, a := range r.nodeAPIs {
+			a.Close()
+		}
+	}()
 	r.rep = &Report{
 		Scenario: o.Scenario, Target: tgt.Name(), Command: o.commandLine(),
 		Started: time.Now().UTC().Format(time.RFC3339),
@@ -75,7 +82,10 @@ type runner struct {
 	api  *apiClient
 	logw io.Writer
 	rep  *Report
-	pid  int
+	// nodeAPIs tell the nodes' pids and clients (one: api).
+	nodeAPIs   []*apiClient
+	pids       []int // servers' processes: RSS and CPU are their sums
+	brokerPIDs []int
 
 	workers  []workerHandle
 	subs     []int // subscribers per channel
@@ -94,31 +104,79 @@ func (r *runner) warn(format string, args ...any) {
 	r.logf("warning: %s", msg)
 }
 
-// findServer finds the server's process for RSS and CPU readings.
+// findServer finds the server's processes (one per node) for RSS and CPU
+// readings, and the broker's.
 func (r *runner) findServer(ctx context.Context) {
-	r.pid = r.o.ServerPID
-	if r.pid == 0 {
-		ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		info, err := r.tgt.Info(ictx, r.api)
-		cancel()
-		switch {
-		case err != nil:
-			r.warn("no server RSS or CPU figures: API info: %v", err)
-		case info.PID == 0:
-			r.warn("no server RSS or CPU figures: the API does not tell the server's pid (use --server-pid)")
-		case !isLocal(r.o.API):
-			r.warn("no server RSS or CPU figures: the API is not on this machine (use --server-pid)")
-		default:
-			r.pid = info.PID
+	pids := slices.Clone(r.o.serverPIDs)
+	if len(pids) == 0 {
+		for _, api := range r.nodeAPIs {
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			info, err := r.tgt.Info(ictx, api)
+			cancel()
+			switch {
+			case err != nil:
+				r.warn("no server RSS or CPU figures: API info at %s: %v", api.base, err)
+			case info.PID == 0:
+				r.warn("no server RSS or CPU figures: the API does not tell the server's pid (use --server-pid)")
+			case !isLocal(api.base):
+				r.warn("no server RSS or CPU figures: the API is not on this machine (use --server-pid)")
+			default:
+				if !slices.Contains(pids, info.PID) {
+					pids = append(pids, info.PID)
+				}
+				continue
+			}
+			pids = nil
+			break
 		}
 	}
-	if r.pid != 0 {
-		if _, err := processRSS(r.pid); err != nil {
-			r.warn("no server RSS or CPU figures: pid %d: %v", r.pid, err)
-			r.pid = 0
+	// A sum over some of the nodes would pass for the whole: all or none.
+	for _, pid := range pids {
+		if _, err := processRSS(pid); err != nil {
+			r.warn("no server RSS or CPU figures: pid %d: %v", pid, err)
+			pids = nil
+			break
 		}
 	}
-	r.rep.Server = &ServerStats{PID: r.pid}
+	r.pids = pids
+	r.rep.Server = &ServerStats{}
+	if len(pids) == 1 {
+		r.rep.Server.PID = pids[0]
+	} else if len(pids) > 1 {
+		r.rep.Server.PIDs = pids
+		for _, pid := range pids {
+			r.rep.Server.Nodes = append(r.rep.Server.Nodes, NodeStats{PID: pid})
+		}
+	}
+	for _, pid := range r.o.brokerPIDs {
+		if _, err := processRSS(pid); err != nil {
+			r.warn("no broker CPU figures: pid %d: %v", pid, err)
+			return
+		}
+	}
+	if len(r.o.brokerPIDs) > 0 {
+		r.brokerPIDs = r.o.brokerPIDs
+		r.rep.Broker = &BrokerStats{PIDs: r.brokerPIDs}
+	}
+}
+
+// newNodeAPIs returns the API clients that tell the nodes' pids and client
+// counts: the --api one for one node, each URL's host's for several.
+func newNodeAPIs(o *options, api *apiClient) []*apiClient {
+	if len(o.urls) == 1 {
+		return []*apiClient{api}
+	}
+	var out []*apiClient
+	seen := map[string]bool{}
+	for _, u := range o.urls {
+		base, _ := apiBase(u) // checked by validate
+		if seen[base] {
+			continue
+		}
+		seen[base] = true
+		out = append(out, newAPIClient(base, o.Key, 2))
+	}
+	return out
 }
 
 func isLocal(api string) bool {
@@ -134,12 +192,17 @@ func isLocal(api string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// rss is the sum of the servers' RSS (0 if one cannot be read).
 func (r *runner) rss() int64 {
-	if r.pid == 0 {
-		return 0
+	var sum int64
+	for _, pid := range r.pids {
+		v, _ := processRSS(pid)
+		if v == 0 {
+			return 0
+		}
+		sum += v
 	}
-	v, _ := processRSS(r.pid)
-	return v
+	return sum
 }
 
 // minRSS samples the server's RSS n times, every gap, and returns the
@@ -216,14 +279,15 @@ func (r *runner) progress() progress {
 // mark is the CPU counters at the start of a measured phase.
 type mark struct {
 	t      time.Time
-	srv    cpuSample
+	srv    []cpuSample // by r.pids
+	broker []cpuSample // by r.brokerPIDs
 	bench  time.Duration
 	busy   time.Duration
 	busyOK bool
 }
 
 func (r *runner) mark() mark {
-	m := mark{t: time.Now(), srv: sampleCPU(r.pid), bench: r.benchCPU()}
+	m := mark{t: time.Now(), srv: sampleCPUs(r.pids), broker: sampleCPUs(r.brokerPIDs), bench: r.benchCPU()}
 	m.busy, m.busyOK = machineBusy()
 	return m
 }
@@ -232,7 +296,25 @@ func (r *runner) mark() mark {
 // server's, the bench's, and the machine's. It returns the phase's length.
 func (r *runner) measure(m mark) time.Duration {
 	wall := time.Since(m.t)
-	r.rep.Server.CPU = cpuBetween(m.srv, sampleCPU(r.pid), wall)
+	srv := sampleCPUs(r.pids)
+	brk := sampleCPUs(r.brokerPIDs)
+	r.rep.Server.CPU = sumCPU(m.srv, srv, wall)
+	for i := range r.rep.Server.Nodes {
+		n := &r.rep.Server.Nodes[i]
+		n.CPU = cpuBetween(m.srv[i], srv[i], wall)
+		n.RSS, _ = processRSS(n.PID)
+	}
+	if b := r.rep.Broker; b != nil {
+		b.CPU = sumCPU(m.broker, brk, wall)
+		b.RSS = 0
+		for _, pid := range r.brokerPIDs {
+			v, _ := processRSS(pid)
+			b.RSS += v
+		}
+		if b.CPU != nil && r.rep.Server.CPU != nil && b.CPU.Total+r.rep.Server.CPU.Total > 0 {
+			b.Share = round3(b.CPU.Total / (b.CPU.Total + r.rep.Server.CPU.Total))
+		}
+	}
 	bench := r.benchCPU() - m.bench
 	if bench > 0 {
 		// Only the total is known: child processes report user + system.
@@ -242,6 +324,9 @@ func (r *runner) measure(m mark) time.Duration {
 		other := busy - m.busy - bench
 		if c := r.rep.Server.CPU; c != nil {
 			other -= time.Duration(c.Total * float64(time.Second))
+		}
+		if b := r.rep.Broker; b != nil && b.CPU != nil {
+			other -= time.Duration(b.CPU.Total * float64(time.Second))
 		}
 		mc := &Machine{
 			Cores: runtime.NumCPU(),
@@ -266,12 +351,12 @@ func (r *runner) connect(ctx context.Context, deadline time.Time) error {
 	o := r.o
 	r.rep.Server.RSSBaseline, _ = r.minRSS(ctx, 3, 300*time.Millisecond)
 	r.connMark = r.mark()
-	cpu0, t0 := r.connMark.srv, r.connMark.t
+	cpu0, brk0, t0 := r.connMark.srv, r.connMark.broker, r.connMark.t
 	setupCtx, cancel := context.WithTimeout(ctx, o.Setup)
 	defer cancel()
 	for j := 0; j < o.Procs; j++ {
 		cfg := workerConfig{
-			Target: o.Target, URL: o.URL,
+			Target: o.Target, URLs: o.urls,
 			Lo: j * o.Conns / o.Procs, Hi: (j + 1) * o.Conns / o.Procs,
 			Channels: o.Channels, Prefix: o.Prefix, SourceIP: o.sourceIPs,
 			Concurrency: o.Concurrency, Timeout: o.ConnTimeout, ReadBuffer: o.ReadBuffer,
@@ -331,7 +416,8 @@ func (r *runner) connect(ctx context.Context, deadline time.Time) error {
 		cs.Rate = round1(float64(cs.Connected) / time.Duration(last-first).Seconds())
 	}
 	cs.Latency = lat.Summary()
-	cs.ServerCPU = cpuBetween(cpu0, sampleCPU(r.pid), time.Since(t0))
+	cs.ServerCPU = sumCPU(cpu0, sampleCPUs(r.pids), time.Since(t0))
+	cs.BrokerCPU = sumCPU(brk0, sampleCPUs(r.brokerPIDs), time.Since(t0))
 	r.rep.Connect = cs
 	r.logf("connected %d/%d in %.2fs (%.0f/s)", cs.Connected, o.Conns, cs.Elapsed, cs.Rate)
 	if cs.Connected == 0 {
@@ -348,8 +434,13 @@ func (r *runner) connect(ctx context.Context, deadline time.Time) error {
 		}
 	}
 	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
-	if info, err := r.tgt.Info(ictx, r.api); err == nil {
-		r.rep.Server.NumClients = info.NumClients
+	for _, api := range r.nodeAPIs {
+		if info, err := r.tgt.Info(ictx, api); err == nil {
+			r.rep.Server.NumClients += info.NumClients
+			if len(r.nodeAPIs) > 1 {
+				r.rep.Server.NodeClients = append(r.rep.Server.NodeClients, info.NumClients)
+			}
+		}
 	}
 	icancel()
 	return nil

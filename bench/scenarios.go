@@ -91,7 +91,9 @@ func (r *runner) publish(ctx context.Context) error {
 			window: o.Window, stall: 5 * time.Second,
 		},
 		tgt: r.tgt, api: r.api,
-		d: &dialer{url: o.URL, tgt: r.tgt, timeout: o.ConnTimeout, readBuf: 64 << 10,
+		// Publisher connections (--publish client) go to the first node,
+		// as API publishes go to one.
+		d: &dialer{urls: o.urls[:1], channels: 1, tgt: r.tgt, timeout: o.ConnTimeout, readBuf: 64 << 10,
 			sourceIPs: ips},
 		delivered: func() uint64 { return r.progress().Delivered },
 	}
@@ -213,6 +215,9 @@ func (r *runner) finish(ctx context.Context) error {
 	}
 	if c := r.rep.Server.CPU; c != nil && s.Received > 0 {
 		d.ServerCPUPerDelivery = round3(c.Total * 1e6 / float64(s.Received))
+	}
+	if b := r.rep.Broker; b != nil && b.CPU != nil && s.Received > 0 {
+		d.BrokerCPUPerDelivery = round3(b.CPU.Total * 1e6 / float64(s.Received))
 	}
 	lat := merged.Latency.Summary()
 	r.rep.Latency = &lat

@@ -16,8 +16,8 @@ import (
 // child process receives it as JSON.
 type workerConfig struct {
 	Target   string   `json:"target"`
-	URL      string   `json:"url"`
-	Lo       int      `json:"lo"` // global connection indices [Lo, Hi)
+	URLs     []string `json:"urls"` // connection i dials urlFor(URLs, Channels, i)
+	Lo       int      `json:"lo"`   // global connection indices [Lo, Hi)
 	Hi       int      `json:"hi"`
 	Channels int      `json:"channels"` // connection i subscribes to channel i % Channels
 	Prefix   string   `json:"prefix"`
@@ -78,7 +78,7 @@ func newWorker(cfg workerConfig) (*worker, error) {
 	}
 	w := &worker{
 		cfg: cfg, tgt: tgt,
-		d:       &dialer{url: cfg.URL, tgt: tgt, timeout: cfg.Timeout, readBuf: cfg.ReadBuffer, sourceIPs: ips},
+		d:       &dialer{urls: cfg.URLs, channels: cfg.Channels, tgt: tgt, timeout: cfg.Timeout, readBuf: cfg.ReadBuffer, sourceIPs: ips},
 		subs:    make([]*subscriber, cfg.Hi-cfg.Lo),
 		lat:     newShardedHist(numShards),
 		connLat: newHist(),

@@ -1,0 +1,881 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// `herald bench --cluster` measures cross-node fan-out: the same bench
+// runs against one Herald node on the memory broker and against clusters
+// of --nodes nodes on NATS and on Redis (the brokers already running on
+// this machine), alternately, each run on freshly started nodes under a
+// broker prefix of its own. The subscribers are spread over the nodes
+// (--url with every node's address), publishes go through the first
+// node's API, and the broker process's CPU is measured beside the nodes'.
+
+const clusterUsage = `herald bench --cluster: cross-node fan-out, memory vs NATS vs Redis
+
+Usage:
+  herald bench --cluster [flags]
+  herald bench --show DIR/cluster.json     print a saved run as tables
+
+Setups (--setups): memory is one node (HERALD-BIN serve --config
+HERALD-CONFIG); nats and redis are --nodes nodes started with --broker
+URL?prefix=RANDOM (a fresh prefix per run, whose streams or keys are deleted
+afterwards) against the broker at --nats or --redis, whose process
+(--nats-pid, --redis-pid; default: the nats-server or redis-server that pgrep
+finds on the URL's port) is measured apart. Each run starts fresh nodes,
+runs one bench scenario as a child process (--url with every node, --api
+on the first node, --server-pid with every node, --broker-pid), and stops
+them. Runs alternate between the setups; the order rotates on each repeat.
+Results in --out: one bench report per run (NAME.SETUP.N.json), its log,
+the nodes' logs, cluster.json and cluster.txt (the tables).
+
+Runs:
+%s
+Flags:
+`
+
+// clusterRuns are the cross-node runs of the scale-out issue.
+var clusterRuns = []compareRun{
+	{Name: "fanout-1x1000-rate100", Args: strings.Fields("--scenario fanout --conns 1000 --channels 1 --rate 100 --duration 20s --settle 3s")},
+	{Name: "fanout-1x1000-saturated", Args: strings.Fields("--scenario fanout --conns 1000 --channels 1 --rate 0 --duration 20s --settle 3s")},
+	{Name: "channels-10k-broadcast", Extra: true, Args: strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 100 --inflight 8 --window 20000 --duration 8s --settle 5s --source-ips 4")},
+}
+
+var clusterSetupNames = []string{"memory", "nats", "redis"}
+
+// clusterOptions are the flags of --cluster.
+type clusterOptions struct {
+	Out          string
+	HeraldBin    string
+	HeraldConfig string
+	Setups       string
+	Nodes        int
+	Port         int
+	NATS         string
+	Redis        string
+	NATSPID      int
+	RedisPID     int
+	Key          string
+	Runs         string
+	Repeat       int
+	MaxOther     float64
+	Retries      int
+	RetryWait    time.Duration
+	Pause        time.Duration
+	Scale        float64
+	Meta         []string
+	Quiet        bool
+	JSON         bool
+	ReadyTimeout time.Duration
+
+	args     []string
+	setups   []string
+	runs     []compareRun
+	benchBin string
+	// cleanup deletes what a run left in the broker under its prefix
+	// (tests replace it).
+	cleanup func(ctx context.Context, kind, brokerURL, prefix string) error
+}
+
+func parseClusterFlags(args []string, errw io.Writer) (*clusterOptions, error) {
+	o := &clusterOptions{args: args, cleanup: cleanupBroker}
+	fs := flag.NewFlagSet("bench --cluster", flag.ContinueOnError)
+	fs.SetOutput(errw)
+	fs.Usage = func() {
+		var runs strings.Builder
+		for _, r := range clusterRuns {
+			extra := ""
+			if r.Extra {
+				extra = " (only with --runs)"
+			}
+			fmt.Fprintf(&runs, "  %-24s %s%s\n", r.Name, strings.Join(r.Args, " "), extra)
+		}
+		fmt.Fprintf(errw, clusterUsage, runs.String())
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.Out, "out", "", "results directory (default: a new one under the OS temp dir)")
+	fs.StringVar(&o.HeraldBin, "herald-bin", "", "Herald binary to serve (default: this one)")
+	fs.StringVar(&o.HeraldConfig, "herald-config", "bench/peers/herald-bench.yaml", "config file of every node")
+	fs.StringVar(&o.Setups, "setups", strings.Join(clusterSetupNames, ","), "comma-separated: memory (one node), nats, redis")
+	fs.IntVar(&o.Nodes, "nodes", 3, "nodes of the nats and redis setups")
+	fs.IntVar(&o.Port, "port", 27900, "node i listens on 127.0.0.1:PORT+i")
+	fs.StringVar(&o.NATS, "nats", "nats://127.0.0.1:4222", "NATS server (with JetStream) of the nats setup")
+	fs.StringVar(&o.Redis, "redis", "redis://127.0.0.1:6379", "Redis of the redis setup")
+	fs.IntVar(&o.NATSPID, "nats-pid", 0, "the NATS server's process (default: pgrep -x nats-server, on the URL's port)")
+	fs.IntVar(&o.RedisPID, "redis-pid", 0, "the Redis server's process (default: pgrep -x redis-server, on the URL's port)")
+	fs.StringVar(&o.Key, "key", "k", "API key of the nodes")
+	fs.StringVar(&o.Runs, "runs", "", "comma-separated run names (default: all but the extra ones)")
+	fs.IntVar(&o.Repeat, "repeat", 1, "runs per setup; a figure is the median")
+	fs.Float64Var(&o.MaxOther, "max-other", 0.3, "run again while other processes used more than this many cores during the measurement (0: never)")
+	fs.IntVar(&o.Retries, "retries", 3, "with --max-other: attempts per run")
+	fs.DurationVar(&o.RetryWait, "retry-wait", 20*time.Second, "with --max-other: wait before running again")
+	fs.DurationVar(&o.Pause, "pause", 3*time.Second, "pause between runs")
+	fs.Float64Var(&o.Scale, "scale", 1, "multiply connection counts and durations (a smoke test: 0.05)")
+	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines on stderr")
+	fs.BoolVar(&o.JSON, "json", false, "print cluster.json instead of the tables")
+	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", 30*time.Second, "wait for the nodes to be ready")
+	fs.Func("meta", "KEY=VALUE recorded in cluster.json (e.g. herald_commit=...; repeatable)", func(s string) error {
+		if !strings.Contains(s, "=") {
+			return errors.New("want KEY=VALUE")
+		}
+		o.Meta = append(o.Meta, s)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 || o.Nodes < 1 {
+		return nil, errors.New("--repeat, --retries and --nodes must be at least 1, --scale positive")
+	}
+	for _, s := range strings.Split(o.Setups, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(clusterSetupNames, s) {
+			return nil, fmt.Errorf("--setups: unknown setup %q (memory, nats, redis)", s)
+		}
+		if !slices.Contains(o.setups, s) {
+			o.setups = append(o.setups, s)
+		}
+	}
+	runs, err := pickRuns(clusterRuns, o.Runs, o.Scale)
+	if err != nil {
+		return nil, err
+	}
+	o.runs = runs
+	return o, nil
+}
+
+// pickRuns selects runs by name (default: all but the extra ones) and
+// scales them.
+func pickRuns(all []compareRun, names string, scale float64) ([]compareRun, error) {
+	var out []compareRun
+	if names == "" {
+		for _, r := range all {
+			if !r.Extra {
+				out = append(out, r)
+			}
+		}
+	} else {
+		for _, name := range strings.Split(names, ",") {
+			i := slices.IndexFunc(all, func(r compareRun) bool { return r.Name == strings.TrimSpace(name) })
+			if i < 0 {
+				return nil, fmt.Errorf("--runs: unknown run %q", name)
+			}
+			out = append(out, all[i])
+		}
+	}
+	if scale != 1 {
+		for i, r := range out {
+			out[i] = compareRun{Name: r.Name, Args: scaleArgs(r.Args, scale), Extra: r.Extra}
+		}
+	}
+	return out, nil
+}
+
+// Cluster is cluster.json.
+type Cluster struct {
+	Started  string                  `json:"started"`
+	Finished string                  `json:"finished"`
+	Command  string                  `json:"command"`
+	Machine  MachineInfo             `json:"machine"`
+	Meta     map[string]string       `json:"meta,omitempty"`
+	Setups   map[string]ClusterSetup `json:"setups"`
+	Params   CompareParams           `json:"params"`
+	Rows     []ClusterRow            `json:"cluster_rows"`
+	Runs     []ClusterRunResult      `json:"runs"`
+}
+
+// ClusterSetup is how one setup's nodes were run.
+type ClusterSetup struct {
+	Nodes      int    `json:"nodes"`
+	Command    string `json:"command"` // node 0's, with PREFIX for the run's broker prefix
+	Binary     string `json:"binary"`
+	Version    string `json:"version,omitempty"`
+	ConfigFile string `json:"config_file"`
+	Config     string `json:"config"`
+	Broker     string `json:"broker,omitempty"`
+	// BrokerProcess is the broker's command line as /proc showed it.
+	BrokerProcess string `json:"broker_process,omitempty"`
+}
+
+// ClusterRow is one setup's figures in one run: medians over the repeats,
+// except the check counts, which are sums.
+type ClusterRow struct {
+	Run               string    `json:"run"`
+	Setup             string    `json:"setup"`
+	Nodes             int       `json:"nodes"`
+	Runs              int       `json:"runs"`
+	Rate              *float64  `json:"deliveries_per_s"`
+	P50               *float64  `json:"latency_p50_ms"`
+	P99               *float64  `json:"latency_p99_ms"`
+	ServerCores       *float64  `json:"server_cores"`
+	ServerPerDelivery *float64  `json:"server_cpu_per_delivery_us"`
+	BrokerCores       *float64  `json:"broker_cores,omitempty"`
+	BrokerShare       *float64  `json:"broker_share,omitempty"`
+	BrokerPerDelivery *float64  `json:"broker_cpu_per_delivery_us,omitempty"`
+	BenchCores        *float64  `json:"bench_cores"`
+	OtherCores        *float64  `json:"other_cores"`
+	Lost              uint64    `json:"lost"`
+	Duplicates        uint64    `json:"duplicates"`
+	OutOfOrder        uint64    `json:"out_of_order"`
+	LostConns         int       `json:"lost_conns"`
+	FailedPublishes   uint64    `json:"failed_publishes"`
+	Issues            []string  `json:"issues,omitempty"`
+	ValuesRate        []float64 `json:"deliveries_per_s_values,omitempty"`
+}
+
+// ClusterRunResult is one bench run (the chosen attempt).
+type ClusterRunResult struct {
+	Name     string `json:"name"`
+	Setup    string `json:"setup"`
+	Repeat   int    `json:"repeat"`
+	Attempts int    `json:"attempts"`
+	Prefix   string `json:"broker_prefix,omitempty"`
+	Command  string `json:"command"`
+	File     string `json:"report_file,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// OtherCores is other processes' CPU during the measured phase.
+	OtherCores float64 `json:"other_cores"`
+	Report     *Report `json:"report,omitempty"`
+}
+
+// clusterMain runs `herald bench --cluster`.
+func clusterMain(args []string, stdout, stderr io.Writer) error {
+	o, err := parseClusterFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logw := stderr
+	if o.Quiet {
+		logw = io.Discard
+	}
+	c, err := runCluster(ctx, o, logw)
+	if c == nil {
+		return err
+	}
+	if o.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if e := enc.Encode(c); e != nil {
+			return e
+		}
+	} else if e := c.writeText(stdout); e != nil {
+		return e
+	}
+	return err
+}
+
+// clusterSetup is one setup's way to start its nodes.
+type clusterSetup struct {
+	name   string
+	nodes  int
+	broker string // --broker without the prefix; "" for memory
+	pid    int    // the broker's process, 0: find it per run
+}
+
+func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluster, error) {
+	logf := func(format string, args ...any) { fmt.Fprintf(logw, "cluster: "+format+"\n", args...) }
+	var err error
+	if o.benchBin == "" {
+		if o.benchBin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if o.HeraldBin == "" {
+		o.HeraldBin = o.benchBin
+	}
+	if o.Out == "" {
+		if o.Out, err = os.MkdirTemp("", "herald-cluster-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(o.Out, 0o755); err != nil {
+		return nil, err
+	}
+	cfgText, err := os.ReadFile(o.HeraldConfig)
+	if err != nil {
+		return nil, fmt.Errorf("--herald-config: %w", err)
+	}
+	cfgPath, _ := filepath.Abs(o.HeraldConfig)
+	hver, _ := exec.CommandContext(ctx, o.HeraldBin, "version").Output()
+
+	c := &Cluster{
+		Started: time.Now().UTC().Format(time.RFC3339),
+		Command: commandLine(append([]string{"herald", "bench", "--cluster"}, o.args...)),
+		Machine: machineInfo(),
+		Meta:    map[string]string{},
+		Setups:  map[string]ClusterSetup{},
+		Params:  CompareParams{Repeat: o.Repeat, MaxOther: o.MaxOther, Scale: o.Scale, Runs: map[string][]string{}},
+	}
+	if o.MaxOther > 0 {
+		c.Params.Retries = o.Retries
+	}
+	for _, m := range o.Meta {
+		k, v, _ := strings.Cut(m, "=")
+		c.Meta[k] = v
+	}
+	for _, r := range o.runs {
+		c.Params.Runs[r.Name] = r.Args
+	}
+	setups := map[string]*clusterSetup{}
+	for _, name := range o.setups {
+		s := &clusterSetup{name: name, nodes: o.Nodes}
+		switch name {
+		case "memory":
+			s.nodes = 1
+		case "nats":
+			s.broker, s.pid = o.NATS, o.NATSPID
+		case "redis":
+			s.broker, s.pid = o.Redis, o.RedisPID
+		}
+		setups[name] = s
+		cs := ClusterSetup{
+			Nodes: s.nodes, Binary: o.HeraldBin, Version: strings.TrimSpace(string(hver)),
+			ConfigFile: cfgPath, Config: string(cfgText), Broker: s.broker,
+			Command: "HERALD_API_KEY=K " + commandLine(nodeArgv(o, s, cfgPath, 0, "PREFIX")),
+		}
+		if s.broker != "" {
+			pid, err := brokerPID(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			cs.BrokerProcess = fmt.Sprintf("pid %d: %s", pid, processCmdline(pid))
+		}
+		c.Setups[name] = cs
+	}
+
+	save := func() {
+		c.Finished = time.Now().UTC().Format(time.RFC3339)
+		c.Rows = clusterRows(c.Runs, o.setups, c.Setups)
+		if b, err := json.MarshalIndent(c, "", "  "); err == nil {
+			_ = os.WriteFile(filepath.Join(o.Out, "cluster.json"), append(b, '\n'), 0o644)
+		}
+		var t bytes.Buffer
+		_ = c.writeText(&t)
+		_ = os.WriteFile(filepath.Join(o.Out, "cluster.txt"), t.Bytes(), 0o644)
+	}
+	logf("results in %s", o.Out)
+	var firstErr error
+	for rep := 1; rep <= o.Repeat; rep++ {
+		// Rotate the order, so no setup always runs first or after
+		// another one.
+		k := (rep - 1) % len(o.setups)
+		order := append(slices.Clone(o.setups[k:]), o.setups[:k]...)
+		for _, run := range o.runs {
+			for _, name := range order {
+				if ctx.Err() != nil {
+					save()
+					return c, ctx.Err()
+				}
+				res := clusterOne(ctx, o, setups[name], cfgPath, run, rep, logf)
+				if res.Error != "" && firstErr == nil {
+					firstErr = fmt.Errorf("%s on %s: %s", run.Name, name, res.Error)
+				}
+				c.Runs = append(c.Runs, res)
+				save()
+			}
+		}
+	}
+	save()
+	logf("wrote %s and %s", filepath.Join(o.Out, "cluster.json"), filepath.Join(o.Out, "cluster.txt"))
+	return c, firstErr
+}
+
+// nodeArgv is node i's command line.
+func nodeArgv(o *clusterOptions, s *clusterSetup, cfg string, i int, prefix string) []string {
+	argv := []string{o.HeraldBin, "serve", "--config", cfg, "--listen", nodeAddr(o, i)}
+	if s.broker != "" {
+		argv = append(argv, "--broker", withPrefix(s.broker, prefix))
+	}
+	return argv
+}
+
+func nodeAddr(o *clusterOptions, i int) string { return fmt.Sprintf("127.0.0.1:%d", o.Port+i) }
+
+// withPrefix adds prefix=P to a broker URL's query.
+func withPrefix(broker, prefix string) string {
+	sep := "?"
+	if strings.Contains(broker, "?") {
+		sep = "&"
+	}
+	return broker + sep + "prefix=" + prefix
+}
+
+// clusterOne runs one scenario on one setup, again while other processes
+// disturbed it (--max-other), and keeps the least disturbed attempt.
+func clusterOne(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg string, run compareRun, rep int, logf func(string, ...any)) ClusterRunResult {
+	var best ClusterRunResult
+	for attempt := 1; attempt <= o.Retries; attempt++ {
+		if attempt > 1 {
+			logf("%s on %s: other processes used %.2f cores; again in %s (attempt %d/%d)",
+				run.Name, s.name, best.OtherCores, o.RetryWait, attempt, o.Retries)
+			if !sleepCtx(ctx, o.RetryWait) {
+				break
+			}
+		}
+		res := clusterAttempt(ctx, o, s, cfg, run, rep, attempt, logf)
+		if attempt == 1 || (res.Error == "" && (best.Error != "" || res.OtherCores < best.OtherCores)) {
+			best = res
+		}
+		best.Attempts = attempt
+		if o.MaxOther <= 0 || (res.Error == "" && res.OtherCores <= o.MaxOther) || ctx.Err() != nil {
+			break
+		}
+	}
+	return best
+}
+
+// serverProc is a node started by --cluster.
+type serverProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *os.File
+}
+
+func (p *serverProc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg string, run compareRun, rep, attempt int, logf func(string, ...any)) (res ClusterRunResult) {
+	base := fmt.Sprintf("%s.%s.%d", run.Name, s.name, rep)
+	if attempt > 1 {
+		base += fmt.Sprintf(".attempt%d", attempt)
+	}
+	res.Name, res.Setup, res.Repeat = run.Name, s.name, rep
+	fail := func(err error) ClusterRunResult {
+		res.Error = err.Error()
+		logf("%s on %s: %v", run.Name, s.name, err)
+		return res
+	}
+	if !sleepCtx(ctx, o.Pause) {
+		return fail(ctx.Err())
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	prefix := "benchcl" + hex.EncodeToString(b[:])
+	if s.broker != "" {
+		res.Prefix = prefix
+	}
+
+	var nodes []*serverProc
+	defer func() {
+		// Stop every node at once, then clean the broker up.
+		done := make(chan struct{}, len(nodes))
+		for _, n := range nodes {
+			go func() { stopServer(n.cmd, n.exited); n.log.Close(); done <- struct{}{} }()
+		}
+		for range nodes {
+			<-done
+		}
+		if s.broker != "" {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := o.cleanup(cctx, s.name, s.broker, prefix); err != nil {
+				logf("%s on %s: cleaning up prefix %s: %v", run.Name, s.name, prefix, err)
+			}
+		}
+	}()
+	var urls, pids []string
+	for i := 0; i < s.nodes; i++ {
+		if err := portFree(o.Port + i); err != nil {
+			return fail(err)
+		}
+		argv := nodeArgv(o, s, cfg, i, prefix)
+		lf, err := os.Create(filepath.Join(o.Out, fmt.Sprintf("%s.node%d.log", base, i)))
+		if err != nil {
+			return fail(err)
+		}
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "HERALD_API_KEY="+o.Key)
+		cmd.Stdout, cmd.Stderr = lf, lf
+		cmd.SysProcAttr = ownProcessGroup()
+		if err := cmd.Start(); err != nil {
+			lf.Close()
+			return fail(fmt.Errorf("start node %d: %w", i, err))
+		}
+		n := &serverProc{cmd: cmd, exited: make(chan struct{}), log: lf}
+		go func() { _ = cmd.Wait(); close(n.exited) }()
+		nodes = append(nodes, n)
+		urls = append(urls, "ws://"+nodeAddr(o, i)+"/ws")
+		pids = append(pids, strconv.Itoa(cmd.Process.Pid))
+	}
+	for i, n := range nodes {
+		if err := waitReady(ctx, "http://"+nodeAddr(o, i)+"/readyz", o.ReadyTimeout, n.exited); err != nil {
+			return fail(fmt.Errorf("node %d not ready (see %s.node%d.log): %w", i, base, i, err))
+		}
+	}
+	args := append(slices.Clone(run.Args), "--url", strings.Join(urls, ","), "--api", "http://"+nodeAddr(o, 0),
+		"--key", o.Key, "--server-pid", strings.Join(pids, ","), "--json")
+	if s.broker != "" {
+		pid, err := brokerPID(s)
+		if err != nil {
+			return fail(err)
+		}
+		args = append(args, "--broker-pid", strconv.Itoa(pid))
+	}
+	bo, err := parseFlags(args, io.Discard)
+	if err != nil {
+		return fail(err)
+	}
+	res.Command = bo.commandLine()
+	logf("%s on %s (%d nodes, pids %s): %s", run.Name, s.name, s.nodes, strings.Join(pids, ","), res.Command)
+	blog, err := os.Create(filepath.Join(o.Out, base+".log"))
+	if err != nil {
+		return fail(err)
+	}
+	defer blog.Close()
+	var out bytes.Buffer
+	bcmd := exec.CommandContext(ctx, o.benchBin, append([]string{"bench"}, args...)...)
+	bcmd.Stdout, bcmd.Stderr = &out, blog
+	bcmd.Cancel = func() error { return bcmd.Process.Signal(os.Interrupt) }
+	bcmd.WaitDelay = 2 * time.Minute
+	berr := bcmd.Run()
+	for i, n := range nodes {
+		if !n.running() {
+			berr = errors.Join(berr, fmt.Errorf("node %d exited during the run (see %s.node%d.log)", i, base, i))
+		}
+	}
+	if out.Len() > 0 {
+		file := filepath.Join(o.Out, base+".json")
+		_ = os.WriteFile(file, out.Bytes(), 0o644)
+		var r Report
+		if err := json.Unmarshal(out.Bytes(), &r); err == nil {
+			res.File, res.Report = file, &r
+			if r.Machine != nil {
+				res.OtherCores = r.Machine.Other
+			}
+		}
+	}
+	if berr != nil {
+		return fail(fmt.Errorf("bench: %w (see %s.log)", berr, base))
+	}
+	if res.Report == nil {
+		return fail(fmt.Errorf("bench printed no report (see %s.log)", base))
+	}
+	logf("%s on %s: %s", run.Name, s.name, summaryLine(res.Report))
+	return res
+}
+
+// brokerPID returns the setup's broker process: --nats-pid or
+// --redis-pid, or the one process pgrep finds with the server's name whose
+// command line names the URL's port (other servers may run beside it).
+func brokerPID(s *clusterSetup) (int, error) {
+	if s.pid != 0 {
+		if _, err := processRSS(s.pid); err != nil {
+			return 0, fmt.Errorf("broker pid %d: %w", s.pid, err)
+		}
+		return s.pid, nil
+	}
+	name, port := "nats-server", "4222"
+	if s.name == "redis" {
+		name, port = "redis-server", "6379"
+	}
+	u, err := url.Parse(strings.Split(s.broker, ",")[0])
+	if err == nil && u.Port() != "" {
+		port = u.Port()
+	}
+	out, _ := exec.Command("pgrep", "-x", name).Output()
+	var all, onPort []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		all = append(all, pid)
+		for _, a := range strings.Fields(processCmdline(pid)) {
+			if a == port || strings.HasSuffix(a, ":"+port) {
+				onPort = append(onPort, pid)
+				break
+			}
+		}
+	}
+	switch {
+	case len(onPort) == 1:
+		return onPort[0], nil
+	case len(all) == 1 && len(onPort) == 0:
+		return all[0], nil
+	}
+	return 0, fmt.Errorf("pgrep -x %s: %d processes (%v), %d on port %s: give --%s-pid", name, len(all), all, len(onPort), port, s.name)
+}
+
+// processCmdline is a process's command line, arguments joined by spaces.
+func processCmdline(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+}
+
+// cleanupBroker deletes what the nodes of one run created in the broker
+// under prefix (the layouts of broker/nats and broker/redis).
+func cleanupBroker(ctx context.Context, kind, brokerURL, prefix string) error {
+	switch kind {
+	case "nats":
+		nc, err := natsgo.Connect(brokerURL, natsgo.Timeout(5*time.Second), natsgo.NoReconnect())
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, s := range []string{"history", "presence", "idempotency"} {
+			if err := js.DeleteStream(ctx, prefix+"-"+s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+				errs = append(errs, fmt.Errorf("delete stream %s-%s: %w", prefix, s, err))
+			}
+		}
+		return errors.Join(errs...)
+	case "redis":
+		opt, err := goredis.ParseURL(brokerURL)
+		if err != nil {
+			return err
+		}
+		c := goredis.NewClient(opt)
+		defer c.Close()
+		iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		for len(keys) > 0 {
+			n := min(len(keys), 500)
+			if err := c.Unlink(ctx, keys[:n]...).Err(); err != nil {
+				return err
+			}
+			keys = keys[n:]
+		}
+	}
+	return nil
+}
+
+// clusterRows computes the tables: per run and setup, the median of each
+// figure over the repeats, and the sum of the check counts.
+func clusterRows(runs []ClusterRunResult, setups []string, info map[string]ClusterSetup) []ClusterRow {
+	var names []string
+	for _, r := range runs {
+		if !slices.Contains(names, r.Name) {
+			names = append(names, r.Name)
+		}
+	}
+	var rows []ClusterRow
+	for _, name := range names {
+		for _, setup := range setups {
+			row := ClusterRow{Run: name, Setup: setup, Nodes: info[setup].Nodes}
+			vals := map[string][]float64{}
+			add := func(k string, v float64, ok bool) {
+				if ok {
+					vals[k] = append(vals[k], v)
+				}
+			}
+			found := false
+			for _, r := range runs {
+				if r.Name != name || r.Setup != setup {
+					continue
+				}
+				found = true
+				rep := r.Report
+				if rep == nil || r.Error != "" {
+					continue
+				}
+				row.Runs++
+				if d := rep.Delivery; d != nil {
+					add("rate", d.Rate, d.Rate > 0)
+					add("srvpd", d.ServerCPUPerDelivery, d.ServerCPUPerDelivery > 0)
+					add("brkpd", d.BrokerCPUPerDelivery, d.BrokerCPUPerDelivery > 0)
+					row.Lost += d.Lost
+					row.Duplicates += d.Duplicates
+					row.OutOfOrder += d.OutOfOrder
+					row.LostConns += d.LostConns
+				}
+				if l := rep.Latency; l != nil && l.Count > 0 {
+					add("p50", l.P50, true)
+					add("p99", l.P99, true)
+				}
+				if s := rep.Server; s != nil && s.CPU != nil {
+					add("srv", s.CPU.Cores, true)
+				}
+				if b := rep.Broker; b != nil && b.CPU != nil {
+					add("brk", b.CPU.Cores, true)
+					add("share", b.Share, true)
+				}
+				if c := rep.BenchCPU; c != nil {
+					add("bench", c.Cores, true)
+				}
+				if m := rep.Machine; m != nil {
+					add("other", m.Other, true)
+				}
+				if p := rep.Publish; p != nil {
+					row.FailedPublishes += p.Failed
+				}
+				if is := runIssues(rep); is != "" {
+					row.Issues = append(row.Issues, is)
+				}
+			}
+			if !found {
+				continue
+			}
+			med := func(k string) *float64 {
+				if len(vals[k]) == 0 {
+					return nil
+				}
+				return ptr(median(vals[k]))
+			}
+			row.Rate, row.P50, row.P99 = med("rate"), med("p50"), med("p99")
+			row.ServerCores, row.ServerPerDelivery = med("srv"), med("srvpd")
+			row.BrokerCores, row.BrokerShare, row.BrokerPerDelivery = med("brk"), med("share"), med("brkpd")
+			row.BenchCores, row.OtherCores = med("bench"), med("other")
+			row.ValuesRate = vals["rate"]
+			rows = append(rows, row)
+		}
+	}
+	return rows
+}
+
+// writeText prints one table per run (a row per setup), then every run.
+func (c *Cluster) writeText(w io.Writer) error {
+	fmt.Fprintf(w, "Herald cross-node fan-out, %s\n", c.Started)
+	if v := c.Meta["herald_commit"]; v != "" {
+		fmt.Fprintf(w, "herald commit %s\n", v)
+	}
+	m := c.Machine
+	fmt.Fprintf(w, "machine: %d cores (%s), %s, kernel %s; nodes, broker and load generator share the cores\n",
+		m.Cores, m.CPU, m.MemTotal, m.Kernel)
+	var names []string
+	for k := range c.Setups {
+		names = append(names, k)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return slices.Index(clusterSetupNames, a) - slices.Index(clusterSetupNames, b)
+	})
+	for _, k := range names {
+		s := c.Setups[k]
+		fmt.Fprintf(w, "%s: %d node(s): %s\n", k, s.Nodes, s.Command)
+		if s.BrokerProcess != "" {
+			fmt.Fprintf(w, "  broker %s\n", s.BrokerProcess)
+		}
+	}
+	if c.Params.Scale != 1 && c.Params.Scale != 0 {
+		fmt.Fprintf(w, "SCALED by %g: connection counts and durations differ from the run names\n", c.Params.Scale)
+	}
+	if c.Params.Repeat > 1 {
+		fmt.Fprintf(w, "figures are medians of %d runs per setup; lost, dup, ooo and lost conns are sums\n", c.Params.Repeat)
+	}
+	run := ""
+	var tw *tabwriter.Writer
+	flush := func() error {
+		if tw != nil {
+			return tw.Flush()
+		}
+		return nil
+	}
+	for _, r := range c.Rows {
+		if r.Run != run {
+			if err := flush(); err != nil {
+				return err
+			}
+			run = r.Run
+			fmt.Fprintf(w, "\n%s: %s\n", run, strings.Join(c.Params.Runs[run], " "))
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "setup\tnodes\tdeliveries/s\tp50 ms\tp99 ms\tnodes cores\tnodes us/deliv\tbroker cores\tbroker share\tbroker us/deliv\tbench cores\tother cores\tlost\tdup\tooo\tlost conns\truns\t")
+		}
+		pct := "-"
+		if r.BrokerShare != nil {
+			pct = strconv.FormatFloat(*r.BrokerShare*100, 'f', 1, 64) + "%"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", r.Setup, r.Nodes,
+			fmtFigure(r.Rate), fmtFigure(r.P50), fmtFigure(r.P99), fmtFigure(r.ServerCores), fmtFigure(r.ServerPerDelivery),
+			fmtFigure(r.BrokerCores), pct, fmtFigure(r.BrokerPerDelivery), fmtFigure(r.BenchCores), fmtFigure(r.OtherCores),
+			r.Lost, r.Duplicates, r.OutOfOrder, r.LostConns, r.Runs)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, r := range c.Rows {
+		for _, is := range r.Issues {
+			fmt.Fprintf(w, "issue: %s on %s: %s\n", r.Run, r.Setup, is)
+		}
+	}
+	fmt.Fprintln(w, "\nruns (node cores: each node's CPU; the first node serves the publish API):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "run\tsetup\trepeat\tattempts\tprefix\tnode cores\tresult")
+	for _, r := range c.Runs {
+		result := "ok"
+		if r.Error != "" {
+			result = "FAILED: " + r.Error
+		} else if r.Report != nil {
+			result = summaryLine(r.Report)
+		}
+		nodes := "-"
+		if rep := r.Report; rep != nil && rep.Server != nil {
+			var parts []string
+			for _, n := range rep.Server.Nodes {
+				if n.CPU != nil {
+					parts = append(parts, strconv.FormatFloat(n.CPU.Cores, 'f', 2, 64))
+				}
+			}
+			if len(parts) > 0 {
+				nodes = strings.Join(parts, "/")
+			} else if rep.Server.CPU != nil {
+				nodes = strconv.FormatFloat(rep.Server.CPU.Cores, 'f', 2, 64)
+			}
+		}
+		prefix := r.Prefix
+		if prefix == "" {
+			prefix = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Name, r.Setup, r.Repeat, r.Attempts, prefix, nodes, result)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range c.Runs {
+		if r.Report == nil {
+			continue
+		}
+		for _, wmsg := range r.Report.Warnings {
+			fmt.Fprintf(w, "warning: %s on %s (repeat %d): %s\n", r.Name, r.Setup, r.Repeat, wmsg)
+		}
+	}
+	return nil
+}
