@@ -47,17 +47,27 @@ go_tests() {
 }
 
 fuzz_smoke() {
-	local ok=0
+	local ok=0 log
+	log=$(mktemp)
 	while read -r pkg target; do
 		echo "fuzz $pkg $target ($FUZZTIME)"
-		if ! go test -run=NONE -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/herald-fuzz.log 2>&1; then
-			cat /tmp/herald-fuzz.log
-			ok=1
+		if ! go test -run=NONE -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >"$log" 2>&1; then
+			cat "$log"
+			# Go 1.26's fuzz coordinator can report "context deadline
+			# exceeded" when -fuzztime ends while a worker is mid-input
+			# (golang/go#75804, fixed in Go 1.27). That is no finding: a
+			# real one writes its input under testdata/fuzz and says so.
+			if grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
+				echo "fuzz $pkg $target: stopped by Go's fuzztime deadline race (golang/go#75804), no failing input; not a failure"
+			else
+				ok=1
+			fi
 		fi
 	done < <(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v node_modules | while read -r f; do
 		dir=$(dirname "$f")
 		grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | sed "s|^|./${dir#./} |"
 	done)
+	rm -f "$log"
 	return $ok
 }
 
