@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/auth"
@@ -160,7 +161,13 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		}
 	}
 	for _, ch := range id0.channels {
-		p, perr := ss.prepare(ctx, &protocol.SubscribeRequest{Channel: ch}, true)
+		r := &protocol.SubscribeRequest{Channel: ch}
+		if q := req.Subs[ch]; q != nil && q.Recover {
+			// A reconnecting client's position in this server-side
+			// subscription: recover it like a client subscription.
+			r.Recover, r.Epoch, r.Offset = true, q.Epoch, q.Offset
+		}
+		p, perr := ss.prepare(ctx, r, true)
 		if perr != nil {
 			rollback()
 			ss.replyError(id, perr)
@@ -169,6 +176,9 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		pending = append(pending, p)
 	}
 	for ch, r := range req.Subs {
+		if slices.Contains(id0.channels, ch) {
+			continue // a server-side subscription's position, used above
+		}
 		if r == nil {
 			r = &protocol.SubscribeRequest{}
 		}

@@ -36,6 +36,12 @@ type Client struct {
 	closeOnce   sync.Once
 	wg          sync.WaitGroup
 	onServerPub func(Publication)
+	onServerSub func(SubscribedEvent)
+	// serverSubs holds the position of each server-side subscription
+	// (channels the server subscribed the connection to, for example from
+	// the token's channels claim) with history, so that the next connect
+	// recovers what was missed in between.
+	serverSubs map[string]StreamPosition
 }
 
 // wsConn is one WebSocket connection and its reader.
@@ -68,7 +74,9 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	c := &Client{
 		url: url, opts: o, codec: protocol.JSON, op: ws.OpText,
 		connected: make(chan struct{}), subs: make(map[string]*Subscription),
-		token: o.Token, closed: make(chan struct{}),
+		serverSubs: make(map[string]StreamPosition),
+		token:      o.Token, closed: make(chan struct{}),
+		onServerPub: o.OnServerPublication, onServerSub: o.OnServerSubscribed,
 	}
 	if o.Binary {
 		c.codec, c.op = protocol.Msgpack, ws.OpBinary
@@ -88,6 +96,16 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 func (c *Client) OnServerPublication(f func(Publication)) {
 	c.mu.Lock()
 	c.onServerPub = f
+	c.mu.Unlock()
+}
+
+// OnServerSubscribed sets the handler of server-side subscriptions: it is
+// called for each one a connection starts with, before its publications,
+// and tells whether a reconnect recovered every publication missed
+// meanwhile (WasRecovering and Recovered), as for client subscriptions.
+func (c *Client) OnServerSubscribed(f func(SubscribedEvent)) {
+	c.mu.Lock()
+	c.onServerSub = f
 	c.mu.Unlock()
 }
 
@@ -272,18 +290,34 @@ func (c *Client) connect(ctx context.Context) (*wsConn, error) {
 
 	c.mu.Lock()
 	token := c.token
+	positions := c.serverPositions()
 	c.mu.Unlock()
-	for tries := 0; ; tries++ {
-		m, err := c.roundTrip(ctx, conn, &protocol.Command{Connect: &protocol.ConnectRequest{Token: token, Name: c.opts.Name}}, nil)
+	refreshed := false
+	for {
+		req := &protocol.ConnectRequest{Token: token, Name: c.opts.Name, Subs: positions}
+		m, err := c.roundTrip(ctx, conn, &protocol.Command{Connect: req}, func(m *protocol.ServerMessage) {
+			if m.Connect != nil {
+				c.applyServerSubs(conn, m.Connect.Subs)
+			}
+		})
 		if err != nil {
 			var pe *protocol.Error
-			if errors.As(err, &pe) && pe.Code == protocol.ErrTokenExpired && c.opts.GetToken != nil && tries == 0 {
+			if errors.As(err, &pe) && pe.Code == protocol.ErrTokenExpired && c.opts.GetToken != nil && !refreshed {
+				refreshed = true
 				if token, err = c.opts.GetToken(ctx); err == nil {
 					c.mu.Lock()
 					c.token = token
 					c.mu.Unlock()
 					continue
 				}
+			}
+			if errors.As(err, &pe) && pe.Code != protocol.ErrTokenExpired && positions != nil {
+				// The server refused a position (for example a token
+				// that no longer grants the channel): connect again on
+				// this socket without them; server-side subscriptions
+				// then start from now.
+				positions = nil
+				continue
 			}
 			conn.close(ws.StatusNormalClosure)
 			<-conn.done
@@ -463,6 +497,94 @@ func (c *Client) read(conn *wsConn) {
 	}
 }
 
+// serverPositions returns the recovery requests of the server-side
+// subscriptions, nil if there are none. The caller holds c.mu.
+func (c *Client) serverPositions() map[string]*protocol.SubscribeRequest {
+	if len(c.serverSubs) == 0 {
+		return nil
+	}
+	out := make(map[string]*protocol.SubscribeRequest, len(c.serverSubs))
+	for ch, pos := range c.serverSubs {
+		out[ch] = &protocol.SubscribeRequest{Recover: true, Epoch: pos.Epoch, Offset: pos.Offset}
+	}
+	return out
+}
+
+// applyServerSubs runs on the reader goroutine with a connect result's
+// server-side subscriptions: recovered publications are delivered before
+// anything read after the reply, and the positions replace the previous
+// connection's (a channel no longer granted is forgotten).
+func (c *Client) applyServerSubs(conn *wsConn, subs map[string]*protocol.SubscribeResult) {
+	c.mu.Lock()
+	clear(c.serverSubs)
+	c.mu.Unlock()
+	for ch, r := range subs {
+		c.serverSubscribed(conn, ch, r)
+	}
+}
+
+// serverSubscribed records a server-side subscription, reports it and
+// delivers its recovered publications. It runs on the reader goroutine.
+func (c *Client) serverSubscribed(conn *wsConn, ch string, r *protocol.SubscribeResult) {
+	if r == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.subs[ch] != nil {
+		c.mu.Unlock()
+		return // a client subscription's result
+	}
+	if r.Recoverable {
+		c.serverSubs[ch] = StreamPosition{Epoch: r.Epoch, Offset: r.Offset}
+	} else {
+		delete(c.serverSubs, ch)
+	}
+	onSub, onPub := c.onServerSub, c.onServerPub
+	c.mu.Unlock()
+	if onSub != nil {
+		onSub(SubscribedEvent{
+			Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
+			Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
+		})
+	}
+	if r.WasRecovering && r.Recovered && onPub != nil {
+		for _, p := range r.Publications {
+			if p.Channel == "" {
+				p.Channel = ch
+			}
+			onPub(toPublication(p))
+		}
+	}
+}
+
+// serverPublication advances a server-side subscription's position. It
+// returns pubDeliver for the next publication (or one without a position),
+// pubDuplicate for one at or below the position, and pubGap when offsets
+// were skipped: the position stays, and the caller reconnects so that the
+// connect recovers from it. The caller holds c.mu.
+func (c *Client) serverPublication(p *protocol.Publication) pubVerdict {
+	pos, ok := c.serverSubs[p.Channel]
+	switch {
+	case !ok || p.Offset == 0:
+		return pubDeliver
+	case p.Offset <= pos.Offset:
+		return pubDuplicate
+	case p.Offset > pos.Offset+1:
+		return pubGap
+	}
+	pos.Offset = p.Offset
+	c.serverSubs[p.Channel] = pos
+	return pubDeliver
+}
+
+type pubVerdict int
+
+const (
+	pubDeliver pubVerdict = iota
+	pubDuplicate
+	pubGap
+)
+
 func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 	switch {
 	case m.Ping != nil:
@@ -472,10 +594,20 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 		c.mu.Lock()
 		s := c.subs[m.Pub.Channel]
 		f := c.onServerPub
+		verdict := pubDeliver
+		if s == nil {
+			verdict = c.serverPublication(m.Pub)
+		}
 		c.mu.Unlock()
-		if s != nil {
+		switch {
+		case s != nil:
 			s.onPublication(conn, m.Pub)
-		} else if f != nil {
+		case verdict == pubGap:
+			// Publications of a server-side subscription were skipped
+			// (for example dropped for a slow client): a new connection
+			// recovers them from the position held.
+			conn.nc.Close()
+		case verdict == pubDeliver && f != nil:
 			f(toPublication(m.Pub))
 		}
 	case m.Join != nil, m.Leave != nil:
@@ -492,10 +624,15 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 	case m.Unsubscribe != nil:
 		c.mu.Lock()
 		s := c.subs[m.Unsubscribe.Channel]
+		if s == nil {
+			delete(c.serverSubs, m.Unsubscribe.Channel)
+		}
 		c.mu.Unlock()
 		if s != nil {
 			s.serverUnsubscribed(m.Unsubscribe)
 		}
+	case m.Subscribe != nil && m.Subscribe.Channel != "":
+		c.serverSubscribed(conn, m.Subscribe.Channel, m.Subscribe)
 	case m.Disconnect != nil:
 		conn.discon.Store(m.Disconnect)
 	case m.Refresh != nil:

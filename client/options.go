@@ -37,6 +37,12 @@ type Options struct {
 	// OnDisconnect is called when a connection ends, with the code and
 	// whether the client will reconnect.
 	OnDisconnect func(DisconnectEvent)
+	// OnServerPublication and OnServerSubscribed handle server-side
+	// subscriptions (the token's channels claim) from the first connection
+	// on; Client.OnServerPublication and Client.OnServerSubscribed replace
+	// them later.
+	OnServerPublication func(Publication)
+	OnServerSubscribed  func(SubscribedEvent)
 }
 
 func (o Options) withDefaults() Options {

@@ -33,6 +33,7 @@ import type {
   WebSocketLike,
   WireCommand,
   WireServerMessage,
+  WireSubscribeRequest,
 } from './types.js';
 
 /** The SDK version, sent in connect. */
@@ -103,6 +104,11 @@ export class Herald extends Emitter<ClientEvents> {
   #state: State = 'disconnected';
   #conn: Conn | null = null;
   #subs = new Map<string, Subscription>();
+  /**
+   * Positions of the server-side subscriptions with history: the next
+   * connect sends them so that the server recovers what was missed.
+   */
+  #serverPos = new Map<string, StreamPosition>();
   #nextId = 0;
   #attempt = 0;
   /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -379,13 +385,35 @@ export class Herald extends Emitter<ClientEvents> {
     else this.#scheduleReconnect(0);
   }
 
-  #sendConnect(conn: Conn, retried: boolean): void {
-    const req = { token: this.#token || undefined, name: this.#opts.name ?? 'herald-js', version: VERSION };
-    this.#send(conn, { connect: req }, (m) => this.#onConnectReply(conn, m, retried), (err) => this.#lost(conn, err.message));
+  #sendConnect(conn: Conn, retried: boolean, positions = true): void {
+    const req: { token?: string; name: string; version: string; subs?: Record<string, WireSubscribeRequest> } = {
+      token: this.#token || undefined,
+      name: this.#opts.name ?? 'herald-js',
+      version: VERSION,
+    };
+    const withPositions = positions && this.#serverPos.size > 0;
+    if (withPositions) {
+      req.subs = {};
+      for (const [channel, pos] of this.#serverPos) {
+        req.subs[channel] = { channel, recover: true, epoch: pos.epoch, offset: pos.offset };
+      }
+    }
+    this.#send(
+      conn,
+      { connect: req },
+      (m) => this.#onConnectReply(conn, m, retried, withPositions),
+      (err) => this.#lost(conn, err.message),
+    );
   }
 
-  #onConnectReply(conn: Conn, m: WireServerMessage, retried: boolean): void {
+  #onConnectReply(conn: Conn, m: WireServerMessage, retried: boolean, withPositions: boolean): void {
     if (this.#conn !== conn) return;
+    if (m.error && withPositions && m.error.code !== ErrorCode.TokenExpired) {
+      // A server-side subscription's position was refused (e.g. the token
+      // no longer grants the channel): connect on this socket without them.
+      this.#sendConnect(conn, retried, false);
+      return;
+    }
     if (m.error) {
       const getToken = this.#opts.getToken;
       if (m.error.code === ErrorCode.TokenExpired) {
@@ -429,7 +457,8 @@ export class Herald extends Emitter<ClientEvents> {
     if (res.expires) ev.ttl = res.ttl ?? 0;
     this.emit('connected', ev);
     if (res.expires) this.#scheduleRefresh(conn, res.ttl ?? 0);
-    for (const [channel, r] of Object.entries(res.subs ?? {})) this.#serverSubscribed(channel, r);
+    this.#serverPos.clear();
+    for (const [channel, r] of Object.entries(res.subs ?? {})) this.#serverSubscribed(conn, channel, r);
     // Resubscribe before the commands that waited for the connection, so
     // that (for example) a queued publish follows the subscribe.
     for (const s of this.#subs.values()) {
@@ -441,17 +470,29 @@ export class Herald extends Emitter<ClientEvents> {
     for (const w of ws) w.resolve();
   }
 
-  #serverSubscribed(channel: string, r: NonNullable<WireServerMessage['subscribe']>): void {
+  /**
+   * A server-side subscription: record its position, report it, then
+   * deliver the publications a reconnect recovered (before any later push).
+   */
+  #serverSubscribed(conn: Conn, channel: string, r: NonNullable<WireServerMessage['subscribe']>): void {
+    if (this.#subs.has(channel)) return;
+    const recovered = r.was_recovering && r.recovered ? (r.publications ?? []) : [];
     const ev: SubscribedEvent = {
       channel,
       recoverable: !!r.recoverable,
       wasRecovering: !!r.was_recovering,
       recovered: !!r.recovered,
       streamReset: false,
-      recoveredCount: 0,
+      recoveredCount: recovered.length,
     };
-    if (r.recoverable) ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
+    if (r.recoverable) {
+      ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
+      this.#serverPos.set(channel, { ...ev.position });
+    } else {
+      this.#serverPos.delete(channel);
+    }
     this.emit('subscribed', ev);
+    for (const p of recovered) this.emit('publication', decodePublication(conn.codec, p, channel));
   }
 
   #onFrame(conn: Conn, data: unknown): void {
@@ -480,7 +521,7 @@ export class Herald extends Emitter<ClientEvents> {
       const ch = m.pub.channel ?? '';
       const s = this.#subs.get(ch);
       if (s) s._onPublication(conn, m.pub);
-      else this.emit('publication', decodePublication(conn.codec, m.pub, ch));
+      else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0)) this.emit('publication', decodePublication(conn.codec, m.pub, ch));
     } else if (m.join || m.leave) {
       const ev = (m.join ?? m.leave)!;
       const s = this.#subs.get(ev.channel);
@@ -488,9 +529,11 @@ export class Herald extends Emitter<ClientEvents> {
       else this.emit(m.join ? 'join' : 'leave', { channel: ev.channel, info: decodeClientInfo(conn.codec, ev.info)! });
     } else if (m.unsubscribe) {
       const u = m.unsubscribe;
-      this.#subs.get(u.channel ?? '')?._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
+      const s = this.#subs.get(u.channel ?? '');
+      if (s) s._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
+      else this.#serverPos.delete(u.channel ?? '');
     } else if (m.subscribe?.channel) {
-      this.#serverSubscribed(m.subscribe.channel, m.subscribe);
+      this.#serverSubscribed(conn, m.subscribe.channel, m.subscribe);
     } else if (m.refresh) {
       // The server asks for a new token now (its notice before expiry).
       this.#refreshNow(conn);
@@ -503,6 +546,24 @@ export class Herald extends Emitter<ClientEvents> {
       if (d.reconnect_after) ev.reconnectAfter = d.reconnect_after;
       this.#ended(conn, ev);
     }
+  }
+
+  /**
+   * Advances a server-side subscription's position; false for a
+   * publication at or below it (already delivered), and for one after
+   * skipped offsets (e.g. dropped for a slow client): the position stays
+   * and the connection is replaced, so that the next connect recovers.
+   */
+  #serverFresh(conn: Conn, channel: string, offset: number): boolean {
+    const pos = this.#serverPos.get(channel);
+    if (!pos || !offset) return true;
+    if (offset <= pos.offset) return false;
+    if (offset > pos.offset + 1) {
+      this.#lost(conn, `offsets skipped in ${channel}`);
+      return false;
+    }
+    pos.offset = offset;
+    return true;
   }
 
   /** Arms the dead-connection watchdog: ping interval + margin of silence. */

@@ -147,6 +147,54 @@ describe('e2e: one dev server', () => {
     b.disconnect();
   });
 
+  test('server-side subscriptions (token channels) recover across disconnect() and killed connections', { timeout: 60000 }, async () => {
+    const ch = 'seq:server-side';
+    const user = 'server-side-user';
+    const rec = recordingWebSocket();
+    const { client } = track(newClient(srv, { websocket: rec.ctor, token: mintToken(srv.secret, { user, channels: [ch] }) }));
+    const pubs = [];
+    const subscribed = [];
+    client.on('publication', (p) => p.channel === ch && pubs.push(p));
+    client.on('subscribed', (e) => e.channel === ch && subscribed.push(e));
+    await client.connect();
+    assert.equal(subscribed.length, 1);
+    assert.equal(subscribed[0].wasRecovering, false);
+    for (let n = 1; n <= 3; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+    await waitFor(() => pubs.length === 3, { message: 'live publications' });
+
+    // Away on purpose: the next connect recovers what was published meanwhile.
+    client.disconnect();
+    for (let n = 4; n <= 6; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+    await client.connect();
+    await waitFor(() => pubs.length === 6, { message: 'recovered after connect()' });
+    assert.deepEqual(
+      (({ wasRecovering, recovered, recoveredCount }) => ({ wasRecovering, recovered, recoveredCount }))(subscribed.at(-1)),
+      { wasRecovering: true, recovered: true, recoveredCount: 3 },
+    );
+
+    // Connections cut while publishing: by the API and by killing the socket.
+    const N = 300;
+    let kills = 0;
+    for (let n = 7; n <= N; n++) {
+      await api(srv, 'publish', { channel: ch, data: { n } });
+      if (n % 60 === 30) {
+        if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
+        else rec.sockets.at(-1).terminate();
+        kills++;
+      }
+    }
+    await waitFor(() => pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${pubs.length})` });
+    await sleep(100); // nothing more may arrive
+    assert.deepEqual(checkSequence(pubs, N), { gaps: 0, dups: 0, ordered: true, received: N });
+    const recovering = subscribed.filter((e) => e.wasRecovering);
+    // A kill can land while the client is still reconnecting from the
+    // previous one: fewer reconnects than kills is possible.
+    assert.ok(recovering.length >= 3, `recovering subscribes ${recovering.length}`);
+    assert.ok(recovering.every((e) => e.recovered), 'every reconnect recovered');
+    assert.ok(recovering.slice(1).reduce((a, e) => a + e.recoveredCount, 0) > 0, 'some publications came through recovery');
+    client.disconnect();
+  });
+
   test('subscription tokens: getToken mints one per connection (the client id changes)', { timeout: 30000 }, async () => {
     const ch = 'private:tokens';
     const user = 'sub-token-user';

@@ -426,6 +426,55 @@ describe('subscriptions', { timeout: 15000 }, () => {
     client.disconnect();
   });
 
+  test('server-side subscriptions: positions in connect, recovered first, duplicates dropped, a gap reconnects', async () => {
+    const { client, sockets } = fakeClient();
+    const pubs = [];
+    const subscribed = [];
+    client.on('publication', (p) => pubs.push(p.offset));
+    client.on('subscribed', (e) => subscribed.push(e));
+    client.connect();
+    const ws = await acceptConnect(sockets, 0, { subs: { feed: { recoverable: true, epoch: 'E', offset: 2 } } });
+    assert.equal(ws.commands('connect')[0].connect.subs, undefined);
+    assert.equal(subscribed[0].channel, 'feed');
+    ws.deliver({ pub: { channel: 'feed', offset: 3, data: 1 } });
+    ws.deliver({ pub: { channel: 'feed', offset: 3, data: 1 } }); // duplicate
+    ws.deliver({ pub: { channel: 'feed', offset: 5, data: 1 } }); // 4 is missing: reconnect
+    ws.deliver({ pub: { channel: 'feed', offset: 6, data: 1 } }); // ignored: that connection is gone
+    assert.deepEqual(pubs, [3]);
+    const ws1 = await waitFor(() => sockets[1], { message: 'reconnect after the gap' });
+    const cmd = await ws1.waitCommand('connect');
+    assert.deepEqual(cmd.connect.subs, { feed: { channel: 'feed', recover: true, epoch: 'E', offset: 3 } });
+    ws1.deliver({
+      id: cmd.id,
+      connect: {
+        client: 'c1', version: '0.1.0', ping: 25,
+        subs: { feed: { recoverable: true, epoch: 'E', offset: 6, was_recovering: true, recovered: true, publications: [4, 5, 6].map((o) => ({ offset: o, data: o })) } },
+      },
+    });
+    ws1.deliver({ pub: { channel: 'feed', offset: 6, data: 1 } }); // already recovered
+    ws1.deliver({ pub: { channel: 'feed', offset: 7, data: 1 } });
+    assert.deepEqual(pubs, [3, 4, 5, 6, 7]);
+    assert.deepEqual(
+      (({ wasRecovering, recovered, recoveredCount }) => ({ wasRecovering, recovered, recoveredCount }))(subscribed.at(-1)),
+      { wasRecovering: true, recovered: true, recoveredCount: 3 },
+    );
+
+    // A refused position (the token no longer grants the channel): connect
+    // again on the same socket without positions.
+    ws1.serverClose(1006);
+    const ws2 = await waitFor(() => sockets[2], { message: 'reconnect' });
+    const c1 = await ws2.waitCommand('connect');
+    assert.equal(c1.connect.subs.feed.offset, 7);
+    ws2.deliver({ id: c1.id, error: { code: 103, message: 'permission denied' } });
+    const c2 = await ws2.waitCommand('connect', 2);
+    assert.equal(c2.connect.subs, undefined);
+    ws2.deliver({ id: c2.id, connect: { client: 'c2', version: '0.1.0', ping: 25 } });
+    await waitFor(() => client.state === 'connected');
+    ws2.deliver({ pub: { channel: 'feed', offset: 9, data: 1 } }); // no position any more: delivered
+    assert.deepEqual(pubs, [3, 4, 5, 6, 7, 9]);
+    client.disconnect();
+  });
+
   test('a restarted stream (new epoch) is recovered from its start', async () => {
     const { client, sockets, ws, got } = await subscribed();
     ws.serverClose(1006);

@@ -47,6 +47,11 @@ export class Herald extends Emitter {
     #state = 'disconnected';
     #conn = null;
     #subs = new Map();
+    /**
+     * Positions of the server-side subscriptions with history: the next
+     * connect sends them so that the server recovers what was missed.
+     */
+    #serverPos = new Map();
     #nextId = 0;
     #attempt = 0;
     /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -328,13 +333,30 @@ export class Herald extends Emitter {
         else
             this.#scheduleReconnect(0);
     }
-    #sendConnect(conn, retried) {
-        const req = { token: this.#token || undefined, name: this.#opts.name ?? 'herald-js', version: VERSION };
-        this.#send(conn, { connect: req }, (m) => this.#onConnectReply(conn, m, retried), (err) => this.#lost(conn, err.message));
+    #sendConnect(conn, retried, positions = true) {
+        const req = {
+            token: this.#token || undefined,
+            name: this.#opts.name ?? 'herald-js',
+            version: VERSION,
+        };
+        const withPositions = positions && this.#serverPos.size > 0;
+        if (withPositions) {
+            req.subs = {};
+            for (const [channel, pos] of this.#serverPos) {
+                req.subs[channel] = { channel, recover: true, epoch: pos.epoch, offset: pos.offset };
+            }
+        }
+        this.#send(conn, { connect: req }, (m) => this.#onConnectReply(conn, m, retried, withPositions), (err) => this.#lost(conn, err.message));
     }
-    #onConnectReply(conn, m, retried) {
+    #onConnectReply(conn, m, retried, withPositions) {
         if (this.#conn !== conn)
             return;
+        if (m.error && withPositions && m.error.code !== ErrorCode.TokenExpired) {
+            // A server-side subscription's position was refused (e.g. the token
+            // no longer grants the channel): connect on this socket without them.
+            this.#sendConnect(conn, retried, false);
+            return;
+        }
         if (m.error) {
             const getToken = this.#opts.getToken;
             if (m.error.code === ErrorCode.TokenExpired) {
@@ -379,8 +401,9 @@ export class Herald extends Emitter {
         this.emit('connected', ev);
         if (res.expires)
             this.#scheduleRefresh(conn, res.ttl ?? 0);
+        this.#serverPos.clear();
         for (const [channel, r] of Object.entries(res.subs ?? {}))
-            this.#serverSubscribed(channel, r);
+            this.#serverSubscribed(conn, channel, r);
         // Resubscribe before the commands that waited for the connection, so
         // that (for example) a queued publish follows the subscribe.
         for (const s of this.#subs.values()) {
@@ -393,18 +416,32 @@ export class Herald extends Emitter {
         for (const w of ws)
             w.resolve();
     }
-    #serverSubscribed(channel, r) {
+    /**
+     * A server-side subscription: record its position, report it, then
+     * deliver the publications a reconnect recovered (before any later push).
+     */
+    #serverSubscribed(conn, channel, r) {
+        if (this.#subs.has(channel))
+            return;
+        const recovered = r.was_recovering && r.recovered ? (r.publications ?? []) : [];
         const ev = {
             channel,
             recoverable: !!r.recoverable,
             wasRecovering: !!r.was_recovering,
             recovered: !!r.recovered,
             streamReset: false,
-            recoveredCount: 0,
+            recoveredCount: recovered.length,
         };
-        if (r.recoverable)
+        if (r.recoverable) {
             ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
+            this.#serverPos.set(channel, { ...ev.position });
+        }
+        else {
+            this.#serverPos.delete(channel);
+        }
         this.emit('subscribed', ev);
+        for (const p of recovered)
+            this.emit('publication', decodePublication(conn.codec, p, channel));
     }
     #onFrame(conn, data) {
         if (this.#conn !== conn || conn.ended)
@@ -436,7 +473,7 @@ export class Herald extends Emitter {
             const s = this.#subs.get(ch);
             if (s)
                 s._onPublication(conn, m.pub);
-            else
+            else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0))
                 this.emit('publication', decodePublication(conn.codec, m.pub, ch));
         }
         else if (m.join || m.leave) {
@@ -449,10 +486,14 @@ export class Herald extends Emitter {
         }
         else if (m.unsubscribe) {
             const u = m.unsubscribe;
-            this.#subs.get(u.channel ?? '')?._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
+            const s = this.#subs.get(u.channel ?? '');
+            if (s)
+                s._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
+            else
+                this.#serverPos.delete(u.channel ?? '');
         }
         else if (m.subscribe?.channel) {
-            this.#serverSubscribed(m.subscribe.channel, m.subscribe);
+            this.#serverSubscribed(conn, m.subscribe.channel, m.subscribe);
         }
         else if (m.refresh) {
             // The server asks for a new token now (its notice before expiry).
@@ -469,6 +510,25 @@ export class Herald extends Emitter {
                 ev.reconnectAfter = d.reconnect_after;
             this.#ended(conn, ev);
         }
+    }
+    /**
+     * Advances a server-side subscription's position; false for a
+     * publication at or below it (already delivered), and for one after
+     * skipped offsets (e.g. dropped for a slow client): the position stays
+     * and the connection is replaced, so that the next connect recovers.
+     */
+    #serverFresh(conn, channel, offset) {
+        const pos = this.#serverPos.get(channel);
+        if (!pos || !offset)
+            return true;
+        if (offset <= pos.offset)
+            return false;
+        if (offset > pos.offset + 1) {
+            this.#lost(conn, `offsets skipped in ${channel}`);
+            return false;
+        }
+        pos.offset = offset;
+        return true;
     }
     /** Arms the dead-connection watchdog: ping interval + margin of silence. */
     #watch(conn) {
