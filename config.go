@@ -107,8 +107,9 @@ type Config struct {
 	Engine string `yaml:"engine" json:"engine"`
 	// WriteCoalesce is how long the epoll engine's writers pause between
 	// back-to-back rounds when they fall behind, so that each connection's
-	// frames go out in fewer writes. Light traffic is written at once.
-	// Default 1ms; negative turns it off.
+	// frames go out in fewer writes. The pause is this much per started
+	// 500 connections of the round, at most ten times it. Light traffic is
+	// written at once. Default 1ms; negative turns it off.
 	WriteCoalesce time.Duration `yaml:"write_coalesce" json:"write_coalesce"`
 	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
 	// conformance suites. Never on by default.
