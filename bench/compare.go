@@ -59,7 +59,7 @@ type compareRun struct {
 	Extra bool
 }
 
-// compareRuns are the runs behind the goal rows of the performance issue.
+// compareRuns are the runs behind the performance goals (docs/BENCHMARKS.md).
 // The file limit per process is 20,000 here: 15,000 idle connections take
 // two client processes; source addresses spread the client ports.
 var compareRuns = []compareRun{
@@ -84,7 +84,7 @@ type compareFigure struct {
 	Run   string
 	Unit  string
 	Lower bool   // lower is better
-	Goal  string // the issue's goal, empty for figures that are not goals
+	Goal  string // the performance goal, empty for figures that are not goals
 	get   func(*Report) (float64, bool)
 	// met tells whether Herald meets the goal given both figures.
 	met func(h, c float64) bool
