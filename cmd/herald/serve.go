@@ -103,9 +103,11 @@ func runServe(args []string) error {
 		fmt.Fprintf(os.Stderr, "herald %s (dev mode) listening on %s, engine %s\n", herald.Version, ln.Addr(), srv.Engine())
 		fmt.Fprintf(os.Stderr, "  WebSocket:  ws://%s/ws\n", displayAddr(ln.Addr()))
 		if genKey != "" {
-			fmt.Fprintf(os.Stderr, "  API key:    %s   (set HERALD_API_KEYS to choose one)\n", genKey)
+			fmt.Fprintf(os.Stderr, "  API key:    %s   (set HERALD_API_KEY to choose one)\n", genKey)
+		} else if os.Getenv("HERALD_API_KEY") != "" {
+			fmt.Fprintf(os.Stderr, "  API key:    from HERALD_API_KEY\n")
 		} else {
-			fmt.Fprintf(os.Stderr, "  API key:    from the config\n")
+			fmt.Fprintf(os.Stderr, "  API key:    from api_keys (config file or HERALD_API_KEYS)\n")
 		}
 		if genSecret != "" {
 			fmt.Fprintf(os.Stderr, "  token secret: %s   (herald token --secret %s --user alice)\n", genSecret, genSecret)
