@@ -3,7 +3,9 @@
 // keeps the connection up: it reconnects with exponential backoff and full
 // jitter, honours the server's reconnect-after hint and terminal codes, and
 // resubscribes every subscription from its last (epoch, offset), reporting
-// whether the missed publications were recovered.
+// whether the missed publications were recovered. Server-side
+// subscriptions (the token's channels claim; Options.OnServerPublication
+// and OnServerSubscribed) recover the same way through connect.
 //
 // A Client is safe for concurrent use. Close stops it and joins its
 // goroutines. Subscription callbacks run on the client's reader goroutine,
