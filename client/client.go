@@ -542,48 +542,32 @@ func (c *Client) serverSubscribed(conn *wsConn, ch string, r *protocol.Subscribe
 	onSub, onPub := c.onServerSub, c.onServerPub
 	c.mu.Unlock()
 	if onSub != nil {
-		onSub(SubscribedEvent{
-			Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
-			Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
-		})
+		onSub(subscribedEvent(ch, r))
 	}
-	if r.WasRecovering && r.Recovered && onPub != nil {
-		for _, p := range r.Publications {
-			if p.Channel == "" {
-				p.Channel = ch
-			}
+	if onPub != nil {
+		for _, p := range recoveredPublications(ch, r) {
 			onPub(toPublication(p))
 		}
 	}
 }
 
-// serverPublication advances a server-side subscription's position. It
-// returns pubDeliver for the next publication (or one without a position),
-// pubDuplicate for one at or below the position, and pubGap when offsets
-// were skipped: the position stays, and the caller reconnects so that the
-// connect recovers from it. The caller holds c.mu.
-func (c *Client) serverPublication(p *protocol.Publication) pubVerdict {
+// serverPublication classifies a publication of a server-side
+// subscription and advances its position on offsetNext. A publication
+// without a position (no history, or not a server-side channel) is
+// offsetNext. On offsetGap the position stays and the caller reconnects,
+// so that the connect recovers from it. The caller holds c.mu.
+func (c *Client) serverPublication(p *protocol.Publication) offsetVerdict {
 	pos, ok := c.serverSubs[p.Channel]
-	switch {
-	case !ok || p.Offset == 0:
-		return pubDeliver
-	case p.Offset <= pos.Offset:
-		return pubDuplicate
-	case p.Offset > pos.Offset+1:
-		return pubGap
+	if !ok || p.Offset == 0 {
+		return offsetNext
 	}
-	pos.Offset = p.Offset
-	c.serverSubs[p.Channel] = pos
-	return pubDeliver
+	v := classifyOffset(pos.Offset, p.Offset)
+	if v == offsetNext {
+		pos.Offset = p.Offset
+		c.serverSubs[p.Channel] = pos
+	}
+	return v
 }
-
-type pubVerdict int
-
-const (
-	pubDeliver pubVerdict = iota
-	pubDuplicate
-	pubGap
-)
 
 func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 	switch {
@@ -594,7 +578,7 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 		c.mu.Lock()
 		s := c.subs[m.Pub.Channel]
 		f := c.onServerPub
-		verdict := pubDeliver
+		verdict := offsetNext
 		if s == nil {
 			verdict = c.serverPublication(m.Pub)
 		}
@@ -602,12 +586,12 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 		switch {
 		case s != nil:
 			s.onPublication(conn, m.Pub)
-		case verdict == pubGap:
+		case verdict == offsetGap:
 			// Publications of a server-side subscription were skipped
 			// (for example dropped for a slow client): a new connection
 			// recovers them from the position held.
 			conn.nc.Close()
-		case verdict == pubDeliver && f != nil:
+		case verdict == offsetNext && f != nil:
 			f(toPublication(m.Pub))
 		}
 	case m.Join != nil, m.Leave != nil:

@@ -59,15 +59,30 @@ func mint(t *testing.T, user string, ttl time.Duration) string {
 	return tok
 }
 
-func apiDisconnect(t *testing.T, addr, user string, code int) {
+// apiCall posts body to the server API method and fails the test unless it
+// answers 200.
+func apiCall(t *testing.T, addr, method, body string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+addr+"/api/disconnect", strings.NewReader(`{"user":"`+user+`","code":`+itoa(code)+`}`))
+	req, _ := http.NewRequest("POST", "http://"+addr+"/api/"+method, strings.NewReader(body))
 	req.Header.Set("Authorization", "apikey k")
 	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("disconnect: %v %v", err, resp)
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
 	}
 	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: status %d", method, resp.StatusCode)
+	}
+}
+
+func apiDisconnect(t *testing.T, addr, user string, code int) {
+	t.Helper()
+	apiCall(t, addr, "disconnect", `{"user":"`+user+`","code":`+itoa(code)+`}`)
+}
+
+func apiPublish(t *testing.T, addr, ch, data string) {
+	t.Helper()
+	apiCall(t, addr, "publish", `{"channel":"`+ch+`","data":`+data+`}`)
 }
 
 func itoa(n int) string {

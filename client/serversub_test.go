@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -12,20 +11,6 @@ import (
 	"github.com/heraldhq/herald/auth"
 	"github.com/heraldhq/herald/client"
 )
-
-func apiPublish(t *testing.T, addr, ch, data string) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+addr+"/api/publish", strings.NewReader(`{"channel":"`+ch+`","data":`+data+`}`))
-	req.Header.Set("Authorization", "apikey k")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("publish: status %d", resp.StatusCode)
-	}
-}
 
 // Server-side subscriptions (the token's channels claim) keep their
 // position across reconnects: what was published while the client was

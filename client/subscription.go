@@ -38,6 +38,49 @@ func toPublication(p *protocol.Publication) Publication {
 	return out
 }
 
+// subscribedEvent is the event of a subscribe result on channel ch.
+func subscribedEvent(ch string, r *protocol.SubscribeResult) SubscribedEvent {
+	return SubscribedEvent{
+		Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
+		Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
+	}
+}
+
+// recoveredPublications returns the publications a subscribe result on
+// channel ch recovered (none unless it recovered them all), with their
+// channel set.
+func recoveredPublications(ch string, r *protocol.SubscribeResult) []*protocol.Publication {
+	if !r.WasRecovering || !r.Recovered {
+		return nil
+	}
+	for _, p := range r.Publications {
+		if p.Channel == "" {
+			p.Channel = ch
+		}
+	}
+	return r.Publications
+}
+
+// offsetVerdict classifies a live publication's offset against the last
+// one delivered on a channel with positions.
+type offsetVerdict int
+
+const (
+	offsetNext      offsetVerdict = iota // deliver and advance
+	offsetDuplicate                      // delivered already: drop
+	offsetGap                            // publications are missing: recover from last
+)
+
+func classifyOffset(last, offset uint64) offsetVerdict {
+	switch {
+	case offset <= last:
+		return offsetDuplicate
+	case offset == last+1:
+		return offsetNext
+	}
+	return offsetGap
+}
+
 // SubscribedEvent reports a (re)subscription.
 type SubscribedEvent struct {
 	Channel string
@@ -299,23 +342,15 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	s.recoverable = res.Recoverable
 	var recovered []*protocol.Publication
 	if res.Recoverable {
-		if res.WasRecovering && res.Recovered {
-			recovered = res.Publications
-		}
+		recovered = recoveredPublications(s.channel, res)
 		s.pos = StreamPosition{Epoch: res.Epoch, Offset: res.Offset}
 		s.positioned = true
 	}
 	s.mu.Unlock()
 	if s.opts.OnSubscribed != nil {
-		s.opts.OnSubscribed(SubscribedEvent{
-			Channel: s.channel, Recoverable: res.Recoverable, WasRecovering: res.WasRecovering,
-			Recovered: res.Recovered, Position: StreamPosition{Epoch: res.Epoch, Offset: res.Offset},
-		})
+		s.opts.OnSubscribed(subscribedEvent(s.channel, res))
 	}
 	for _, p := range recovered {
-		if p.Channel == "" {
-			p.Channel = s.channel
-		}
 		s.deliver(toPublication(p))
 	}
 	select {
@@ -333,11 +368,11 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 		return
 	}
 	if p.Offset != 0 && s.recoverable {
-		if p.Offset <= s.pos.Offset {
+		switch classifyOffset(s.pos.Offset, p.Offset) {
+		case offsetDuplicate:
 			s.mu.Unlock()
 			return // already delivered
-		}
-		if p.Offset != s.pos.Offset+1 {
+		case offsetGap:
 			// A gap: never deliver past it. Resubscribe from the last
 			// position delivered; the server replays what is missing.
 			s.state = subResyncing

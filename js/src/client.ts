@@ -13,7 +13,8 @@ import { reconnectDelay, reconnects } from './backoff.js';
 import { jsonCodec, msgpackCodec, loadMsgpack, decodePublication, decodeClientInfo, type Codec } from './codec.js';
 import { Emitter } from './emitter.js';
 import { DisconnectCode, DisconnectedError, ErrorCode, HeraldError, TerminalError, TimeoutError, UnauthorizedError } from './errors.js';
-import { Subscription, type SubHost, type ConnHandle } from './subscription.js';
+import { Subscription, subscribeOutcome, type SubHost, type ConnHandle } from './subscription.js';
+import { classifyOffset } from './gap.js';
 import type {
   ClientInfo,
   ConnectedEvent,
@@ -476,24 +477,13 @@ export class Herald extends Emitter<ClientEvents> {
    */
   #serverSubscribed(conn: Conn, channel: string, r: NonNullable<WireServerMessage['subscribe']>): void {
     if (this.#subs.has(channel)) return;
-    const recovered = r.was_recovering && r.recovered ? (r.publications ?? []) : [];
-    const ev: SubscribedEvent = {
-      channel,
-      recoverable: !!r.recoverable,
-      wasRecovering: !!r.was_recovering,
-      recovered: !!r.recovered,
-      streamReset: false,
-      recoveredCount: recovered.length,
-    };
-    if (r.recoverable) {
-      ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
-      this.#serverPos.set(channel, { ...ev.position });
-    } else {
-      this.#serverPos.delete(channel);
-    }
+    const { ev, pubs } = subscribeOutcome(channel, r);
+    if (ev.position) this.#serverPos.set(channel, { ...ev.position });
+    else this.#serverPos.delete(channel);
     this.emit('subscribed', ev);
-    for (const p of recovered) this.emit('publication', decodePublication(conn.codec, p, channel));
+    for (const p of pubs) this.emit('publication', decodePublication(conn.codec, p, channel));
   }
+
 
   #onFrame(conn: Conn, data: unknown): void {
     if (this.#conn !== conn || conn.ended) return;
@@ -557,11 +547,9 @@ export class Herald extends Emitter<ClientEvents> {
   #serverFresh(conn: Conn, channel: string, offset: number): boolean {
     const pos = this.#serverPos.get(channel);
     if (!pos || !offset) return true;
-    if (offset <= pos.offset) return false;
-    if (offset > pos.offset + 1) {
-      this.#lost(conn, `offsets skipped in ${channel}`);
-      return false;
-    }
+    const v = classifyOffset(pos.offset, offset);
+    if (v === 'gap') this.#lost(conn, `offsets skipped in ${channel}`);
+    if (v !== 'next') return false;
     pos.offset = offset;
     return true;
   }

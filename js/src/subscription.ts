@@ -26,6 +26,7 @@ import type {
   WirePublication,
   WireServerMessage,
   WireSubscribeRequest,
+  WireSubscribeResult,
 } from './types.js';
 
 /** An opaque connection handle. */
@@ -73,6 +74,28 @@ const noop = (): void => {};
  * A client's subscription to one channel. Create it with
  * Herald.newSubscription; call subscribe() to start.
  */
+/**
+ * The subscribed event of a subscribe result, and the publications it
+ * recovered (none unless it recovered them all).
+ */
+export function subscribeOutcome(
+  channel: string,
+  res: WireSubscribeResult,
+  streamReset = false,
+): { ev: SubscribedEvent; pubs: WirePublication[] } {
+  const pubs = res.was_recovering && res.recovered ? (res.publications ?? []) : [];
+  const ev: SubscribedEvent = {
+    channel,
+    recoverable: !!res.recoverable,
+    wasRecovering: !!res.was_recovering || streamReset,
+    recovered: !!res.recovered && !streamReset,
+    streamReset,
+    recoveredCount: pubs.length,
+  };
+  if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+  return { ev, pubs };
+}
+
 export class Subscription extends Emitter<SubscriptionEvents> {
   readonly channel: string;
   #host: SubHost;
@@ -315,7 +338,6 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       this._subscribeOn(conn);
       return;
     }
-    const pubs = res.was_recovering && res.recovered ? (res.publications ?? []) : [];
     this.#conn = conn;
     this.#recoverable = !!res.recoverable;
     this.#retryAttempt = 0;
@@ -323,15 +345,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     const streamReset = this.#streamReset;
     this.#streamReset = false;
     this.#setState('subscribed');
-    const ev: SubscribedEvent = {
-      channel: this.channel,
-      recoverable: !!res.recoverable,
-      wasRecovering: !!res.was_recovering || streamReset,
-      recovered: !!res.recovered && !streamReset,
-      streamReset,
-      recoveredCount: pubs.length,
-    };
-    if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+    const { ev, pubs } = subscribeOutcome(this.channel, res, streamReset);
     this.emit('subscribed', ev);
     for (const p of pubs) {
       if (seq !== this.#seq || this.#state !== 'subscribed') break;

@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TerminalError } from '../dist/index.js';
-import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, stopClients } from './helpers.mjs';
+import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, stopClients, publishWithKills } from './helpers.mjs';
 
 describe('e2e: one dev server', () => {
   let srv;
@@ -89,15 +89,7 @@ describe('e2e: one dev server', () => {
 
     // Publish through the API while the subscriber's connections are cut:
     // by the API (code 4000, reconnect) and by terminating the socket.
-    let kills = 0;
-    for (let n = 1; n <= N; n++) {
-      await api(srv, 'publish', { channel: ch, data: { n } });
-      if (n % 100 === 50) {
-        if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
-        else rec.sockets.at(-1).terminate();
-        kills++;
-      }
-    }
+    const kills = await publishWithKills(srv, ch, { to: N, every: 100, at: 50, user, sockets: rec.sockets });
     await waitFor(() => got.pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${got.pubs.length})` });
     await sleep(100); // nothing more may arrive
     const r = checkSequence(got.pubs, N);
@@ -174,15 +166,7 @@ describe('e2e: one dev server', () => {
 
     // Connections cut while publishing: by the API and by killing the socket.
     const N = 300;
-    let kills = 0;
-    for (let n = 7; n <= N; n++) {
-      await api(srv, 'publish', { channel: ch, data: { n } });
-      if (n % 60 === 30) {
-        if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
-        else rec.sockets.at(-1).terminate();
-        kills++;
-      }
-    }
+    await publishWithKills(srv, ch, { from: 7, to: N, every: 60, at: 30, user, sockets: rec.sockets });
     await waitFor(() => pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${pubs.length})` });
     await sleep(100); // nothing more may arrive
     assert.deepEqual(checkSequence(pubs, N), { gaps: 0, dups: 0, ordered: true, received: N });

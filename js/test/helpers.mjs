@@ -148,6 +148,25 @@ export function mintToken(secret, { user, ttlSec, expSec, info, channels, client
 }
 
 /**
+ * Publishes {n} for n from `from` to `to` on channel through the API and
+ * cuts user's connection whenever n % every === at: alternately by the API
+ * (disconnect 4000, which reconnects) and by terminating the newest of the
+ * recorded sockets. Returns how many cuts it made.
+ */
+export async function publishWithKills(srv, channel, { from = 1, to, every, at, user, sockets }) {
+  let kills = 0;
+  for (let n = from; n <= to; n++) {
+    await api(srv, 'publish', { channel, data: { n } });
+    if (n % every === at) {
+      if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
+      else sockets.at(-1).terminate();
+      kills++;
+    }
+  }
+  return kills;
+}
+
+/**
  * A WebSocket constructor that records its sockets, so tests can count
  * connection attempts and cut one.
  */

@@ -13,7 +13,8 @@ import { reconnectDelay, reconnects } from './backoff.js';
 import { jsonCodec, msgpackCodec, loadMsgpack, decodePublication, decodeClientInfo } from './codec.js';
 import { Emitter } from './emitter.js';
 import { DisconnectCode, DisconnectedError, ErrorCode, HeraldError, TerminalError, TimeoutError, UnauthorizedError } from './errors.js';
-import { Subscription } from './subscription.js';
+import { Subscription, subscribeOutcome } from './subscription.js';
+import { classifyOffset } from './gap.js';
 /** The SDK version, sent in connect. */
 export const VERSION = '0.1.0';
 /** One WebSocket connection. */
@@ -423,24 +424,13 @@ export class Herald extends Emitter {
     #serverSubscribed(conn, channel, r) {
         if (this.#subs.has(channel))
             return;
-        const recovered = r.was_recovering && r.recovered ? (r.publications ?? []) : [];
-        const ev = {
-            channel,
-            recoverable: !!r.recoverable,
-            wasRecovering: !!r.was_recovering,
-            recovered: !!r.recovered,
-            streamReset: false,
-            recoveredCount: recovered.length,
-        };
-        if (r.recoverable) {
-            ev.position = { epoch: r.epoch ?? '', offset: r.offset ?? 0 };
+        const { ev, pubs } = subscribeOutcome(channel, r);
+        if (ev.position)
             this.#serverPos.set(channel, { ...ev.position });
-        }
-        else {
+        else
             this.#serverPos.delete(channel);
-        }
         this.emit('subscribed', ev);
-        for (const p of recovered)
+        for (const p of pubs)
             this.emit('publication', decodePublication(conn.codec, p, channel));
     }
     #onFrame(conn, data) {
@@ -521,12 +511,11 @@ export class Herald extends Emitter {
         const pos = this.#serverPos.get(channel);
         if (!pos || !offset)
             return true;
-        if (offset <= pos.offset)
-            return false;
-        if (offset > pos.offset + 1) {
+        const v = classifyOffset(pos.offset, offset);
+        if (v === 'gap')
             this.#lost(conn, `offsets skipped in ${channel}`);
+        if (v !== 'next')
             return false;
-        }
         pos.offset = offset;
         return true;
     }

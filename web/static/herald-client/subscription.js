@@ -12,6 +12,24 @@ const noop = () => { };
  * A client's subscription to one channel. Create it with
  * Herald.newSubscription; call subscribe() to start.
  */
+/**
+ * The subscribed event of a subscribe result, and the publications it
+ * recovered (none unless it recovered them all).
+ */
+export function subscribeOutcome(channel, res, streamReset = false) {
+    const pubs = res.was_recovering && res.recovered ? (res.publications ?? []) : [];
+    const ev = {
+        channel,
+        recoverable: !!res.recoverable,
+        wasRecovering: !!res.was_recovering || streamReset,
+        recovered: !!res.recovered && !streamReset,
+        streamReset,
+        recoveredCount: pubs.length,
+    };
+    if (res.recoverable)
+        ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+    return { ev, pubs };
+}
 export class Subscription extends Emitter {
     channel;
     #host;
@@ -246,7 +264,6 @@ export class Subscription extends Emitter {
             this._subscribeOn(conn);
             return;
         }
-        const pubs = res.was_recovering && res.recovered ? (res.publications ?? []) : [];
         this.#conn = conn;
         this.#recoverable = !!res.recoverable;
         this.#retryAttempt = 0;
@@ -255,16 +272,7 @@ export class Subscription extends Emitter {
         const streamReset = this.#streamReset;
         this.#streamReset = false;
         this.#setState('subscribed');
-        const ev = {
-            channel: this.channel,
-            recoverable: !!res.recoverable,
-            wasRecovering: !!res.was_recovering || streamReset,
-            recovered: !!res.recovered && !streamReset,
-            streamReset,
-            recoveredCount: pubs.length,
-        };
-        if (res.recoverable)
-            ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
+        const { ev, pubs } = subscribeOutcome(this.channel, res, streamReset);
         this.emit('subscribed', ev);
         for (const p of pubs) {
             if (seq !== this.#seq || this.#state !== 'subscribed')
