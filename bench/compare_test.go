@@ -3,13 +3,14 @@ package bench
 import (
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 func TestScaleArgs(t *testing.T) {
@@ -115,15 +116,10 @@ func TestCompareRows(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nobody listens on (for a moment).
+// freePort returns a loopback port nobody listens on.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testaddr.Port(t)
 }
 
 // TestCompareEndToEnd runs `herald bench --compare` on two small runs. The

@@ -583,14 +583,12 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		batch, err := cons.FetchNoWait(min(pending-len(out), 4096))
+		msgs, err := b.fetch(ctx, cons, min(pending-len(out), 4096))
 		if err != nil {
 			return nil, fmt.Errorf("nats read %s: %w", filter, err)
 		}
-		n := 0
 		stop := false
-		for m := range batch.Messages() {
-			n++
+		for _, m := range msgs {
 			if last > 0 {
 				if md, err := m.Metadata(); err == nil && md.Sequence.Stream > last {
 					stop = true
@@ -599,12 +597,40 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 			}
 			out = append(out, m)
 		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("nats read %s: %w", filter, err)
-		}
-		if n == 0 || stop {
+		if len(msgs) == 0 || stop {
 			break // the rest was removed meanwhile, or is newer than last
 		}
 	}
 	return out, nil
+}
+
+// fetch pulls up to n messages that cons has now. A pull that finds no
+// responder is retried until ctx ends: a consumer's leader answers
+// its create request before every server of the cluster has learnt of its
+// pull subject (the interest travels on another route connection than the
+// answer), and a new leader, after a node is lost, takes a moment too.
+func (b *Broker) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]jetstream.Msg, error) {
+	wait := 5 * time.Millisecond
+	for {
+		batch, err := cons.FetchNoWait(n)
+		if err != nil {
+			return nil, err
+		}
+		var msgs []jetstream.Msg
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+		}
+		err = batch.Error()
+		if err == nil || (len(msgs) > 0 && errors.Is(err, natsgo.ErrNoResponders)) {
+			return msgs, nil
+		}
+		if !errors.Is(err, natsgo.ErrNoResponders) {
+			return nil, err
+		}
+		b.log.Debug("nats pull found no responder; retrying", "wait", wait)
+		if serr := b.sleep(ctx, wait); serr != nil {
+			return nil, fmt.Errorf("%w (%w)", err, serr)
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
 }

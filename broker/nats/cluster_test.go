@@ -2,16 +2,21 @@ package nats_test
 
 import (
 	"context"
-	"net"
+	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"github.com/heraldhq/herald/broker"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 // startNATSCluster runs three embedded NATS servers with JetStream,
@@ -21,12 +26,7 @@ func startNATSCluster(t *testing.T) []string {
 	t.Helper()
 	var routePorts []int
 	for i := 0; i < 3; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routePorts = append(routePorts, ln.Addr().(*net.TCPAddr).Port)
-		ln.Close()
+		routePorts = append(routePorts, testaddr.Port(t))
 	}
 	var routes []*url.URL
 	for _, p := range routePorts {
@@ -118,4 +118,85 @@ func TestConcurrentStartInCluster(t *testing.T) {
 		}
 	}
 	t.Logf("Start took %v", took)
+}
+
+// countingHandler counts log records whose message contains sub.
+type countingHandler struct {
+	sub string
+	n   *atomic.Int64
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, h.sub) {
+		h.n.Add(1)
+	}
+	return nil
+}
+func (h countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestHistoryReadsInCluster reads a channel's history through each server
+// of a NATS cluster, many times and at once, with replicated streams.
+// Every read makes a consumer whose pull subject the other servers learn
+// of on another route connection than the create answer; a pull that
+// finds no responder yet must be retried, not fail the read.
+func TestHistoryReadsInCluster(t *testing.T) {
+	t.Parallel()
+	urls := startNATSCluster(t)
+	prefix := randomPrefix("chist")
+	var retries atomic.Int64
+	log := slog.New(countingHandler{sub: "no responder", n: &retries})
+	var bs []*natsbroker.Broker
+	for _, u := range urls {
+		b, err := natsbroker.New(natsbroker.Config{Servers: []string{u}, Prefix: prefix, Replicas: 3, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = b.Start(c, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = b.Close(c)
+		})
+		bs = append(bs, b)
+	}
+	const n = 20
+	ch := "hist-" + randomPrefix("c")
+	opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Hour}
+	for i := 1; i <= n; i++ {
+		mustPublish(t, bs[i%len(bs)], ch, i, opts)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*len(bs)*30)
+	for _, b := range bs {
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := 0; k < 30; k++ {
+					c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					pubs, pos, err := b.History(c, ch, broker.HistoryOptions{Limit: -1})
+					cancel()
+					switch {
+					case err != nil:
+						errs <- err
+					case len(pubs) != n || pos.Offset != n:
+						errs <- fmt.Errorf("history has %d publications at offset %d, want %d", len(pubs), pos.Offset, n)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d reads; %d pulls found no responder and were retried", 3*len(bs)*30, retries.Load())
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
+	"github.com/heraldhq/herald/internal/testaddr"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -523,12 +524,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// Unreachable server: Start fails rather than hanging.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testaddr.Addr(t)
 	b, err = natsbroker.New(natsbroker.Config{Servers: []string{"nats://" + addr}, ConnectTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	"github.com/heraldhq/herald/broker/redis"
+	"github.com/heraldhq/herald/internal/testaddr"
 	"github.com/heraldhq/herald/protocol"
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -444,13 +445,7 @@ func TestServerRestart(t *testing.T) {
 
 func TestStartUnreachable(t *testing.T) {
 	t.Parallel()
-	// A port nothing listens on: bind one, note it, close it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testaddr.Addr(t) // nothing listens there
 	b := newBroker(t, redis.Config{Addrs: []string{addr}, DialTimeout: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -767,33 +762,9 @@ func startServer(t *testing.T, dir string, port int, extra ...string) *server {
 // are free too.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var hold []net.Listener
-	defer func() {
-		for _, l := range hold {
-			l.Close()
-		}
-	}()
-	for attempt := 0; len(ports) < n && attempt < 200; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if port+10000 > 65535 {
-			l.Close()
-			continue
-		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		if err != nil {
-			l.Close()
-			continue
-		}
-		hold = append(hold, l, bus)
-		ports = append(ports, port)
-	}
-	if len(ports) < n {
-		t.Fatal("no free port pairs for the cluster")
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = testaddr.PortWith(t, 10000)
 	}
 	return ports
 }

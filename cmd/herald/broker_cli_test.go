@@ -13,6 +13,8 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 func TestCheckConfigBroker(t *testing.T) {
@@ -52,12 +54,7 @@ func TestCheckConfigBroker(t *testing.T) {
 // with the reason, soon.
 func TestServeBrokerUnreachable(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := testaddr.Addr(t) // nothing listens there
 	for _, url := range []string{"nats://" + dead, "redis://" + dead} {
 		p := start(t, nil, "serve", "--dev", "--listen", freePort(t), "--broker", url)
 		if err := p.wait(t, 20*time.Second); err == nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/internal/testaddr"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -44,12 +44,7 @@ func TestMain(m *testing.M) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testaddr.Addr(t)
 }
 
 type proc struct {

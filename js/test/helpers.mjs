@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { Herald } from '../dist/index.js';
@@ -27,16 +28,44 @@ export function heraldBin() {
   return bin;
 }
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports handed out by freePort in this process.
+const givenPorts = new Set();
+
+function portIsFree(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.on('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+function ephemeralLow() {
+  try {
+    const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low > 11000) return low;
+  } catch {
+    // not Linux
+  }
+  return 32768;
+}
+
+/**
+ * Resolves to a loopback port nobody listens on, below the kernel's
+ * ephemeral range: a port the kernel picked for a port-0 listener could be
+ * given to an outgoing connection before the server binds it (or binds it
+ * again, after a restart).
+ */
+export async function freePort() {
+  const low = 10000;
+  const top = ephemeralLow();
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = low + Math.floor(Math.random() * (top - low));
+    if (givenPorts.has(port) || !(await portIsFree(port))) continue;
+    givenPorts.add(port);
+    return port;
+  }
+  throw new Error('no free loopback port');
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
