@@ -180,13 +180,17 @@ export function mintToken(secret, { user, ttlSec, expSec, info, channels, client
  * Publishes {n} for n from `from` to `to` on channel through the API and
  * cuts user's connection whenever n % every === at: alternately by the API
  * (disconnect 4000, which reconnects) and by terminating the newest of the
- * recorded sockets. Returns how many cuts it made.
+ * recorded sockets. With ready (a predicate), each cut waits until it
+ * holds. Returns how many cuts it made.
  */
-export async function publishWithKills(srv, channel, { from = 1, to, every, at, user, sockets }) {
+export async function publishWithKills(srv, channel, { from = 1, to, every, at, user, sockets, ready }) {
   let kills = 0;
   for (let n = from; n <= to; n++) {
     await api(srv, 'publish', { channel, data: { n } });
     if (n % every === at) {
+      // Cut an established connection, not one still being made after
+      // the previous cut (that would be no cut at all).
+      if (ready) await waitFor(ready, { message: `connected again before cut ${kills + 1}` });
       if (kills % 2 === 0) await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
       else sockets.at(-1).terminate();
       kills++;
