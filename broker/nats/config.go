@@ -85,7 +85,9 @@ const (
 	maxPrefixLength = 64
 )
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every field left at zero set to the default
+// New uses.
+func (c Config) WithDefaults() Config {
 	if len(c.Servers) == 0 {
 		c.Servers = []string{defaultServer}
 	}

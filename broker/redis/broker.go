@@ -81,7 +81,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	b := &Broker{
 		cfg:     cfg,
 		log:     cfg.Logger,

@@ -105,8 +105,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// withDefaults fills in the documented defaults.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every field left at zero set to the default
+// New uses.
+func (c Config) WithDefaults() Config {
 	if len(c.Addrs) == 0 {
 		c.Addrs = []string{"127.0.0.1:6379"}
 	}

@@ -379,6 +379,33 @@ func hide(s *string) {
 	}
 }
 
+// showDefaults sets the broker options left at zero to the values the
+// broker will use, so that check-config prints the effective config.
+// Call it after redactBackend.
+func (b *brokerConfig) showDefaults() {
+	switch b.Type {
+	case brokerNATS:
+		if b.NATS == nil {
+			b.NATS = &natsFileConfig{}
+		}
+		c, n := b.natsConfig(nil).WithDefaults(), b.NATS
+		b.Prefix = c.Prefix
+		n.Servers, n.Name, n.Replicas = c.Servers, c.Name, c.Replicas
+		n.HistoryMaxAge, n.MaxIdempotencyWindow, n.MaxPresenceTTL = c.HistoryMaxAge, c.MaxIdempotencyWindow, c.MaxPresenceTTL
+		n.ConnectTimeout, n.RequestTimeout, n.ReconnectWait = c.ConnectTimeout, c.RequestTimeout, c.ReconnectWait
+	case brokerRedis:
+		if b.Redis == nil {
+			b.Redis = &redisFileConfig{}
+		}
+		rc, _ := b.redisConfig(nil) // the TLS files do not matter here
+		c, r := rc.WithDefaults(), b.Redis
+		b.Prefix = c.Prefix
+		r.Addrs, r.ClientName = c.Addrs, c.ClientName
+		r.DialTimeout, r.ReadTimeout, r.WriteTimeout = c.DialTimeout, c.ReadTimeout, c.WriteTimeout
+		r.HealthCheckInterval, r.MetaTTL, r.MaxTTLOnlyHistory = c.HealthCheckInterval, c.MetaTTL, c.MaxTTLOnlyHistory
+	}
+}
+
 // natsConfig returns the broker/nats configuration.
 func (b *brokerConfig) natsConfig(log *slog.Logger) natsbroker.Config {
 	n := b.NATS

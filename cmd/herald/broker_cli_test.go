@@ -26,7 +26,9 @@ func TestCheckConfigBroker(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
-	for _, want := range []string{"type: nats", "prefix: prod", "- nats://n1:4222", "- nats://n2:4222", "user: herald", "password: <redacted>", "reconnect_wait: 250ms"} {
+	for _, want := range []string{"type: nats", "prefix: prod", "- nats://n1:4222", "- nats://n2:4222", "user: herald", "password: <redacted>", "reconnect_wait: 250ms",
+		// Options left out show the broker's defaults.
+		"request_timeout: 10s", "history_max_age: 24h0m0s", "replicas: 1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -41,7 +43,8 @@ func TestCheckConfigBroker(t *testing.T) {
 	}
 	os.WriteFile(f, []byte("listen: :1\n"), 0o600)
 	out, err = run(t, []string{"HERALD_BROKER=redis+cluster://:pw@r1:1,r2:2?prefix=p"}, "check-config", f)
-	if err != nil || !strings.Contains(out, "cluster: true") || !strings.Contains(out, "sharded_pubsub: true") || strings.Contains(out, ":pw@") {
+	if err != nil || !strings.Contains(out, "cluster: true") || !strings.Contains(out, "sharded_pubsub: true") || strings.Contains(out, ":pw@") ||
+		!strings.Contains(out, "meta_ttl: 24h0m0s") || !strings.Contains(out, "dial_timeout: 5s") {
 		t.Fatalf("%v: %s", err, out)
 	}
 	out, err = run(t, nil, "check-config", f)

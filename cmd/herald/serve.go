@@ -212,6 +212,9 @@ func runCheckConfig(args []string) error {
 		return err
 	}
 	fc.redactBackend()
+	if !fc.Cluster.enabled() { // in cluster mode the servers and replicas come from the cluster
+		fc.BrokerSection.showDefaults()
+	}
 	fc.Config = fc.WithDefaults()
 	for i := range fc.APIKeys {
 		fc.APIKeys[i] = "<redacted>"
