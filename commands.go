@@ -26,7 +26,7 @@ func (ss *session) handle(cmd *protocol.Command) {
 		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
 		return
 	}
-	if !ss.bucket.allow(time.Now(), ss.s.cfg.CommandRate, ss.s.cfg.CommandBurst) {
+	if ss.s.cfg.CommandRate > 0 && !ss.bucket.allow(time.Now(), ss.s.cfg.CommandRate, ss.s.cfg.CommandBurst) {
 		if int(ss.bucket.refused) > ss.s.cfg.CommandBurst {
 			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, false)
 			return

@@ -49,7 +49,8 @@ type Config struct {
 	MaxConnectionsPerUser int `yaml:"max_connections_per_user" json:"max_connections_per_user"`
 	// CommandRate and CommandBurst bound each connection's commands (token
 	// bucket). Beyond them a command gets error 111; a connection that keeps
-	// sending is closed with 3008. Defaults 100/s and 200.
+	// sending is closed with 3008. Defaults 100/s and 200; a negative
+	// CommandRate turns the limit off.
 	CommandRate  float64 `yaml:"command_rate" json:"command_rate"`
 	CommandBurst int     `yaml:"command_burst" json:"command_burst"`
 	// Proxy sends connect, subscribe, publish, rpc and refresh decisions to
@@ -232,7 +233,7 @@ func (c Config) Validate() error {
 	if c.PingInterval < time.Second || c.PongTimeout < time.Second {
 		return fmt.Errorf("%w: ping_interval and pong_timeout must be at least 1s", ErrConfig)
 	}
-	if c.CommandRate < 0 || c.CommandBurst < 0 || c.MaxConnectionsPerIP < 0 || c.MaxConnectionsPerUser < 0 {
+	if c.CommandBurst < 0 || c.MaxConnectionsPerIP < 0 || c.MaxConnectionsPerUser < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
 	}
 	for _, o := range c.AllowedOrigins {

@@ -2,6 +2,7 @@ package security_test
 
 import (
 	"bufio"
+	"bytes"
 	"crypto"
 	"encoding/base64"
 	"encoding/binary"
@@ -386,6 +387,42 @@ func TestCommandFlood(t *testing.T) {
 	}
 	if limited == 0 {
 		t.Fatal("no command was refused with 111 before the disconnect")
+	}
+}
+
+// TestCommandRateOff: a negative command_rate turns the limit off; a burst
+// far beyond the default limit is answered in full.
+func TestCommandRateOff(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig()
+	cfg.CommandRate = -1
+	f := newFixture(t, cfg)
+	r := f.mustDial(t)
+	r.connect(token(t, "unlimited", nil))
+	const n = 1000 // five times the default burst
+	for i := 2; i < 2+n; i++ {
+		r.send(`{"id":%d,"ping":{}}`, i)
+	}
+	_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for answered := 0; answered < n; {
+		fr, err := ws.ReadFrame(r.nc)
+		if err != nil {
+			t.Fatalf("after %d answers: %v", answered, err)
+		}
+		if fr.Header.OpCode == ws.OpClose {
+			code, _ := ws.ParseCloseFrameData(fr.Payload)
+			t.Fatalf("after %d answers: closed with %d", answered, code)
+		}
+		for _, line := range bytes.Split(fr.Payload, []byte("\n")) {
+			var m protocol.ServerMessage
+			if len(line) == 0 || json.Unmarshal(line, &m) != nil || m.ID == 0 {
+				continue
+			}
+			if m.Error != nil {
+				t.Fatalf("command %d: error %d %s", m.ID, m.Error.Code, m.Error.Message)
+			}
+			answered++
+		}
 	}
 }
 
