@@ -137,6 +137,9 @@ func TestSlowClient(t *testing.T) {
 			// more than loopback socket buffers hold.
 			cfg.QueueMaxBytes = 1 << 20
 			cfg.QueueMaxMessages = 64
+			// The slow client answers no ping while it does not read: no
+			// ping in the test's time, or a slow run ends it with 3004.
+			cfg.PingInterval = 10 * time.Minute
 			ts := startServer(t, cfg)
 			const fast, msgs = 3, 800
 			var mu sync.Mutex
