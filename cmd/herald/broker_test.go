@@ -172,6 +172,10 @@ func TestResolveBackend(t *testing.T) {
 		{"cluster replicas", "broker:\n  nats:\n    replicas: 3\n", backendFlags{listen: flagv(":7001"), peers: flagv("a:1")}, nil, "replicas"},
 		{"cluster options without listen", "", backendFlags{peers: flagv("a:1")}, nil, "cluster.listen"},
 		{"data dir without listen", "", backendFlags{}, []string{"HERALD_DATA_DIR", "/x"}, "cluster.listen"},
+		{"cluster tls without listen", "", backendFlags{}, []string{"HERALD_CLUSTER_TLS_CA_FILE", "/x"}, "cluster.listen"},
+		{"cluster tls cert alone", "", backendFlags{listen: flagv(":7001"), peers: flagv("a:1")}, []string{"HERALD_CLUSTER_TLS_CERT_FILE", "/x"}, "go together"},
+		{"cluster tls files missing", "cluster:\n  tls_cert_file: /nonexistent/c.pem\n  tls_key_file: /nonexistent/k.pem\n  tls_ca_file: /nonexistent/ca.pem\n",
+			backendFlags{listen: flagv(":7001"), peers: flagv("a:1")}, nil, "nonexistent"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fc := load(t, c.yaml)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,14 @@ type clusterConfig struct {
 	// every node). Without it anyone who reaches Listen can join the
 	// cluster: keep it on a private network.
 	Secret string `yaml:"secret,omitempty"`
+	// TLSCertFile, TLSKeyFile and TLSCAFile, set together, put the routes
+	// between the nodes on TLS with certificates checked both ways: a node
+	// presents its certificate and accepts only peers whose certificate
+	// the CA signed. A node's certificate must name the host its peers
+	// dial (the host of its listen address, as a DNS name or an IP).
+	TLSCertFile string `yaml:"tls_cert_file,omitempty"`
+	TLSKeyFile  string `yaml:"tls_key_file,omitempty"`
+	TLSCAFile   string `yaml:"tls_ca_file,omitempty"`
 	// StartupTimeout bounds the wait at start for the JetStream cluster (a
 	// metadata leader, which needs a majority of the nodes, and the streams
 	// Herald needs). Default 60s.
@@ -53,6 +62,23 @@ type clusterConfig struct {
 }
 
 func (c *clusterConfig) enabled() bool { return c.Listen != "" }
+
+func (c *clusterConfig) tlsSet() bool {
+	return c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSCAFile != ""
+}
+
+// routeTLS returns the TLS configuration of the routes: this node's
+// certificate for both ends of a route, and the CA for the peer's, which
+// is required.
+func (c *clusterConfig) routeTLS() (*tls.Config, error) {
+	t, err := tlsConfig(c.TLSCAFile, c.TLSCertFile, c.TLSKeyFile, "")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tls: %w", err)
+	}
+	t.ClientCAs = t.RootCAs
+	t.ClientAuth = tls.RequireAndVerifyClientCert
+	return t, nil
+}
 
 // backendFlags are the serve flags that choose the broker.
 type backendFlags struct {
@@ -96,6 +122,9 @@ func (fc *fileConfig) resolveBackend(f backendFlags, getenv func(string) string)
 	pick(&c.Name, "HERALD_CLUSTER_NAME", str(f.name))
 	pick(&c.DataDir, "HERALD_DATA_DIR", str(f.dataDir))
 	pick(&c.Secret, "HERALD_CLUSTER_SECRET", "")
+	pick(&c.TLSCertFile, "HERALD_CLUSTER_TLS_CERT_FILE", "")
+	pick(&c.TLSKeyFile, "HERALD_CLUSTER_TLS_KEY_FILE", "")
+	pick(&c.TLSCAFile, "HERALD_CLUSTER_TLS_CA_FILE", "")
 	var peers string
 	pick(&peers, "HERALD_CLUSTER_PEERS", str(f.peers))
 	if peers != "" {
@@ -125,7 +154,7 @@ func (fc *fileConfig) resolveBackend(f backendFlags, getenv func(string) string)
 		}
 		b.Type = brokerNATS
 		b.URL = ""
-	} else if len(c.Peers) > 0 || c.DataDir != "" || c.Name != "" || c.NodeName != "" || c.Secret != "" {
+	} else if len(c.Peers) > 0 || c.DataDir != "" || c.Name != "" || c.NodeName != "" || c.Secret != "" || c.tlsSet() {
 		return errors.New("cluster: the cluster options need cluster.listen (--cluster-listen)")
 	}
 	return b.validate(fc.WithDefaults())
@@ -152,6 +181,14 @@ func (c *clusterConfig) validate() error {
 	}
 	if c.StartupTimeout < 0 {
 		return errors.New("cluster: startup_timeout is negative")
+	}
+	if c.tlsSet() {
+		if c.TLSCertFile == "" || c.TLSKeyFile == "" || c.TLSCAFile == "" {
+			return errors.New("cluster: tls_cert_file, tls_key_file and tls_ca_file go together")
+		}
+		if _, err := c.routeTLS(); err != nil {
+			return err
+		}
 	}
 	if strings.ContainsAny(c.Name+c.NodeName, " \t.*>") {
 		return errors.New("cluster: name and node_name must not contain spaces, '.', '*' or '>'")
@@ -257,6 +294,16 @@ func startEmbedded(c clusterConfig, deadline time.Time, log *slog.Logger) (*embe
 	if c.Secret != "" {
 		opts.Cluster.Username, opts.Cluster.Password = "herald", c.Secret
 	}
+	if c.tlsSet() {
+		t, err := c.routeTLS()
+		if err != nil {
+			return nil, err
+		}
+		opts.Cluster.TLSConfig = t
+		opts.Cluster.TLSTimeout = 5 // seconds, for the handshake
+		// A route dialled to a peer checks the peer's certificate against
+		// the host of the peer's address.
+	}
 	srv, err := natsserver.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: embedded NATS: %w", err)
@@ -270,7 +317,7 @@ func startEmbedded(c clusterConfig, deadline time.Time, log *slog.Logger) (*embe
 	}
 	e.url = srv.ClientURL()
 	log.Info("embedded NATS started; waiting for the JetStream cluster", "node", c.NodeName, "cluster", c.Name,
-		"routes", c.Listen, "peers", len(opts.Routes), "data_dir", c.DataDir)
+		"routes", c.Listen, "peers", len(opts.Routes), "route_tls", c.tlsSet(), "data_dir", c.DataDir)
 	for {
 		if leader := e.metaLeader(); leader != "" && srv.JetStreamIsCurrent() {
 			log.Info("JetStream cluster ready", "meta_leader", leader)
