@@ -840,12 +840,7 @@ func (c *Cluster) writeText(w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "run\tsetup\trepeat\tattempts\tprefix\tnode cores\tresult")
 	for _, r := range c.Runs {
-		result := "ok"
-		if r.Error != "" {
-			result = "FAILED: " + r.Error
-		} else if r.Report != nil {
-			result = summaryLine(r.Report)
-		}
+		result := runResult(r.Error, r.Report)
 		nodes := "-"
 		if rep := r.Report; rep != nil && rep.Server != nil {
 			var parts []string

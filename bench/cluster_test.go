@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 func TestClusterFlags(t *testing.T) {
@@ -97,7 +99,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	}
 	out := filepath.Join(dir, "out")
 	o, err := parseClusterFlags([]string{"--out", out, "--herald-config", cfg, "--setups", "memory,nats",
-		"--nodes", "1", "--port", itoa(freePort(t)), "--nats-pid", itoa(os.Getpid()),
+		"--nodes", "1", "--port", itoa(testaddr.Port(t)), "--nats-pid", itoa(os.Getpid()),
 		"--runs", "fanout-1x1000-saturated", "--scale", "0.02", "--pause", "0s", "--max-other", "0",
 		"--meta", "herald_commit=test"}, io.Discard)
 	if err != nil {

@@ -657,6 +657,18 @@ func compareAttempt(ctx context.Context, o *compareOptions, srv *compareServer, 
 	return res
 }
 
+// runResult is a run's result column: its error, or the summary of its
+// report.
+func runResult(errText string, r *Report) string {
+	switch {
+	case errText != "":
+		return "FAILED: " + errText
+	case r != nil:
+		return summaryLine(r)
+	}
+	return "ok"
+}
+
 // summaryLine is a run's main figures on one line.
 func summaryLine(r *Report) string {
 	var parts []string

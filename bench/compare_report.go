@@ -199,13 +199,7 @@ func (c *Comparison) writeText(w io.Writer) error {
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "run\tserver\trepeat\tattempts\tserver cores\tbench cores\tother cores\tresult")
 	for _, r := range c.Runs {
-		result := "ok"
-		if r.Error != "" {
-			result = "FAILED: " + r.Error
-		} else if r.Report != nil {
-			result = summaryLine(r.Report)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\n", r.Name, r.Target, r.Repeat, r.Attempts, r.ServerCores, r.BenchCores, r.OtherCores, result)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\n", r.Name, r.Target, r.Repeat, r.Attempts, r.ServerCores, r.BenchCores, r.OtherCores, runResult(r.Error, r.Report))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

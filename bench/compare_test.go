@@ -116,12 +116,6 @@ func TestCompareRows(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nobody listens on.
-func freePort(t *testing.T) int {
-	t.Helper()
-	return testaddr.Port(t)
-}
-
 // TestCompareEndToEnd runs `herald bench --compare` on two small runs. The
 // test binary plays every process (see TestMain): the bench, a Herald
 // server, and behind a stand-in for bench/peers/centrifugo.sh the fake
@@ -153,7 +147,7 @@ esac
 	}
 	out := filepath.Join(dir, "out")
 	o, err := parseCompareFlags([]string{"--out", out, "--herald-config", cfg, "--centrifugo", script,
-		"--herald-port", itoa(freePort(t)), "--centrifugo-port", itoa(freePort(t)),
+		"--herald-port", itoa(testaddr.Port(t)), "--centrifugo-port", itoa(testaddr.Port(t)),
 		"--runs", "fanout-1x1000-saturated,connect-10k", "--scale", "0.02", "--pause", "0s",
 		"--meta", "herald_commit=test"}, io.Discard)
 	if err != nil {

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 // backend is where a cluster's nodes share their state.
@@ -145,7 +146,7 @@ type privateServer struct {
 // port, storing in dir.
 func startPrivateNATS(t *testing.T, dir string) *privateServer {
 	t.Helper()
-	s := &privateServer{t: t, kind: "nats", port: freePort(t), dir: dir}
+	s := &privateServer{t: t, kind: "nats", port: testaddr.Port(t), dir: dir}
 	s.start()
 	return s
 }
@@ -154,15 +155,9 @@ func startPrivateNATS(t *testing.T, dir string) *privateServer {
 // loopback port.
 func startPrivateRedis(t *testing.T) *privateServer {
 	t.Helper()
-	s := &privateServer{t: t, kind: "redis", port: freePort(t), dir: t.TempDir()}
+	s := &privateServer{t: t, kind: "redis", port: testaddr.Port(t), dir: t.TempDir()}
 	s.start()
 	return s
-}
-
-func freePort(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(freeAddr(t))
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 func (s *privateServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 // TestEmbeddedCluster: three `herald serve --cluster-listen` processes form
@@ -17,7 +19,7 @@ import (
 // before the kill is still there, and new subscriptions work.
 func TestEmbeddedCluster(t *testing.T) {
 	t.Parallel()
-	routes := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
+	routes := testaddr.Addrs(t, 3)
 	name := "t" + randomHex(4)
 	c := startCluster(t, 3, nodeConfig(t, ""), 60*time.Second, func(i int) []string {
 		return []string{"--cluster-listen", routes[i], "--cluster-peers", strings.Join(routes, ","),

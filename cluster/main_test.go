@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 // bin is the herald binary, built once by TestMain.
@@ -79,13 +77,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// freeAddr returns a loopback address that is free, below the ephemeral
-// port range (see internal/testaddr).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	return testaddr.Addr(t)
 }
 
 // process is a child process whose output is kept for failure messages.

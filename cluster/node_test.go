@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 const (
@@ -75,7 +77,7 @@ func startCluster(t *testing.T, n int, cfg string, ready time.Duration, args fun
 	c := &testCluster{t: t}
 	var addrs []string
 	for i := 0; i < n; i++ {
-		nd := &node{i: i, addr: freeAddr(t)}
+		nd := &node{i: i, addr: testaddr.Addr(t)}
 		a := append([]string{"serve", "--config", cfg, "--listen", nd.addr}, args(i)...)
 		nd.process = startProcess(t, fmt.Sprintf("node %d (%s)", i, nd.addr), bin, a...)
 		c.nodes = append(c.nodes, nd)

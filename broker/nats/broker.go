@@ -621,11 +621,12 @@ func (b *Broker) fetch(ctx context.Context, cons jetstream.Consumer, n int) ([]j
 			msgs = append(msgs, m)
 		}
 		err = batch.Error()
-		if err == nil || (len(msgs) > 0 && errors.Is(err, natsgo.ErrNoResponders)) {
-			return msgs, nil
-		}
-		if !errors.Is(err, natsgo.ErrNoResponders) {
+		noResponder := errors.Is(err, natsgo.ErrNoResponders)
+		if err != nil && !noResponder {
 			return nil, err
+		}
+		if !noResponder || len(msgs) > 0 {
+			return msgs, nil
 		}
 		b.log.Debug("nats pull found no responder; retrying", "wait", wait)
 		if serr := b.sleep(ctx, wait); serr != nil {

@@ -59,7 +59,7 @@ func TestServeBrokerUnreachable(t *testing.T) {
 	t.Parallel()
 	dead := testaddr.Addr(t) // nothing listens there
 	for _, url := range []string{"nats://" + dead, "redis://" + dead} {
-		p := start(t, nil, "serve", "--dev", "--listen", freePort(t), "--broker", url)
+		p := start(t, nil, "serve", "--dev", "--listen", testaddr.Addr(t), "--broker", url)
 		if err := p.wait(t, 20*time.Second); err == nil {
 			t.Errorf("%s: serve exited 0", url)
 		}

@@ -16,53 +16,17 @@ import (
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// freeAddrs returns n loopback addresses that are free.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	out := make([]string, n)
-	for i := range out {
-		out[i] = testaddr.Addr(t)
-	}
-	return out
-}
-
 // TestEmbeddedClusterForms starts three embedded servers in this process:
 // each returns once the JetStream cluster has a leader, and the client
 // listener wants the token.
 func TestEmbeddedClusterForms(t *testing.T) {
 	t.Parallel()
-	addrs := freeAddrs(t, 3)
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		embs []*embeddedNATS
-	)
+	addrs := testaddr.Addrs(t, 3)
+	var cfgs []clusterConfig
 	for i := range addrs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := clusterConfig{Listen: addrs[i], Peers: addrs, DataDir: t.TempDir(), Secret: "s3"}
-			c = c.withDefaults()
-			e, err := startEmbedded(c, time.Now().Add(30*time.Second), quietLog())
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			embs = append(embs, e)
-		}()
+		cfgs = append(cfgs, clusterConfig{Listen: addrs[i], Peers: addrs, DataDir: t.TempDir(), Secret: "s3"})
 	}
-	wg.Wait()
-	defer func() {
-		for _, e := range embs {
-			e.stop()
-		}
-	}()
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
+	embs := startEmbeddedAll(t, cfgs)
 	leader := embs[0].metaLeader()
 	for _, e := range embs {
 		if l := e.metaLeader(); l == "" || l != leader {
@@ -80,11 +44,48 @@ func TestEmbeddedClusterForms(t *testing.T) {
 	nc.Close()
 }
 
+// startEmbeddedAll starts an embedded server for each configuration at
+// once, as nodes starting together do, and stops them when the test ends.
+// It fails the test unless every one finds the JetStream cluster.
+func startEmbeddedAll(t *testing.T, cfgs []clusterConfig) []*embeddedNATS {
+	t.Helper()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		embs []*embeddedNATS
+	)
+	for _, c := range cfgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e, err := startEmbedded(c.withDefaults(), time.Now().Add(30*time.Second), quietLog())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			embs = append(embs, e)
+		}()
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, e := range embs {
+			e.stop()
+		}
+	})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return embs
+}
+
 // TestEmbeddedStartupTimeout: a node whose peers never come has no leader
 // (a majority of two is two) and fails with a clear error in time.
 func TestEmbeddedStartupTimeout(t *testing.T) {
 	t.Parallel()
-	addrs := freeAddrs(t, 3)
+	addrs := testaddr.Addrs(t, 3)
 	c := clusterConfig{Listen: addrs[0], Peers: addrs[1:], DataDir: t.TempDir()}
 	c = c.withDefaults()
 	start := time.Now()

@@ -12,9 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testaddr"
 )
 
 // testCA is a certificate authority made for a test.
@@ -88,46 +89,21 @@ func writePEM(t *testing.T, file, typ string, der []byte) {
 func TestEmbeddedClusterTLS(t *testing.T) {
 	t.Parallel()
 	ca, other := newTestCA(t, "herald cluster CA"), newTestCA(t, "another CA")
-	addrs := freeAddrs(t, 4)
+	addrs := testaddr.Addrs(t, 4)
 	cfg := func(i int, ca *testCA) clusterConfig {
 		cert, key := ca.issue(t, "node")
-		c := clusterConfig{Listen: addrs[i], Peers: addrs[:3], DataDir: t.TempDir(),
+		return clusterConfig{Listen: addrs[i], Peers: addrs[:3], DataDir: t.TempDir(),
 			TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: ca.file}
-		return c.withDefaults()
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		embs []*embeddedNATS
-	)
+	var cfgs []clusterConfig
 	for i := 0; i < 3; i++ {
 		c := cfg(i, ca)
 		if err := c.validate(); err != nil {
 			t.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e, err := startEmbedded(c, time.Now().Add(30*time.Second), quietLog())
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			embs = append(embs, e)
-		}()
+		cfgs = append(cfgs, c)
 	}
-	wg.Wait()
-	defer func() {
-		for _, e := range embs {
-			e.stop()
-		}
-	}()
-	if len(errs) > 0 {
-		t.Fatal(errs)
-	}
+	embs := startEmbeddedAll(t, cfgs)
 	for _, e := range embs {
 		if e.metaLeader() == "" {
 			t.Fatal("no meta leader")
@@ -141,7 +117,7 @@ func TestEmbeddedClusterTLS(t *testing.T) {
 	// receives fails verification, so it never sees a leader.
 	c := cfg(3, other)
 	c.Peers = addrs
-	_, err := startEmbedded(c, time.Now().Add(3*time.Second), quietLog())
+	_, err := startEmbedded(c.withDefaults(), time.Now().Add(3*time.Second), quietLog())
 	if err == nil || !strings.Contains(err.Error(), "no JetStream cluster leader") {
 		t.Fatalf("a node with another CA's certificate: %v", err)
 	}

@@ -42,11 +42,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	return testaddr.Addr(t)
-}
-
 type proc struct {
 	cmd    *exec.Cmd
 	mu     sync.Mutex
@@ -137,7 +132,7 @@ func (p *proc) line(t *testing.T) string {
 // serve starts `herald serve` and waits until it is ready.
 func serve(t *testing.T, env []string, args ...string) (*proc, string) {
 	t.Helper()
-	addr := freePort(t)
+	addr := testaddr.Addr(t)
 	p := start(t, env, append([]string{"serve", "--listen", addr}, args...)...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -40,6 +40,16 @@ func Addr(tb testing.TB) string {
 	return "127.0.0.1:" + strconv.Itoa(Port(tb))
 }
 
+// Addrs returns n addresses from Addr.
+func Addrs(tb testing.TB, n int) []string {
+	tb.Helper()
+	out := make([]string, n)
+	for i := range out {
+		out[i] = Addr(tb)
+	}
+	return out
+}
+
 // PortWith returns a free port p such that p+offset is free too (Redis
 // Cluster listens on its port and on port+10000). Both lie below the
 // ephemeral range.

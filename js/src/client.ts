@@ -484,7 +484,6 @@ export class Herald extends Emitter<ClientEvents> {
     for (const p of pubs) this.emit('publication', decodePublication(conn.codec, p, channel));
   }
 
-
   #onFrame(conn: Conn, data: unknown): void {
     if (this.#conn !== conn || conn.ended) return;
     let m: WireServerMessage;

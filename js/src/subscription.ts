@@ -71,10 +71,6 @@ interface Waiter {
 const noop = (): void => {};
 
 /**
- * A client's subscription to one channel. Create it with
- * Herald.newSubscription; call subscribe() to start.
- */
-/**
  * The subscribed event of a subscribe result, and the publications it
  * recovered (none unless it recovered them all).
  */
@@ -96,6 +92,10 @@ export function subscribeOutcome(
   return { ev, pubs };
 }
 
+/**
+ * A client's subscription to one channel. Create it with
+ * Herald.newSubscription; call subscribe() to start.
+ */
 export class Subscription extends Emitter<SubscriptionEvents> {
   readonly channel: string;
   #host: SubHost;

@@ -9,10 +9,6 @@ import { HeraldError, TimeoutError, UnauthorizedError, ErrorCode } from './error
 import { classifyOffset } from './gap.js';
 const noop = () => { };
 /**
- * A client's subscription to one channel. Create it with
- * Herald.newSubscription; call subscribe() to start.
- */
-/**
  * The subscribed event of a subscribe result, and the publications it
  * recovered (none unless it recovered them all).
  */
@@ -30,6 +26,10 @@ export function subscribeOutcome(channel, res, streamReset = false) {
         ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
     return { ev, pubs };
 }
+/**
+ * A client's subscription to one channel. Create it with
+ * Herald.newSubscription; call subscribe() to start.
+ */
 export class Subscription extends Emitter {
     channel;
     #host;
