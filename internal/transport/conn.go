@@ -53,12 +53,16 @@ type Conn struct {
 	h    Handler
 	sub  string
 
-	mu      sync.Mutex
-	q       queue
-	qbytes  int
-	woff    int // bytes of q[0] already written
-	wstate  uint8
-	closing bool // a close frame is queued: nothing else is accepted
+	mu     sync.Mutex
+	q      queue
+	qbytes int
+	woff   int // bytes of q[0] already written
+	// inflight is how many frames at the front of q the writer took for
+	// the write in progress (takeBatch to commit): they may be in the
+	// kernel already, so nothing may remove them.
+	inflight int
+	wstate   uint8
+	closing  bool // a close frame is queued: nothing else is accepted
 	// peerClosed: the peer sent its close frame (or failed); once ours is
 	// written the socket closes without waiting.
 	peerClosed bool
@@ -121,14 +125,15 @@ func (c *Conn) QueueLen() (frames, bytes int) {
 	return c.q.len(), c.qbytes - c.woff
 }
 
-// DropQueued removes the queued frames whose tag satisfies drop (a frame
-// already partly written stays) and returns their tags.
+// DropQueued removes the queued frames whose tag satisfies drop (frames
+// being written or partly written stay) and returns their tags.
 func (c *Conn) DropQueued(drop func(tag any) bool) []any {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var dropped []any
+	held := c.held()
 	c.q.filter(func(i int, it *item) bool {
-		if (i > 0 || c.woff == 0) && it.tag != nil && it.tag != closeTag && drop(it.tag) {
+		if i >= held && it.tag != nil && it.tag != closeTag && drop(it.tag) {
 			dropped = append(dropped, it.tag)
 			c.qbytes -= len(it.b)
 			return false
@@ -154,9 +159,10 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 		c.closeCode = code
 	}
 	if discard && c.q.len() > 0 {
+		held := c.held()
 		c.q.filter(func(i int, it *item) bool {
-			if i == 0 && c.woff > 0 {
-				return true // partly written: finish it
+			if i < held {
+				return true // being written, or partly written: finish it
 			}
 			c.qbytes -= len(it.b)
 			return false
@@ -228,6 +234,18 @@ func (c *Conn) Closed() bool {
 	return c.closed
 }
 
+// held is how many frames at the front of the queue the writer holds:
+// those of the write in progress, or the one partly written. (c.mu held.)
+func (c *Conn) held() int {
+	if c.inflight > 0 {
+		return c.inflight
+	}
+	if c.woff > 0 {
+		return 1
+	}
+	return 0
+}
+
 // takeBatch appends the queued bytes to iov (at most max frames) under the
 // lock. It returns nil iov when there is nothing to write.
 func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
@@ -249,6 +267,7 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 		i++
 		return true
 	})
+	c.inflight = i
 	return iov
 }
 
@@ -263,6 +282,7 @@ func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
 	if c.closed {
 		return false, false
 	}
+	c.inflight = 0
 	sentClose := false
 	for n > 0 && c.q.len() > 0 {
 		it := c.q.front()
