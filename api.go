@@ -97,15 +97,52 @@ func (s *Server) apiKeyOK(r *http.Request) bool {
 	return false
 }
 
-var apiMethods = map[string]bool{
-	"publish": true, "broadcast": true, "presence": true, "presence_stats": true,
-	"history": true, "disconnect": true, "channels": true, "info": true,
+// apiMethod is one method of the server API: a fresh request value to
+// decode the body into (nil: the body is not read), and its handler. A
+// method with channel set names one channel (the request's channel field):
+// it is resolved to its namespace before the handler runs, which gets it
+// as ns.
+type apiMethod struct {
+	newRequest func() any
+	channel    func(req any) string
+	handle     func(s *Server, ctx context.Context, req any, ns *namespace) (any, *protocol.Error)
 }
 
+// apiCall makes an apiMethod of a typed handler. channel may be nil.
+func apiCall[T any](channel func(*T) string, h func(s *Server, ctx context.Context, req *T, ns *namespace) (any, *protocol.Error)) apiMethod {
+	m := apiMethod{
+		newRequest: func() any { return new(T) },
+		handle: func(s *Server, ctx context.Context, req any, ns *namespace) (any, *protocol.Error) {
+			return h(s, ctx, req.(*T), ns)
+		},
+	}
+	if channel != nil {
+		m.channel = func(req any) string { return channel(req.(*T)) }
+	}
+	return m
+}
+
+// apiMethods is the server API: POST /api/NAME with a JSON body.
+var apiMethods = map[string]apiMethod{
+	"publish":        apiCall(nil, (*Server).apiPublish),
+	"broadcast":      apiCall(nil, (*Server).apiBroadcast),
+	"presence":       apiCall(channelOf, (*Server).apiPresence),
+	"presence_stats": apiCall(channelOf, (*Server).apiPresenceStats),
+	"history":        apiCall(func(r *protocol.HistoryRequest) string { return r.Channel }, (*Server).apiHistory),
+	"disconnect":     apiCall(nil, (*Server).apiDisconnect),
+	"channels":       apiCall(nil, (*Server).apiChannels),
+	"info": {handle: func(s *Server, _ context.Context, _ any, _ *namespace) (any, *protocol.Error) {
+		return map[string]any{"nodes": []Info{s.Info()}}, nil
+	}},
+}
+
+func channelOf(r *apiChannel) string { return r.Channel }
+
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
-	method := strings.TrimPrefix(r.URL.Path, "/api/")
-	label := method
-	if !apiMethods[method] {
+	name := strings.TrimPrefix(r.URL.Path, "/api/")
+	m, known := apiMethods[name]
+	label := name
+	if !known {
 		label = "unknown"
 	}
 	if r.Method != http.MethodPost {
@@ -117,134 +154,113 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, label, http.StatusUnauthorized, protocol.NewError(protocol.ErrUnauthorized, `missing or wrong "Authorization: apikey KEY" header`))
 		return
 	}
-	if !apiMethods[method] {
-		s.apiError(w, label, http.StatusNotFound, protocol.NewError(protocol.ErrMethodNotFound, "unknown API method "+strconv.Quote(method)))
+	if !known {
+		s.apiError(w, label, http.StatusNotFound, protocol.NewError(protocol.ErrMethodNotFound, "unknown API method "+strconv.Quote(name)))
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, maxAPIBody)
-	dec := json.NewDecoder(body)
-	decode := func(v any) bool {
-		if err := dec.Decode(v); err != nil {
+	var req any
+	if m.newRequest != nil {
+		req = m.newRequest()
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody)).Decode(req); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				s.apiError(w, label, http.StatusRequestEntityTooLarge, protocol.NewError(protocol.ErrLimitExceeded, "request body too large"))
-				return false
+				return
 			}
 			s.apiError(w, label, http.StatusBadRequest, protocol.NewError(protocol.ErrBadRequest, "invalid JSON body: "+err.Error()))
-			return false
+			return
 		}
-		return true
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), commandTimeout)
 	defer cancel()
-	var (
-		res  any
-		perr *protocol.Error
-	)
-	switch method {
-	case "publish":
-		var req apiPublish
-		if !decode(&req) {
-			return
-		}
-		res, perr = s.apiPublishOne(ctx, req.Channel, req.Data, req.B64Data, req.IdempotencyKey, req.Tags)
-	case "broadcast":
-		var req apiBroadcast
-		if !decode(&req) {
-			return
-		}
-		if len(req.Channels) == 0 {
-			perr = protocol.NewError(protocol.ErrBadRequest, "channels required")
-			break
-		}
-		out := make([]*apiResult, len(req.Channels))
-		for i, ch := range req.Channels {
-			key := req.IdempotencyKey
-			if key != "" {
-				key += "/" + ch
-			}
-			r, e := s.apiPublishOne(ctx, ch, req.Data, req.B64Data, key, req.Tags)
-			if e != nil {
-				r = &apiResult{Error: e}
-			}
-			out[i] = r
-		}
-		res = map[string]any{"responses": out}
-	case "presence", "presence_stats":
-		var req apiChannel
-		if !decode(&req) {
-			return
-		}
-		ns, e := s.resolve(req.Channel)
-		if e != nil {
-			perr = e
-			break
-		}
-		if method == "presence" {
-			res, perr = s.presenceOf(ctx, ns, req.Channel)
-		} else {
-			res, perr = s.presenceStatsOf(ctx, ns, req.Channel)
-		}
-	case "history":
-		var req protocol.HistoryRequest
-		if !decode(&req) {
-			return
-		}
-		ns, e := s.resolve(req.Channel)
-		if e != nil {
-			perr = e
-			break
-		}
-		res, perr = s.history(ctx, ns, &req)
-	case "disconnect":
-		var req apiDisconnect
-		if !decode(&req) {
-			return
-		}
-		if req.User == "" {
-			perr = protocol.NewError(protocol.ErrBadRequest, "user required")
-			break
-		}
-		code := req.Code
-		if code == 0 {
-			code = protocol.DisconnectForceNoReconnect
-		}
-		if code < 3000 || code > 4999 {
-			perr = protocol.NewError(protocol.ErrBadRequest, "code must be within 3000-4999")
-			break
-		}
-		if err := s.disconnectUser(ctx, req.User, code, req.Reason); err != nil {
-			perr = protocol.NewError(protocol.ErrInternal, "disconnect failed")
-			break
-		}
-		res = struct{}{}
-	case "channels":
-		var req apiChannels
-		if !decode(&req) {
-			return
-		}
-		if _, err := path.Match(req.Pattern, ""); err != nil {
-			perr = protocol.NewError(protocol.ErrBadRequest, "bad pattern: "+err.Error())
-			break
-		}
-		var match func(string) bool
-		if req.Pattern != "" {
-			match = func(ch string) bool { ok, _ := path.Match(req.Pattern, ch); return ok }
-		}
-		chans := map[string]map[string]int{}
-		for _, c := range s.hub.Channels(match) {
-			chans[c.Name] = map[string]int{"num_clients": c.Subscribers}
-		}
-		res = map[string]any{"channels": chans}
-	case "info":
-		res = map[string]any{"nodes": []Info{s.Info()}}
-	}
+	res, perr := s.runAPI(ctx, m, req)
 	if perr != nil {
 		s.apiError(w, label, apiStatus(perr.Code), perr)
 		return
 	}
 	s.metrics.apiRequests.WithLabelValues(label, "0").Inc()
 	writeJSON(w, http.StatusOK, res)
+}
+
+// runAPI resolves the method's channel, if it names one, and runs it.
+func (s *Server) runAPI(ctx context.Context, m apiMethod, req any) (any, *protocol.Error) {
+	var ns *namespace
+	if m.channel != nil {
+		var perr *protocol.Error
+		if ns, perr = s.resolve(m.channel(req)); perr != nil {
+			return nil, perr
+		}
+	}
+	return m.handle(s, ctx, req, ns)
+}
+
+func (s *Server) apiPublish(ctx context.Context, req *apiPublish, _ *namespace) (any, *protocol.Error) {
+	return s.apiPublishOne(ctx, req.Channel, req.Data, req.B64Data, req.IdempotencyKey, req.Tags)
+}
+
+// apiBroadcast publishes to each channel in turn; each gets its own result.
+// An idempotency key applies per channel.
+func (s *Server) apiBroadcast(ctx context.Context, req *apiBroadcast, _ *namespace) (any, *protocol.Error) {
+	if len(req.Channels) == 0 {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "channels required")
+	}
+	out := make([]*apiResult, len(req.Channels))
+	for i, ch := range req.Channels {
+		key := req.IdempotencyKey
+		if key != "" {
+			key += "/" + ch
+		}
+		r, e := s.apiPublishOne(ctx, ch, req.Data, req.B64Data, key, req.Tags)
+		if e != nil {
+			r = &apiResult{Error: e}
+		}
+		out[i] = r
+	}
+	return map[string]any{"responses": out}, nil
+}
+
+func (s *Server) apiPresence(ctx context.Context, req *apiChannel, ns *namespace) (any, *protocol.Error) {
+	return s.presenceOf(ctx, ns, req.Channel)
+}
+
+func (s *Server) apiPresenceStats(ctx context.Context, req *apiChannel, ns *namespace) (any, *protocol.Error) {
+	return s.presenceStatsOf(ctx, ns, req.Channel)
+}
+
+func (s *Server) apiHistory(ctx context.Context, req *protocol.HistoryRequest, ns *namespace) (any, *protocol.Error) {
+	return s.history(ctx, ns, req)
+}
+
+func (s *Server) apiDisconnect(ctx context.Context, req *apiDisconnect, _ *namespace) (any, *protocol.Error) {
+	if req.User == "" {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "user required")
+	}
+	code := req.Code
+	if code == 0 {
+		code = protocol.DisconnectForceNoReconnect
+	}
+	if code < 3000 || code > 4999 {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "code must be within 3000-4999")
+	}
+	if err := s.disconnectUser(ctx, req.User, code, req.Reason); err != nil {
+		return nil, protocol.NewError(protocol.ErrInternal, "disconnect failed")
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) apiChannels(_ context.Context, req *apiChannels, _ *namespace) (any, *protocol.Error) {
+	if _, err := path.Match(req.Pattern, ""); err != nil {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "bad pattern: "+err.Error())
+	}
+	var match func(string) bool
+	if req.Pattern != "" {
+		match = func(ch string) bool { ok, _ := path.Match(req.Pattern, ch); return ok }
+	}
+	chans := map[string]map[string]int{}
+	for _, c := range s.hub.Channels(match) {
+		chans[c.Name] = map[string]int{"num_clients": c.Subscribers}
+	}
+	return map[string]any{"channels": chans}, nil
 }
 
 func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMessage, b64 string, key string, tags map[string]string) (*apiResult, *protocol.Error) {

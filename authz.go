@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/heraldhq/herald/auth"
 	"github.com/heraldhq/herald/protocol"
@@ -91,40 +90,6 @@ func listed(list, user string) bool {
 		if u == user {
 			return true
 		}
-	}
-	return false
-}
-
-// authResult is who a connection is, from its token or the connect proxy.
-type authResult struct {
-	user     string
-	info     []byte
-	channels []string
-	expires  time.Time
-	proxied  bool
-}
-
-// userConnsChannel is the presence key counting a user's connections
-// across the cluster.
-func userConnsChannel(user string) string { return "$conns:" + user }
-
-// takeUserSlot registers this connection in the user's cluster-wide count
-// and reports whether it is within the limit. Concurrent connects may both
-// see the other and both be refused: never more than the limit get in.
-func (ss *session) takeUserSlot(ctx context.Context) bool {
-	s := ss.s
-	ch := userConnsChannel(ss.user)
-	info := ss.clientInfo()
-	if err := s.presence.AddPresence(ctx, ch, ss.id, info, s.presenceTTL); err != nil {
-		s.log.Warn("user slot", "err", err)
-		return true // fail open: the limit is a guard, not an authorization
-	}
-	ss.mu.Lock()
-	ss.userSlot = true
-	ss.mu.Unlock()
-	st, err := s.presence.PresenceStats(ctx, ch)
-	if err != nil || st.NumClients <= s.cfg.MaxConnectionsPerUser {
-		return true
 	}
 	return false
 }

@@ -3,20 +3,24 @@ package herald
 import (
 	"context"
 	"errors"
-	mrand "math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/auth"
-	"github.com/heraldhq/herald/broker"
-	"github.com/heraldhq/herald/internal/hub"
-	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
 )
 
 // commandTimeout bounds the broker calls of one command.
 const commandTimeout = 10 * time.Second
 
+// Client commands. The transport hands a connection's messages to
+// OnMessage one at a time, so a connection's commands run in order and
+// each reply is queued before the next command starts; replies to
+// subscribe and connect go out through the hub (subscribe.go) so that they
+// precede the channel's live publications. connect is in connect.go,
+// subscribe and unsubscribe in subscribe.go; the halves of publish,
+// history and presence that the server API shares are in ops.go.
+
+// handle runs one decoded command: rate limit, state checks, dispatch.
 func (ss *session) handle(cmd *protocol.Command) {
 	method := cmd.Method()
 	if method == "pong" {
@@ -83,261 +87,6 @@ func (ss *session) handle(cmd *protocol.Command) {
 	}
 	res.ID = cmd.ID
 	ss.reply(&res)
-}
-
-// pendingSub is a subscription registered in the hub but not yet active.
-type pendingSub struct {
-	sub   *subscription
-	res   *protocol.SubscribeResult
-	after uint64
-}
-
-func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
-	s := ss.s
-	if ss.state.Load() != stateNew {
-		ss.replyError(id, protocol.NewError(protocol.ErrBadRequest, "already connected"))
-		return
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, commandTimeout)
-	defer cancel()
-	id0 := authResult{}
-	switch {
-	case req.Token != "":
-		c, err := s.verifier.Verify(ctx, req.Token)
-		switch {
-		case errors.Is(err, auth.ErrTokenExpired):
-			// The client may fetch a fresh token and connect again.
-			ss.replyError(id, protocol.NewError(protocol.ErrTokenExpired, "token expired"))
-			return
-		case err != nil:
-			ss.disconnect(protocol.DisconnectInvalidToken, 0, true)
-			return
-		}
-		id0 = authResult{user: c.Subject, info: c.Info, channels: c.Channels}
-		if c.ExpiresAt != nil {
-			id0.expires = c.ExpiresAt.Time
-		}
-	case s.cfg.Proxy.ConnectURL != "":
-		r, err := s.callProxy(ctx, s.cfg.Proxy.ConnectURL, &proxyRequest{
-			Client: ss.id, Encoding: ss.codec.Name(), Name: req.Name, Remote: ss.ip, Headers: ss.headers,
-		})
-		if err != nil {
-			if perr := ss.proxyError(err); perr != nil {
-				ss.replyError(id, perr)
-			}
-			return
-		}
-		id0 = authResult{user: r.User, info: r.Info, channels: r.Channels, proxied: true}
-		if r.ExpireAt > 0 {
-			id0.expires = time.Unix(r.ExpireAt, 0)
-		}
-	}
-	ss.headers = nil
-	if id0.user == "" && !s.cfg.AllowAnonymous {
-		ss.disconnect(protocol.DisconnectUnauthorized, 0, true)
-		return
-	}
-	res := &protocol.ConnectResult{Client: ss.id, Version: Version, Ping: uint32(s.cfg.PingInterval / time.Second)}
-	ss.mu.Lock()
-	ss.user = id0.user
-	ss.info = protocol.Data(id0.info)
-	user := ss.user
-	ss.mu.Unlock()
-	if !id0.expires.IsZero() {
-		ss.expires.Store(id0.expires.Unix())
-		ss.proxyExpiry.Store(id0.proxied)
-		res.Expires = true
-		res.TTL = uint32(max(time.Until(id0.expires)/time.Second, 0))
-	}
-	if user != "" && s.cfg.MaxConnectionsPerUser > 0 && !ss.takeUserSlot(ctx) {
-		ss.disconnect(protocol.DisconnectConnectionLimit, 30*time.Second+time.Duration(mrand.Int64N(int64(30*time.Second))), true)
-		return
-	}
-
-	var pending []*pendingSub
-	rollback := func() {
-		for _, p := range pending {
-			ss.drop(ctx, p.sub)
-		}
-	}
-	for _, ch := range id0.channels {
-		r := &protocol.SubscribeRequest{Channel: ch}
-		if q := req.Subs[ch]; q != nil && q.Recover {
-			// A reconnecting client's position in this server-side
-			// subscription: recover it like a client subscription.
-			r.Recover, r.Epoch, r.Offset = true, q.Epoch, q.Offset
-		}
-		p, perr := ss.prepare(ctx, r, true)
-		if perr != nil {
-			rollback()
-			ss.replyError(id, perr)
-			return
-		}
-		pending = append(pending, p)
-	}
-	for ch, r := range req.Subs {
-		if slices.Contains(id0.channels, ch) {
-			continue // a server-side subscription's position, used above
-		}
-		if r == nil {
-			r = &protocol.SubscribeRequest{}
-		}
-		r.Channel = ch
-		p, perr := ss.prepare(ctx, r, false)
-		if perr != nil {
-			rollback()
-			ss.replyError(id, perr)
-			return
-		}
-		pending = append(pending, p)
-	}
-	if !ss.state.CompareAndSwap(stateNew, stateConnected) {
-		rollback()
-		return // closed meanwhile
-	}
-	ss.nextPing.Store(time.Now().Add(s.cfg.PingInterval).UnixNano())
-	if user != "" {
-		s.sessions.addUser(user, ss)
-	}
-	if len(pending) > 0 {
-		res.Subs = make(map[string]*protocol.SubscribeResult, len(pending))
-		for _, p := range pending {
-			res.Subs[p.sub.Channel] = p.res
-		}
-	}
-	ss.activate(ctx, &protocol.ServerMessage{ID: id, Connect: res}, pending)
-}
-
-// subscribe runs the subscribe command: the reply goes out through the hub
-// so that it precedes every live publication of the channel.
-func (ss *session) subscribe(ctx context.Context, id uint64, req *protocol.SubscribeRequest) {
-	p, perr := ss.prepare(ctx, req, false)
-	if perr != nil {
-		ss.replyError(id, perr)
-		return
-	}
-	ss.activate(ctx, &protocol.ServerMessage{ID: id, Subscribe: p.res}, []*pendingSub{p})
-}
-
-// activate sends reply, then the held publications of each pending
-// subscription, and announces the new members.
-func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, pending []*pendingSub) {
-	payload, err := ss.codec.AppendServerMessage(nil, reply)
-	if err != nil {
-		ss.s.log.Error("encode reply", "err", err)
-		ss.disconnect(protocol.DisconnectServerError, 0, true)
-		return
-	}
-	frame := transport.MessageFrame(ss.codec.Binary(), payload)
-	if len(pending) == 0 {
-		if ss.conn.Enqueue(frame, nil) == transport.ErrQueueFull {
-			ss.disconnect(protocol.DisconnectSlow, 0, true)
-		}
-		return
-	}
-	for i, p := range pending {
-		first := frame
-		if i > 0 {
-			first = nil
-		}
-		if !ss.s.hub.Activate(&p.sub.Sub, first, p.after) {
-			return
-		}
-	}
-	info := ss.clientInfo()
-	for _, p := range pending {
-		ss.s.join(ctx, ss, p.sub, info)
-	}
-}
-
-// prepare checks a subscription, registers it (held, not yet live) and
-// reads what recovery needs.
-func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, serverSide bool) (*pendingSub, *protocol.Error) {
-	s := ss.s
-	if req == nil || req.Channel == "" {
-		return nil, protocol.NewError(protocol.ErrBadRequest, "channel required")
-	}
-	ch := req.Channel
-	ns, perr := s.resolve(ch)
-	if perr != nil {
-		return nil, perr
-	}
-	if !serverSide {
-		if perr := ss.maySubscribe(ctx, ns, ch, req.Token); perr != nil {
-			return nil, perr
-		}
-	}
-	ss.mu.Lock()
-	if ss.sub(ch) != nil {
-		ss.mu.Unlock()
-		return nil, protocol.NewError(protocol.ErrAlreadySubscribed, "already subscribed")
-	}
-	if len(ss.subs) >= s.cfg.MaxSubscriptions {
-		ss.mu.Unlock()
-		return nil, protocol.NewError(protocol.ErrLimitExceeded, "too many subscriptions")
-	}
-	ss.mu.Unlock()
-
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
-	hs := &sub.Sub
-	if err := s.hubAdd(ctx, hs); err != nil {
-		s.log.Error("broker subscribe", "channel", ch, "err", err)
-		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")
-	}
-	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave}}
-	if ns.history {
-		opts := broker.HistoryOptions{}
-		var since protocol.StreamPosition
-		if req.Recover {
-			since = protocol.StreamPosition{Epoch: req.Epoch, Offset: req.Offset}
-			opts = broker.HistoryOptions{Since: &since, Limit: -1}
-		}
-		start := time.Now()
-		pubs, pos, err := s.broker.History(ctx, ch, opts)
-		s.observe("history", start)
-		if err != nil {
-			s.hubRemove(hs)
-			s.log.Error("broker history", "channel", ch, "err", err)
-			return nil, protocol.NewError(protocol.ErrInternal, "history failed")
-		}
-		p.res.Recoverable = true
-		p.res.Epoch, p.res.Offset = pos.Epoch, pos.Offset
-		p.after = pos.Offset
-		if req.Recover {
-			p.res.WasRecovering = true
-			p.res.Recovered = broker.Recovered(since, pubs, pos)
-			if p.res.Recovered {
-				p.res.Publications = pubs
-			}
-		}
-	}
-	ss.mu.Lock()
-	if ss.state.Load() == stateClosed {
-		ss.mu.Unlock()
-		s.hubRemove(hs)
-		return nil, protocol.NewError(protocol.ErrInternal, "connection closed")
-	}
-	ss.subs = append(ss.subs, sub)
-	ss.mu.Unlock()
-	return p, nil
-}
-
-// drop removes a subscription that was prepared but never announced.
-func (ss *session) drop(ctx context.Context, sub *subscription) {
-	ss.mu.Lock()
-	ss.removeSub(sub.Channel)
-	ss.mu.Unlock()
-	ss.s.hubRemove(&sub.Sub)
-}
-
-func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeRequest) (*protocol.UnsubscribeResult, *protocol.Error) {
-	ss.mu.Lock()
-	sub := ss.removeSub(req.Channel)
-	ss.mu.Unlock()
-	if sub != nil {
-		ss.s.leave(ctx, ss, sub)
-	}
-	return &protocol.UnsubscribeResult{}, nil
 }
 
 func (ss *session) publish(ctx context.Context, req *protocol.PublishRequest) (*protocol.PublishResult, *protocol.Error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -129,6 +128,7 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 	}
 	var origin, host string
 	var headers map[string]string
+	names := s.forwardedHeaders()
 	ip, acquired := "", false
 	u := ws.Upgrader{
 		Protocol: func(p []byte) bool {
@@ -139,27 +139,16 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 			switch {
 			case bytes.EqualFold(k, []byte("Origin")):
 				origin = string(v)
-			case s.cfg.Proxy.ConnectURL != "":
-				for _, name := range proxyForwarded(s.cfg.Proxy.ForwardHeaders) {
-					if bytes.EqualFold(k, []byte(name)) {
-						if headers == nil {
-							headers = make(map[string]string)
-						}
-						headers[name] = string(v)
-					}
-				}
+			case names != nil:
+				forwardHeader(&headers, names, string(k), string(v))
 			}
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-			if !s.originOK(origin, host) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
-			}
-			if s.perIP.max > 0 || s.cfg.Proxy.ConnectURL != "" {
-				ip = hostOf(c.RemoteAddr())
-			}
-			if !s.perIP.acquire(ip) {
-				return nil, ws.RejectConnectionError(ws.RejectionStatus(http.StatusTooManyRequests), ws.RejectionReason("too many connections from this address"))
+			var no *refusal
+			ip, no = s.admit(origin, host, func() string { return hostOf(c.RemoteAddr()) })
+			if no != nil {
+				return nil, ws.RejectConnectionError(ws.RejectionStatus(no.status), ws.RejectionReason(no.reason))
 			}
 			acquired = true
 			return nil, nil
@@ -193,22 +182,4 @@ func (s *Server) forwardRead(c net.Conn, fl *forwardListener, buf []byte, bp *[]
 	headBufs.Put(bp)
 	_ = c.SetReadDeadline(time.Time{})
 	fl.forward(&prefixConn{Conn: c, prefix: prefix})
-}
-
-func proxyForwarded(names []string) []string {
-	if names == nil {
-		return []string{"Cookie", "Authorization"}
-	}
-	return names
-}
-
-func hostOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	h, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return h
 }

@@ -1,8 +1,6 @@
 package herald
 
 import (
-	"net"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -12,14 +10,6 @@ type ipLimiter struct {
 	max int
 	mu  sync.Mutex
 	n   map[string]int
-}
-
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // acquire reserves a connection slot for ip; false if the IP is at its

@@ -2,6 +2,7 @@ package herald
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,4 +66,9 @@ func newMetrics(s *Server) *metrics {
 
 func (m *metrics) disconnect(code uint32) {
 	m.disconnects.WithLabelValues(strconv.FormatUint(uint64(code), 10)).Inc()
+}
+
+// observe records a broker call's latency.
+func (s *Server) observe(op string, start time.Time) {
+	s.metrics.brokerLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }

@@ -1,16 +1,16 @@
 package herald
 
 import (
-	"context"
 	"encoding/json"
-	"time"
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/protocol"
 )
 
-// nodeHandler receives what the broker delivers to this node.
+// nodeHandler receives what the broker delivers to this node: publications
+// and join/leave events for the hub's fan-out, and control messages from
+// other nodes (and this one).
 type nodeHandler struct{ s *Server }
 
 var _ broker.Handler = nodeHandler{}
@@ -49,27 +49,4 @@ func (n nodeHandler) HandleControl(data []byte) {
 			ss.disconnectWith(c.Code, c.Reason, 0, true)
 		}
 	}
-}
-
-// disconnectUser disconnects the user's connections on every node.
-func (s *Server) disconnectUser(ctx context.Context, user string, code uint32, reason string) error {
-	b, _ := json.Marshal(control{Op: "disconnect", User: user, Code: code, Reason: reason})
-	return s.broker.PublishControl(ctx, b)
-}
-
-// observe records a broker call's latency.
-func (s *Server) observe(op string, start time.Time) {
-	s.metrics.brokerLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
-}
-
-// publish is the path of every publication: namespace options, broker.
-func (s *Server) publish(ctx context.Context, ns *namespace, ch string, pub *protocol.Publication, idemKey string) (protocol.StreamPosition, *protocol.Error) {
-	start := time.Now()
-	pos, _, err := s.broker.Publish(ctx, ch, pub, ns.publishOptions(idemKey, s.cfg.IdempotencyWindow))
-	s.observe("publish", start)
-	if err != nil {
-		s.log.Error("publish", "channel", ch, "err", err)
-		return pos, protocol.NewError(protocol.ErrInternal, "publish failed")
-	}
-	return pos, nil
 }

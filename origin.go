@@ -3,7 +3,6 @@ package herald
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 )
@@ -48,13 +47,9 @@ func (p originPattern) match(scheme, host string) bool {
 	return host == p.host
 }
 
-// originAllowed implements the cross-site WebSocket hijacking check.
-func (s *Server) originAllowed(r *http.Request) bool {
-	return s.originOK(r.Header.Get("Origin"), r.Host)
-}
-
 // originOK checks an Origin header value against the allow-list, or
-// against the request's Host when there is no list.
+// against the request's Host when there is no list: the check against
+// cross-site WebSocket hijacking.
 func (s *Server) originOK(origin, reqHost string) bool {
 	if origin == "" {
 		return true // not a browser: nothing to hijack

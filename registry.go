@@ -18,6 +18,13 @@ type registry struct {
 	n   atomic.Int64
 	seq atomic.Uint64
 
+	// emptyCh is closed while no session is registered. Whoever moves
+	// the count to or from zero then brings it in line with the count
+	// under emptyMu, so the last one to do so leaves it right; moves that
+	// do not cross zero take no lock.
+	emptyMu sync.Mutex
+	emptyCh chan struct{}
+
 	usersMu sync.Mutex
 	users   map[string]map[*session]struct{}
 
@@ -31,6 +38,8 @@ func (r *registry) init() {
 	}
 	r.users = make(map[string]map[*session]struct{})
 	r.echoes = make(map[*transport.Conn]struct{})
+	r.emptyCh = make(chan struct{})
+	close(r.emptyCh)
 }
 
 func (r *registry) add(ss *session) {
@@ -39,7 +48,9 @@ func (r *registry) add(ss *session) {
 	sh.mu.Lock()
 	sh.m[ss] = struct{}{}
 	sh.mu.Unlock()
-	r.n.Add(1)
+	if r.n.Add(1) == 1 {
+		r.syncEmpty()
+	}
 }
 
 func (r *registry) remove(ss *session) {
@@ -48,12 +59,42 @@ func (r *registry) remove(ss *session) {
 	_, ok := sh.m[ss]
 	delete(sh.m, ss)
 	sh.mu.Unlock()
-	if ok {
-		r.n.Add(-1)
+	if !ok {
+		return
+	}
+	if r.n.Add(-1) == 0 {
+		r.syncEmpty()
+	}
+}
+
+// syncEmpty closes emptyCh if the count is zero, or opens a new one if it
+// is not and emptyCh is closed.
+func (r *registry) syncEmpty() {
+	r.emptyMu.Lock()
+	defer r.emptyMu.Unlock()
+	closed := false
+	select {
+	case <-r.emptyCh:
+		closed = true
+	default:
+	}
+	switch n := r.n.Load(); {
+	case n == 0 && !closed:
+		close(r.emptyCh)
+	case n > 0 && closed:
+		r.emptyCh = make(chan struct{})
 	}
 }
 
 func (r *registry) count() int { return int(r.n.Load()) }
+
+// empty returns a channel that is closed once no session is registered
+// (at once if none is now). Sessions added later do not reopen it.
+func (r *registry) empty() <-chan struct{} {
+	r.emptyMu.Lock()
+	defer r.emptyMu.Unlock()
+	return r.emptyCh
+}
 
 // each calls f for every session, shard by shard, without holding a lock
 // during f.

@@ -6,11 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -55,7 +53,7 @@ type Server struct {
 	nodeID     string
 	started    time.Time
 	mux        *http.ServeMux
-	pingFrames [2][]byte
+	pingFrames [protocol.NumCodecs][]byte
 
 	sessions    registry
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
@@ -73,12 +71,16 @@ type Server struct {
 	hsMu        sync.Mutex
 	handshaking map[net.Conn]struct{}
 
-	ctx      context.Context // canceled when Shutdown gives up waiting
-	cancel   context.CancelFunc
-	quit     chan struct{}
-	wg       sync.WaitGroup // the server's own goroutines
-	shutOnce sync.Once
-	shutErr  error
+	ctx    context.Context // canceled when Shutdown gives up waiting
+	cancel context.CancelFunc
+	quit   chan struct{}
+	// wg counts the server's own goroutines (goTracked); trackMu and
+	// untracked make goTracked refuse new ones once Shutdown waits on it.
+	wg        sync.WaitGroup
+	trackMu   sync.Mutex
+	untracked bool
+	shutOnce  sync.Once
+	shutErr   error
 }
 
 // New validates cfg, starts the broker and the transport, and returns a
@@ -145,9 +147,9 @@ func New(cfg Config) (*Server, error) {
 			owner.(*session).disconnect(protocol.DisconnectInsufficientState, 0, false)
 		},
 	})
-	for i, c := range []protocol.Codec{protocol.JSON, protocol.Msgpack} {
+	for _, c := range []protocol.Codec{protocol.JSON, protocol.Msgpack} {
 		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
-		s.pingFrames[i] = transport.MessageFrame(c.Binary(), payload)
+		s.pingFrames[protocol.CodecIndex(c)] = transport.MessageFrame(c.Binary(), payload)
 	}
 	if s.engine, err = transport.NewEngineWith(cfg.Engine, transport.EngineOptions{Coalesce: cfg.WriteCoalesce}); err != nil {
 		return nil, err
@@ -182,15 +184,6 @@ func newClientID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// goTracked runs f in a goroutine that Shutdown waits for.
-func (s *Server) goTracked(f func()) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		f()
-	}()
 }
 
 // NodeID returns this node's random identity.
@@ -369,13 +362,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
-	if !s.originAllowed(r) {
-		http.Error(w, "origin not allowed", http.StatusForbidden)
-		return
-	}
-	ip := remoteIP(r)
-	if !s.perIP.acquire(ip) {
-		http.Error(w, "too many connections from this address", http.StatusTooManyRequests)
+	ip, no := s.admit(r.Header.Get("Origin"), r.Host, func() string { return remoteIP(r) })
+	if no != nil {
+		http.Error(w, no.reason, no.status)
 		return
 	}
 	nc, in, sub, err := s.upgrader.Upgrade(w, r)
@@ -384,8 +373,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var headers map[string]string
-	if s.cfg.Proxy.ConnectURL != "" {
-		headers = forwardHeaders(r, s.cfg.Proxy.ForwardHeaders)
+	if names := s.forwardedHeaders(); names != nil {
+		for k, v := range r.Header {
+			if len(v) > 0 {
+				forwardHeader(&headers, names, k, v[0])
+			}
+		}
 	}
 	s.startSession(nc, in, sub, ip, headers)
 }
@@ -395,9 +388,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
-	if s.perIP.max > 0 || s.cfg.Proxy.ConnectURL != "" {
-		ss.ip = ip // kept only when something needs it
-	}
+	ss.ip = ip // "" unless something needs it (see admit)
 	ss.headers = headers
 	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
@@ -407,23 +398,6 @@ func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers ma
 		s.perIP.release(ip)
 		nc.Close()
 	}
-}
-
-// forwardHeaders copies the named handshake headers for the connect proxy.
-func forwardHeaders(r *http.Request, names []string) map[string]string {
-	if names == nil {
-		names = []string{"Cookie", "Authorization"}
-	}
-	var out map[string]string
-	for _, n := range names {
-		if v := r.Header.Get(n); v != "" {
-			if out == nil {
-				out = make(map[string]string, len(names))
-			}
-			out[n] = v
-		}
-	}
-	return out
 }
 
 func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
@@ -451,85 +425,6 @@ func (h echoHandler) OnMessage(c *transport.Conn, msg []byte, binary bool) {
 }
 
 func (h echoHandler) OnClose(c *transport.Conn, _ ws.StatusCode, _ error) { h.s.sessions.removeEcho(c) }
-
-// Shutdown drains the node: /readyz turns false, listeners close, every
-// client gets a disconnect (3000) with a reconnect-after hint spread over
-// the drain window, queues flush, and every goroutine is joined. If ctx
-// ends first, the remaining connections are cut and ctx's error returned.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.shutOnce.Do(func() { s.shutErr = s.shutdown(ctx) })
-	return s.shutErr
-}
-
-func (s *Server) shutdown(ctx context.Context) error {
-	s.ready.Store(false)
-	s.gate.Lock()
-	s.draining = true
-	s.gate.Unlock()
-
-	s.httpMu.Lock()
-	servers := s.httpSrv
-	for _, ln := range s.listeners {
-		ln.Close()
-	}
-	s.httpMu.Unlock()
-	s.hsMu.Lock()
-	for c := range s.handshaking {
-		_ = c.SetReadDeadline(time.Now()) // end slow request heads now
-	}
-	s.hsMu.Unlock()
-	var wg sync.WaitGroup
-	for _, hs := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hs.Shutdown(ctx); err != nil {
-				hs.Close()
-			}
-		}()
-	}
-	s.handlers.Wait()
-
-	window := s.cfg.DrainTimeout
-	for _, ss := range s.sessions.all() {
-		after := time.Duration(mrand.Int64N(int64(window)))
-		ss.disconnect(protocol.DisconnectShutdown, after, false)
-	}
-	s.sessions.closeEchoes()
-
-	// Queues flush and clients answer the close; the close timeout bounds
-	// each connection, the drain window and ctx bound the whole.
-	deadline := time.NewTimer(window)
-	defer deadline.Stop()
-	var err error
-	for s.sessions.count() > 0 {
-		select {
-		case <-ctx.Done():
-			err = ctx.Err()
-		case <-deadline.C:
-		case <-time.After(10 * time.Millisecond):
-			continue
-		}
-		break
-	}
-	for _, ss := range s.sessions.all() {
-		ss.conn.Abort(errors.New("herald: drain ended"))
-	}
-	wg.Wait()
-	s.cancel()
-	close(s.quit)
-	s.wg.Wait()
-	if e := s.engine.Close(); e != nil && err == nil {
-		err = e
-	}
-	bctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if e := s.broker.Close(bctx); e != nil && err == nil {
-		err = e
-	}
-	s.log.Info("herald node stopped", "node", s.nodeID)
-	return err
-}
 
 // Info describes the node.
 type Info struct {

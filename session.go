@@ -8,7 +8,6 @@ import (
 
 	"github.com/gobwas/ws"
 
-	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
 )
@@ -51,41 +50,6 @@ type session struct {
 	user string
 	info protocol.Data
 	subs []*subscription // few per connection: a slice is smaller than a map
-}
-
-// subscription is one of the session's channels: the hub's registration
-// and the namespace it belongs to, in one allocation.
-type subscription struct {
-	hub.Sub
-	ns *namespace
-}
-
-// sub returns the subscription to ch, or nil. ss.mu must be held.
-func (ss *session) sub(ch string) *subscription {
-	for _, s := range ss.subs {
-		if s.Channel == ch {
-			return s
-		}
-	}
-	return nil
-}
-
-// removeSub takes the subscription to ch out of the list and returns it.
-// ss.mu must be held.
-func (ss *session) removeSub(ch string) *subscription {
-	for i, s := range ss.subs {
-		if s.Channel == ch {
-			last := len(ss.subs) - 1
-			ss.subs[i] = ss.subs[last]
-			ss.subs[last] = nil
-			ss.subs = ss.subs[:last]
-			if len(ss.subs) == 0 {
-				ss.subs = nil
-			}
-			return s
-		}
-	}
-	return nil
 }
 
 func newSession(s *Server, codec protocol.Codec) *session {
@@ -143,18 +107,24 @@ func isPong(c protocol.Codec, msg []byte) bool {
 	return string(msg) == string(pongJSON)
 }
 
+// testHookSessionClose, when a test sets it, runs first in OnClose.
+var testHookSessionClose atomic.Pointer[func(node string)]
+
 // OnClose starts the session's cleanup. It runs on a transport goroutine,
 // which must not block on the broker, so cleanup runs on its own.
 func (ss *session) OnClose(_ *transport.Conn, _ ws.StatusCode, _ error) {
+	if f := testHookSessionClose.Load(); f != nil {
+		(*f)(ss.s.nodeID)
+	}
 	prev := ss.state.Swap(stateClosed)
 	if prev == stateClosed {
 		return
 	}
-	ss.s.wg.Add(1)
-	go func() {
-		defer ss.s.wg.Done()
-		ss.cleanup(prev == stateConnected)
-	}()
+	if !ss.s.goTracked(func() { ss.cleanup(prev == stateConnected) }) {
+		// Shutdown waits for every session's cleanup before it stops
+		// tracking goroutines: this cannot happen.
+		ss.s.log.Error("session closed after shutdown; cleanup skipped", "client", ss.id)
+	}
 }
 
 func (ss *session) cleanup(wasConnected bool) {
@@ -167,7 +137,7 @@ func (ss *session) cleanup(wasConnected bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, sub := range subs {
-		ss.s.leave(ctx, ss, sub)
+		ss.release(ctx, sub)
 	}
 	if slot {
 		if err := ss.s.presence.RemovePresence(ctx, userConnsChannel(user), ss.id); err != nil {

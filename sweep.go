@@ -46,7 +46,7 @@ func (s *Server) sweepOnce(now time.Time) {
 			if n >= ss.nextPing.Load() {
 				ss.nextPing.Store(n + ping)
 				ss.pongDue.CompareAndSwap(0, n+pong)
-				if err := ss.conn.Enqueue(s.pingFrames[codecIdx(ss.codec)], nil); err != nil {
+				if err := ss.conn.Enqueue(s.pingFrames[protocol.CodecIndex(ss.codec)], nil); err != nil {
 					ss.disconnect(protocol.DisconnectSlow, 0, true)
 				}
 			}
@@ -99,13 +99,6 @@ func (s *Server) proxyRefresh(ss *session) {
 	default:
 		ss.setExpiry(time.Time{})
 	}
-}
-
-func codecIdx(c protocol.Codec) int {
-	if c.Binary() {
-		return 1
-	}
-	return 0
 }
 
 // refreshPresence re-adds this node's presence entries every PresenceTTL/3

@@ -29,6 +29,18 @@ var (
 	Msgpack Codec = msgpackCodec{}
 )
 
+// NumCodecs is the number of codecs; CodecIndex numbers them from 0.
+const NumCodecs = 2
+
+// CodecIndex returns c's index among the codecs (JSON 0, Msgpack 1), for
+// per-codec tables such as a publication's frames encoded once per codec.
+func CodecIndex(c Codec) int {
+	if c.Binary() {
+		return 1
+	}
+	return 0
+}
+
 // CodecFor returns the codec of a negotiated subprotocol; "" selects JSON.
 func CodecFor(subprotocol string) (Codec, bool) {
 	switch subprotocol {

@@ -5,6 +5,19 @@
 // channel never serialises unrelated ones, and fan-out never waits for a
 // socket.
 //
+// Recovery hand-off. A subscription starts held: Add registers it in
+// recovering state, and from then on Publish keeps the channel's live
+// publications for it (at most MaxRecoveryBuffer; past that the subscriber
+// is closed as slow) instead of queueing them. Meanwhile the caller reads
+// the channel's position P from history (and what a recovering client
+// missed). Activate then queues, under the channel lock, the caller's
+// reply first and the held publications above P after it, in order: those
+// at or below P are in the reply already, and a held offset beyond the
+// next one expected is a gap, reported through OnGap rather than delivered
+// past. From then on Publish queues directly and skips offsets at or below
+// P. Publish and Activate both hold the channel lock, so nothing is queued
+// between the reply and the held publications, and nothing twice.
+//
 // Lock order: shard.mu, then channel.mu, then the connection's queue lock.
 // Callbacks (OnSlow, OnGap) run under channel.mu and must not call back
 // into the hub.
@@ -225,7 +238,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 			}
 			next = p.Offset + 1
 		}
-		var frames [2][]byte
+		var frames [protocol.NumCodecs][]byte
 		if !h.send(sub, p, &frames) {
 			return false
 		}
@@ -258,7 +271,7 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
 			return
 		}
 	}
-	var frames [2][]byte
+	var frames [protocol.NumCodecs][]byte
 	for _, s := range ch.subs {
 		if s.recovering {
 			if len(s.buf) >= h.opts.MaxRecoveryBuffer {
@@ -275,17 +288,10 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
 	}
 }
 
-func codecIndex(c protocol.Codec) int {
-	if c.Binary() {
-		return 1
-	}
-	return 0
-}
-
 // send queues pub on s's connection, encoding it once per codec into
 // frames. It applies s's slow policy when the queue is full and reports
 // whether the publication was queued.
-func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[2][]byte) bool {
+func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[protocol.NumCodecs][]byte) bool {
 	if s.gap.Load() {
 		p := *pub
 		p.Gap = true
@@ -296,7 +302,7 @@ func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[2][]byte) bool {
 		}
 		return h.overflow(s, &p)
 	}
-	ci := codecIndex(s.Codec)
+	ci := protocol.CodecIndex(s.Codec)
 	f := frames[ci]
 	if f == nil {
 		f = pushFrame(s.Codec, pub)
@@ -360,12 +366,12 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	var frames [2][]byte
+	var frames [protocol.NumCodecs][]byte
 	for _, s := range ch.subs {
 		if s.recovering || !want(s) {
 			continue
 		}
-		ci := codecIndex(s.Codec)
+		ci := protocol.CodecIndex(s.Codec)
 		if frames[ci] == nil {
 			payload, err := s.Codec.AppendServerMessage(nil, msg)
 			if err != nil {

@@ -146,17 +146,17 @@ func (p *poller) loop() {
 				continue
 			}
 			p.mu.Lock()
-			ec := p.conns[key]
+			c := p.conns[key]
 			p.mu.Unlock()
-			if ec == nil {
+			if c == nil {
 				continue // closed since the event was queued
 			}
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				p.e.readable(ec)
+				p.e.readable(c)
 			}
 			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				if ec.writable() {
-					p.e.scheduleFlush(ec)
+				if c.writable() {
+					p.e.scheduleFlush(c)
 				}
 			}
 		}
@@ -191,7 +191,6 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	c.nc = nil
 	key := e.nextKey.Add(1)
 	p := e.pollers[key%uint64(len(e.pollers))]
-	ec := c
 	c.eng = e
 	c.pollKey = key
 	c.fd, c.poller = int32(fd), p
@@ -199,7 +198,7 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	// anything since); events until it finishes only mark it to go again.
 	atomic.StoreInt32(&c.rstate, rRunning)
 	p.mu.Lock()
-	p.conns[key] = ec
+	p.conns[key] = c
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET}
 	setKey(&ev, key)
@@ -213,7 +212,7 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	e.workers.Add(1)
 	go func() {
 		defer e.workers.Done()
-		e.read(ec, in)
+		e.read(c, in)
 	}()
 	return nil
 }
@@ -221,29 +220,29 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 // maxParked bounds the reader goroutines kept waiting for work.
 const maxParked = 64
 
-// dispatch runs a read for ec on a parked reader or a new goroutine.
-func (e *epollEngine) dispatch(ec *Conn) {
+// dispatch runs a read for c on a parked reader or a new goroutine.
+func (e *epollEngine) dispatch(c *Conn) {
 	select {
-	case e.tasks <- ec:
+	case e.tasks <- c:
 		return
 	default:
 	}
 	e.workers.Add(1)
-	go e.reader(ec)
+	go e.reader(c)
 }
 
-// reader reads ec, then parks for more work while fewer than maxParked
+// reader reads c, then parks for more work while fewer than maxParked
 // readers are parked.
-func (e *epollEngine) reader(ec *Conn) {
+func (e *epollEngine) reader(c *Conn) {
 	defer e.workers.Done()
 	for {
-		e.read(ec, nil)
+		e.read(c, nil)
 		if e.parked.Add(1) > maxParked {
 			e.parked.Add(-1)
 			return
 		}
 		select {
-		case ec = <-e.tasks:
+		case c = <-e.tasks:
 			e.parked.Add(-1)
 		case <-e.quitReader:
 			e.parked.Add(-1)
@@ -254,12 +253,11 @@ func (e *epollEngine) reader(ec *Conn) {
 
 // readable handles an input event.
 func (e *epollEngine) readable(c *Conn) {
-	ec := c
 	for {
 		switch s := atomic.LoadInt32(&c.rstate); s {
 		case rIdle:
 			if atomic.CompareAndSwapInt32(&c.rstate, rIdle, rRunning) {
-				e.dispatch(ec)
+				e.dispatch(c)
 				return
 			}
 		case rRunning:
@@ -321,7 +319,6 @@ var readBufs16 = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &
 // read reads until the socket has no more input, then goes idle unless more
 // arrived meanwhile.
 func (e *epollEngine) read(c *Conn, in []byte) {
-	ec := c
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
 	}
@@ -330,11 +327,11 @@ func (e *epollEngine) read(c *Conn, in []byte) {
 	buf := *bp
 	for {
 		for {
-			if !ec.acquireFD() {
+			if !c.acquireFD() {
 				return // closed
 			}
-			n, err := unix.Read(int(ec.fd), buf)
-			ec.releaseFD()
+			n, err := unix.Read(int(c.fd), buf)
+			c.releaseFD()
 			if err == unix.EAGAIN {
 				break
 			}
@@ -491,7 +488,9 @@ func (f *flusher) loop() {
 	}
 }
 
-func (f *flusher) writev(fd uintptr) bool {
+// writev writes f.iov to fd in one system call and records the result in
+// f.n and f.err.
+func (f *flusher) writev(fd uintptr) {
 	n := len(f.iov)
 	for i, b := range f.iov {
 		f.iovecs[i].Base = unsafe.SliceData(b)
@@ -504,13 +503,11 @@ func (f *flusher) writev(fd uintptr) bool {
 		f.n, f.err = int(r), nil
 	}
 	clear(f.iovecs[:n])
-	return true
 }
 
 // flush writes c's queue until it is empty or the socket is full. After a
 // few rounds it yields to the other connections and comes back.
 func (f *flusher) flush(c *Conn) {
-	ec := c
 	for round := 0; round < 8; round++ {
 		f.iov = c.takeBatch(f.iov[:0], iovMax)
 		if len(f.iov) == 0 {
@@ -518,12 +515,12 @@ func (f *flusher) flush(c *Conn) {
 			return
 		}
 		f.n, f.err = 0, nil
-		if !ec.acquireFD() {
+		if !c.acquireFD() {
 			clear(f.iov)
 			return // closed
 		}
-		f.writev(uintptr(ec.fd))
-		ec.releaseFD()
+		f.writev(uintptr(c.fd))
+		c.releaseFD()
 		clear(f.iov)
 		blocked := false
 		switch {

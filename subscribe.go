@@ -1,0 +1,338 @@
+package herald
+
+import (
+	"context"
+	"hash/maphash"
+	"time"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/hub"
+	"github.com/heraldhq/herald/internal/transport"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// The subscription lifecycle, top to bottom. Every way into a channel goes
+// through the same three steps: a client's subscribe command, and at
+// connect both the channels the credentials grant (server-side
+// subscriptions) and the client's own channels with their positions.
+//
+//	prepare   resolve the name to its namespace (channels.go resolve);
+//	          authorize (authz.go maySubscribe: subscription token, proxy,
+//	          namespace rules; granted channels skip it); register the
+//	          subscription in the hub, held, and subscribe the node at the
+//	          broker if it is the node's first subscriber (hubAdd); read the
+//	          stream position and, for a recovering client, what it missed
+//	          (readPosition); decide whether it recovered (broker.Recovered).
+//	activate  queue the reply, then the live publications held since
+//	          registration, through the hub (hub.Activate).
+//	join      add the presence entry and publish the join event.
+//
+// And back out, through release: the unsubscribe command, and every
+// subscription of a connection that closed (cleanup). A subscription
+// prepared but never activated (a connect that fails half way) is dropped.
+//
+// Why this order. The subscription is registered in the hub, and the node
+// subscribed at the broker, before the history read. From that moment every
+// live publication the node receives for the channel is held for the new
+// subscription. The read then returns the stream's position P (and, when
+// recovering, the publications since the client's position). activate sends
+// the reply, which carries P and the recovered publications, then the held
+// publications above P; those at or below P are in the reply already (a
+// broker may deliver a publication to the node after a read has seen it),
+// and the hub skips live ones at or below P from then on. A held
+// publication beyond P+1 means the node's stream skipped offsets: the
+// connection is closed with "insufficient state" so that the client
+// recovers from history. So nothing published after the read is missed and
+// nothing is delivered twice. Channels without history have no offsets:
+// everything held since registration is delivered after the reply.
+
+// subscription is one of the session's channels: the hub's registration
+// and the namespace it belongs to, in one allocation.
+type subscription struct {
+	hub.Sub
+	ns *namespace
+}
+
+// pendingSub is a subscription registered in the hub but not yet active,
+// with the reply its subscribe gets.
+type pendingSub struct {
+	sub   *subscription
+	res   *protocol.SubscribeResult
+	after uint64 // the position the reply carries: held publications after it follow
+}
+
+// subscribe runs the subscribe command. The reply goes out through the hub
+// so that it precedes every live publication of the channel.
+func (ss *session) subscribe(ctx context.Context, id uint64, req *protocol.SubscribeRequest) {
+	p, perr := ss.prepare(ctx, req, false)
+	if perr != nil {
+		ss.replyError(id, perr)
+		return
+	}
+	ss.activate(ctx, &protocol.ServerMessage{ID: id, Subscribe: p.res}, []*pendingSub{p})
+}
+
+// prepare checks a subscription, registers it (held, not yet live) and
+// reads what recovery needs. granted says the connection's credentials
+// grant the channel, so no further check applies. On error nothing is left
+// registered.
+func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, granted bool) (*pendingSub, *protocol.Error) {
+	s := ss.s
+	if req == nil || req.Channel == "" {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "channel required")
+	}
+	ch := req.Channel
+	ns, perr := s.resolve(ch)
+	if perr != nil {
+		return nil, perr
+	}
+	if !granted {
+		if perr := ss.maySubscribe(ctx, ns, ch, req.Token); perr != nil {
+			return nil, perr
+		}
+	}
+	if perr := ss.roomFor(ch); perr != nil {
+		return nil, perr
+	}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
+	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
+		s.log.Error("broker subscribe", "channel", ch, "err", err)
+		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")
+	}
+	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave}}
+	if ns.history {
+		if perr := s.readPosition(ctx, req, p); perr != nil {
+			s.hubRemove(&sub.Sub)
+			return nil, perr
+		}
+	}
+	if !ss.addSub(sub) {
+		s.hubRemove(&sub.Sub)
+		return nil, protocol.NewError(protocol.ErrInternal, "connection closed")
+	}
+	return p, nil
+}
+
+// roomFor refuses a second subscription to ch and one past the limit.
+func (ss *session) roomFor(ch string) *protocol.Error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.sub(ch) != nil {
+		return protocol.NewError(protocol.ErrAlreadySubscribed, "already subscribed")
+	}
+	if len(ss.subs) >= ss.s.cfg.MaxSubscriptions {
+		return protocol.NewError(protocol.ErrLimitExceeded, "too many subscriptions")
+	}
+	return nil
+}
+
+// addSub records sub in the session; false once the session is closed
+// (cleanup has taken, or will never see, its list).
+func (ss *session) addSub(sub *subscription) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.state.Load() == stateClosed {
+		return false
+	}
+	ss.subs = append(ss.subs, sub)
+	return true
+}
+
+// readPosition reads the stream position of p's channel and, when req
+// recovers, the publications after the client's position, and records in
+// p's reply whether they are all of them.
+func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeRequest, p *pendingSub) *protocol.Error {
+	opts := broker.HistoryOptions{} // Limit 0: the position only
+	var since protocol.StreamPosition
+	if req.Recover {
+		since = protocol.StreamPosition{Epoch: req.Epoch, Offset: req.Offset}
+		opts = broker.HistoryOptions{Since: &since, Limit: -1}
+	}
+	pubs, pos, perr := s.readHistory(ctx, p.sub.Channel, opts)
+	if perr != nil {
+		return perr
+	}
+	p.res.Recoverable = true
+	p.res.Epoch, p.res.Offset = pos.Epoch, pos.Offset
+	p.after = pos.Offset
+	if req.Recover {
+		p.res.WasRecovering = true
+		p.res.Recovered = broker.Recovered(since, pubs, pos)
+		if p.res.Recovered {
+			p.res.Publications = pubs
+		}
+	}
+	return nil
+}
+
+// activate sends reply, then the held publications of each pending
+// subscription, and announces the new members. The reply rides on the
+// first subscription's activation, under its channel's lock, so no live
+// publication of that channel can overtake it.
+func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, pending []*pendingSub) {
+	payload, err := ss.codec.AppendServerMessage(nil, reply)
+	if err != nil {
+		ss.s.log.Error("encode reply", "err", err)
+		ss.disconnect(protocol.DisconnectServerError, 0, true)
+		return
+	}
+	frame := transport.MessageFrame(ss.codec.Binary(), payload)
+	if len(pending) == 0 {
+		if ss.conn.Enqueue(frame, nil) == transport.ErrQueueFull {
+			ss.disconnect(protocol.DisconnectSlow, 0, true)
+		}
+		return
+	}
+	for i, p := range pending {
+		first := frame
+		if i > 0 {
+			first = nil
+		}
+		if !ss.s.hub.Activate(&p.sub.Sub, first, p.after) {
+			return // closed meanwhile, or closing as slow or behind
+		}
+	}
+	info := ss.clientInfo()
+	for _, p := range pending {
+		ss.join(ctx, p.sub, info)
+	}
+}
+
+// join adds the presence entry and publishes the join event of an active
+// subscription. If the connection closed meanwhile, its cleanup may have
+// removed the entry before it was added: join then removes it itself, so
+// no member outlives its connection.
+func (ss *session) join(ctx context.Context, sub *subscription, info *protocol.ClientInfo) {
+	s := ss.s
+	if sub.ns.Presence {
+		if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, info, s.presenceTTL); err != nil {
+			s.log.Warn("presence add", "channel", sub.Channel, "err", err)
+		}
+	}
+	if ss.state.Load() == stateClosed {
+		// Cleanup may have released the subscription before the entry
+		// was added: take it out again, and announce nothing.
+		if sub.ns.Presence {
+			if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
+				s.log.Warn("presence remove", "channel", sub.Channel, "err", err)
+			}
+		}
+		return
+	}
+	if sub.ns.JoinLeave {
+		if err := s.broker.PublishJoin(ctx, sub.Channel, info); err != nil {
+			s.log.Warn("publish join", "channel", sub.Channel, "err", err)
+		}
+	}
+}
+
+// unsubscribe runs the unsubscribe command.
+func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeRequest) (*protocol.UnsubscribeResult, *protocol.Error) {
+	ss.mu.Lock()
+	sub := ss.removeSub(req.Channel)
+	ss.mu.Unlock()
+	if sub != nil {
+		ss.release(ctx, sub)
+	}
+	return &protocol.UnsubscribeResult{}, nil
+}
+
+// release ends an active subscription already taken out of the session's
+// list: the hub forgets it (and the node unsubscribes at the broker if it
+// was the last), its presence entry goes, and the leave event is published.
+func (ss *session) release(ctx context.Context, sub *subscription) {
+	s := ss.s
+	s.hubRemove(&sub.Sub)
+	if sub.ns.Presence {
+		if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
+			s.log.Warn("presence remove", "channel", sub.Channel, "err", err)
+		}
+	}
+	if sub.ns.JoinLeave {
+		if err := s.broker.PublishLeave(ctx, sub.Channel, ss.clientInfo()); err != nil {
+			s.log.Warn("publish leave", "channel", sub.Channel, "err", err)
+		}
+	}
+}
+
+// drop removes subscriptions that were prepared but never activated: no
+// member was announced, so only the session's list and the hub know them.
+func (ss *session) drop(pending []*pendingSub) {
+	for _, p := range pending {
+		ss.mu.Lock()
+		ss.removeSub(p.sub.Channel)
+		ss.mu.Unlock()
+		ss.s.hubRemove(&p.sub.Sub)
+	}
+}
+
+// sub returns the subscription to ch, or nil. ss.mu must be held.
+func (ss *session) sub(ch string) *subscription {
+	for _, s := range ss.subs {
+		if s.Channel == ch {
+			return s
+		}
+	}
+	return nil
+}
+
+// removeSub takes the subscription to ch out of the list and returns it.
+// ss.mu must be held.
+func (ss *session) removeSub(ch string) *subscription {
+	for i, s := range ss.subs {
+		if s.Channel == ch {
+			last := len(ss.subs) - 1
+			ss.subs[i] = ss.subs[last]
+			ss.subs[last] = nil
+			ss.subs = ss.subs[:last]
+			if len(ss.subs) == 0 {
+				ss.subs = nil
+			}
+			return s
+		}
+	}
+	return nil
+}
+
+// hubAdd registers a subscription and, for the node's first subscriber of
+// the channel, subscribes the node at the broker, before any history read
+// (see "Why this order" above). Broker subscribes and unsubscribes of one
+// channel are serialised, so the node's broker interest always matches
+// whether the hub has subscribers.
+func (s *Server) hubAdd(ctx context.Context, hs *hub.Sub) error {
+	defer s.subLock(hs.Channel)()
+	if !s.hub.Add(hs) {
+		return nil
+	}
+	start := time.Now()
+	err := s.broker.Subscribe(ctx, hs.Channel)
+	s.observe("subscribe", start)
+	if err != nil {
+		s.hub.Remove(hs)
+	}
+	return err
+}
+
+// hubRemove unregisters a subscription and, for the node's last subscriber
+// of the channel, unsubscribes the node at the broker.
+func (s *Server) hubRemove(hs *hub.Sub) {
+	defer s.subLock(hs.Channel)()
+	if !s.hub.Remove(hs) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := s.broker.Unsubscribe(ctx, hs.Channel); err != nil {
+		s.log.Warn("broker unsubscribe", "channel", hs.Channel, "err", err)
+	}
+	s.observe("unsubscribe", start)
+}
+
+func (s *Server) subLock(ch string) func() {
+	l := &s.subLocks[maphash.String(subLockSeed, ch)%uint64(len(s.subLocks))]
+	l.Lock()
+	return l.Unlock
+}
+
+var subLockSeed = maphash.MakeSeed()
