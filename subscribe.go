@@ -11,10 +11,11 @@ import (
 	"github.com/heraldhq/herald/protocol"
 )
 
-// The subscription lifecycle, top to bottom. Every way into a channel goes
-// through the same three steps: a client's subscribe command, and at
-// connect both the channels the credentials grant (server-side
-// subscriptions) and the client's own channels with their positions.
+// The subscription lifecycle, top to bottom (docs/architecture.md draws
+// the same steps as a table). Every way into a channel goes through the
+// same three steps: a client's subscribe command, and at connect both the
+// channels the credentials grant (server-side subscriptions) and the
+// client's own channels with their positions.
 //
 //	prepare   resolve the name to its namespace (channels.go resolve);
 //	          authorize (authz.go maySubscribe: subscription token, proxy,
