@@ -7,9 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/protocol"
 )
@@ -39,12 +39,13 @@ type apiChannel struct {
 
 type apiDisconnect struct {
 	User   string `json:"user"`
+	Client string `json:"client"`
 	Code   uint32 `json:"code"`
 	Reason string `json:"reason"`
 }
 
-type apiChannels struct {
-	Pattern string `json:"pattern"`
+type apiStats struct {
+	Since int64 `json:"since"` // unix milliseconds; 0: all kept
 }
 
 type apiResult struct {
@@ -131,9 +132,9 @@ var apiMethods = map[string]apiMethod{
 	"history":        apiCall(func(r *protocol.HistoryRequest) string { return r.Channel }, (*Server).apiHistory),
 	"disconnect":     apiCall(nil, (*Server).apiDisconnect),
 	"channels":       apiCall(nil, (*Server).apiChannels),
-	"info": {handle: func(s *Server, _ context.Context, _ any, _ *namespace) (any, *protocol.Error) {
-		return map[string]any{"nodes": []Info{s.Info()}}, nil
-	}},
+	"connections":    apiCall(nil, (*Server).apiConnections),
+	"stats":          apiCall(nil, (*Server).apiStats),
+	"info":           {handle: (*Server).apiInfo},
 }
 
 func channelOf(r *apiChannel) string { return r.Channel }
@@ -232,8 +233,8 @@ func (s *Server) apiHistory(ctx context.Context, req *protocol.HistoryRequest, n
 }
 
 func (s *Server) apiDisconnect(ctx context.Context, req *apiDisconnect, _ *namespace) (any, *protocol.Error) {
-	if req.User == "" {
-		return nil, protocol.NewError(protocol.ErrBadRequest, "user required")
+	if (req.User == "") == (req.Client == "") {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "user or client required (one of them)")
 	}
 	code := req.Code
 	if code == 0 {
@@ -242,25 +243,54 @@ func (s *Server) apiDisconnect(ctx context.Context, req *apiDisconnect, _ *names
 	if code < 3000 || code > 4999 {
 		return nil, protocol.NewError(protocol.ErrBadRequest, "code must be within 3000-4999")
 	}
-	if err := s.disconnectUser(ctx, req.User, code, req.Reason); err != nil {
+	if err := s.disconnect(ctx, req.User, req.Client, code, req.Reason); err != nil {
 		return nil, protocol.NewError(protocol.ErrInternal, "disconnect failed")
 	}
 	return struct{}{}, nil
 }
 
-func (s *Server) apiChannels(_ context.Context, req *apiChannels, _ *namespace) (any, *protocol.Error) {
-	if _, err := path.Match(req.Pattern, ""); err != nil {
+// apiChannels answers {"channels": {NAME: {"num_clients": N}}, "cursor":
+// NEXT}: a page of the cluster's channels in name order.
+func (s *Server) apiChannels(ctx context.Context, req *ChannelsQuery, _ *namespace) (any, *protocol.Error) {
+	if err := req.normalize(); err != nil {
 		return nil, protocol.NewError(protocol.ErrBadRequest, "bad pattern: "+err.Error())
 	}
-	var match func(string) bool
-	if req.Pattern != "" {
-		match = func(ch string) bool { ok, _ := path.Match(req.Pattern, ch); return ok }
+	page, err := s.Channels(ctx, *req)
+	if err != nil {
+		s.log.Error("channels", "err", err)
+		return nil, protocol.NewError(protocol.ErrInternal, "channels failed")
 	}
-	chans := map[string]map[string]int{}
-	for _, c := range s.hub.Channels(match) {
-		chans[c.Name] = map[string]int{"num_clients": c.Subscribers}
+	chans := make(map[string]map[string]int, len(page.Channels))
+	for _, c := range page.Channels {
+		chans[c.Channel] = map[string]int{"num_clients": c.Subscribers}
 	}
-	return map[string]any{"channels": chans}, nil
+	return map[string]any{"channels": chans, "cursor": page.Cursor, "unreachable_nodes": page.Unreachable}, nil
+}
+
+func (s *Server) apiConnections(ctx context.Context, req *ConnectionsQuery, _ *namespace) (any, *protocol.Error) {
+	page, err := s.Connections(ctx, *req)
+	if err != nil {
+		s.log.Error("connections", "err", err)
+		return nil, protocol.NewError(protocol.ErrInternal, "connections failed")
+	}
+	return page, nil
+}
+
+func (s *Server) apiInfo(ctx context.Context, _ any, _ *namespace) (any, *protocol.Error) {
+	nodes, err := s.ClusterInfo(ctx)
+	if err != nil {
+		s.log.Error("info", "err", err)
+		return nil, protocol.NewError(protocol.ErrInternal, "info failed")
+	}
+	return map[string]any{"nodes": nodes}, nil
+}
+
+func (s *Server) apiStats(_ context.Context, req *apiStats, _ *namespace) (any, *protocol.Error) {
+	var since time.Time
+	if req.Since > 0 {
+		since = time.UnixMilli(req.Since)
+	}
+	return map[string]any{"nodes": s.ClusterStats(since)}, nil
 }
 
 func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMessage, b64 string, key string, tags map[string]string) (*apiResult, *protocol.Error) {

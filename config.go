@@ -99,6 +99,10 @@ type Config struct {
 	// node refreshes its clients' entries every PresenceTTL/3, so entries
 	// of a dead node vanish within PresenceTTL. Default 15s.
 	PresenceTTL time.Duration `yaml:"presence_ttl" json:"presence_ttl"`
+	// QueryTimeout is how long a cluster-wide query (info, channels,
+	// connections) waits for the other nodes' answers; a node that does
+	// not answer in time is listed as unreachable. Default 2s.
+	QueryTimeout time.Duration `yaml:"query_timeout" json:"query_timeout"`
 	// DrainTimeout is the drain window: on Shutdown every client is told to
 	// reconnect after a random delay within it, and the server waits for
 	// queues to flush at most this long. Default 10s.
@@ -205,6 +209,7 @@ func (c *Config) setDefaults() {
 	def(&c.IdempotencyWindow, 2*time.Minute)
 	def(&c.PresenceTTL, 15*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
+	def(&c.QueryTimeout, 2*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.TokenExpiryGrace, 10*time.Second)
 	def(&c.TokenRefreshNotice, 30*time.Second)
@@ -235,6 +240,9 @@ func (c Config) Validate() error {
 	}
 	if c.CommandBurst < 0 || c.MaxConnectionsPerIP < 0 || c.MaxConnectionsPerUser < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	}
+	if c.QueryTimeout < 0 || c.DrainTimeout < 0 {
+		return fmt.Errorf("%w: query_timeout and drain_timeout must not be negative", ErrConfig)
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := compileOrigin(o); err != nil {

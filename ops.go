@@ -23,6 +23,7 @@ func (s *Server) publish(ctx context.Context, ns *namespace, ch string, pub *pro
 		s.log.Error("publish", "channel", ch, "err", err)
 		return pos, protocol.NewError(protocol.ErrInternal, "publish failed")
 	}
+	s.published.Add(1)
 	return pos, nil
 }
 
@@ -77,9 +78,10 @@ func (s *Server) presenceStatsOf(ctx context.Context, ns *namespace, ch string) 
 	return &protocol.PresenceStatsResult{NumClients: uint32(st.NumClients), NumUsers: uint32(st.NumUsers)}, nil
 }
 
-// disconnectUser disconnects the user's connections on every node: a
-// control message that each node, this one included, handles in node.go.
-func (s *Server) disconnectUser(ctx context.Context, user string, code uint32, reason string) error {
-	b, _ := json.Marshal(control{Op: "disconnect", User: user, Code: code, Reason: reason})
+// disconnect closes the connections of user, or the connection client,
+// on whichever node they are: a control message that each node, this one
+// included, handles in node.go.
+func (s *Server) disconnect(ctx context.Context, user, client string, code uint32, reason string) error {
+	b, _ := json.Marshal(control{Op: "disconnect", User: user, Client: client, Code: code, Reason: reason})
 	return s.broker.PublishControl(ctx, b)
 }

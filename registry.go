@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -9,14 +10,11 @@ import (
 
 const registryShards = 64
 
-// registry tracks the node's sessions, by connection and by user.
+// registry tracks the node's sessions, by client id and by user.
 type registry struct {
-	shards [registryShards]struct {
-		mu sync.Mutex
-		m  map[*session]struct{}
-	}
-	n   atomic.Int64
-	seq atomic.Uint64
+	shards [registryShards]registryShard
+	seed   maphash.Seed
+	n      atomic.Int64
 
 	// emptyCh is closed while no session is registered. Whoever moves
 	// the count to or from zero then brings it in line with the count
@@ -33,8 +31,9 @@ type registry struct {
 }
 
 func (r *registry) init() {
+	r.seed = maphash.MakeSeed()
 	for i := range r.shards {
-		r.shards[i].m = make(map[*session]struct{})
+		r.shards[i].m = make(map[string]*session)
 	}
 	r.users = make(map[string]map[*session]struct{})
 	r.echoes = make(map[*transport.Conn]struct{})
@@ -42,11 +41,19 @@ func (r *registry) init() {
 	close(r.emptyCh)
 }
 
+type registryShard struct {
+	mu sync.Mutex
+	m  map[string]*session // by client id
+}
+
+func (r *registry) shard(id string) *registryShard {
+	return &r.shards[maphash.String(r.seed, id)%registryShards]
+}
+
 func (r *registry) add(ss *session) {
-	ss.seq = r.seq.Add(1)
-	sh := &r.shards[ss.seq%registryShards]
+	sh := r.shard(ss.id)
 	sh.mu.Lock()
-	sh.m[ss] = struct{}{}
+	sh.m[ss.id] = ss
 	sh.mu.Unlock()
 	if r.n.Add(1) == 1 {
 		r.syncEmpty()
@@ -54,10 +61,12 @@ func (r *registry) add(ss *session) {
 }
 
 func (r *registry) remove(ss *session) {
-	sh := &r.shards[ss.seq%registryShards]
+	sh := r.shard(ss.id)
 	sh.mu.Lock()
-	_, ok := sh.m[ss]
-	delete(sh.m, ss)
+	ok := sh.m[ss.id] == ss
+	if ok {
+		delete(sh.m, ss.id)
+	}
 	sh.mu.Unlock()
 	if !ok {
 		return
@@ -104,7 +113,7 @@ func (r *registry) each(f func(*session)) {
 		sh := &r.shards[i]
 		batch = batch[:0]
 		sh.mu.Lock()
-		for ss := range sh.m {
+		for _, ss := range sh.m {
 			batch = append(batch, ss)
 		}
 		sh.mu.Unlock()
@@ -112,6 +121,14 @@ func (r *registry) each(f func(*session)) {
 			f(ss)
 		}
 	}
+}
+
+// byID returns the session with client id, or nil.
+func (r *registry) byID(id string) *session {
+	sh := r.shard(id)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.m[id]
 }
 
 func (r *registry) all() []*session {

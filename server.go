@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +55,9 @@ type Server struct {
 	pingFrames [protocol.NumCodecs][]byte
 
 	sessions    registry
+	nodes       nodeTable     // the cluster as this node knows it (nodes.go)
+	published   atomic.Uint64 // publications accepted by this node
+	fanout      fanoutHist
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
 
@@ -139,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		s.presenceTTL = cfg.PresenceTTL
 	}
 	s.sessions.init()
+	s.nodes.init()
 	s.hub = hub.New(hub.Options{
 		OnSlow: func(owner any) {
 			owner.(*session).disconnect(protocol.DisconnectSlow, 0, true)
@@ -165,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
+	s.goTracked(s.sampleLoop)
 	if s.presenceTTL > 0 {
 		s.goTracked(s.refreshPresence)
 	}
@@ -425,26 +429,3 @@ func (h echoHandler) OnMessage(c *transport.Conn, msg []byte, binary bool) {
 }
 
 func (h echoHandler) OnClose(c *transport.Conn, _ ws.StatusCode, _ error) { h.s.sessions.removeEcho(c) }
-
-// Info describes the node.
-type Info struct {
-	Node          string  `json:"node"`
-	Version       string  `json:"version"`
-	Engine        string  `json:"engine"`
-	Uptime        float64 `json:"uptime_seconds"`
-	PID           int     `json:"pid"`
-	Connections   int     `json:"num_clients"`
-	Users         int     `json:"num_users"`
-	Channels      int     `json:"num_channels"`
-	Subscriptions int     `json:"num_subscriptions"`
-}
-
-// Info returns a snapshot of the node's counters.
-func (s *Server) Info() Info {
-	return Info{
-		Node: s.nodeID, Version: Version, Engine: s.engine.Name(),
-		Uptime: time.Since(s.started).Seconds(), PID: os.Getpid(),
-		Connections: s.sessions.count(), Users: s.sessions.numUsers(),
-		Channels: s.hub.NumChannels(), Subscriptions: s.hub.NumSubscriptions(),
-	}
-}

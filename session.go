@@ -28,7 +28,6 @@ type session struct {
 	conn    *transport.Conn
 	codec   protocol.Codec
 	id      string
-	seq     uint64
 	created int64
 
 	ip      string

@@ -29,7 +29,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 //  3. cut the rest, and wait until every session's cleanup has run (each
 //     is bounded by its broker calls' timeouts): no session is left to
 //     call back into the server;
-//  4. stop the server's own goroutines (the sweeper, presence refresh,
+//  4. say goodbye to the other nodes, stop the server's own goroutines (the sweeper, presence refresh,
 //     proxy refreshes) and wait for them; goTracked refuses new ones from
 //     here on;
 //  5. close the transport engine (its readers and writers end), then the
@@ -88,6 +88,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// was cut reports its close from there, soon: wait for every cleanup.
 	<-s.sessions.empty()
 	wg.Wait()
+	s.broadcast(&control{Op: "bye", From: s.nodeID}) // the other nodes forget it now
 
 	s.cancel()
 	close(s.quit)

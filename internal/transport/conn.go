@@ -227,6 +227,24 @@ func (c *Conn) shutdown(err error) {
 	c.h.OnClose(c, code, err)
 }
 
+// RemoteAddr returns the peer's address as host:port ("" once closed or
+// when unknown). Connections on the epoll engine keep no address: it is
+// asked of the kernel on each call.
+func (c *Conn) RemoteAddr() string {
+	c.mu.Lock()
+	nc, closed, fd := c.nc, c.closed, c.poller != nil
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return ""
+	case nc != nil:
+		return nc.RemoteAddr().String()
+	case fd:
+		return c.peerAddr()
+	}
+	return ""
+}
+
 // Closed reports whether the socket is closed.
 func (c *Conn) Closed() bool {
 	c.mu.Lock()

@@ -5,6 +5,7 @@ package transport
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -188,12 +189,14 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 	// The duplicate shares the open file description, which Go made
 	// non-blocking; closing the original leaves the socket open.
 	_ = c.nc.Close()
-	c.nc = nil
 	key := e.nextKey.Add(1)
 	p := e.pollers[key%uint64(len(e.pollers))]
+	c.mu.Lock() // for RemoteAddr, which may run from now on
+	c.nc = nil
 	c.eng = e
 	c.pollKey = key
 	c.fd, c.poller = int32(fd), p
+	c.mu.Unlock()
 	// The first reader runs now (for bytes that came with the handshake and
 	// anything since); events until it finishes only mark it to go again.
 	atomic.StoreInt32(&c.rstate, rRunning)
@@ -311,6 +314,26 @@ func (c *Conn) closeFD() {
 			return
 		}
 	}
+}
+
+// peerAddr asks the kernel for the socket's peer address, so that a
+// connection needs to keep none.
+func (c *Conn) peerAddr() string {
+	if !c.acquireFD() {
+		return ""
+	}
+	sa, err := unix.Getpeername(int(c.fd))
+	c.releaseFD()
+	if err != nil {
+		return ""
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port)).String()
+	}
+	return ""
 }
 
 // readBufs16 are the buffers reads borrow.
