@@ -116,17 +116,14 @@ func Main(args []string) error {
 		return show(args[1], os.Stdout)
 	}
 	if len(args) > 0 && (args[0] == "--compare" || args[0] == "-compare") {
-		return compareMain(args[1:], os.Stdout, os.Stderr)
+		return seriesMain(args[1:], os.Stdout, os.Stderr, parseCompareFlags, runCompare)
 	}
 	if len(args) > 0 && (args[0] == "--cluster" || args[0] == "-cluster") {
-		return clusterMain(args[1:], os.Stdout, os.Stderr)
+		return seriesMain(args[1:], os.Stdout, os.Stderr, parseClusterFlags, runCluster)
 	}
 	o, err := parseFlags(args, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
 	if err != nil {
-		return err
+		return flagError(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 )
 
 // centrifugoTarget speaks Centrifugo's JSON client protocol (protocol v2,
@@ -30,8 +27,9 @@ import (
 //
 // Several messages may share one WebSocket frame, separated by newlines.
 // A server-initiated disconnect is a close frame with the code (protocol
-// v2), or a {"push":{"disconnect":{"code":…}}} push.
-type centrifugoTarget struct{}
+// v2), or a {"push":{"disconnect":{"code":…}}} push. The client commands
+// are jsonCommands'.
+type centrifugoTarget struct{ jsonCommands }
 
 var _ target = centrifugoTarget{}
 
@@ -42,33 +40,6 @@ const centrifugoSubprotocol = "centrifuge-json"
 func (centrifugoTarget) Name() string        { return "centrifugo" }
 func (centrifugoTarget) Subprotocol() string { return centrifugoSubprotocol }
 func (centrifugoTarget) Binary() bool        { return false }
-
-// Channel names are restricted to characters that need no JSON escaping
-// (checked when the flags are parsed), so they are appended verbatim.
-
-func (centrifugoTarget) AppendConnect(dst []byte, id uint64) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	return append(dst, `,"connect":{"name":"herald-bench"}}`...)
-}
-
-func (centrifugoTarget) AppendSubscribe(dst []byte, id uint64, channel string) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	dst = append(dst, `,"subscribe":{"channel":"`...)
-	dst = append(dst, channel...)
-	return append(dst, `"}}`...)
-}
-
-func (centrifugoTarget) AppendPublish(dst []byte, id uint64, channel string, data []byte) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	dst = append(dst, `,"publish":{"channel":"`...)
-	dst = append(dst, channel...)
-	dst = append(dst, `","data":`...)
-	dst = append(dst, data...)
-	return append(dst, `}}`...)
-}
 
 // AppendPong answers a ping: an empty command.
 func (centrifugoTarget) AppendPong(dst []byte) []byte { return append(dst, `{}`...) }
@@ -83,28 +54,15 @@ func (centrifugoTarget) Next(frame []byte, ev *event) []byte {
 	if i := bytes.IndexByte(frame, '\n'); i >= 0 {
 		msg, rest = frame[:i], frame[i+1:]
 	}
-	var j jsonScan
-	j.b = msg
-	if !j.open('{') {
-		return rest
-	}
-	if j.close('}') {
-		ev.kind = evPing // {}
-		return rest
-	}
-	for first := true; ; first = false {
-		if !first && !j.comma() {
-			return rest
-		}
-		key, ok := j.key()
-		if !ok {
-			return rest
-		}
+	j := jsonScan{b: msg}
+	keys := 0
+	ok := j.object(func(key []byte) bool {
+		keys++
 		switch string(key) { // no allocation: the compiler compares in place
 		case "id":
 			id, ok := j.uint()
 			if !ok {
-				return rest
+				return false
 			}
 			ev.id = id
 			if ev.kind == evOther {
@@ -114,7 +72,7 @@ func (centrifugoTarget) Next(frame []byte, ev *event) []byte {
 			ev.failed = true
 			start := j.i
 			if !j.skip() {
-				return rest
+				return false
 			}
 			ev.data = j.b[start:j.i]
 			if ev.kind == evOther {
@@ -130,72 +88,36 @@ func (centrifugoTarget) Next(frame []byte, ev *event) []byte {
 					*ev = event{}
 				}
 			}
-			return rest
+			return false // nothing after the push counts
 		default:
-			if !j.skip() {
-				return rest
-			}
+			return j.skip()
 		}
-		if j.close('}') {
-			return rest
-		}
+		return true
+	})
+	if ok && keys == 0 {
+		ev.kind = evPing // {}
 	}
+	return rest
 }
 
 // push decodes a push object: a publication, a disconnect, or something
 // the bench ignores.
 func (j *jsonScan) push(ev *event) bool {
-	if !j.open('{') {
-		return false
-	}
-	if j.close('}') {
-		return true
-	}
-	for first := true; ; first = false {
-		if !first && !j.comma() {
-			return false
-		}
-		key, ok := j.key()
-		if !ok {
-			return false
-		}
+	return j.object(func(key []byte) bool {
 		switch string(key) {
 		case "pub":
-			if !j.publication(ev) {
-				return false
-			}
+			return j.publication(ev)
 		case "disconnect":
-			if !j.disconnect(ev) {
-				return false
-			}
-		default:
-			if !j.skip() {
-				return false
-			}
+			return j.disconnect(ev)
 		}
-		if j.close('}') {
-			return true
-		}
-	}
+		return j.skip()
+	})
 }
 
 // publication decodes a Publication object: data and offset.
 func (j *jsonScan) publication(ev *event) bool {
 	ev.kind = evPub
-	if !j.open('{') {
-		return false
-	}
-	if j.close('}') {
-		return true
-	}
-	for first := true; ; first = false {
-		if !first && !j.comma() {
-			return false
-		}
-		key, ok := j.key()
-		if !ok {
-			return false
-		}
+	return j.object(func(key []byte) bool {
 		switch string(key) {
 		case "data":
 			start := j.i
@@ -203,50 +125,29 @@ func (j *jsonScan) publication(ev *event) bool {
 				return false
 			}
 			ev.data = j.b[start:j.i]
-		case "offset":
-			if ev.offset, ok = j.uint(); !ok {
-				return false
-			}
-		default:
-			if !j.skip() {
-				return false
-			}
-		}
-		if j.close('}') {
 			return true
+		case "offset":
+			var ok bool
+			ev.offset, ok = j.uint()
+			return ok
 		}
-	}
+		return j.skip()
+	})
 }
 
 func (j *jsonScan) disconnect(ev *event) bool {
 	ev.kind = evDisconnect
-	if !j.open('{') {
-		return false
-	}
-	if j.close('}') {
-		return true
-	}
-	for first := true; ; first = false {
-		if !first && !j.comma() {
-			return false
+	return j.object(func(key []byte) bool {
+		if string(key) != "code" {
+			return j.skip()
 		}
-		key, ok := j.key()
+		code, ok := j.uint()
 		if !ok {
 			return false
 		}
-		if string(key) == "code" {
-			code, ok := j.uint()
-			if !ok {
-				return false
-			}
-			ev.code = uint32(min(code, 1<<32-1))
-		} else if !j.skip() {
-			return false
-		}
-		if j.close('}') {
-			return true
-		}
-	}
+		ev.code = uint32(min(code, 1<<32-1))
+		return true
+	})
 }
 
 // jsonScan walks a JSON text without building values.
@@ -278,6 +179,31 @@ func (j *jsonScan) open(c byte) bool {
 
 func (j *jsonScan) close(c byte) bool { return j.open(c) }
 func (j *jsonScan) comma() bool       { return j.open(',') }
+
+// object walks an object: for each key it calls value, which must consume
+// the key's value and return whether to go on. object returns whether the
+// walk reached the closing brace; it stops early, returning false, on a
+// syntax error or when value returns false.
+func (j *jsonScan) object(value func(key []byte) bool) bool {
+	if !j.open('{') {
+		return false
+	}
+	if j.close('}') {
+		return true
+	}
+	for first := true; ; first = false {
+		if !first && !j.comma() {
+			return false
+		}
+		key, ok := j.key()
+		if !ok || !value(key) {
+			return false
+		}
+		if j.close('}') {
+			return true
+		}
+	}
+}
 
 // key reads an object key and its colon. Keys with escapes are returned
 // raw (the ones the bench looks for have none).
@@ -367,28 +293,7 @@ func (j *jsonScan) skip() bool {
 
 // Publish calls /api/publish for one channel and /api/broadcast for more.
 func (centrifugoTarget) Publish(ctx context.Context, api *apiClient, channels []string, data []byte) error {
-	body := make([]byte, 0, 64+len(data)+len(channels)*24)
-	method := "publish"
-	if len(channels) == 1 {
-		body = append(body, `{"channel":"`...)
-		body = append(body, channels[0]...)
-		body = append(body, '"')
-	} else {
-		method = "broadcast"
-		body = append(body, `{"channels":[`...)
-		for i, ch := range channels {
-			if i > 0 {
-				body = append(body, ',')
-			}
-			body = append(body, '"')
-			body = append(body, ch...)
-			body = append(body, '"')
-		}
-		body = append(body, ']')
-	}
-	body = append(body, `,"data":`...)
-	body = append(body, data...)
-	body = append(body, '}')
+	method, body := publishRequest(channels, data)
 	resp, err := centrifugoAPI(ctx, api, method, body)
 	if err != nil {
 		return err
@@ -473,23 +378,5 @@ func centrifugoAPI(ctx context.Context, api *apiClient, method string, body []by
 	if api.key == "" {
 		return nil, errNoAPIKey
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.base+"/api/"+method, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("X-API-Key", api.key)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := api.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("api %s: %s: %s", method, res.Status, bytes.TrimSpace(out))
-	}
-	return out, nil
+	return api.post(ctx, method, body, "X-API-Key", api.key)
 }

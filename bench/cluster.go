@@ -1,11 +1,9 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,12 +11,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -69,146 +65,71 @@ var clusterSetupNames = []string{"memory", "nats", "redis"}
 
 // clusterOptions are the flags of --cluster.
 type clusterOptions struct {
-	Out          string
-	HeraldBin    string
-	HeraldConfig string
-	Setups       string
-	Nodes        int
-	Port         int
-	NATS         string
-	Redis        string
-	NATSPID      int
-	RedisPID     int
-	Key          string
-	Runs         string
-	Repeat       int
-	MaxOther     float64
-	Retries      int
-	RetryWait    time.Duration
-	Pause        time.Duration
-	Scale        float64
-	Meta         []string
-	Quiet        bool
-	JSON         bool
-	ReadyTimeout time.Duration
+	seriesOptions
+	Setups   string
+	Nodes    int
+	Port     int
+	NATS     string
+	Redis    string
+	NATSPID  int
+	RedisPID int
 
-	args     []string
-	setups   []string
-	runs     []compareRun
-	benchBin string
+	setups []string
 	// cleanup deletes what a run left in the broker under its prefix
 	// (tests replace it).
 	cleanup func(ctx context.Context, kind, brokerURL, prefix string) error
 }
 
+var clusterFlags = seriesFlags{
+	name: "bench --cluster", usage: clusterUsage, runs: clusterRuns, report: "cluster.json",
+	maxOther: 0.3, retryWait: 20 * time.Second, readyTimeout: 30 * time.Second,
+	configHelp: "config file of every node",
+	keyHelp:    "API key of the nodes",
+	runsHelp:   "comma-separated run names (default: all but the extra ones)",
+	repeatHelp: "runs per setup; a figure is the median",
+	pauseHelp:  "pause between runs",
+	jsonHelp:   "print cluster.json instead of the tables",
+	readyHelp:  "wait for the nodes to be ready",
+}
+
 func parseClusterFlags(args []string, errw io.Writer) (*clusterOptions, error) {
-	o := &clusterOptions{args: args, cleanup: cleanupBroker}
-	fs := flag.NewFlagSet("bench --cluster", flag.ContinueOnError)
-	fs.SetOutput(errw)
-	fs.Usage = func() {
-		var runs strings.Builder
-		for _, r := range clusterRuns {
-			extra := ""
-			if r.Extra {
-				extra = " (only with --runs)"
+	o := &clusterOptions{cleanup: cleanupBroker}
+	err := o.parse(args, errw, clusterFlags, func(fs *flag.FlagSet) {
+		fs.StringVar(&o.Setups, "setups", strings.Join(clusterSetupNames, ","), "comma-separated: memory (one node), nats, redis")
+		fs.IntVar(&o.Nodes, "nodes", 3, "nodes of the nats and redis setups")
+		fs.IntVar(&o.Port, "port", 27900, "node i listens on 127.0.0.1:PORT+i")
+		fs.StringVar(&o.NATS, "nats", "nats://127.0.0.1:4222", "NATS server (with JetStream) of the nats setup")
+		fs.StringVar(&o.Redis, "redis", "redis://127.0.0.1:6379", "Redis of the redis setup")
+		fs.IntVar(&o.NATSPID, "nats-pid", 0, "the NATS server's process (default: pgrep -x nats-server, on the URL's port)")
+		fs.IntVar(&o.RedisPID, "redis-pid", 0, "the Redis server's process (default: pgrep -x redis-server, on the URL's port)")
+	}, func() error {
+		if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 || o.Nodes < 1 {
+			return errors.New("--repeat, --retries and --nodes must be at least 1, --scale positive")
+		}
+		for _, s := range strings.Split(o.Setups, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(clusterSetupNames, s) {
+				return fmt.Errorf("--setups: unknown setup %q (memory, nats, redis)", s)
 			}
-			fmt.Fprintf(&runs, "  %-24s %s%s\n", r.Name, strings.Join(r.Args, " "), extra)
+			if !slices.Contains(o.setups, s) {
+				o.setups = append(o.setups, s)
+			}
 		}
-		fmt.Fprintf(errw, clusterUsage, runs.String())
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.Out, "out", "", "results directory (default: a new one under the OS temp dir)")
-	fs.StringVar(&o.HeraldBin, "herald-bin", "", "Herald binary to serve (default: this one)")
-	fs.StringVar(&o.HeraldConfig, "herald-config", "bench/peers/herald-bench.yaml", "config file of every node")
-	fs.StringVar(&o.Setups, "setups", strings.Join(clusterSetupNames, ","), "comma-separated: memory (one node), nats, redis")
-	fs.IntVar(&o.Nodes, "nodes", 3, "nodes of the nats and redis setups")
-	fs.IntVar(&o.Port, "port", 27900, "node i listens on 127.0.0.1:PORT+i")
-	fs.StringVar(&o.NATS, "nats", "nats://127.0.0.1:4222", "NATS server (with JetStream) of the nats setup")
-	fs.StringVar(&o.Redis, "redis", "redis://127.0.0.1:6379", "Redis of the redis setup")
-	fs.IntVar(&o.NATSPID, "nats-pid", 0, "the NATS server's process (default: pgrep -x nats-server, on the URL's port)")
-	fs.IntVar(&o.RedisPID, "redis-pid", 0, "the Redis server's process (default: pgrep -x redis-server, on the URL's port)")
-	fs.StringVar(&o.Key, "key", "k", "API key of the nodes")
-	fs.StringVar(&o.Runs, "runs", "", "comma-separated run names (default: all but the extra ones)")
-	fs.IntVar(&o.Repeat, "repeat", 1, "runs per setup; a figure is the median")
-	fs.Float64Var(&o.MaxOther, "max-other", 0.3, "run again while other processes used more than this many cores during the measurement (0: never)")
-	fs.IntVar(&o.Retries, "retries", 3, "with --max-other: attempts per run")
-	fs.DurationVar(&o.RetryWait, "retry-wait", 20*time.Second, "with --max-other: wait before running again")
-	fs.DurationVar(&o.Pause, "pause", 3*time.Second, "pause between runs")
-	fs.Float64Var(&o.Scale, "scale", 1, "multiply connection counts and durations (a smoke test: 0.05)")
-	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines on stderr")
-	fs.BoolVar(&o.JSON, "json", false, "print cluster.json instead of the tables")
-	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", 30*time.Second, "wait for the nodes to be ready")
-	fs.Func("meta", "KEY=VALUE recorded in cluster.json (e.g. herald_commit=...; repeatable)", func(s string) error {
-		if !strings.Contains(s, "=") {
-			return errors.New("want KEY=VALUE")
-		}
-		o.Meta = append(o.Meta, s)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 || o.Nodes < 1 {
-		return nil, errors.New("--repeat, --retries and --nodes must be at least 1, --scale positive")
-	}
-	for _, s := range strings.Split(o.Setups, ",") {
-		s = strings.TrimSpace(s)
-		if !slices.Contains(clusterSetupNames, s) {
-			return nil, fmt.Errorf("--setups: unknown setup %q (memory, nats, redis)", s)
-		}
-		if !slices.Contains(o.setups, s) {
-			o.setups = append(o.setups, s)
-		}
-	}
-	runs, err := pickRuns(clusterRuns, o.Runs, o.Scale)
 	if err != nil {
 		return nil, err
 	}
-	o.runs = runs
 	return o, nil
-}
-
-// pickRuns selects runs by name (default: all but the extra ones) and
-// scales them.
-func pickRuns(all []compareRun, names string, scale float64) ([]compareRun, error) {
-	var out []compareRun
-	if names == "" {
-		for _, r := range all {
-			if !r.Extra {
-				out = append(out, r)
-			}
-		}
-	} else {
-		for _, name := range strings.Split(names, ",") {
-			i := slices.IndexFunc(all, func(r compareRun) bool { return r.Name == strings.TrimSpace(name) })
-			if i < 0 {
-				return nil, fmt.Errorf("--runs: unknown run %q", name)
-			}
-			out = append(out, all[i])
-		}
-	}
-	if scale != 1 {
-		for i, r := range out {
-			out[i] = compareRun{Name: r.Name, Args: scaleArgs(r.Args, scale), Extra: r.Extra}
-		}
-	}
-	return out, nil
 }
 
 // Cluster is cluster.json.
 type Cluster struct {
-	Started  string                  `json:"started"`
-	Finished string                  `json:"finished"`
-	Command  string                  `json:"command"`
-	Machine  MachineInfo             `json:"machine"`
-	Meta     map[string]string       `json:"meta,omitempty"`
-	Setups   map[string]ClusterSetup `json:"setups"`
-	Params   CompareParams           `json:"params"`
-	Rows     []ClusterRow            `json:"cluster_rows"`
-	Runs     []ClusterRunResult      `json:"runs"`
+	SeriesHeader
+	Setups map[string]ClusterSetup `json:"setups"`
+	Params CompareParams           `json:"params"`
+	Rows   []ClusterRow            `json:"cluster_rows"`
+	Runs   []ClusterRunResult      `json:"runs"`
 }
 
 // ClusterSetup is how one setup's nodes were run.
@@ -265,36 +186,8 @@ type ClusterRunResult struct {
 	Report     *Report `json:"report,omitempty"`
 }
 
-// clusterMain runs `herald bench --cluster`.
-func clusterMain(args []string, stdout, stderr io.Writer) error {
-	o, err := parseClusterFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	logw := stderr
-	if o.Quiet {
-		logw = io.Discard
-	}
-	c, err := runCluster(ctx, o, logw)
-	if c == nil {
-		return err
-	}
-	if o.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if e := enc.Encode(c); e != nil {
-			return e
-		}
-	} else if e := c.writeText(stdout); e != nil {
-		return e
-	}
-	return err
-}
+func (r *ClusterRunResult) outcome() (string, float64) { return r.Error, r.OtherCores }
+func (r *ClusterRunResult) setAttempts(n int)          { r.Attempts = n }
 
 // clusterSetup is one setup's way to start its nodes.
 type clusterSetup struct {
@@ -306,47 +199,13 @@ type clusterSetup struct {
 
 func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluster, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(logw, "cluster: "+format+"\n", args...) }
-	var err error
-	if o.benchBin == "" {
-		if o.benchBin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	if o.HeraldBin == "" {
-		o.HeraldBin = o.benchBin
-	}
-	if o.Out == "" {
-		if o.Out, err = os.MkdirTemp("", "herald-cluster-"); err != nil {
-			return nil, err
-		}
-	} else if err := os.MkdirAll(o.Out, 0o755); err != nil {
+	cfgText, cfgPath, err := o.prepare("herald-cluster-")
+	if err != nil {
 		return nil, err
 	}
-	cfgText, err := os.ReadFile(o.HeraldConfig)
-	if err != nil {
-		return nil, fmt.Errorf("--herald-config: %w", err)
-	}
-	cfgPath, _ := filepath.Abs(o.HeraldConfig)
 	hver, _ := exec.CommandContext(ctx, o.HeraldBin, "version").Output()
 
-	c := &Cluster{
-		Started: time.Now().UTC().Format(time.RFC3339),
-		Command: commandLine(append([]string{"herald", "bench", "--cluster"}, o.args...)),
-		Machine: machineInfo(),
-		Meta:    map[string]string{},
-		Setups:  map[string]ClusterSetup{},
-		Params:  CompareParams{Repeat: o.Repeat, MaxOther: o.MaxOther, Scale: o.Scale, Runs: map[string][]string{}},
-	}
-	if o.MaxOther > 0 {
-		c.Params.Retries = o.Retries
-	}
-	for _, m := range o.Meta {
-		k, v, _ := strings.Cut(m, "=")
-		c.Meta[k] = v
-	}
-	for _, r := range o.runs {
-		c.Params.Runs[r.Name] = r.Args
-	}
+	c := &Cluster{SeriesHeader: o.header("cluster"), Setups: map[string]ClusterSetup{}, Params: o.params()}
 	setups := map[string]*clusterSetup{}
 	for _, name := range o.setups {
 		s := &clusterSetup{name: name, nodes: o.Nodes}
@@ -377,38 +236,14 @@ func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluste
 	save := func() {
 		c.Finished = time.Now().UTC().Format(time.RFC3339)
 		c.Rows = clusterRows(c.Runs, o.setups, c.Setups)
-		if b, err := json.MarshalIndent(c, "", "  "); err == nil {
-			_ = os.WriteFile(filepath.Join(o.Out, "cluster.json"), append(b, '\n'), 0o644)
-		}
-		var t bytes.Buffer
-		_ = c.writeText(&t)
-		_ = os.WriteFile(filepath.Join(o.Out, "cluster.txt"), t.Bytes(), 0o644)
+		o.save("cluster", c, c.writeText)
 	}
-	logf("results in %s", o.Out)
-	var firstErr error
-	for rep := 1; rep <= o.Repeat; rep++ {
-		// Rotate the order, so no setup always runs first or after
-		// another one.
-		k := (rep - 1) % len(o.setups)
-		order := append(slices.Clone(o.setups[k:]), o.setups[:k]...)
-		for _, run := range o.runs {
-			for _, name := range order {
-				if ctx.Err() != nil {
-					save()
-					return c, ctx.Err()
-				}
-				res := clusterOne(ctx, o, setups[name], cfgPath, run, rep, logf)
-				if res.Error != "" && firstErr == nil {
-					firstErr = fmt.Errorf("%s on %s: %s", run.Name, name, res.Error)
-				}
-				c.Runs = append(c.Runs, res)
-				save()
-			}
-		}
-	}
-	save()
-	logf("wrote %s and %s", filepath.Join(o.Out, "cluster.json"), filepath.Join(o.Out, "cluster.txt"))
-	return c, firstErr
+	err = o.runSeries(ctx, "cluster", o.setups, logf, save, func(run compareRun, name string, rep int) string {
+		res := clusterOne(ctx, o, setups[name], cfgPath, run, rep, logf)
+		c.Runs = append(c.Runs, res)
+		return res.Error
+	})
+	return c, err
 }
 
 // nodeArgv is node i's command line.
@@ -434,48 +269,13 @@ func withPrefix(broker, prefix string) string {
 // clusterOne runs one scenario on one setup, again while other processes
 // disturbed it (--max-other), and keeps the least disturbed attempt.
 func clusterOne(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg string, run compareRun, rep int, logf func(string, ...any)) ClusterRunResult {
-	var best ClusterRunResult
-	for attempt := 1; attempt <= o.Retries; attempt++ {
-		if attempt > 1 {
-			logf("%s on %s: other processes used %.2f cores; again in %s (attempt %d/%d)",
-				run.Name, s.name, best.OtherCores, o.RetryWait, attempt, o.Retries)
-			if !sleepCtx(ctx, o.RetryWait) {
-				break
-			}
-		}
-		res := clusterAttempt(ctx, o, s, cfg, run, rep, attempt, logf)
-		if attempt == 1 || (res.Error == "" && (best.Error != "" || res.OtherCores < best.OtherCores)) {
-			best = res
-		}
-		best.Attempts = attempt
-		if o.MaxOther <= 0 || (res.Error == "" && res.OtherCores <= o.MaxOther) || ctx.Err() != nil {
-			break
-		}
-	}
-	return best
-}
-
-// serverProc is a node started by --cluster.
-type serverProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *os.File
-}
-
-func (p *serverProc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
+	return retry(ctx, &o.seriesOptions, run.Name+" on "+s.name, logf, func(attempt int) ClusterRunResult {
+		return clusterAttempt(ctx, o, s, cfg, run, rep, attempt, logf)
+	})
 }
 
 func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg string, run compareRun, rep, attempt int, logf func(string, ...any)) (res ClusterRunResult) {
-	base := fmt.Sprintf("%s.%s.%d", run.Name, s.name, rep)
-	if attempt > 1 {
-		base += fmt.Sprintf(".attempt%d", attempt)
-	}
+	base := attemptBase(run.Name, s.name, rep, attempt)
 	res.Name, res.Setup, res.Repeat = run.Name, s.name, rep
 	fail := func(err error) ClusterRunResult {
 		res.Error = err.Error()
@@ -497,7 +297,7 @@ func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg
 		// Stop every node at once, then clean the broker up.
 		done := make(chan struct{}, len(nodes))
 		for _, n := range nodes {
-			go func() { stopServer(n.cmd, n.exited); n.log.Close(); done <- struct{}{} }()
+			go func() { n.stop(); done <- struct{}{} }()
 		}
 		for range nodes {
 			<-done
@@ -520,19 +320,13 @@ func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg
 		if err != nil {
 			return fail(err)
 		}
-		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Env = append(os.Environ(), "HERALD_API_KEY="+o.Key)
-		cmd.Stdout, cmd.Stderr = lf, lf
-		cmd.SysProcAttr = ownProcessGroup()
-		if err := cmd.Start(); err != nil {
-			lf.Close()
+		n, err := startServerProc(argv, []string{"HERALD_API_KEY=" + o.Key}, lf)
+		if err != nil {
 			return fail(fmt.Errorf("start node %d: %w", i, err))
 		}
-		n := &serverProc{cmd: cmd, exited: make(chan struct{}), log: lf}
-		go func() { _ = cmd.Wait(); close(n.exited) }()
 		nodes = append(nodes, n)
 		urls = append(urls, "ws://"+nodeAddr(o, i)+"/ws")
-		pids = append(pids, strconv.Itoa(cmd.Process.Pid))
+		pids = append(pids, strconv.Itoa(n.cmd.Process.Pid))
 	}
 	for i, n := range nodes {
 		if err := waitReady(ctx, "http://"+nodeAddr(o, i)+"/readyz", o.ReadyTimeout, n.exited); err != nil {
@@ -554,38 +348,23 @@ func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg
 	}
 	res.Command = bo.commandLine()
 	logf("%s on %s (%d nodes, pids %s): %s", run.Name, s.name, s.nodes, strings.Join(pids, ","), res.Command)
-	blog, err := os.Create(filepath.Join(o.Out, base+".log"))
-	if err != nil {
-		return fail(err)
-	}
-	defer blog.Close()
-	var out bytes.Buffer
-	bcmd := exec.CommandContext(ctx, o.benchBin, append([]string{"bench"}, args...)...)
-	bcmd.Stdout, bcmd.Stderr = &out, blog
-	bcmd.Cancel = func() error { return bcmd.Process.Signal(os.Interrupt) }
-	bcmd.WaitDelay = 2 * time.Minute
-	berr := bcmd.Run()
-	for i, n := range nodes {
-		if !n.running() {
-			berr = errors.Join(berr, fmt.Errorf("node %d exited during the run (see %s.node%d.log)", i, base, i))
-		}
-	}
-	if out.Len() > 0 {
-		file := filepath.Join(o.Out, base+".json")
-		_ = os.WriteFile(file, out.Bytes(), 0o644)
-		var r Report
-		if err := json.Unmarshal(out.Bytes(), &r); err == nil {
-			res.File, res.Report = file, &r
-			if r.Machine != nil {
-				res.OtherCores = r.Machine.Other
+	report, file, err := o.bench(ctx, base, args, func() error {
+		var exited []error
+		for i, n := range nodes {
+			if !n.running() {
+				exited = append(exited, fmt.Errorf("node %d exited during the run (see %s.node%d.log)", i, base, i))
 			}
 		}
+		return errors.Join(exited...)
+	})
+	if report != nil {
+		res.File, res.Report = file, report
+		if report.Machine != nil {
+			res.OtherCores = report.Machine.Other
+		}
 	}
-	if berr != nil {
-		return fail(fmt.Errorf("bench: %w (see %s.log)", berr, base))
-	}
-	if res.Report == nil {
-		return fail(fmt.Errorf("bench printed no report (see %s.log)", base))
+	if err != nil {
+		return fail(err)
 	}
 	logf("%s on %s: %s", run.Name, s.name, summaryLine(res.Report))
 	return res

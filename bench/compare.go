@@ -1,21 +1,17 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -161,134 +157,51 @@ func cpuPerDelivery(r *Report) (float64, bool) {
 
 // compareOptions are the flags of --compare.
 type compareOptions struct {
-	Out              string
-	HeraldBin        string
-	HeraldConfig     string
-	Centrifugo       string
-	HeraldPort       int
-	CentrifugoPort   int
-	Key              string
-	Runs             string
-	Repeat           int
-	MaxOther         float64
-	Retries          int
-	RetryWait        time.Duration
-	Pause            time.Duration
-	Scale            float64
-	Meta             []string
-	Quiet            bool
-	JSON             bool
-	ReadyTimeout     time.Duration
-	runs             []compareRun
-	benchBin         string
-	args             []string
+	seriesOptions
+	Centrifugo     string
+	HeraldPort     int
+	CentrifugoPort int
+
 	heraldConfigText string
 }
 
+var compareFlags = seriesFlags{
+	name: "bench --compare", usage: compareUsage, runs: compareRuns, report: "compare.json",
+	maxOther: 0, retryWait: 30 * time.Second, readyTimeout: 20 * time.Second,
+	configHelp: "Herald config file",
+	keyHelp:    "API key of both servers",
+	runsHelp:   "comma-separated run names (default: all)",
+	repeatHelp: "runs per server; a figure is the median",
+	pauseHelp:  "pause between runs (sockets, memory and CPU settle)",
+	jsonHelp:   "print compare.json instead of the table",
+	readyHelp:  "wait for a server to be ready",
+}
+
 func parseCompareFlags(args []string, errw io.Writer) (*compareOptions, error) {
-	o := &compareOptions{args: args}
-	fs := flag.NewFlagSet("bench --compare", flag.ContinueOnError)
-	fs.SetOutput(errw)
-	fs.Usage = func() {
-		var runs strings.Builder
-		for _, r := range compareRuns {
-			extra := ""
-			if r.Extra {
-				extra = " (only with --runs)"
-			}
-			fmt.Fprintf(&runs, "  %-26s %s%s\n", r.Name, strings.Join(r.Args, " "), extra)
+	o := &compareOptions{}
+	err := o.parse(args, errw, compareFlags, func(fs *flag.FlagSet) {
+		fs.StringVar(&o.Centrifugo, "centrifugo", "bench/peers/centrifugo.sh", "script run as SCRIPT install, SCRIPT config PORT and SCRIPT exec PORT")
+		fs.IntVar(&o.HeraldPort, "herald-port", 27800, "Herald's port (127.0.0.1)")
+		fs.IntVar(&o.CentrifugoPort, "centrifugo-port", 27801, "Centrifugo's port (127.0.0.1)")
+	}, func() error {
+		if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 {
+			return errors.New("--repeat and --retries must be at least 1, --scale positive")
 		}
-		fmt.Fprintf(errw, compareUsage, runs.String())
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.Out, "out", "", "results directory (default: a new one under the OS temp dir)")
-	fs.StringVar(&o.HeraldBin, "herald-bin", "", "Herald binary to serve (default: this one)")
-	fs.StringVar(&o.HeraldConfig, "herald-config", "bench/peers/herald-bench.yaml", "Herald config file")
-	fs.StringVar(&o.Centrifugo, "centrifugo", "bench/peers/centrifugo.sh", "script run as SCRIPT install, SCRIPT config PORT and SCRIPT exec PORT")
-	fs.IntVar(&o.HeraldPort, "herald-port", 27800, "Herald's port (127.0.0.1)")
-	fs.IntVar(&o.CentrifugoPort, "centrifugo-port", 27801, "Centrifugo's port (127.0.0.1)")
-	fs.StringVar(&o.Key, "key", "k", "API key of both servers")
-	fs.StringVar(&o.Runs, "runs", "", "comma-separated run names (default: all)")
-	fs.IntVar(&o.Repeat, "repeat", 1, "runs per server; a figure is the median")
-	fs.Float64Var(&o.MaxOther, "max-other", 0, "run again while other processes used more than this many cores during the measurement (0: never)")
-	fs.IntVar(&o.Retries, "retries", 3, "with --max-other: attempts per run")
-	fs.DurationVar(&o.RetryWait, "retry-wait", 30*time.Second, "with --max-other: wait before running again")
-	fs.DurationVar(&o.Pause, "pause", 3*time.Second, "pause between runs (sockets, memory and CPU settle)")
-	fs.Float64Var(&o.Scale, "scale", 1, "multiply connection counts and durations (a smoke test: 0.05)")
-	fs.BoolVar(&o.Quiet, "quiet", false, "no progress lines on stderr")
-	fs.BoolVar(&o.JSON, "json", false, "print compare.json instead of the table")
-	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", 20*time.Second, "wait for a server to be ready")
-	fs.Func("meta", "KEY=VALUE recorded in compare.json (e.g. herald_commit=...; repeatable)", func(s string) error {
-		if !strings.Contains(s, "=") {
-			return errors.New("want KEY=VALUE")
-		}
-		o.Meta = append(o.Meta, s)
 		return nil
 	})
-	if err := fs.Parse(args); err != nil {
+	if err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 {
-		return nil, errors.New("--repeat and --retries must be at least 1, --scale positive")
-	}
-	if o.Runs == "" {
-		for _, r := range compareRuns {
-			if !r.Extra {
-				o.runs = append(o.runs, r)
-			}
-		}
-	} else {
-		for _, name := range strings.Split(o.Runs, ",") {
-			i := slices.IndexFunc(compareRuns, func(r compareRun) bool { return r.Name == strings.TrimSpace(name) })
-			if i < 0 {
-				return nil, fmt.Errorf("--runs: unknown run %q", name)
-			}
-			o.runs = append(o.runs, compareRuns[i])
-		}
-	}
-	if o.Scale != 1 {
-		for i, r := range o.runs {
-			o.runs[i] = compareRun{Name: r.Name, Args: scaleArgs(r.Args, o.Scale), Extra: r.Extra}
-		}
 	}
 	return o, nil
 }
 
-// scaleArgs multiplies --conns, --window and --duration by f (at least 2
-// connections and one second).
-func scaleArgs(args []string, f float64) []string {
-	out := slices.Clone(args)
-	for i := 0; i+1 < len(out); i++ {
-		switch out[i] {
-		case "--conns", "--window":
-			n, err := strconv.Atoi(out[i+1])
-			if err == nil {
-				out[i+1] = strconv.Itoa(max(int(float64(n)*f), 2))
-			}
-		case "--duration":
-			d, err := time.ParseDuration(out[i+1])
-			if err == nil {
-				out[i+1] = max(time.Duration(float64(d)*f), time.Second).Round(100 * time.Millisecond).String()
-			}
-		}
-	}
-	return out
-}
-
 // Comparison is compare.json.
 type Comparison struct {
-	Started  string                 `json:"started"`
-	Finished string                 `json:"finished"`
-	Command  string                 `json:"command"`
-	Machine  MachineInfo            `json:"machine"`
-	Meta     map[string]string      `json:"meta,omitempty"`
-	Servers  map[string]ServerSetup `json:"servers"`
-	Params   CompareParams          `json:"params"`
-	Rows     []CompareRow           `json:"rows"`
-	Runs     []CompareRunResult     `json:"runs"`
+	SeriesHeader
+	Servers map[string]ServerSetup `json:"servers"`
+	Params  CompareParams          `json:"params"`
+	Rows    []CompareRow           `json:"rows"`
+	Runs    []CompareRunResult     `json:"runs"`
 }
 
 // MachineInfo describes where the comparison ran.
@@ -366,36 +279,8 @@ type CompareRunResult struct {
 	Report      *Report `json:"report,omitempty"`
 }
 
-// compareMain runs `herald bench --compare`.
-func compareMain(args []string, stdout, stderr io.Writer) error {
-	o, err := parseCompareFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	logw := stderr
-	if o.Quiet {
-		logw = io.Discard
-	}
-	cmp, err := runCompare(ctx, o, logw)
-	if cmp == nil {
-		return err
-	}
-	if o.JSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if e := enc.Encode(cmp); e != nil {
-			return e
-		}
-	} else if e := cmp.writeText(stdout); e != nil {
-		return e
-	}
-	return err
-}
+func (r *CompareRunResult) outcome() (string, float64) { return r.Error, r.OtherCores }
+func (r *CompareRunResult) setAttempts(n int)          { r.Attempts = n }
 
 // compareServer starts one server for one run.
 type compareServer struct {
@@ -409,47 +294,13 @@ type compareServer struct {
 
 func runCompare(ctx context.Context, o *compareOptions, logw io.Writer) (*Comparison, error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(logw, "compare: "+format+"\n", args...) }
-	var err error
-	if o.benchBin == "" {
-		if o.benchBin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	if o.HeraldBin == "" {
-		o.HeraldBin = o.benchBin
-	}
-	if o.Out == "" {
-		if o.Out, err = os.MkdirTemp("", "herald-compare-"); err != nil {
-			return nil, err
-		}
-	} else if err := os.MkdirAll(o.Out, 0o755); err != nil {
+	cfgText, heraldCfg, err := o.prepare("herald-compare-")
+	if err != nil {
 		return nil, err
 	}
-	cfgText, err := os.ReadFile(o.HeraldConfig)
-	if err != nil {
-		return nil, fmt.Errorf("--herald-config: %w", err)
-	}
 	o.heraldConfigText = string(cfgText)
-	heraldCfg, _ := filepath.Abs(o.HeraldConfig)
 
-	cmp := &Comparison{
-		Started: time.Now().UTC().Format(time.RFC3339),
-		Command: commandLine(append([]string{"herald", "bench", "--compare"}, o.args...)),
-		Machine: machineInfo(),
-		Meta:    map[string]string{},
-		Servers: map[string]ServerSetup{},
-		Params:  CompareParams{Repeat: o.Repeat, MaxOther: o.MaxOther, Scale: o.Scale, Runs: map[string][]string{}},
-	}
-	if o.MaxOther > 0 {
-		cmp.Params.Retries = o.Retries
-	}
-	for _, m := range o.Meta {
-		k, v, _ := strings.Cut(m, "=")
-		cmp.Meta[k] = v
-	}
-	for _, r := range o.runs {
-		cmp.Params.Runs[r.Name] = r.Args
-	}
+	cmp := &Comparison{SeriesHeader: o.header("compare"), Servers: map[string]ServerSetup{}, Params: o.params()}
 
 	// Centrifugo: install (cached) and write its config once, to record them.
 	logf("installing Centrifugo if needed: %s install", o.Centrifugo)
@@ -494,43 +345,20 @@ func runCompare(ctx context.Context, o *compareOptions, logw io.Writer) (*Compar
 	save := func() {
 		cmp.Finished = time.Now().UTC().Format(time.RFC3339)
 		cmp.Rows = compareRows(cmp.Runs)
-		if b, err := json.MarshalIndent(cmp, "", "  "); err == nil {
-			_ = os.WriteFile(filepath.Join(o.Out, "compare.json"), append(b, '\n'), 0o644)
-		}
-		var t bytes.Buffer
-		_ = cmp.writeText(&t)
-		_ = os.WriteFile(filepath.Join(o.Out, "compare.txt"), t.Bytes(), 0o644)
+		o.save("compare", cmp, cmp.writeText)
 	}
-	logf("results in %s", o.Out)
-	var firstErr error
-	for rep := 1; rep <= o.Repeat; rep++ {
-		order := []string{"herald", "centrifugo"}
-		if rep%2 == 0 {
-			order = []string{"centrifugo", "herald"}
+	// The order flips on each repeat.
+	err = o.runSeries(ctx, "compare", []string{"herald", "centrifugo"}, logf, save, func(run compareRun, tname string, rep int) string {
+		res := compareOne(ctx, o, servers[tname], run, rep, logf)
+		if res.nofile != "" {
+			s := cmp.Servers[tname]
+			s.NoFile = res.nofile
+			cmp.Servers[tname] = s
 		}
-		for _, run := range o.runs {
-			for _, tname := range order {
-				if ctx.Err() != nil {
-					save()
-					return cmp, ctx.Err()
-				}
-				res := compareOne(ctx, o, servers[tname], run, rep, logf)
-				if res.Error != "" && firstErr == nil {
-					firstErr = fmt.Errorf("%s on %s: %s", run.Name, tname, res.Error)
-				}
-				if res.nofile != "" {
-					s := cmp.Servers[tname]
-					s.NoFile = res.nofile
-					cmp.Servers[tname] = s
-				}
-				cmp.Runs = append(cmp.Runs, res.CompareRunResult)
-				save()
-			}
-		}
-	}
-	save()
-	logf("wrote %s and %s", filepath.Join(o.Out, "compare.json"), filepath.Join(o.Out, "compare.txt"))
-	return cmp, firstErr
+		cmp.Runs = append(cmp.Runs, res.CompareRunResult)
+		return res.Error
+	})
+	return cmp, err
 }
 
 type compareResult struct {
@@ -542,32 +370,13 @@ type compareResult struct {
 // processes disturbed it (--max-other), and keeps the least disturbed
 // attempt.
 func compareOne(ctx context.Context, o *compareOptions, srv *compareServer, run compareRun, rep int, logf func(string, ...any)) compareResult {
-	var best compareResult
-	for attempt := 1; attempt <= o.Retries; attempt++ {
-		if attempt > 1 {
-			logf("%s on %s: other processes used %.2f cores; again in %s (attempt %d/%d)",
-				run.Name, srv.target, best.OtherCores, o.RetryWait, attempt, o.Retries)
-			if !sleepCtx(ctx, o.RetryWait) {
-				break
-			}
-		}
-		res := compareAttempt(ctx, o, srv, run, rep, attempt, logf)
-		if attempt == 1 || (res.Error == "" && (best.Error != "" || res.OtherCores < best.OtherCores)) {
-			best = res
-		}
-		best.Attempts = attempt
-		if o.MaxOther <= 0 || (res.Error == "" && res.OtherCores <= o.MaxOther) || ctx.Err() != nil {
-			break
-		}
-	}
-	return best
+	return retry(ctx, &o.seriesOptions, run.Name+" on "+srv.target, logf, func(attempt int) compareResult {
+		return compareAttempt(ctx, o, srv, run, rep, attempt, logf)
+	})
 }
 
 func compareAttempt(ctx context.Context, o *compareOptions, srv *compareServer, run compareRun, rep, attempt int, logf func(string, ...any)) (res compareResult) {
-	base := fmt.Sprintf("%s.%s.%d", run.Name, srv.target, rep)
-	if attempt > 1 {
-		base += fmt.Sprintf(".attempt%d", attempt)
-	}
+	base := attemptBase(run.Name, srv.target, rep, attempt)
 	res.Name, res.Target, res.Repeat = run.Name, srv.target, rep
 	fail := func(err error) compareResult {
 		res.Error = err.Error()
@@ -584,21 +393,13 @@ func compareAttempt(ctx context.Context, o *compareOptions, srv *compareServer, 
 	if err != nil {
 		return fail(err)
 	}
-	defer slog.Close()
-	cmd := exec.Command(srv.argv[0], srv.argv[1:]...)
-	cmd.Env = append(os.Environ(), srv.env...)
-	cmd.Stdout, cmd.Stderr = slog, slog
-	// Its own process group: a Ctrl-C reaches the bench, which finishes,
-	// and then this process stops the server.
-	cmd.SysProcAttr = ownProcessGroup()
-	if err := cmd.Start(); err != nil {
+	p, err := startServerProc(srv.argv, srv.env, slog)
+	if err != nil {
 		return fail(fmt.Errorf("start server: %w", err))
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer stopServer(cmd, exited)
-	pid := cmd.Process.Pid
-	if err := waitReady(ctx, srv.ready, o.ReadyTimeout, exited); err != nil {
+	defer p.stop()
+	pid := p.cmd.Process.Pid
+	if err := waitReady(ctx, srv.ready, o.ReadyTimeout, p.exited); err != nil {
 		return fail(fmt.Errorf("server not ready (see %s.server.log): %w", base, err))
 	}
 	res.nofile = processNoFile(pid)
@@ -611,47 +412,27 @@ func compareAttempt(ctx context.Context, o *compareOptions, srv *compareServer, 
 	}
 	res.Command = bo.commandLine()
 	logf("%s on %s (pid %d): %s", run.Name, srv.target, pid, res.Command)
-	blog, err := os.Create(filepath.Join(o.Out, base+".log"))
-	if err != nil {
-		return fail(err)
-	}
-	defer blog.Close()
-	var out bytes.Buffer
-	bcmd := exec.CommandContext(ctx, o.benchBin, append([]string{"bench"}, args...)...)
-	bcmd.Stdout, bcmd.Stderr = &out, blog
-	// The bench bounds itself. When the comparison is interrupted it is
-	// interrupted too, and finishes early with what it has.
-	bcmd.Cancel = func() error { return bcmd.Process.Signal(os.Interrupt) }
-	bcmd.WaitDelay = 2 * time.Minute
-	berr := bcmd.Run()
-	select {
-	case <-exited:
-		berr = errors.Join(berr, fmt.Errorf("the server exited during the run (see %s.server.log)", base))
-	default:
-	}
-	if out.Len() > 0 {
-		file := filepath.Join(o.Out, base+".json")
-		_ = os.WriteFile(file, out.Bytes(), 0o644)
-		var r Report
-		if err := json.Unmarshal(out.Bytes(), &r); err == nil {
-			res.File = file
-			res.Report = &r
-			if r.Machine != nil {
-				res.OtherCores = r.Machine.Other
-			}
-			if r.BenchCPU != nil {
-				res.BenchCores = r.BenchCPU.Cores
-			}
-			if r.Server != nil && r.Server.CPU != nil {
-				res.ServerCores = r.Server.CPU.Cores
-			}
+	r, file, err := o.bench(ctx, base, args, func() error {
+		if p.running() {
+			return nil
+		}
+		return fmt.Errorf("the server exited during the run (see %s.server.log)", base)
+	})
+	if r != nil {
+		res.File = file
+		res.Report = r
+		if r.Machine != nil {
+			res.OtherCores = r.Machine.Other
+		}
+		if r.BenchCPU != nil {
+			res.BenchCores = r.BenchCPU.Cores
+		}
+		if r.Server != nil && r.Server.CPU != nil {
+			res.ServerCores = r.Server.CPU.Cores
 		}
 	}
-	if berr != nil {
-		return fail(fmt.Errorf("bench: %w (see %s.log)", berr, base))
-	}
-	if res.Report == nil {
-		return fail(fmt.Errorf("bench printed no report (see %s.log)", base))
+	if err != nil {
+		return fail(err)
 	}
 	logf("%s on %s: %s", run.Name, srv.target, summaryLine(res.Report))
 	return res

@@ -13,17 +13,20 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker"
 )
 
-// startServer runs a Herald server in this process on a loopback port and
-// returns its WebSocket URL. It is shut down when the test ends.
-func startServer(t *testing.T) string {
+// startServer runs a Herald server in this process on a loopback port, on
+// broker b (nil: the default in-memory one), and returns its WebSocket
+// URL. It is shut down when the test ends.
+func startServer(t *testing.T, b broker.Broker) string {
 	t.Helper()
 	srv, err := herald.New(herald.Config{
 		AllowAnonymous:             true,
 		UnknownNamespacesAsDefault: true,
 		APIKeys:                    []string{"k"},
 		DrainTimeout:               time.Second,
+		Broker:                     b,
 		Namespaces: []herald.Namespace{{
 			HistorySize: 100, AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
 		}},
@@ -96,7 +99,7 @@ func checkDelivery(t *testing.T, rep *Report, messages uint64, subsPerChannel in
 }
 
 func TestFanoutEndToEnd(t *testing.T) {
-	url := startServer(t)
+	url := startServer(t, nil)
 	rep := runBench(t, url, "--scenario", "fanout", "--conns", "20", "--channels", "1",
 		"--rate", "0", "--messages", "200", "--duration", "20s", "--inflight", "4", "--window", "20")
 	checkDelivery(t, rep, 200, 20)
@@ -127,7 +130,7 @@ func TestFanoutEndToEnd(t *testing.T) {
 }
 
 func TestFanoutRateClientPublish(t *testing.T) {
-	url := startServer(t)
+	url := startServer(t, nil)
 	rep := runBench(t, url, "--scenario", "fanout", "--conns", "12", "--channels", "3",
 		"--rate", "400", "--messages", "60", "--duration", "20s", "--publish", "client", "--inflight", "2")
 	checkDelivery(t, rep, 60, 4)
@@ -137,7 +140,7 @@ func TestChannelsBroadcastWorkerProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts worker processes")
 	}
-	url := startServer(t)
+	url := startServer(t, nil)
 	rep := runBench(t, url, "--scenario", "channels", "--conns", "30", "--procs", "2",
 		"--rate", "0", "--messages", "150", "--batch", "7", "--duration", "20s")
 	checkDelivery(t, rep, 150, 1)
@@ -147,7 +150,7 @@ func TestChannelsBroadcastWorkerProcesses(t *testing.T) {
 }
 
 func TestIdleAndConnect(t *testing.T) {
-	url := startServer(t)
+	url := startServer(t, nil)
 	rep := runBench(t, url, "--scenario", "idle", "--conns", "25", "--duration", "1500ms", "--settle", "200ms")
 	if rep.Idle == nil || rep.Idle.Lost != 0 || len(rep.Idle.RSSSamples) == 0 || rep.Connect.Connected != 25 {
 		t.Errorf("idle: %+v %+v", rep.Idle, rep.Connect)

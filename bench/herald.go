@@ -5,49 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 
 	"github.com/heraldhq/herald/protocol"
 )
 
 // heraldTarget speaks Herald protocol v1 in its JSON encoding
-// (docs/protocol.md) and Herald's server API.
-type heraldTarget struct{}
+// (docs/protocol.md) and Herald's server API. Its client commands are
+// jsonCommands'.
+type heraldTarget struct{ jsonCommands }
 
 var _ target = heraldTarget{}
 
 func (heraldTarget) Name() string        { return "herald" }
 func (heraldTarget) Subprotocol() string { return protocol.SubprotocolJSON }
 func (heraldTarget) Binary() bool        { return false }
-
-// Channel names are restricted to characters that need no JSON escaping
-// (checked when the flags are parsed), so they are appended verbatim.
-
-func (heraldTarget) AppendConnect(dst []byte, id uint64) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	return append(dst, `,"connect":{"name":"herald-bench"}}`...)
-}
-
-func (heraldTarget) AppendSubscribe(dst []byte, id uint64, channel string) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	dst = append(dst, `,"subscribe":{"channel":"`...)
-	dst = append(dst, channel...)
-	return append(dst, `"}}`...)
-}
-
-func (heraldTarget) AppendPublish(dst []byte, id uint64, channel string, data []byte) []byte {
-	dst = append(dst, `{"id":`...)
-	dst = strconv.AppendUint(dst, id, 10)
-	dst = append(dst, `,"publish":{"channel":"`...)
-	dst = append(dst, channel...)
-	dst = append(dst, `","data":`...)
-	dst = append(dst, data...)
-	return append(dst, `}}`...)
-}
 
 func (heraldTarget) AppendPong(dst []byte) []byte { return append(dst, `{"pong":{}}`...) }
 
@@ -102,28 +73,7 @@ func (heraldTarget) Next(frame []byte, ev *event) []byte {
 
 // Publish calls /api/publish for one channel and /api/broadcast for more.
 func (heraldTarget) Publish(ctx context.Context, api *apiClient, channels []string, data []byte) error {
-	body := make([]byte, 0, 64+len(data)+len(channels)*24)
-	method := "publish"
-	if len(channels) == 1 {
-		body = append(body, `{"channel":"`...)
-		body = append(body, channels[0]...)
-		body = append(body, '"')
-	} else {
-		method = "broadcast"
-		body = append(body, `{"channels":[`...)
-		for i, ch := range channels {
-			if i > 0 {
-				body = append(body, ',')
-			}
-			body = append(body, '"')
-			body = append(body, ch...)
-			body = append(body, '"')
-		}
-		body = append(body, ']')
-	}
-	body = append(body, `,"data":`...)
-	body = append(body, data...)
-	body = append(body, '}')
+	method, body := publishRequest(channels, data)
 	resp, err := heraldAPI(ctx, api, method, body)
 	if err != nil {
 		return err
@@ -180,23 +130,5 @@ func (heraldTarget) Info(ctx context.Context, api *apiClient) (serverInfo, error
 // heraldAPI posts body to /api/METHOD and returns the response body of a
 // 200 answer.
 func heraldAPI(ctx context.Context, api *apiClient, method string, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, api.base+"/api/"+method, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "apikey "+api.key)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := api.hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("api %s: %s: %s", method, res.Status, bytes.TrimSpace(out))
-	}
-	return out, nil
+	return api.post(ctx, method, body, "Authorization", "apikey "+api.key)
 }

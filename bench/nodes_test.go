@@ -2,17 +2,13 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/protocol"
@@ -168,36 +164,7 @@ func startNodes(t *testing.T, n int) []string {
 	shared := newSharedMemory()
 	var urls []string
 	for i := 0; i < n; i++ {
-		srv, err := herald.New(herald.Config{
-			AllowAnonymous:             true,
-			UnknownNamespacesAsDefault: true,
-			APIKeys:                    []string{"k"},
-			DrainTimeout:               time.Second,
-			Broker:                     &sharedNode{sharedMemory: shared},
-			Namespaces: []herald.Namespace{{
-				HistorySize: 100, AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
-			}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(ln) }()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown: %v", err)
-			}
-			if err := <-served; err != nil && !errors.Is(err, herald.ErrServerClosed) {
-				t.Errorf("serve: %v", err)
-			}
-		})
-		urls = append(urls, "ws://"+ln.Addr().String()+"/ws")
+		urls = append(urls, startServer(t, &sharedNode{sharedMemory: shared}))
 	}
 	return urls
 }

@@ -54,16 +54,52 @@ func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-
 	}
 }
 
-// stopServer ends the server with SIGTERM, and SIGKILL after 15 s.
-func stopServer(cmd *exec.Cmd, exited <-chan struct{}) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-		return
-	case <-time.After(15 * time.Second):
+// serverProc is a server (a node, or a peer) started for one run.
+type serverProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *os.File
+}
+
+// startServerProc starts argv with env added to this process's, its
+// output going to log, in a process group of its own: a Ctrl-C reaches
+// the bench, which finishes, and then the caller stops the server. The
+// caller calls stop, which closes log; when the server does not start,
+// startServerProc closes log itself.
+func startServerProc(argv, env []string, log *os.File) (*serverProc, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = ownProcessGroup()
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, err
 	}
-	_ = cmd.Process.Kill()
-	<-exited
+	p := &serverProc{cmd: cmd, exited: make(chan struct{}), log: log}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+func (p *serverProc) running() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop ends the server with SIGTERM, and SIGKILL after 15 s, then closes
+// its log.
+func (p *serverProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.log.Close()
 }
 
 // scriptOutput runs a script and returns the last line of its output.

@@ -23,29 +23,8 @@
 # building; its commit is then unknown unless COMMIT_OF_BIN is set).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../.." && pwd)
-cd "$repo"
-
-COMMIT=${COMMIT:-HEAD}
-WORK=${WORK:-${TMPDIR:-/tmp}/herald-cluster-build}
-sha=$(git -C "$repo" rev-parse "$COMMIT")
-if [ -z "${BIN:-}" ]; then
-	src="$WORK/src-$sha"
-	BIN="$WORK/herald-$sha"
-	if [ ! -x "$BIN" ]; then
-		rm -rf "$src"
-		mkdir -p "$src"
-		git -C "$repo" archive "$sha" | tar -x -C "$src"
-		echo "cluster.sh: building herald at $sha" >&2
-		(cd "$src" && go build -o "$BIN.tmp" ./cmd/herald) && mv "$BIN.tmp" "$BIN"
-		rm -rf "$src"
-	fi
-	meta_commit=$sha
-else
-	meta_commit=${COMMIT_OF_BIN:-unknown (BIN=$BIN)}
-fi
-OUT=${OUT:-$WORK/results-${sha:0:12}-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
+name=cluster
+. "$here/build-herald.sh"
 
 exec "$BIN" bench --cluster \
 	--out "$OUT" \

@@ -16,6 +16,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/syncx"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -186,18 +187,7 @@ func (b *Broker) Close(ctx context.Context) error {
 		return nil
 	}
 
-	// Close owns this goroutine and waits for it below.
-	idle := make(chan struct{})
-	go func() {
-		b.inflight.Wait()
-		close(idle)
-	}()
-	var err error
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
+	err := syncx.Wait(ctx, &b.inflight)
 	if err == nil {
 		if b.nc.Drain() != nil {
 			b.nc.Close()
@@ -211,7 +201,9 @@ func (b *Broker) Close(ctx context.Context) error {
 	// Closing makes calls still in flight fail fast.
 	b.nc.Close()
 	<-b.connClosed
-	<-idle
+	// Wait for the calls in flight, which fail fast now (and so for the
+	// goroutine of syncx.Wait, when ctx ended the wait above).
+	b.inflight.Wait()
 	b.hmu.Lock()
 	b.stopped = true
 	b.hmu.Unlock()

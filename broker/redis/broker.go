@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/syncx"
 	"github.com/heraldhq/herald/protocol"
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -473,16 +474,9 @@ func (b *Broker) Close(ctx context.Context) error {
 	for _, s := range subs {
 		s.close()
 	}
-	done := make(chan struct{})
-	go func() {
-		b.wg.Wait()
-		close(done)
-	}()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("redis close: %w", ctx.Err())
+	if werr := syncx.Wait(ctx, &b.wg); werr != nil {
+		err = fmt.Errorf("redis close: %w", werr)
 	}
 	for _, s := range subs {
 		if s.client != nil {

@@ -15,6 +15,7 @@ import { Emitter } from './emitter.js';
 import { DisconnectCode, DisconnectedError, ErrorCode, HeraldError, TerminalError, TimeoutError, UnauthorizedError } from './errors.js';
 import { Subscription, subscribeOutcome, type SubHost, type ConnHandle } from './subscription.js';
 import { classifyOffset } from './gap.js';
+import { Waiters, rejected } from './waiters.js';
 import type {
   ClientInfo,
   ConnectedEvent,
@@ -86,11 +87,6 @@ class Conn {
   }
 }
 
-interface Waiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 const noop = (): void => {};
 
 /** A Herald client. Create it, add subscriptions, call connect(). */
@@ -121,7 +117,7 @@ export class Herald extends Emitter<ClientEvents> {
   #token: string;
   #codec: Codec | undefined;
   #clientId = '';
-  #waiters: Waiter[] = [];
+  #waiters = new Waiters();
   #offline = false;
   /** The generation whose #open is getting a codec or token (no socket yet); -1: none. */
   #opening = -1;
@@ -189,38 +185,15 @@ export class Herald extends Emitter<ClientEvents> {
     this.#setState('disconnected');
     if (wasActive) this.emit('disconnect', ev);
     const err = new DisconnectedError('herald: disconnect called');
-    this.#rejectWaiters(err);
+    this.#waiters.rejectAll(err);
     for (const s of this.#subs.values()) s._clientStopped(err);
   }
 
   /** Resolves when connected; rejects when the client stops, or after timeoutMs. */
   ready(timeoutMs?: number): Promise<void> {
     if (this.#state === 'connected') return Promise.resolve();
-    if (!this.#active) {
-      const p = Promise.reject(new DisconnectedError('herald: not connected (call connect())'));
-      p.catch(noop);
-      return p;
-    }
-    const p = new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject };
-      this.#waiters.push(w);
-      if (timeoutMs !== undefined) {
-        const t = setTimeout(() => {
-          this.#waiters = this.#waiters.filter((x) => x !== w);
-          reject(new TimeoutError('herald: not connected within timeout'));
-        }, timeoutMs);
-        w.resolve = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        w.reject = (e) => {
-          clearTimeout(t);
-          reject(e);
-        };
-      }
-    });
-    p.catch(noop);
-    return p;
+    if (!this.#active) return rejected(new DisconnectedError('herald: not connected (call connect())'));
+    return this.#waiters.wait(timeoutMs, 'herald: not connected within timeout');
   }
 
   /** Creates a subscription (one per channel); call its subscribe(). */
@@ -466,9 +439,7 @@ export class Herald extends Emitter<ClientEvents> {
       if (this.#conn !== conn) return;
       s._subscribeOn(conn);
     }
-    const ws = this.#waiters;
-    this.#waiters = [];
-    for (const w of ws) w.resolve();
+    this.#waiters.resolveAll();
   }
 
   /**
@@ -647,14 +618,8 @@ export class Herald extends Emitter<ClientEvents> {
     this.#setState('disconnected');
     this.emit('disconnect', { ...ev, reconnect: false });
     const err = new TerminalError(ev.code, ev.reason);
-    this.#rejectWaiters(err);
+    this.#waiters.rejectAll(err);
     for (const s of this.#subs.values()) s._clientStopped(err);
-  }
-
-  #rejectWaiters(err: Error): void {
-    const ws = this.#waiters;
-    this.#waiters = [];
-    for (const w of ws) w.reject(err);
   }
 
   // ---- token refresh ----

@@ -7,6 +7,7 @@
 import { Emitter } from './emitter.js';
 import { HeraldError, TimeoutError, UnauthorizedError, ErrorCode } from './errors.js';
 import { classifyOffset } from './gap.js';
+import { Waiters, rejected } from './waiters.js';
 import type {
   ClientInfo,
   HistoryOptions,
@@ -63,11 +64,6 @@ export interface SubscriptionEvents {
   error: SubscriptionErrorEvent;
 }
 
-interface Waiter {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 const noop = (): void => {};
 
 /**
@@ -111,7 +107,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   #retryAttempt = 0;
   /** A recovering subscribe found a new epoch: catching up on the new stream. */
   #streamReset = false;
-  #waiters: Waiter[] = [];
+  #waiters = new Waiters();
 
   /** @internal Use Herald.newSubscription. */
   constructor(host: SubHost, channel: string, opts: SubscriptionOptions = {}) {
@@ -164,37 +160,14 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.#pos = null;
     this.#setState('unsubscribed');
     this.emit('unsubscribed', { channel: this.channel, code: 0, reason: 'unsubscribe called' });
-    this.#rejectWaiters(new Error('herald: unsubscribed'));
+    this.#waiters.rejectAll(new Error('herald: unsubscribed'));
   }
 
   /** Resolves once subscribed; rejects on unsubscribe, refusal or timeout. */
   ready(timeoutMs?: number): Promise<void> {
     if (this.#state === 'subscribed') return Promise.resolve();
-    if (this.#state === 'unsubscribed') {
-      const p = Promise.reject(new Error('herald: not subscribed (call subscribe())'));
-      p.catch(noop);
-      return p;
-    }
-    const p = new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject };
-      this.#waiters.push(w);
-      if (timeoutMs !== undefined) {
-        const t = setTimeout(() => {
-          this.#waiters = this.#waiters.filter((x) => x !== w);
-          reject(new TimeoutError('herald: subscribe timeout'));
-        }, timeoutMs);
-        w.resolve = () => {
-          clearTimeout(t);
-          resolve();
-        };
-        w.reject = (e) => {
-          clearTimeout(t);
-          reject(e);
-        };
-      }
-    });
-    p.catch(noop);
-    return p;
+    if (this.#state === 'unsubscribed') return rejected(new Error('herald: not subscribed (call subscribe())'));
+    return this.#waiters.wait(timeoutMs, 'herald: subscribe timeout');
   }
 
   publish(data: unknown, opts?: PublishOptions): Promise<StreamPosition> {
@@ -270,7 +243,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   /** @internal The client stopped (disconnect() or a terminal code). */
   _clientStopped(err: Error): void {
-    this.#rejectWaiters(err);
+    this.#waiters.rejectAll(err);
   }
 
   /** @internal A live publication. Runs in stream order. */
@@ -351,9 +324,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       if (seq !== this.#seq || this.#state !== 'subscribed') break;
       this.#deliver(this.#host.decodePublication(p, this.channel));
     }
-    const ws = this.#waiters;
-    this.#waiters = [];
-    for (const w of ws) w.resolve();
+    this.#waiters.resolveAll();
   }
 
   #resync(conn: ConnHandle): void {
@@ -384,7 +355,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.#setState('unsubscribed');
     if (err) this.emit('error', { channel: this.channel, error: err });
     this.emit('unsubscribed', { channel: this.channel, code, reason });
-    this.#rejectWaiters(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
+    this.#waiters.rejectAll(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
   }
 
   #deliver(p: Publication): void {
@@ -396,11 +367,5 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (previous === s) return;
     this.#state = s;
     this.emit('state', { state: s, previous });
-  }
-
-  #rejectWaiters(err: Error): void {
-    const ws = this.#waiters;
-    this.#waiters = [];
-    for (const w of ws) w.reject(err);
   }
 }

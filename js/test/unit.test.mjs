@@ -5,7 +5,7 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { encode as mpEncode, decode as mpDecode } from '@msgpack/msgpack';
-import { Herald, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, TerminalError, UnauthorizedError } from '../dist/index.js';
+import { Herald, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, DisconnectedError, TerminalError, TimeoutError, UnauthorizedError } from '../dist/index.js';
 import { base64ToBytes, bytesToBase64 } from '../dist/codec.js';
 import { fakeWebSocket, acceptConnect } from './fake-ws.mjs';
 import { waitFor, sleep } from './helpers.mjs';
@@ -508,5 +508,45 @@ describe('subscriptions', { timeout: 15000 }, () => {
     assert.equal(sub.state, 'unsubscribed');
     assert.deepEqual(errors, [100, 103]);
     f.client.disconnect();
+  });
+});
+
+describe('ready()', { timeout: 15000 }, () => {
+  test('client: a timeout rejects one waiter; connecting resolves the others; disconnect() rejects', async () => {
+    const { client, sockets } = fakeClient();
+    client.connect();
+    const untimed = client.ready();
+    const long = client.ready(10000);
+    await assert.rejects(client.ready(20), (e) => e instanceof TimeoutError && e.message === 'herald: not connected within timeout');
+    await acceptConnect(sockets, 0);
+    await untimed;
+    await long;
+    assert.equal(client.state, 'connected');
+    await client.ready(20);
+    const { client: other } = fakeClient();
+    other.connect();
+    const pending = other.ready(10000);
+    other.disconnect();
+    await assert.rejects(pending, (e) => e instanceof DisconnectedError && e.message === 'herald: disconnect called');
+  });
+
+  test('subscription: a timeout rejects one waiter; subscribing resolves the others; unsubscribe() rejects', async () => {
+    const f = fakeClient();
+    f.client.connect();
+    const sub = f.client.newSubscription('room');
+    sub.subscribe();
+    const long = sub.ready(10000);
+    await assert.rejects(sub.ready(20), (e) => e instanceof TimeoutError && e.message === 'herald: subscribe timeout');
+    const ws = await acceptConnect(f.sockets, 0);
+    const cmd = await ws.waitCommand('subscribe');
+    ws.deliver({ id: cmd.id, subscribe: {} });
+    await long;
+    assert.equal(sub.state, 'subscribed');
+    const other = f.client.newSubscription('other');
+    other.subscribe();
+    const pending = other.ready(10000);
+    other.unsubscribe();
+    await assert.rejects(pending, /herald: unsubscribed/);
+    await assert.rejects(other.ready(), /not subscribed/);
   });
 });

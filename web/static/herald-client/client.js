@@ -15,6 +15,7 @@ import { Emitter } from './emitter.js';
 import { DisconnectCode, DisconnectedError, ErrorCode, HeraldError, TerminalError, TimeoutError, UnauthorizedError } from './errors.js';
 import { Subscription, subscribeOutcome } from './subscription.js';
 import { classifyOffset } from './gap.js';
+import { Waiters, rejected } from './waiters.js';
 /** The SDK version, sent in connect. */
 export const VERSION = '0.1.0';
 /** One WebSocket connection. */
@@ -64,7 +65,7 @@ export class Herald extends Emitter {
     #token;
     #codec;
     #clientId = '';
-    #waiters = [];
+    #waiters = new Waiters();
     #offline = false;
     /** The generation whose #open is getting a codec or token (no socket yet); -1: none. */
     #opening = -1;
@@ -133,7 +134,7 @@ export class Herald extends Emitter {
         if (wasActive)
             this.emit('disconnect', ev);
         const err = new DisconnectedError('herald: disconnect called');
-        this.#rejectWaiters(err);
+        this.#waiters.rejectAll(err);
         for (const s of this.#subs.values())
             s._clientStopped(err);
     }
@@ -141,31 +142,9 @@ export class Herald extends Emitter {
     ready(timeoutMs) {
         if (this.#state === 'connected')
             return Promise.resolve();
-        if (!this.#active) {
-            const p = Promise.reject(new DisconnectedError('herald: not connected (call connect())'));
-            p.catch(noop);
-            return p;
-        }
-        const p = new Promise((resolve, reject) => {
-            const w = { resolve, reject };
-            this.#waiters.push(w);
-            if (timeoutMs !== undefined) {
-                const t = setTimeout(() => {
-                    this.#waiters = this.#waiters.filter((x) => x !== w);
-                    reject(new TimeoutError('herald: not connected within timeout'));
-                }, timeoutMs);
-                w.resolve = () => {
-                    clearTimeout(t);
-                    resolve();
-                };
-                w.reject = (e) => {
-                    clearTimeout(t);
-                    reject(e);
-                };
-            }
-        });
-        p.catch(noop);
-        return p;
+        if (!this.#active)
+            return rejected(new DisconnectedError('herald: not connected (call connect())'));
+        return this.#waiters.wait(timeoutMs, 'herald: not connected within timeout');
     }
     /** Creates a subscription (one per channel); call its subscribe(). */
     newSubscription(channel, opts = {}) {
@@ -412,10 +391,7 @@ export class Herald extends Emitter {
                 return;
             s._subscribeOn(conn);
         }
-        const ws = this.#waiters;
-        this.#waiters = [];
-        for (const w of ws)
-            w.resolve();
+        this.#waiters.resolveAll();
     }
     /**
      * A server-side subscription: record its position, report it, then
@@ -615,15 +591,9 @@ export class Herald extends Emitter {
         this.#setState('disconnected');
         this.emit('disconnect', { ...ev, reconnect: false });
         const err = new TerminalError(ev.code, ev.reason);
-        this.#rejectWaiters(err);
+        this.#waiters.rejectAll(err);
         for (const s of this.#subs.values())
             s._clientStopped(err);
-    }
-    #rejectWaiters(err) {
-        const ws = this.#waiters;
-        this.#waiters = [];
-        for (const w of ws)
-            w.reject(err);
     }
     // ---- token refresh ----
     #scheduleRefresh(conn, ttlS) {

@@ -7,6 +7,7 @@
 import { Emitter } from './emitter.js';
 import { HeraldError, TimeoutError, UnauthorizedError, ErrorCode } from './errors.js';
 import { classifyOffset } from './gap.js';
+import { Waiters, rejected } from './waiters.js';
 const noop = () => { };
 /**
  * The subscribed event of a subscribe result, and the publications it
@@ -45,7 +46,7 @@ export class Subscription extends Emitter {
     #retryAttempt = 0;
     /** A recovering subscribe found a new epoch: catching up on the new stream. */
     #streamReset = false;
-    #waiters = [];
+    #waiters = new Waiters();
     /** @internal Use Herald.newSubscription. */
     constructor(host, channel, opts = {}) {
         super();
@@ -97,37 +98,15 @@ export class Subscription extends Emitter {
         this.#pos = null;
         this.#setState('unsubscribed');
         this.emit('unsubscribed', { channel: this.channel, code: 0, reason: 'unsubscribe called' });
-        this.#rejectWaiters(new Error('herald: unsubscribed'));
+        this.#waiters.rejectAll(new Error('herald: unsubscribed'));
     }
     /** Resolves once subscribed; rejects on unsubscribe, refusal or timeout. */
     ready(timeoutMs) {
         if (this.#state === 'subscribed')
             return Promise.resolve();
-        if (this.#state === 'unsubscribed') {
-            const p = Promise.reject(new Error('herald: not subscribed (call subscribe())'));
-            p.catch(noop);
-            return p;
-        }
-        const p = new Promise((resolve, reject) => {
-            const w = { resolve, reject };
-            this.#waiters.push(w);
-            if (timeoutMs !== undefined) {
-                const t = setTimeout(() => {
-                    this.#waiters = this.#waiters.filter((x) => x !== w);
-                    reject(new TimeoutError('herald: subscribe timeout'));
-                }, timeoutMs);
-                w.resolve = () => {
-                    clearTimeout(t);
-                    resolve();
-                };
-                w.reject = (e) => {
-                    clearTimeout(t);
-                    reject(e);
-                };
-            }
-        });
-        p.catch(noop);
-        return p;
+        if (this.#state === 'unsubscribed')
+            return rejected(new Error('herald: not subscribed (call subscribe())'));
+        return this.#waiters.wait(timeoutMs, 'herald: subscribe timeout');
     }
     publish(data, opts) {
         return this.#host.publish(this.channel, data, opts);
@@ -197,7 +176,7 @@ export class Subscription extends Emitter {
     }
     /** @internal The client stopped (disconnect() or a terminal code). */
     _clientStopped(err) {
-        this.#rejectWaiters(err);
+        this.#waiters.rejectAll(err);
     }
     /** @internal A live publication. Runs in stream order. */
     _onPublication(conn, wire) {
@@ -279,10 +258,7 @@ export class Subscription extends Emitter {
                 break;
             this.#deliver(this.#host.decodePublication(p, this.channel));
         }
-        const ws = this.#waiters;
-        this.#waiters = [];
-        for (const w of ws)
-            w.resolve();
+        this.#waiters.resolveAll();
     }
     #resync(conn) {
         this.#setState('subscribing');
@@ -312,7 +288,7 @@ export class Subscription extends Emitter {
         if (err)
             this.emit('error', { channel: this.channel, error: err });
         this.emit('unsubscribed', { channel: this.channel, code, reason });
-        this.#rejectWaiters(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
+        this.#waiters.rejectAll(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
     }
     #deliver(p) {
         this.emit('publication', p);
@@ -323,11 +299,5 @@ export class Subscription extends Emitter {
             return;
         this.#state = s;
         this.emit('state', { state: s, previous });
-    }
-    #rejectWaiters(err) {
-        const ws = this.#waiters;
-        this.#waiters = [];
-        for (const w of ws)
-            w.reject(err);
     }
 }

@@ -1,0 +1,3 @@
+// Package syncx holds small synchronisation helpers shared by Herald's
+// packages.
+package syncx
