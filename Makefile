@@ -1,5 +1,6 @@
 # Herald: the two commands are `make dev` (a dev server) and `make test`
-# (the whole suite, as CI runs it).
+# (the whole suite, as CI runs it; it fails if any test was skipped, unless
+# run as `make test ALLOW_SKIPS=1`).
 
 .PHONY: dev build test test-go fuzz bench clean
 

@@ -180,10 +180,14 @@ func TestSlowClient(t *testing.T) {
 			switch policy {
 			case "disconnect":
 				// The slow client reads its backlog: the server has closed it,
-				// with 3002 if the close frame fitted in the socket buffer.
+				// with 3002 if the close frame fitted in the socket buffer
+				// (and its disconnect push, if that fitted, says 3002 too).
 				code, push, ok := slow.tryCloseCode()
 				if ok && (code != protocol.DisconnectSlow || push == nil || !push.Reconnect) {
 					t.Fatalf("slow client: close %d push %+v", code, push)
+				}
+				if push != nil && (push.Code != protocol.DisconnectSlow || !push.Reconnect) {
+					t.Fatalf("slow client: disconnect push %+v (close frame seen: %v)", push, ok)
 				}
 			case "drop":
 				// The slow client is still connected; reading now it sees

@@ -3,8 +3,11 @@ package herald_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"net/http"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,7 +76,9 @@ func (r *rawConn) closeCode() (ws.StatusCode, *protocol.DisconnectPush) {
 }
 
 // tryCloseCode is closeCode for a connection that may also end without a
-// close frame (ok false); it fails only if the connection stays open.
+// close frame (ok false): the server closed the socket before its close
+// frame got out. It fails if the connection stays open or the read fails
+// otherwise.
 func (r *rawConn) tryCloseCode() (ws.StatusCode, *protocol.DisconnectPush, bool) {
 	r.t.Helper()
 	var push *protocol.DisconnectPush
@@ -83,6 +88,9 @@ func (r *rawConn) tryCloseCode() (ws.StatusCode, *protocol.DisconnectPush, bool)
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				r.t.Fatal("connection still open")
+			}
+			if !peerEnded(err) {
+				r.t.Fatalf("reading until the close: %v", err)
 			}
 			return 0, push, false
 		}
@@ -108,4 +116,11 @@ func (r *rawConn) connect(token string) *protocol.ConnectResult {
 		r.t.Fatalf("connect: %+v", m.Error)
 	}
 	return m.Connect
+}
+
+// peerEnded reports whether a read error is the peer closing the socket
+// (end of stream or reset), as opposed to a timeout or a malformed frame.
+func peerEnded(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,7 +83,11 @@ func TestStressConnectionChurn(t *testing.T) {
 
 // churnClient connects, subscribes, reads for a while and checks that the
 // offsets it got are contiguous from the subscribe position. cut reports a
-// server disconnect.
+// server disconnect: a disconnect push or close frame with 3002 (slow), the
+// only reason the server has to end these connections, or the socket ending
+// after that push. A connection that goes quiet (the publishers never stop
+// while it reads) or ends without saying why is an error: a stalled or
+// crashed server must not pass as one that disconnected slow clients.
 func churnClient(ts *testServer, stay time.Duration) (n int, cut bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -99,17 +104,40 @@ func churnClient(ts *testServer, stay time.Duration) (n int, cut bool, err error
 	}
 	deadline := time.Now().Add(stay)
 	var next uint64
+	var push *protocol.DisconnectPush
 	for {
 		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		data, err := wsutil.ReadServerText(nc)
+		f, err := ws.ReadFrame(nc)
 		if err != nil {
-			return n, true, nil // closed by the server
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return n, false, errorf("nothing received for 5s while publications flow (after %d, disconnect push %+v): the server stalled", n, push)
+			}
+			if push != nil && peerEnded(err) {
+				return n, true, nil // the socket ended after the disconnect push
+			}
+			return n, false, errorf("connection ended without a close frame (after %d, disconnect push %+v): %v", n, push, err)
+		}
+		switch f.Header.OpCode {
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			if code != protocol.DisconnectSlow || (push != nil && uint32(code) != push.Code) {
+				return n, false, errorf("closed with %d %q (disconnect push %+v), want %d", code, reason, push, protocol.DisconnectSlow)
+			}
+			return n, true, nil
+		case ws.OpText:
+			if !f.Header.Fin {
+				return n, false, errorf("fragmented message: %q", f.Payload)
+			}
+		default:
+			continue
 		}
 		var m protocol.ServerMessage
-		if err := json.Unmarshal(data, &m); err != nil {
+		if err := json.Unmarshal(f.Payload, &m); err != nil {
 			return n, false, err
 		}
 		switch {
+		case push != nil:
+			return n, false, errorf("message after the disconnect push: %s", f.Payload)
 		case m.Subscribe != nil:
 			next = m.Subscribe.Offset + 1
 		case m.Pub != nil:
@@ -122,9 +150,14 @@ func churnClient(ts *testServer, stay time.Duration) (n int, cut bool, err error
 			next++
 			n++
 		case m.Disconnect != nil:
-			return n, true, nil
+			if m.Disconnect.Code != protocol.DisconnectSlow {
+				return n, false, errorf("disconnect push %+v, want code %d", m.Disconnect, protocol.DisconnectSlow)
+			}
+			// Read on: the close frame (or the socket's end) must follow.
+			push = m.Disconnect
+			continue
 		}
-		if time.Now().After(deadline) && next > 0 {
+		if push == nil && time.Now().After(deadline) && next > 0 {
 			return n, false, nil
 		}
 	}

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -88,12 +89,20 @@ func TestServerSideSubscriptionRecovers(t *testing.T) {
 	})
 	apiPublish(t, addr, "feed", "14")
 	waitFor(t, 10*time.Second, func() bool { return count() >= 14 })
-	time.Sleep(100 * time.Millisecond) // a duplicate would arrive meanwhile
+	// A marker published once 14 arrived comes after anything the
+	// reconnect could still deliver twice: once it is in, every duplicate
+	// would be too.
+	apiPublish(t, addr, "feed", "15")
+	waitFor(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "15@") })
+	})
 
 	mu.Lock()
 	defer mu.Unlock()
 	var want []string
-	for i := 1; i <= 14; i++ {
+	for i := 1; i <= 15; i++ {
 		want = append(want, fmt.Sprintf("%d@%d", i, i))
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {

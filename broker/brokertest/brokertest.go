@@ -278,7 +278,10 @@ func testWindowTTL(t *testing.T, s Setup) {
 	mustPublish(t, b, ch, 2, opts)
 	Eventually(t, 15*time.Second, "history to expire", func() bool {
 		pubs, _, err := b.History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
-		return err == nil && len(pubs) == 0
+		if err != nil {
+			t.Fatalf("History while waiting for expiry: %v", err)
+		}
+		return len(pubs) == 0
 	})
 	// The position outlives the publications: a client at offset 1 learns it
 	// cannot recover rather than getting a silent gap.
@@ -474,9 +477,12 @@ func testIdempotency(t *testing.T, s Setup) {
 		}
 		return !dup && p.Offset == p1.Offset+1
 	})
-	pubs, _, _ := b.History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
-	if len(pubs) != 2 {
-		t.Fatalf("history holds %d publications, want 2", len(pubs))
+	pubs, pos, err := b.History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pubs) != 2 || pos != second {
+		t.Fatalf("history holds %d publications at %+v, want 2 at %+v", len(pubs), pos, second)
 	}
 }
 
@@ -636,9 +642,9 @@ func testPresence(t *testing.T, s Setup) {
 	if err := p.RemovePresence(c, ch, "nobody"); err != nil {
 		t.Fatalf("removing an absent member: %v", err)
 	}
-	st, _ = p.PresenceStats(c, ch)
-	if st.NumClients != 2 || st.NumUsers != 2 {
-		t.Fatalf("stats after remove %+v", st)
+	st, err = p.PresenceStats(c, ch)
+	if err != nil || st.NumClients != 2 || st.NumUsers != 2 {
+		t.Fatalf("stats after remove %+v err %v", st, err)
 	}
 	if !s.SingleNode {
 		other := s.NewPresence(t)
@@ -665,7 +671,10 @@ func testPresenceExpiry(t *testing.T, s Setup) {
 	}
 	Eventually(t, 15*time.Second, "the expired member to go", func() bool {
 		m, err := p.Presence(c, ch)
-		return err == nil && len(m) == 1 && m["lives"] != nil
+		if err != nil {
+			t.Fatalf("Presence while waiting for expiry: %v", err)
+		}
+		return len(m) == 1 && m["lives"] != nil
 	})
 	st, err := p.PresenceStats(c, ch)
 	if err != nil || st.NumClients != 1 || st.NumUsers != 1 {
@@ -682,14 +691,15 @@ func testCrossNode(t *testing.T, s Setup) {
 			t.Fatal(err)
 		}
 	}
+	var last protocol.StreamPosition
 	for i := 1; i <= 20; i++ {
 		n := a
 		if i%2 == 0 {
 			n = b
 		}
-		pos := mustPublish(t, n, ch, i, withHistory)
-		if pos.Offset != uint64(i) {
-			t.Fatalf("publish %d on alternating nodes got offset %d", i, pos.Offset)
+		last = mustPublish(t, n, ch, i, withHistory)
+		if last.Offset != uint64(i) {
+			t.Fatalf("publish %d on alternating nodes got offset %d", i, last.Offset)
 		}
 	}
 	for name, r := range map[string]*Recorder{"a": ra, "b": rb} {
@@ -700,10 +710,16 @@ func testCrossNode(t *testing.T, s Setup) {
 			}
 		}
 	}
-	_, posA, _ := a.History(ctx(t), ch, broker.HistoryOptions{})
-	_, posB, _ := b.History(ctx(t), ch, broker.HistoryOptions{})
-	if posA != posB {
-		t.Fatalf("nodes disagree on the position: %+v vs %+v", posA, posB)
+	// Both nodes report the last publication's position (two failed
+	// History calls would agree on a zero one).
+	for name, n := range map[string]broker.Broker{"a": a, "b": b} {
+		_, pos, err := n.History(ctx(t), ch, broker.HistoryOptions{})
+		if err != nil {
+			t.Fatalf("History on node %s: %v", name, err)
+		}
+		if pos != last {
+			t.Fatalf("node %s reports position %+v, want %+v", name, pos, last)
+		}
 	}
 	info := &protocol.ClientInfo{Client: "x", User: "y"}
 	if err := a.PublishJoin(ctx(t), ch, info); err != nil {

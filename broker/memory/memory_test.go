@@ -52,11 +52,17 @@ func TestHistoryMemoryBound(t *testing.T) {
 	if pos != first {
 		t.Fatalf("the stream's position changed from %+v to %+v: live delivery would see a gap", first, pos)
 	}
-	next, _, _ := b.Publish(context.Background(), "c0", data, opts)
+	next, _, err := b.Publish(context.Background(), "c0", data, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if next.Epoch != first.Epoch || next.Offset != first.Offset+1 {
 		t.Fatalf("publish after eviction got %+v, want the next offset of %+v", next, first)
 	}
-	pubs, _, _ := b.History(context.Background(), "c1999", broker.HistoryOptions{Limit: -1})
+	pubs, _, err := b.History(context.Background(), "c1999", broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(pubs) != 5 {
 		t.Fatalf("the newest stream lost history: %d publications", len(pubs))
 	}
@@ -69,18 +75,26 @@ func TestIdempotencyKeysExpire(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := broker.PublishOptions{HistorySize: 10, IdempotencyWindow: time.Minute}
+	publish := func() bool {
+		t.Helper()
+		_, dup, err := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts)
+		if err != nil {
+			t.Fatalf("publish with key %s: %v", opts.IdempotencyKey, err)
+		}
+		return dup
+	}
 	for i := 0; i < 1000; i++ {
 		opts.IdempotencyKey = fmt.Sprint(i)
-		if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); dup {
+		if publish() {
 			t.Fatalf("key %d reported duplicate", i)
 		}
 	}
 	opts.IdempotencyKey = "5"
-	if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); !dup {
+	if !publish() {
 		t.Fatal("key within its window not deduplicated")
 	}
 	now = now.Add(2 * time.Minute)
-	if _, dup, _ := b.Publish(context.Background(), "c", &protocol.Publication{Data: protocol.Data("1")}, opts); dup {
+	if publish() {
 		t.Fatal("key deduplicated after its window")
 	}
 }

@@ -43,7 +43,10 @@ func TestIdempotencyPendingClaim(t *testing.T) {
 
 	const ch = "orders"
 	opts := broker.PublishOptions{HistorySize: 10, IdempotencyKey: "order-42", IdempotencyWindow: time.Minute}
-	tok, _ := token(ch)
+	tok, err := token(ch)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ktok := keyToken(opts.IdempotencyKey)
 	// The dead node's publishOnce, up to the record's completion.
 	if _, _, dup, err := dead.claim(ctx, dead.names.idem+tok+"."+ktok, dead.names.hist+tok, ktok, time.Minute); err != nil || dup {

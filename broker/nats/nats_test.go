@@ -215,7 +215,10 @@ func TestEpochChangesWhenStreamDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := js.DeleteStream(ctx(t), prefix+"-history"); err != nil {
 		t.Fatal(err)
 	}
@@ -428,7 +431,10 @@ func TestNoHistoryStaysOffJetStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st, err := js.Stream(ctx(t), prefix+"-history")
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +470,10 @@ func TestHistoryIsTrimmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	brokertest.Eventually(t, 10*time.Second, "trimmed storage", func() bool {
 		st, err := js.Stream(ctx(t), prefix+"-history")
 		return err == nil && st.CachedInfo().State.Msgs <= 10

@@ -42,8 +42,14 @@ func TestLiveRoundTrip(t *testing.T) {
 }
 
 func FuzzDecodeLive(f *testing.F) {
-	body, _ := encodeBody(&protocol.Publication{Data: protocol.Data(`{"n":1}`), Tags: map[string]string{"a": "b"}})
-	join, _ := encode(kindJoin, &protocol.ClientInfo{Client: "c", User: "u"})
+	body, err := encodeBody(&protocol.Publication{Data: protocol.Data(`{"n":1}`), Tags: map[string]string{"a": "b"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	join, err := encode(kindJoin, &protocol.ClientInfo{Client: "c", User: "u"})
+	if err != nil {
+		f.Fatal(err)
+	}
 	for _, s := range []string{"p1:ABCDEFGH:" + body, "p0::" + body, join, "l" + join[1:], "", "p", "x"} {
 		f.Add(s)
 	}

@@ -34,11 +34,23 @@ type server struct {
 	mu       sync.Mutex
 	conns    []*transport.Conn
 	closes   []ws.StatusCode
+	// The largest outbound queue seen after a message was handled, when
+	// the queue can only have grown.
+	maxQueueFrames, maxQueueBytes int
 }
 
 type recordingEcho struct {
 	transport.EchoHandler
 	s *server
+}
+
+func (h recordingEcho) OnMessage(c *transport.Conn, msg []byte, binary bool) {
+	h.EchoHandler.OnMessage(c, msg, binary)
+	frames, bytes := c.QueueLen()
+	h.s.mu.Lock()
+	h.s.maxQueueFrames = max(h.s.maxQueueFrames, frames)
+	h.s.maxQueueBytes = max(h.s.maxQueueBytes, bytes)
+	h.s.mu.Unlock()
 }
 
 func (h recordingEcho) OnClose(c *transport.Conn, code ws.StatusCode, err error) {
@@ -309,13 +321,17 @@ func TestHandshakeBufferedFrames(t *testing.T) {
 }
 
 // TestSlowReaderBounded checks that a peer that never reads cannot grow the
-// queue past its bound: Enqueue refuses, and the echo handler closes.
+// queue past its bound: Enqueue refuses, and the echo handler closes. The
+// queue is sampled after every echo (the only time it grows besides the
+// close frame): it must have neared its bound and never passed it by more
+// than the close frame.
 func TestSlowReaderBounded(t *testing.T) {
 	t.Parallel()
 	for _, e := range engines {
 		t.Run(e, func(t *testing.T) {
 			t.Parallel()
-			s := newServer(t, e, transport.Options{QueueMaxBytes: 64 << 10, QueueMaxMessages: 64})
+			opts := transport.Options{QueueMaxBytes: 64 << 10, QueueMaxMessages: 64}
+			s := newServer(t, e, opts)
 			nc := dial(t, s)
 			msg := bytes.Repeat([]byte("x"), 16<<10)
 			frame := rawFrame(true, 0, ws.OpBinary, msg, false)
@@ -338,6 +354,22 @@ func TestSlowReaderBounded(t *testing.T) {
 			})
 			nc.Close()
 			<-done
+			s.mu.Lock()
+			frames, held := s.maxQueueFrames, s.maxQueueBytes
+			s.mu.Unlock()
+			echo := len(transport.MessageFrame(true, msg))
+			t.Logf("the queue peaked at %d frames, %d bytes", frames, held)
+			const closeFrameMax = 2 + 125 // header and the largest control payload
+			if held > opts.QueueMaxBytes+closeFrameMax || frames > opts.QueueMaxMessages+1 {
+				t.Fatalf("the queue held %d frames, %d bytes; bound %d frames, %d bytes (and a close frame)",
+					frames, held, opts.QueueMaxMessages, opts.QueueMaxBytes)
+			}
+			// It was closed for being full: the frame it refused did not
+			// fit, so the queue held more than the bound less one frame
+			// (less one more, partly written, that QueueLen leaves out).
+			if held <= opts.QueueMaxBytes-2*echo {
+				t.Fatalf("the queue held at most %d bytes before the close; bound %d, frames of %d", held, opts.QueueMaxBytes, echo)
+			}
 		})
 	}
 }

@@ -2,8 +2,8 @@
 // npm test: builds the SDK (and the demo's copy of it), builds the Herald
 // binary from the repository root into a temp dir, then runs the unit,
 // end-to-end (Node) and browser (headless Chromium) tests with Node's test
-// runner. Every test starts and stops its own servers. The last line says
-// how many tests passed and failed.
+// runner. Every test starts and stops its own servers. The last lines name
+// the skipped tests and say how many tests passed, failed and were skipped.
 //
 // Environment: HERALD_BIN=path skips the Go build (uses that binary);
 // HERALD_TESTS=unit,e2e,browser selects suites (default all).
@@ -74,13 +74,15 @@ const child = spawn(
 );
 const code = await new Promise((resolve) => child.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))));
 // Count the TAP report's test points (suites excluded). --test-force-exit
-// may end the run before the reporter's own '# pass' summary.
+// may end the run before the reporter's own '# pass' summary. A skipped
+// test ('ok N - name # SKIP reason') is counted as skipped, not passed.
 let pass = 0;
 let fail = 0;
+const skipped = [];
 try {
   const lines = readFileSync(tap, 'utf8').split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const m = /^\s*(not ok|ok) \d+ - /.exec(lines[i]);
+    const m = /^\s*(not ok|ok) \d+ - (.*?)( # SKIP(?: (.*))?)?$/.exec(lines[i]);
     if (!m) continue;
     let suite = false;
     for (let j = i + 1; j < lines.length && /^\s*(---|[a-z_]+:|\.\.\.|\s)/.test(lines[j]) && !/^\s*(not ok|ok) \d+/.test(lines[j]); j++) {
@@ -88,8 +90,9 @@ try {
       if (/^\s*\.\.\.\s*$/.test(lines[j])) break;
     }
     if (suite) continue;
-    if (m[1] === 'ok') pass++;
-    else fail++;
+    if (m[1] === 'not ok') fail++;
+    else if (m[3]) skipped.push(`${m[2]}: ${m[4] || '(no reason given)'}`);
+    else pass++;
   }
 } catch {
   fail = Math.max(fail, 1);
@@ -97,7 +100,9 @@ try {
 if (code !== 0 && fail === 0) fail = 1;
 rmSync(tmp, { recursive: true, force: true });
 console.log(`\nherald-client tests finished in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-// TAP-style counts (read by scripts/test.sh), then the plain closing line.
-console.log(`# tests ${pass + fail}\n# pass ${pass}\n# fail ${fail}`);
-console.log(`${pass} passed, ${fail} failed`);
+// The skipped tests and TAP-style counts (read by scripts/test.sh), then the
+// plain closing line.
+for (const s of skipped) console.log(`skipped: ${s}`);
+console.log(`# tests ${pass + fail + skipped.length}\n# pass ${pass}\n# fail ${fail}\n# skip ${skipped.length}`);
+console.log(`${pass} passed, ${fail} failed, ${skipped.length} skipped`);
 process.exit(fail > 0 || code !== 0 ? 1 : 0);

@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TerminalError } from '../dist/index.js';
-import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, stopClients, publishWithKills } from './helpers.mjs';
+import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
 
 describe('e2e: one dev server', () => {
   let srv;
@@ -94,9 +94,9 @@ describe('e2e: one dev server', () => {
       ready: () => client.state === 'connected' && sub.state === 'subscribed',
     });
     await waitFor(() => got.pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${got.pubs.length})` });
-    await sleep(100); // nothing more may arrive
-    const r = checkSequence(got.pubs, N);
-    assert.deepEqual(r, { gaps: 0, dups: 0, ordered: true, received: N });
+    await publishMarker(srv, ch, got.pubs, N + 1);
+    const r = checkSequence(got.pubs, N + 1);
+    assert.deepEqual(r, { gaps: 0, dups: 0, ordered: true, received: N + 1 });
     assert.equal(kills, 6);
     assert.ok(events.disconnect.length >= kills, `disconnects ${events.disconnect.length}`);
     assert.ok(events.disconnect.some((d) => d.code === 4000 && d.reconnect), 'API disconnect 4000 seen');
@@ -174,8 +174,8 @@ describe('e2e: one dev server', () => {
       ready: () => client.state === 'connected',
     });
     await waitFor(() => pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${pubs.length})` });
-    await sleep(100); // nothing more may arrive
-    assert.deepEqual(checkSequence(pubs, N), { gaps: 0, dups: 0, ordered: true, received: N });
+    await publishMarker(srv, ch, pubs, N + 1);
+    assert.deepEqual(checkSequence(pubs, N + 1), { gaps: 0, dups: 0, ordered: true, received: N + 1 });
     const recovering = subscribed.filter((e) => e.wasRecovering);
     // The first recovering subscribe is the connect() above; each cut adds one.
     assert.ok(recovering.length >= 1 + kills, `recovering subscribes ${recovering.length} after ${kills} cuts`);
@@ -366,8 +366,8 @@ describe('e2e: drain', () => {
     await waitFor(() => got.pubs.length >= 10, { timeout: 20000, message: `10 publications (have ${got.pubs.length})` });
     for (let n = 11; n <= 12; n++) await api(srv, 'publish', { channel: 'drain:1', data: { n } });
     await waitFor(() => got.pubs.length >= 12);
-    await sleep(100);
-    assert.deepEqual(checkSequence(got.pubs, 12), { gaps: 0, dups: 0, ordered: true, received: 12 });
+    await publishMarker(srv, 'drain:1', got.pubs, 13);
+    assert.deepEqual(checkSequence(got.pubs, 13), { gaps: 0, dups: 0, ordered: true, received: 13 });
     // It waited for the hint before the next attempt.
     assert.ok(rec.sockets.length >= 2);
     assert.ok(rec.sockets[1].createdAt - d.at >= d.reconnectAfter - 5, `waited ${rec.sockets[1].createdAt - d.at} ms, hint ${d.reconnectAfter} ms`);

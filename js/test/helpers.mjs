@@ -245,6 +245,17 @@ export function collect(sub) {
   return got;
 }
 
+/**
+ * Publishes {n} on channel through the API and waits until it is in pubs
+ * (the publications received so far). Publications of one channel arrive in
+ * order, so once this marker is in, any duplicate or late delivery of an
+ * earlier n is in pubs too: a check after it needs no sleep.
+ */
+export async function publishMarker(srv, channel, pubs, n) {
+  await api(srv, 'publish', { channel, data: { n } });
+  await waitFor(() => pubs.some((p) => p.data?.n === n), { message: `marker ${n} on ${channel} (have ${pubs.length})` });
+}
+
 /** Checks that pubs carry data.n = 1..count exactly once and in order. */
 export function checkSequence(pubs, count) {
   const ns = pubs.map((p) => p.data.n);

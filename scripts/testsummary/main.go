@@ -1,13 +1,17 @@
 // Command testsummary reads `go test -json` on stdin, prints each package's
-// result and the output of failing tests, and ends with the counts. It exits
-// non-zero if anything failed.
+// result and the output of failing tests, and ends with the skipped tests
+// (name and reason, one "skipped:" line each) and the counts. It exits
+// non-zero if anything failed; whether skips are acceptable is the caller's
+// call (scripts/test.sh fails the run on them unless told otherwise).
 package main
 
 import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -21,17 +25,26 @@ type event struct {
 }
 
 func main() {
+	if !summarize(os.Stdin, os.Stdout) {
+		os.Exit(1)
+	}
+}
+
+// summarize writes the summary of the events read from r to w and reports
+// whether every test and package passed (skipped tests do not count as
+// failures).
+func summarize(r io.Reader, w io.Writer) bool {
 	var passed, failed, skipped int
 	outputs := map[string]*strings.Builder{}
-	var failures []string
+	var failures, skips []string
 	pkgFailed := map[string]bool{}
 	var pkgLines []string
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
 		var e event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			fmt.Println(sc.Text()) // build errors and the like
+			fmt.Fprintln(w, sc.Text()) // build errors and the like
 			continue
 		}
 		key := e.Package + " " + e.Test
@@ -61,11 +74,11 @@ func main() {
 				failed++
 				failures = append(failures, key)
 				if b := outputs[key]; b != nil {
-					fmt.Printf("\n--- FAIL %s\n%s", key, b.String())
+					fmt.Fprintf(w, "\n--- FAIL %s\n%s", key, b.String())
 				}
 			case "skip":
 				skipped++
-				fmt.Printf("SKIP %s: %s", key, lastLine(outputs[key]))
+				skips = append(skips, key+": "+skipReason(outputs[key]))
 			}
 			delete(outputs, key)
 		}
@@ -74,27 +87,39 @@ func main() {
 	// TestMain, leaked goroutines) show their output.
 	for pkg := range pkgFailed {
 		if b := outputs[pkg+" "]; b != nil {
-			fmt.Printf("\n--- FAIL %s\n%s", pkg, b.String())
+			fmt.Fprintf(w, "\n--- FAIL %s\n%s", pkg, b.String())
 		}
 	}
 	sort.Strings(pkgLines)
-	fmt.Println()
+	fmt.Fprintln(w)
 	for _, l := range pkgLines {
-		fmt.Println(l)
+		fmt.Fprintln(w, l)
 	}
 	for _, f := range failures {
-		fmt.Println("failed:", f)
+		fmt.Fprintln(w, "failed:", f)
 	}
-	fmt.Printf("Go tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
-	if failed > 0 || len(pkgFailed) > 0 {
-		os.Exit(1)
+	sort.Strings(skips)
+	for _, s := range skips {
+		fmt.Fprintln(w, "skipped:", s)
 	}
+	fmt.Fprintf(w, "Go tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped)
+	return failed == 0 && len(pkgFailed) == 0
 }
 
-func lastLine(b *strings.Builder) string {
+// logLine matches the first line of a t.Log, t.Skip or t.Error message.
+var logLine = regexp.MustCompile(`^\s+\S+\.go:\d+: `)
+
+// skipReason is the message a skipped test gave: its last logged line (the
+// one t.Skip wrote, just before "--- SKIP"), with the file and line.
+func skipReason(b *strings.Builder) string {
 	if b == nil {
-		return "\n"
+		return "(no reason given)"
 	}
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
-	return strings.TrimSpace(lines[len(lines)-1]) + "\n"
+	lines := strings.Split(b.String(), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if logLine.MatchString(lines[i]) {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return "(no reason given)"
 }
