@@ -2,7 +2,32 @@
 # (the whole suite, as CI runs it; it fails if any test was skipped, unless
 # run as `make test ALLOW_SKIPS=1`).
 
-.PHONY: dev build test test-go fuzz bench clean
+.PHONY: dev build test test-go test-package fuzz bench release deb check-version clean
+
+# Release builds stamp these into the binary (herald version prints them).
+# VERSION defaults to herald.Version, the constant in the root package;
+# COMMIT to the checkout's commit ("-dirty" with uncommitted changes); DATE
+# to now. Set any of them on the command line: make release VERSION=0.2.0
+VERSION := $(or $(VERSION),$(shell sed -n 's/^const Version = "\(.*\)"$$/\1/p' *.go | head -n 1))
+COMMIT := $(or $(COMMIT),$(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD || c=$$c-dirty; echo $$c; }))
+DATE := $(or $(DATE),$(shell date -u +%Y-%m-%dT%H:%M:%SZ))
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+PLATFORMS := linux/amd64 linux/arm64 darwin/arm64
+DEB_ARCHS := amd64 arm64
+SHA256 := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo shasum -a 256)
+
+# binaries BUILD: dist/herald-VERSION-OS-ARCH, without cgo, for each OS/ARCH
+# in BUILD; debs ARCHS: dist/herald_VERSION_ARCH.deb (packaging/nfpm.yaml)
+# from the linux binary of each ARCH.
+binaries = for p in $(1); do \
+		echo "build dist/herald-$(VERSION)-$${p%/*}-$${p\#*/}"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p\#*/} go build -trimpath -ldflags '$(LDFLAGS)' \
+			-o dist/herald-$(VERSION)-$${p%/*}-$${p\#*/} ./cmd/herald || exit 1; \
+	done
+debs = for a in $(1); do \
+		go -C packaging/mkdeb run . -version '$(VERSION)' -arch $$a \
+			-binary '$(CURDIR)/dist/herald-$(VERSION)-linux-'$$a -out '$(CURDIR)/dist' || exit 1; \
+	done
 
 dev:
 	go run ./cmd/herald serve --dev
@@ -16,11 +41,36 @@ test:
 test-go:
 	go test -race -count=1 ./...
 
+# The packaging tests alone (make test runs them too): the .deb built and
+# read back, the Dockerfile and compose file checked against the binary,
+# and, as root with dpkg, the package installed, run as its user and purged.
+test-package:
+	go test -race -count=1 -v ./packaging/
+
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh
 
 bench:
 	go test -run=NONE -bench=. -benchmem ./protocol/ ./internal/hub/
 
+# dist/: static binaries for $(PLATFORMS), Debian packages for
+# $(DEB_ARCHS), and SHA256SUMS.
+release: check-version
+	rm -rf dist
+	mkdir -p dist
+	$(call binaries,$(PLATFORMS))
+	$(call debs,$(DEB_ARCHS))
+	cd dist && $(SHA256) herald* >SHA256SUMS
+	@ls -l dist
+
+# The Debian packages alone.
+deb: check-version
+	mkdir -p dist
+	$(call binaries,$(addprefix linux/,$(DEB_ARCHS)))
+	$(call debs,$(DEB_ARCHS))
+
+check-version:
+	@test -n '$(VERSION)' || { echo "VERSION is empty: make release VERSION=x.y.z"; exit 1; }
+
 clean:
-	rm -rf bin test-artifacts
+	rm -rf bin dist test-artifacts

@@ -1,5 +1,5 @@
 // Command herald is the Herald server and its tools: serve, sub, pub,
-// token, check-config, bench.
+// token, check-config, health, bench.
 package main
 
 import (
@@ -18,6 +18,7 @@ Usage:
   herald pub --api URL --key K CHANNEL DATA                       publish through the HTTP API
   herald token --secret S --user U [--ttl D]                      mint a connection token (HS256)
   herald check-config FILE                                        validate and print the effective config
+  herald health [--url URL | --config FILE]                       exit 0 if the node is ready (/readyz), else 1
   herald bench [flags]                                            load-test a server
   herald version
 
@@ -42,6 +43,8 @@ func main() {
 		err = runToken(args)
 	case "check-config":
 		err = runCheckConfig(args)
+	case "health":
+		err = runHealth(args)
 	case "bench":
 		err = runBench(args)
 	case "version", "--version":

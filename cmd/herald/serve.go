@@ -11,7 +11,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -19,14 +18,6 @@ import (
 
 	"github.com/heraldhq/herald"
 )
-
-func versionString() string {
-	v := "herald " + herald.Version
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v += " (" + bi.GoVersion + ")"
-	}
-	return v
-}
 
 type exitCoder interface{ ExitCode() int }
 
