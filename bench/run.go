@@ -77,11 +77,14 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 
 // runner holds the state of one run.
 type runner struct {
-	o    *options
-	tgt  target
-	api  *apiClient
-	logw io.Writer
-	rep  *Report
+	o   *options
+	tgt target
+	api *apiClient
+	// logMu serialises logf and warn: the progress goroutine logs while
+	// the run does.
+	logMu sync.Mutex
+	logw  io.Writer
+	rep   *Report
 	// nodeAPIs tell the nodes' pids and clients (one: api).
 	nodeAPIs   []*apiClient
 	pids       []int // servers' processes: RSS and CPU are their sums
@@ -95,12 +98,16 @@ type runner struct {
 }
 
 func (r *runner) logf(format string, args ...any) {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
 	fmt.Fprintf(r.logw, "bench: "+format+"\n", args...)
 }
 
 func (r *runner) warn(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	r.logMu.Lock()
 	r.rep.Warnings = append(r.rep.Warnings, msg)
+	r.logMu.Unlock()
 	r.logf("warning: %s", msg)
 }
 
