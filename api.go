@@ -282,7 +282,8 @@ func (s *Server) apiInfo(ctx context.Context, _ any, _ *namespace) (any, *protoc
 		s.log.Error("info", "err", err)
 		return nil, protocol.NewError(protocol.ErrInternal, "info failed")
 	}
-	return map[string]any{"nodes": nodes}, nil
+	// "node" names the node that answered, among "nodes".
+	return map[string]any{"nodes": nodes, "node": s.nodeID}, nil
 }
 
 func (s *Server) apiStats(_ context.Context, req *apiStats, _ *namespace) (any, *protocol.Error) {

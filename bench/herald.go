@@ -109,17 +109,25 @@ func (heraldTarget) Info(ctx context.Context, api *apiClient) (serverInfo, error
 		return serverInfo{}, err
 	}
 	var r struct {
+		Node  string `json:"node"` // the node asked
 		Nodes []struct {
-			PID        int `json:"pid"`
-			NumClients int `json:"num_clients"`
+			Node       string `json:"node"`
+			PID        int    `json:"pid"`
+			NumClients int    `json:"num_clients"`
 		} `json:"nodes"`
 	}
 	if err := json.Unmarshal(resp, &r); err != nil {
 		return serverInfo{}, fmt.Errorf("api info: %w", err)
 	}
+	// info lists every node of the cluster; the figures wanted are those
+	// of the node asked. (Servers before cluster-wide info listed only
+	// that node, without "node".)
 	var si serverInfo
 	for i, n := range r.Nodes {
-		if i == 0 {
+		if r.Node != "" && n.Node != r.Node {
+			continue
+		}
+		if i == 0 || r.Node != "" {
 			si.PID = n.PID
 		}
 		si.NumClients += n.NumClients
