@@ -172,7 +172,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), commandTimeout)
+	ctx, cancel := context.WithTimeout(s.traceHTTP(r.Context(), r), commandTimeout)
 	defer cancel()
 	res, perr := s.runAPI(ctx, m, req)
 	if perr != nil {
@@ -313,7 +313,7 @@ func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMess
 	if len(payload) > s.cfg.MaxMessageSize {
 		return nil, protocol.NewError(protocol.ErrLimitExceeded, "data larger than max_message_size")
 	}
-	pos, perr := s.publish(ctx, ns, ch, &protocol.Publication{Data: payload, Tags: tags}, key)
+	pos, perr := s.publish(ctx, ns, ch, "api", &protocol.Publication{Data: payload, Tags: tags}, key)
 	if perr != nil {
 		return nil, perr
 	}

@@ -118,7 +118,7 @@ func (ss *session) publish(ctx context.Context, req *protocol.PublishRequest) (*
 	} else if !ns.AllowPublish || ss.mayRead(ctx, ns, req.Channel, "") != nil {
 		return nil, protocol.NewError(protocol.ErrPermissionDenied, "permission denied")
 	}
-	pos, perr := ss.s.publish(ctx, ns, req.Channel, &protocol.Publication{Data: data, Info: info}, req.IdempotencyKey)
+	pos, perr := ss.s.publish(ctx, ns, req.Channel, "client", &protocol.Publication{Data: data, Info: info}, req.IdempotencyKey)
 	if perr != nil {
 		return nil, perr
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldhq/herald/auth"
 	"github.com/heraldhq/herald/broker"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Server. The zero value is a working single node on
@@ -119,6 +120,11 @@ type Config struct {
 	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
 	// conformance suites. Never on by default.
 	Echo bool `yaml:"echo" json:"echo"`
+	// TracerProvider traces publications with OpenTelemetry (see
+	// tracing.go): the publish, the broker append, and each node's
+	// fan-out. Default nil: no tracing. The binary builds one from the
+	// standard OTEL_* environment variables.
+	TracerProvider trace.TracerProvider `yaml:"-" json:"-"`
 	// Demo serves the demo chat page (and the browser SDK it uses) at /.
 	// Meant for development; `herald serve --dev` turns it on.
 	Demo bool `yaml:"demo" json:"demo"`

@@ -17,9 +17,14 @@ type nodeHandler struct{ s *Server }
 var _ broker.Handler = nodeHandler{}
 
 func (n nodeHandler) HandlePublication(ch string, pub *protocol.Publication, epoch string) {
+	s := n.s
 	start := time.Now()
-	n.s.hub.Publish(ch, pub, epoch)
-	n.s.fanout.observe(time.Since(start))
+	if pub.Trace != "" && s.tracer != nil {
+		s.traceFanout(ch, pub, func() hub.Fanout { return s.hub.Publish(ch, pub, epoch) })
+	} else {
+		s.hub.Publish(ch, pub, epoch)
+	}
+	s.fanout.observe(time.Since(start))
 }
 
 func (n nodeHandler) HandleJoin(ch string, info *protocol.ClientInfo) {

@@ -15,10 +15,13 @@ import (
 // broker failure into a protocol error. Rights are checked by the callers.
 
 // publish is the path of every publication: namespace options, broker.
-func (s *Server) publish(ctx context.Context, ns *namespace, ch string, pub *protocol.Publication, idemKey string) (protocol.StreamPosition, *protocol.Error) {
+// source is "api" or "client".
+func (s *Server) publish(ctx context.Context, ns *namespace, ch, source string, pub *protocol.Publication, idemKey string) (protocol.StreamPosition, *protocol.Error) {
+	end := s.startPublish(ctx, ch, source, pub)
 	start := time.Now()
 	pos, _, err := s.broker.Publish(ctx, ch, pub, ns.publishOptions(idemKey, s.cfg.IdempotencyWindow))
 	s.observe("publish", start)
+	end(pos, err)
 	if err != nil {
 		s.log.Error("publish", "channel", ch, "err", err)
 		return pos, protocol.NewError(protocol.ErrInternal, "publish failed")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/heraldhq/herald/auth"
 	"github.com/heraldhq/herald/broker"
@@ -58,6 +59,7 @@ type Server struct {
 	nodes       nodeTable     // the cluster as this node knows it (nodes.go)
 	published   atomic.Uint64 // publications accepted by this node
 	fanout      fanoutHist
+	tracer      trace.Tracer    // nil without tracing (tracing.go)
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
 
@@ -142,6 +144,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.sessions.init()
 	s.nodes.init()
+	s.tracer = newTracer(cfg.TracerProvider)
 	s.hub = hub.New(hub.Options{
 		OnSlow: func(owner any) {
 			owner.(*session).disconnect(protocol.DisconnectSlow, 0, true)

@@ -111,7 +111,16 @@ func (l *lockedBuffer) String() string {
 // always, with HERALD_CLUSTER_LOGS set).
 func startProcess(t *testing.T, name, path string, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, name, path, nil, args...)
+}
+
+// startProcessEnv is startProcess with env added to the test's environment.
+func startProcessEnv(t *testing.T, name, path string, env []string, args ...string) *process {
+	t.Helper()
 	p := &process{name: name, cmd: exec.Command(path, args...), done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	dieWithTest(p.cmd)
 	if err := p.cmd.Start(); err != nil {

@@ -74,12 +74,18 @@ type testCluster struct {
 // ready (at most ready).
 func startCluster(t *testing.T, n int, cfg string, ready time.Duration, args func(i int) []string) *testCluster {
 	t.Helper()
+	return startClusterEnv(t, n, cfg, ready, nil, args)
+}
+
+// startClusterEnv is startCluster with env added to the nodes' environment.
+func startClusterEnv(t *testing.T, n int, cfg string, ready time.Duration, env []string, args func(i int) []string) *testCluster {
+	t.Helper()
 	c := &testCluster{t: t}
 	var addrs []string
 	for i := 0; i < n; i++ {
 		nd := &node{i: i, addr: testaddr.Addr(t)}
 		a := append([]string{"serve", "--config", cfg, "--listen", nd.addr}, args(i)...)
-		nd.process = startProcess(t, fmt.Sprintf("node %d (%s)", i, nd.addr), bin, a...)
+		nd.process = startProcessEnv(t, fmt.Sprintf("node %d (%s)", i, nd.addr), bin, env, a...)
 		c.nodes = append(c.nodes, nd)
 		addrs = append(addrs, nd.addr)
 	}

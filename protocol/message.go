@@ -107,6 +107,10 @@ type Publication struct {
 	// dropped publications of this channel for it (slow-client policy
 	// "drop"). The client should recover from its last position.
 	Gap bool `json:"gap,omitempty" msgpack:"gap,omitempty"`
+	// Trace is the W3C traceparent of a traced publish, which brokers
+	// carry between nodes so that each node's fan-out joins the trace.
+	// It is never sent to clients.
+	Trace string `json:"-" msgpack:"-"`
 }
 
 // ConnectRequest opens a session. Token is a JWT; empty means anonymous.

@@ -721,6 +721,22 @@ func testCrossNode(t *testing.T, s Setup) {
 			t.Fatalf("node %s reports position %+v, want %+v", name, pos, last)
 		}
 	}
+	// A publication's trace context travels to the other node (with and
+	// without history), and is kept in history.
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, opts := range []broker.PublishOptions{withHistory, {}} {
+		p := data(100)
+		p.Trace = tp
+		if _, _, err := a.Publish(ctx(t), ch, p, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Eventually(t, 10*time.Second, "traced publications on node b", func() bool { n, _, _, _ := rb.counts(ch); return n == 22 })
+	for _, p := range rb.Pubs(ch)[20:] {
+		if p.Trace != tp {
+			t.Fatalf("node b got trace %q, want %q", p.Trace, tp)
+		}
+	}
 	info := &protocol.ClientInfo{Client: "x", User: "y"}
 	if err := a.PublishJoin(ctx(t), ch, info); err != nil {
 		t.Fatal(err)

@@ -113,14 +113,15 @@ func newEpoch() string {
 // wirePub is a publication's body on the wire. Channel, offset and epoch
 // travel in the subject and headers.
 type wirePub struct {
-	Data protocol.Data        `msgpack:"d"`
-	Info *protocol.ClientInfo `msgpack:"i,omitempty"`
-	Tags map[string]string    `msgpack:"t,omitempty"`
-	Time int64                `msgpack:"tm,omitempty"`
+	Data  protocol.Data        `msgpack:"d"`
+	Info  *protocol.ClientInfo `msgpack:"i,omitempty"`
+	Tags  map[string]string    `msgpack:"t,omitempty"`
+	Time  int64                `msgpack:"tm,omitempty"`
+	Trace string               `msgpack:"tr,omitempty"`
 }
 
 func encodePub(p *protocol.Publication) ([]byte, error) {
-	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time})
+	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time, Trace: p.Trace})
 }
 
 func decodePub(ch string, h natsgo.Header, body []byte) (*protocol.Publication, string, error) {
@@ -128,7 +129,7 @@ func decodePub(ch string, h natsgo.Header, body []byte) (*protocol.Publication, 
 	if err := msgpack.Unmarshal(body, &w); err != nil {
 		return nil, "", fmt.Errorf("decode publication: %w", err)
 	}
-	p := &protocol.Publication{Channel: ch, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time}
+	p := &protocol.Publication{Channel: ch, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace}
 	epoch := h.Get(hdrEpoch)
 	if epoch != "" {
 		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)

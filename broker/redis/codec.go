@@ -63,11 +63,19 @@ func encode(kind byte, v any) (string, error) {
 	return e.buf.String(), nil
 }
 
+// wireBody is a publication body: the client-facing fields of
+// protocol.Publication under the same keys, and the trace context.
+type wireBody struct {
+	Data  protocol.Data        `msgpack:"data"`
+	Info  *protocol.ClientInfo `msgpack:"info,omitempty"`
+	Tags  map[string]string    `msgpack:"tags,omitempty"`
+	Time  int64                `msgpack:"time,omitempty"`
+	Trace string               `msgpack:"tr,omitempty"`
+}
+
 // encodeBody encodes pub for history and live delivery.
 func encodeBody(pub *protocol.Publication) (string, error) {
-	p := *pub
-	p.Channel, p.Offset = "", 0
-	return encode(0, &p)
+	return encode(0, &wireBody{Data: pub.Data, Info: pub.Info, Tags: pub.Tags, Time: pub.Time, Trace: pub.Trace})
 }
 
 func decode(b string, v any) error {
@@ -80,12 +88,11 @@ func decode(b string, v any) error {
 
 // decodeBody decodes a stored or live publication body.
 func decodeBody(ch string, offset uint64, body string) (*protocol.Publication, error) {
-	p := new(protocol.Publication)
-	if err := decode(body, p); err != nil {
+	var w wireBody
+	if err := decode(body, &w); err != nil {
 		return nil, err
 	}
-	p.Channel, p.Offset = ch, offset
-	return p, nil
+	return &protocol.Publication{Channel: ch, Offset: offset, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace}, nil
 }
 
 // liveMessage is a decoded message of a channel's pub/sub name.

@@ -79,6 +79,21 @@ func runServe(args []string) error {
 	if err := fc.resolveBackend(backend, os.Getenv); err != nil {
 		return err
 	}
+	tp, flushTraces, err := tracerFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		fc.TracerProvider = tp
+		logger.Info("tracing publications over OTLP")
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := flushTraces(ctx); err != nil {
+				logger.Warn("flush traces", "err", err)
+			}
+		}()
+	}
 	srv, stopBackend, err := startServer(fc, logger)
 	if err != nil {
 		return err

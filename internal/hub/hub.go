@@ -52,7 +52,8 @@ type Sub struct {
 	Channel   string
 	Policy    Policy
 	JoinLeave bool
-	Owner     any // passed to the callbacks
+	ci        uint8 // protocol.CodecIndex(Codec), set by Add
+	Owner     any   // passed to the callbacks
 
 	gap atomic.Bool // the next publication goes out marked Gap
 
@@ -157,6 +158,7 @@ func (h *Hub) Add(sub *Sub) (first bool) {
 	ch.mu.Lock()
 	s.mu.Unlock()
 	sub.idx = len(ch.subs)
+	sub.ci = uint8(protocol.CodecIndex(sub.Codec))
 	sub.recovering = true
 	ch.subs = append(ch.subs, sub)
 	first = len(ch.subs) == 1
@@ -246,18 +248,24 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 	return true
 }
 
+// Fanout is what one publication's fan-out queued on this node.
+type Fanout struct {
+	Queued int // subscribers the publication was queued for
+	Bytes  int // frame bytes queued in all
+}
+
 // Publish fans a publication of the node's broker stream out to the
 // channel's subscribers. The broker calls it in offset order per channel.
-func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
+func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f Fanout) {
 	ch := h.lookup(name)
 	if ch == nil {
-		return
+		return f
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if pub.Offset != 0 {
 		if ch.offset != 0 && epoch == ch.epoch && pub.Offset <= ch.offset {
-			return // redelivery of what the channel already had
+			return f // redelivery of what the channel already had
 		}
 		gap := ch.offset != 0 && (epoch != ch.epoch || pub.Offset != ch.offset+1)
 		ch.epoch, ch.offset = epoch, pub.Offset
@@ -268,10 +276,11 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
 			for _, s := range ch.subs {
 				h.opts.OnGap(s.Owner)
 			}
-			return
+			return f
 		}
 	}
 	var frames [protocol.NumCodecs][]byte
+	var queued [protocol.NumCodecs]int
 	for _, s := range ch.subs {
 		if s.recovering {
 			if len(s.buf) >= h.opts.MaxRecoveryBuffer {
@@ -284,8 +293,15 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) {
 		if pub.Offset != 0 && pub.Offset <= s.after {
 			continue // the subscribe reply covered it
 		}
-		h.send(s, pub, &frames)
+		if h.send(s, pub, &frames) {
+			queued[s.ci]++
+		}
 	}
+	for i, n := range queued {
+		f.Queued += n
+		f.Bytes += n * len(frames[i])
+	}
+	return f
 }
 
 // send queues pub on s's connection, encoding it once per codec into
@@ -302,11 +318,10 @@ func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[protocol.NumCodec
 		}
 		return h.overflow(s, &p)
 	}
-	ci := protocol.CodecIndex(s.Codec)
-	f := frames[ci]
+	f := frames[s.ci]
 	if f == nil {
 		f = pushFrame(s.Codec, pub)
-		frames[ci] = f
+		frames[s.ci] = f
 	}
 	switch s.Conn.Enqueue(f, s) {
 	case nil:
@@ -371,7 +386,7 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 		if s.recovering || !want(s) {
 			continue
 		}
-		ci := protocol.CodecIndex(s.Codec)
+		ci := s.ci
 		if frames[ci] == nil {
 			payload, err := s.Codec.AppendServerMessage(nil, msg)
 			if err != nil {
