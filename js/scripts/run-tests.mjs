@@ -42,6 +42,9 @@ if (!existsSync(path.join(jsDir, 'node_modules', 'typescript')) || !existsSync(p
 console.log('== build: SDK and web/static copy');
 run(npm, ['run', '--silent', 'build:web'], { cwd: jsDir });
 
+console.log('== check: the admin UI\'s copy of uPlot matches node_modules');
+run(process.execPath, ['scripts/vendor-uplot.mjs', '--check'], { cwd: jsDir });
+
 console.log('== typecheck: public API as a consumer uses it');
 run(npm, ['run', '--silent', 'typecheck'], { cwd: jsDir });
 
