@@ -52,6 +52,7 @@ type Server struct {
 	nodeID     string
 	started    time.Time
 	mux        *http.ServeMux
+	admin      *adminUI
 	pingFrames [protocol.NumCodecs][]byte
 
 	sessions    registry
@@ -166,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 		s.cancel()
 		return nil, fmt.Errorf("herald: start broker: %w", err)
 	}
+	s.admin = newAdminUI(s)
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
 	s.goTracked(s.sampleLoop)
@@ -199,7 +201,7 @@ func (s *Server) Engine() string { return s.engine.Name() }
 func (s *Server) engineBytesOut() uint64 { return s.engine.BytesOut() }
 
 // Handler returns the server's HTTP handler: /ws, /api/, /healthz, /readyz,
-// /metrics (and /ws/echo with Config.Echo).
+// /metrics, /admin/ (and /ws/echo with Config.Echo).
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // MetricsHandler returns the /metrics handler alone, for serving it on a
@@ -230,6 +232,10 @@ func (s *Server) routes() *http.ServeMux {
 	})
 	if !s.cfg.NoMetricsEndpoint {
 		mux.Handle("/metrics", s.MetricsHandler())
+	}
+	if !s.cfg.NoAdminEndpoint {
+		mux.Handle("/admin", s.admin)
+		mux.Handle("/admin/", s.admin)
 	}
 	if s.cfg.Demo {
 		mux.Handle("/", web.Handler())
@@ -340,6 +346,7 @@ func (s *Server) NewHTTPServer(h http.Handler) *http.Server {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       markTLS,
 	}
 }
 
@@ -384,16 +391,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.startSession(nc, in, sub, ip, headers)
+	s.startSession(nc, in, sub, ip, headers, false)
 }
 
 // startSession serves an upgraded connection. ip holds a per-IP slot,
-// released when the session ends.
-func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string) {
+// released when the session ends. admin marks a session of the admin UI
+// (admin_ws.go).
+func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string, admin bool) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
 	ss.ip = ip // "" unless something needs it (see admit)
 	ss.headers = headers
+	ss.admin = admin
 	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
 	s.sessions.add(ss)
