@@ -130,6 +130,13 @@ function seriesOf(fig) {
   return out;
 }
 
+// tick labels a y axis value with as many decimals as its step needs.
+function tick(v, incr) {
+  let decimals = 0;
+  while (decimals < 3 && Math.abs(Math.round(incr * 10 ** decimals) - incr * 10 ** decimals) > 1e-6) decimals++;
+  return Number(v).toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
 function plotWidth(container) {
   return Math.max(280, container.clientWidth - 2);
 }
@@ -149,7 +156,7 @@ function buildPlots() {
         height: 220,
         scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max * 1.1, fig.id === 'connections' ? 1 : 0.1)] } },
         series: seriesOf(fig),
-        axes: [{}, { size: 64, values: (u, vals) => vals.map((v) => (fig.id === 'fanout' ? Number(v).toFixed(1) : fig.fmt(v))) }],
+        axes: [{}, { size: 64, values: (u, vals, axis, space, incr) => vals.map((v) => tick(v, incr)) }],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
       },
