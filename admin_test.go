@@ -627,7 +627,7 @@ func TestAdminWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer adm.Close()
-	alice := dial(t, ts, &client.Options{Token: token(t, "alice", time.Hour)})
+	alice := dial(t, ts, &client.Options{Token: token(t, "alice", 0)}) // a token without expiry
 	if _, err := alice.Subscribe(ctxT(t), "secret:1", client.SubscribeOptions{}); !isCode(err, protocol.ErrPermissionDenied) {
 		t.Fatalf("alice on the private channel: %v", err)
 	}
@@ -658,6 +658,22 @@ func TestAdminWebSocket(t *testing.T) {
 	var conns herald.ConnectionsPage
 	if code := a.get("connections", url.Values{"client": {adm.ID()}}, &conns); code != 200 || len(conns.Connections) != 1 || !conns.Connections[0].Admin {
 		t.Fatalf("admin connection listed: %d %+v", code, conns)
+	}
+
+	// It ends with the login it was opened with: closed as expired
+	// (3502) once the session's expiry and the grace have passed.
+	ts.SweepAt(time.Now().Add(12*time.Hour + 11*time.Second))
+	select {
+	case <-adm.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the admin connection outlived its login")
+	}
+	var te *client.TerminalError
+	if err := adm.Err(); !errors.As(err, &te) || te.Code != protocol.DisconnectTokenExpired {
+		t.Fatalf("admin connection ended with %v, want 3502", err)
+	}
+	if alice.State() != client.StateConnected {
+		t.Fatalf("alice's connection (no expiry) after the sweep: %v", alice.State())
 	}
 }
 

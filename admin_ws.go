@@ -3,6 +3,7 @@ package herald
 import (
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // /admin/ws serves the admin UI's live tail: a normal session of the
@@ -10,7 +11,9 @@ import (
 // without a token (the admin cookie authenticated the upgrade), may
 // subscribe to and read the history and presence of any channel, and may
 // do nothing else: no publish, rpc or refresh. It is no channel member:
-// no presence entry, no join or leave event. It takes no per-IP slot.
+// no presence entry, no join or leave event. It takes no per-IP slot. It
+// is closed with 3502 (expired) TokenExpiryGrace after the login it was
+// opened with expires, as a connection whose token expired.
 
 // adminMay lists the commands an admin session may send.
 func adminMay(method string) bool {
@@ -24,7 +27,8 @@ func adminMay(method string) bool {
 // serveWS upgrades a request with a valid admin session from a page of
 // the same host.
 func (a *adminUI) serveWS(w http.ResponseWriter, r *http.Request) {
-	if _, ok := a.session(r); !ok {
+	sess, ok := a.session(r)
+	if !ok {
 		a.audit(r, slog.LevelWarn, "live tail connect", "refused: no session")
 		http.Error(w, "not logged in", http.StatusUnauthorized)
 		return
@@ -45,5 +49,5 @@ func (a *adminUI) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.audit(r, slog.LevelInfo, "live tail connect", "ok")
-	s.startSession(nc, in, sub, "", nil, true)
+	s.startSession(nc, in, sub, "", nil, time.Unix(sess.expires, 0))
 }

@@ -22,3 +22,7 @@ func (s *Server) SetAdminClock(now func() time.Time) {
 	}
 	s.admin.now.Store(&now)
 }
+
+// SweepAt runs one pass of the once-a-second sweep as if it were now:
+// pings, stale connections, expired credentials.
+func (s *Server) SweepAt(now time.Time) { s.sweepOnce(now) }

@@ -190,7 +190,7 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.startSession(c, in, hs.Protocol, ip, headers, false)
+	s.startSession(c, in, hs.Protocol, ip, headers, time.Time{})
 }
 
 // forwardRead passes c to net/http with the bytes read so far.

@@ -391,18 +391,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.startSession(nc, in, sub, ip, headers, false)
+	s.startSession(nc, in, sub, ip, headers, time.Time{})
 }
 
 // startSession serves an upgraded connection. ip holds a per-IP slot,
-// released when the session ends. admin marks a session of the admin UI
-// (admin_ws.go).
-func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string, admin bool) {
+// released when the session ends. A non-zero adminUntil makes it a
+// session of the admin UI (admin_ws.go), closed when the admin's login
+// expires.
+func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string, adminUntil time.Time) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
 	ss.ip = ip // "" unless something needs it (see admit)
 	ss.headers = headers
-	ss.admin = admin
+	if !adminUntil.IsZero() {
+		ss.admin = true
+		ss.expires.Store(adminUntil.Unix())
+	}
 	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
 	s.sessions.add(ss)
