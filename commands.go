@@ -43,6 +43,10 @@ func (ss *session) handle(cmd *protocol.Command) {
 		return
 	}
 	ss.s.metrics.commands.WithLabelValues(method).Inc()
+	if ss.admin && !adminMay(method) {
+		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrPermissionDenied, "the admin connection is read-only"))
+		return
+	}
 	if method == "connect" {
 		ss.connect(cmd.ID, cmd.Connect)
 		return

@@ -60,6 +60,13 @@ type Config struct {
 	// NoMetricsEndpoint leaves /metrics out of Handler (serve
 	// MetricsHandler on a separate listener instead).
 	NoMetricsEndpoint bool `yaml:"-" json:"-"`
+	// Admin configures the admin UI (AdminHandler), off unless it has a
+	// password. (herald serve reads it from the config file's admin
+	// section.)
+	Admin AdminConfig `yaml:"-" json:"admin"`
+	// NoAdminEndpoint leaves /admin/ out of Handler (serve AdminHandler on
+	// a separate listener instead).
+	NoAdminEndpoint bool `yaml:"-" json:"-"`
 	// AllowAnonymous accepts connections without a token (user "").
 	// Default false.
 	AllowAnonymous bool `yaml:"allow_anonymous" json:"allow_anonymous"`
@@ -224,6 +231,7 @@ func (c *Config) setDefaults() {
 	}
 	defInt(&c.CommandBurst, 200)
 	def(&c.Proxy.Timeout, 5*time.Second)
+	def(&c.Admin.SessionTTL, 12*time.Hour)
 	if c.Token.HMACSecret == "" {
 		c.Token.HMACSecret = c.TokenSecret
 	}
@@ -249,6 +257,9 @@ func (c Config) Validate() error {
 	}
 	if c.QueryTimeout < 0 || c.DrainTimeout < 0 {
 		return fmt.Errorf("%w: query_timeout and drain_timeout must not be negative", ErrConfig)
+	}
+	if err := c.Admin.validate(); err != nil {
+		return fmt.Errorf("%w: admin: %v", ErrConfig, err)
 	}
 	for _, o := range c.AllowedOrigins {
 		if _, err := compileOrigin(o); err != nil {

@@ -42,7 +42,7 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		return
 	}
 	ss.headers = nil
-	if who.user == "" && !s.cfg.AllowAnonymous {
+	if who.user == "" && !s.cfg.AllowAnonymous && !ss.admin {
 		ss.disconnect(protocol.DisconnectUnauthorized, 0, true)
 		return
 	}
@@ -79,6 +79,8 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 func (ss *session) authenticate(ctx context.Context, id uint64, req *protocol.ConnectRequest) (authResult, bool) {
 	s := ss.s
 	switch {
+	case ss.admin:
+		return authResult{}, true // the admin cookie authenticated the upgrade
 	case req.Token != "":
 		c, err := s.verifier.Verify(ctx, req.Token)
 		switch {

@@ -1,5 +1,7 @@
 package herald
 
+import "time"
+
 // SetTestHookSessionClose sets a function that each session's OnClose
 // calls first, with the session's node id; nil removes it. Tests use it to
 // hold a close that the transport has begun but not yet reported.
@@ -10,3 +12,17 @@ func SetTestHookSessionClose(f func(node string)) {
 	}
 	testHookSessionClose.Store(&f)
 }
+
+// SetAdminClock makes the admin UI read the time from now (nil: the real
+// clock), for tests of session expiry and the login rate limit.
+func (s *Server) SetAdminClock(now func() time.Time) {
+	if now == nil {
+		s.admin.now.Store(nil)
+		return
+	}
+	s.admin.now.Store(&now)
+}
+
+// SweepAt runs one pass of the once-a-second sweep as if it were now:
+// pings, stale connections, expired credentials.
+func (s *Server) SweepAt(now time.Time) { s.sweepOnce(now) }

@@ -2,6 +2,8 @@ package herald
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -69,6 +71,22 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// tlsConnKey marks, in a request's context, a connection that came over
+// TLS: net/http sets Request.TLS only for a *tls.Conn, and Serve hands it
+// a prefixConn.
+type tlsConnKey struct{}
+
+// markTLS is the ConnContext of the servers NewHTTPServer makes.
+func markTLS(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*prefixConn); ok {
+		c = pc.Conn
+	}
+	if _, ok := c.(*tls.Conn); ok {
+		return context.WithValue(ctx, tlsConnKey{}, true)
+	}
+	return ctx
 }
 
 var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
@@ -172,7 +190,7 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.startSession(c, in, hs.Protocol, ip, headers)
+	s.startSession(c, in, hs.Protocol, ip, headers, time.Time{})
 }
 
 // forwardRead passes c to net/http with the bytes read so far.

@@ -239,6 +239,8 @@ type ConnectionInfo struct {
 	Subscriptions []string  `json:"subscriptions"`
 	QueueFrames   int       `json:"queue_frames"`
 	QueueBytes    int       `json:"queue_bytes"`
+	// Admin marks a connection of the admin UI's live tail.
+	Admin bool `json:"admin,omitempty"`
 }
 
 // ConnectionsPage is a page of connections ordered by node, then client id.
@@ -314,7 +316,7 @@ func (ss *session) describe() ConnectionInfo {
 	ss.mu.Lock()
 	ci := ConnectionInfo{
 		Node: ss.s.nodeID, Client: ss.id, User: ss.user, Transport: "websocket", Codec: ss.codec.Name(),
-		ConnectedAt: time.Unix(0, ss.created).UTC(), Subscriptions: make([]string, 0, len(ss.subs)),
+		ConnectedAt: time.Unix(0, ss.created).UTC(), Subscriptions: make([]string, 0, len(ss.subs)), Admin: ss.admin,
 	}
 	for _, sub := range ss.subs {
 		ci.Subscriptions = append(ci.Subscriptions, sub.Channel)

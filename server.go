@@ -53,6 +53,7 @@ type Server struct {
 	nodeID     string
 	started    time.Time
 	mux        *http.ServeMux
+	admin      *adminUI
 	pingFrames [protocol.NumCodecs][]byte
 
 	sessions    registry
@@ -169,6 +170,7 @@ func New(cfg Config) (*Server, error) {
 		s.cancel()
 		return nil, fmt.Errorf("herald: start broker: %w", err)
 	}
+	s.admin = newAdminUI(s)
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
 	s.goTracked(s.sampleLoop)
@@ -202,7 +204,7 @@ func (s *Server) Engine() string { return s.engine.Name() }
 func (s *Server) engineBytesOut() uint64 { return s.engine.BytesOut() }
 
 // Handler returns the server's HTTP handler: /ws, /api/, /healthz, /readyz,
-// /metrics (and /ws/echo with Config.Echo).
+// /metrics, /admin/ (and /ws/echo with Config.Echo).
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // MetricsHandler returns the /metrics handler alone, for serving it on a
@@ -233,6 +235,10 @@ func (s *Server) routes() *http.ServeMux {
 	})
 	if !s.cfg.NoMetricsEndpoint {
 		mux.Handle("/metrics", s.MetricsHandler())
+	}
+	if !s.cfg.NoAdminEndpoint {
+		mux.Handle("/admin", s.admin)
+		mux.Handle("/admin/", s.admin)
 	}
 	if s.cfg.Demo {
 		mux.Handle("/", web.Handler())
@@ -343,6 +349,7 @@ func (s *Server) NewHTTPServer(h http.Handler) *http.Server {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext:       markTLS,
 	}
 }
 
@@ -387,16 +394,22 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.startSession(nc, in, sub, ip, headers)
+	s.startSession(nc, in, sub, ip, headers, time.Time{})
 }
 
 // startSession serves an upgraded connection. ip holds a per-IP slot,
-// released when the session ends.
-func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string) {
+// released when the session ends. A non-zero adminUntil makes it a
+// session of the admin UI (admin_ws.go), closed when the admin's login
+// expires.
+func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string, adminUntil time.Time) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
 	ss.ip = ip // "" unless something needs it (see admit)
 	ss.headers = headers
+	if !adminUntil.IsZero() {
+		ss.admin = true
+		ss.expires.Store(adminUntil.Unix())
+	}
 	c := transport.NewConn(nc, sub, s.topts, ss)
 	ss.conn = c
 	s.sessions.add(ss)

@@ -44,6 +44,10 @@ type session struct {
 	proxyExpiry atomic.Bool
 	refreshing  atomic.Bool
 	userSlot    bool // holds a per-user connection slot (guarded by mu)
+	// admin: a session of the admin UI's /admin/ws (admin_ws.go). Set
+	// before the session starts, then only read. It fills padding before
+	// mu: a session is no larger for it.
+	admin bool
 
 	mu   sync.Mutex
 	user string
@@ -62,6 +66,9 @@ func (ss *session) clientInfo() *protocol.ClientInfo {
 }
 
 func (ss *session) presenceSubs() []*subscription {
+	if ss.admin {
+		return nil // an admin session is no channel member
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	var out []*subscription

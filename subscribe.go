@@ -205,6 +205,9 @@ func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, 
 // no member outlives its connection.
 func (ss *session) join(ctx context.Context, sub *subscription, info *protocol.ClientInfo) {
 	s := ss.s
+	if ss.admin {
+		return // the admin UI watches without being a member
+	}
 	if sub.ns.Presence {
 		if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, info, s.presenceTTL); err != nil {
 			s.log.Warn("presence add", "channel", sub.Channel, "err", err)
@@ -244,6 +247,9 @@ func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeReq
 func (ss *session) release(ctx context.Context, sub *subscription) {
 	s := ss.s
 	s.hubRemove(&sub.Sub)
+	if ss.admin {
+		return // it never joined
+	}
 	if sub.ns.Presence {
 		if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
 			s.log.Warn("presence remove", "channel", sub.Channel, "err", err)

@@ -38,7 +38,30 @@ type fileConfig struct {
 	// cluster mode (cluster.go).
 	BrokerSection brokerConfig  `yaml:"broker"`
 	Cluster       clusterConfig `yaml:"cluster,omitempty"`
+	// AdminSection is the admin UI: the library's AdminConfig, copied into
+	// Config.Admin by loadConfig, and where to serve it.
+	AdminSection adminSection `yaml:"admin,omitempty"`
 }
+
+// adminSection is the config file's admin section.
+type adminSection struct {
+	herald.AdminConfig `yaml:",inline"`
+	// Listen serves the admin UI on a separate address instead of under
+	// /admin/ of the public listener.
+	Listen string `yaml:"listen,omitempty"`
+}
+
+// checkAdmin refuses an admin listener without the admin UI.
+func (fc *fileConfig) checkAdmin() error {
+	if fc.AdminSection.Listen != "" && fc.Admin.Password == "" {
+		return errors.New("admin.listen is set but admin.password is not: the admin UI is off without a password")
+	}
+	return nil
+}
+
+// envSections are the sections whose scalar keys have environment
+// variables too: HERALD_<SECTION>_<KEY> (HERALD_ADMIN_PASSWORD).
+var envSections = map[string]bool{"admin": true}
 
 // loadConfig reads path (YAML, or JSON, which is YAML) if given, then
 // applies HERALD_* environment variables.
@@ -62,12 +85,18 @@ func loadConfig(path string) (*fileConfig, error) {
 	if k := os.Getenv("HERALD_API_KEY"); k != "" {
 		fc.APIKeys = append(fc.APIKeys, k)
 	}
+	fc.Admin = fc.AdminSection.AdminConfig
 	return fc, nil
 }
 
-// applyEnv sets every scalar field from HERALD_<YAML KEY IN UPPER CASE>.
-// Lists take comma-separated values; durations Go syntax ("30s").
+// applyEnv sets every scalar field from HERALD_<YAML KEY IN UPPER CASE>,
+// and those of envSections from HERALD_<SECTION>_<KEY>. Lists take
+// comma-separated values; durations Go syntax ("30s").
 func applyEnv(v reflect.Value, getenv func(string) string) error {
+	return applyEnvPrefix(v, "HERALD_", getenv)
+}
+
+func applyEnvPrefix(v reflect.Value, prefix string, getenv func(string) string) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -76,12 +105,18 @@ func applyEnv(v reflect.Value, getenv func(string) string) error {
 			continue
 		}
 		if len(tag) > 1 && tag[1] == "inline" {
-			if err := applyEnv(v.Field(i), getenv); err != nil {
+			if err := applyEnvPrefix(v.Field(i), prefix, getenv); err != nil {
 				return err
 			}
 			continue
 		}
-		name := "HERALD_" + strings.ToUpper(tag[0])
+		if f.Type.Kind() == reflect.Struct && envSections[tag[0]] && prefix == "HERALD_" {
+			if err := applyEnvPrefix(v.Field(i), prefix+strings.ToUpper(tag[0])+"_", getenv); err != nil {
+				return err
+			}
+			continue
+		}
+		name := prefix + strings.ToUpper(tag[0])
 		val := getenv(name)
 		if val == "" {
 			continue
@@ -116,9 +151,10 @@ func applyEnv(v reflect.Value, getenv func(string) string) error {
 }
 
 // applyDev sets the development defaults: anonymous clients, every channel
-// open, history and presence on. It returns the API key and token secret
-// it generated (empty if they were configured).
-func applyDev(fc *fileConfig) (genKey, genSecret string) {
+// open, history and presence on, the admin UI on. It returns the API key,
+// token secret and admin password it generated (empty if they were
+// configured).
+func applyDev(fc *fileConfig) (genKey, genSecret, genAdmin string) {
 	c := &fc.Config
 	c.AllowAnonymous = true
 	c.UnknownNamespacesAsDefault = true
@@ -134,17 +170,22 @@ func applyDev(fc *fileConfig) (genKey, genSecret string) {
 		genSecret = randomHex(16)
 		c.TokenSecret = genSecret
 	}
+	if c.Admin.Password == "" {
+		genAdmin = randomHex(16)
+		c.Admin.Password = genAdmin
+		fc.AdminSection.Password = genAdmin
+	}
 	dev := herald.Namespace{
 		HistorySize: 1000, HistoryTTL: time.Hour, Presence: true, JoinLeave: true,
 		AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
 	}
 	for i := range c.Namespaces {
 		if c.Namespaces[i].Name == "" {
-			return genKey, genSecret // the file's default namespace wins
+			return genKey, genSecret, genAdmin // the file's default namespace wins
 		}
 	}
 	c.Namespaces = append(c.Namespaces, dev)
-	return genKey, genSecret
+	return genKey, genSecret, genAdmin
 }
 
 func randomHex(n int) string {

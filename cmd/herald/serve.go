@@ -69,13 +69,17 @@ func runServe(args []string) error {
 	if *debugListen != "" {
 		fc.DebugListen = *debugListen
 	}
-	var genKey, genSecret string
+	var genKey, genSecret, genAdmin string
 	if *dev || fc.Dev {
-		genKey, genSecret = applyDev(fc)
+		genKey, genSecret, genAdmin = applyDev(fc)
 	}
 	logger := newLogger(fc.LogLevel)
 	fc.Logger = logger
 	fc.NoMetricsEndpoint = fc.MetricsListen != ""
+	fc.NoAdminEndpoint = fc.AdminSection.Listen != ""
+	if err := fc.checkAdmin(); err != nil {
+		return err
+	}
 	if err := fc.resolveBackend(backend, os.Getenv); err != nil {
 		return err
 	}
@@ -118,6 +122,19 @@ func runServe(args []string) error {
 		if genSecret != "" {
 			fmt.Fprintf(os.Stderr, "  token secret: %s   (herald token --secret %s --user alice)\n", genSecret, genSecret)
 		}
+		scheme, adminAddr := "http://", displayAddr(ln.Addr())
+		if fc.TLSCert != "" {
+			scheme = "https://"
+		}
+		if fc.AdminSection.Listen != "" {
+			adminAddr = displayHostPort(fc.AdminSection.Listen)
+		}
+		adminURL := scheme + adminAddr + "/admin/"
+		if genAdmin != "" {
+			fmt.Fprintf(os.Stderr, "  admin UI:   %s   password %s   (set HERALD_ADMIN_PASSWORD to choose one)\n", adminURL, genAdmin)
+		} else {
+			fmt.Fprintf(os.Stderr, "  admin UI:   %s   password from admin.password or HERALD_ADMIN_PASSWORD\n", adminURL)
+		}
 		fmt.Fprintf(os.Stderr, "  try:        herald sub room:1   and   herald pub room:1 '{\"text\":\"hi\"}'\n")
 	} else {
 		logger.Info("listening", "addr", ln.Addr().String(), "engine", srv.Engine())
@@ -125,7 +142,8 @@ func runServe(args []string) error {
 	for _, side := range []struct {
 		addr  string
 		debug bool
-	}{{fc.MetricsListen, false}, {fc.DebugListen, true}} {
+		admin bool
+	}{{fc.MetricsListen, false, false}, {fc.DebugListen, true, false}, {fc.AdminSection.Listen, false, true}} {
 		if side.addr == "" {
 			continue
 		}
@@ -135,7 +153,13 @@ func runServe(args []string) error {
 			return err
 		}
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", srv.MetricsHandler())
+		if side.admin {
+			mux.Handle("/admin", srv.AdminHandler())
+			mux.Handle("/admin/", srv.AdminHandler())
+			mux.Handle("/{$}", http.RedirectHandler("/admin/", http.StatusFound))
+		} else {
+			mux.Handle("/metrics", srv.MetricsHandler())
+		}
 		if side.debug {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -145,7 +169,11 @@ func runServe(args []string) error {
 		}
 		ms := srv.NewHTTPServer(mux)
 		ms.WriteTimeout = 0 // CPU profiles and traces stream for their duration
-		go func() { _ = ms.Serve(mln) }()
+		if side.admin && fc.TLSCert != "" {
+			go func() { _ = ms.ServeTLS(mln, fc.TLSCert, fc.TLSKey) }() // the admin password crosses it
+		} else {
+			go func() { _ = ms.Serve(mln) }()
+		}
 		defer ms.Close()
 	}
 
@@ -183,6 +211,19 @@ func runServe(args []string) error {
 	return nil
 }
 
+// displayHostPort is a listen address as a URL host: localhost for an
+// unspecified host.
+func displayHostPort(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
 func displayAddr(a net.Addr) string {
 	if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
 		return fmt.Sprintf("localhost:%d", ta.Port)
@@ -211,6 +252,12 @@ func runCheckConfig(args []string) error {
 	if fc.Dev {
 		applyDev(fc)
 	}
+	if err := fc.checkAdmin(); err != nil {
+		return err
+	}
+	if fc.Admin.Password != "" {
+		fc.AdminSection.Password = "<redacted>"
+	}
 	if err := fc.Validate(); err != nil {
 		return err
 	}
@@ -222,6 +269,9 @@ func runCheckConfig(args []string) error {
 		fc.BrokerSection.showDefaults()
 	}
 	fc.Config = fc.WithDefaults()
+	if fc.Admin.Password != "" {
+		fc.AdminSection.SessionTTL = fc.Admin.SessionTTL
+	}
 	for i := range fc.APIKeys {
 		fc.APIKeys[i] = "<redacted>"
 	}

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // npm test: builds the SDK (and the demo's copy of it), builds the Herald
 // binary from the repository root into a temp dir, then runs the unit,
-// end-to-end (Node) and browser (headless Chromium) tests with Node's test
+// end-to-end (Node), browser and admin UI (headless Chromium) tests with Node's test
 // runner. Every test starts and stops its own servers. The last lines name
 // the skipped tests and say how many tests passed, failed and were skipped.
 //
 // Environment: HERALD_BIN=path skips the Go build (uses that binary);
-// HERALD_TESTS=unit,e2e,browser selects suites (default all).
+// HERALD_TESTS=unit,e2e,browser,admin selects suites (default all).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
@@ -42,6 +42,9 @@ if (!existsSync(path.join(jsDir, 'node_modules', 'typescript')) || !existsSync(p
 console.log('== build: SDK and web/static copy');
 run(npm, ['run', '--silent', 'build:web'], { cwd: jsDir });
 
+console.log('== check: the admin UI\'s copy of uPlot matches node_modules');
+run(process.execPath, ['scripts/vendor-uplot.mjs', '--check'], { cwd: jsDir });
+
 console.log('== typecheck: public API as a consumer uses it');
 run(npm, ['run', '--silent', 'typecheck'], { cwd: jsDir });
 
@@ -52,11 +55,11 @@ if (!bin) {
   run('go', ['build', '-o', bin, './cmd/herald'], { cwd: repoRoot });
 }
 
-const suites = (process.env.HERALD_TESTS || 'unit,e2e,browser').split(',');
+const suites = (process.env.HERALD_TESTS || 'unit,e2e,browser,admin').split(',');
 
 // The browser tests use Debian's Chromium (never a downloaded browser).
 const hasChromium = () => spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status === 0;
-if (suites.includes('browser') && !hasChromium() && !process.env.HERALD_NO_INSTALL && process.getuid?.() === 0) {
+if ((suites.includes('browser') || suites.includes('admin')) && !hasChromium() && !process.env.HERALD_NO_INSTALL && process.getuid?.() === 0) {
   console.log('== install: chromium (Debian package)');
   const opts = { stdio: 'inherit', timeout: 10 * 60 * 1000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } };
   if (spawnSync('apt-get', ['install', '-y', 'chromium'], opts).status !== 0) {
