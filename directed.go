@@ -36,13 +36,13 @@ func (t Target) validate() *protocol.Error {
 // act is what each node is asked to do.
 type act struct {
 	Target
-	Op       string        `json:"op"` // subscribe, unsubscribe, send, refresh, disconnect
-	Channel  string        `json:"channel,omitempty"`
-	Data     []byte        `json:"data,omitempty"` // send: base64 in the control message, so binary data survives
-	Code     uint32        `json:"code,omitempty"`
-	Reason   string        `json:"reason,omitempty"`
-	ExpireAt int64         `json:"expire_at,omitempty"` // refresh: unix seconds; 0: no expiry
-	Expired  bool          `json:"expired,omitempty"`   // refresh: the credentials are expired now
+	Op       string `json:"op"` // subscribe, unsubscribe, send, refresh, disconnect
+	Channel  string `json:"channel,omitempty"`
+	Data     []byte `json:"data,omitempty"` // send: base64 in the control message, so binary data survives
+	Code     uint32 `json:"code,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	ExpireAt int64  `json:"expire_at,omitempty"` // refresh: unix seconds; 0: no expiry
+	Expired  bool   `json:"expired,omitempty"`   // refresh: the credentials are expired now
 }
 
 // actAnswer is one node's part: the connections it found and how many of
