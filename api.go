@@ -37,13 +37,6 @@ type apiChannel struct {
 	Channel string `json:"channel"`
 }
 
-type apiDisconnect struct {
-	User   string `json:"user"`
-	Client string `json:"client"`
-	Code   uint32 `json:"code"`
-	Reason string `json:"reason"`
-}
-
 type apiStats struct {
 	Since int64 `json:"since"` // unix milliseconds; 0: all kept
 }
@@ -131,11 +124,20 @@ var apiMethods = map[string]apiMethod{
 	"presence_stats": apiCall(channelOf, (*Server).apiPresenceStats),
 	"history":        apiCall(func(r *protocol.HistoryRequest) string { return r.Channel }, (*Server).apiHistory),
 	"disconnect":     apiCall(nil, (*Server).apiDisconnect),
+	"subscribe":      apiCall(func(r *apiSubscribe) string { return r.Channel }, (*Server).apiSubscribe),
+	"unsubscribe":    apiCall(func(r *apiUnsubscribe) string { return r.Channel }, (*Server).apiUnsubscribe),
+	"send":           apiCall(nil, (*Server).apiSend),
+	"refresh":        apiCall(nil, (*Server).apiRefresh),
+	"history_remove": apiCall(channelOf, (*Server).apiHistoryRemove),
 	"channels":       apiCall(nil, (*Server).apiChannels),
 	"connections":    apiCall(nil, (*Server).apiConnections),
 	"stats":          apiCall(nil, (*Server).apiStats),
 	"info":           {handle: (*Server).apiInfo},
 }
+
+// batch runs the other methods; it is added here to break the
+// initialization cycle of a table whose method reads the table.
+func init() { apiMethods["batch"] = apiCall(nil, (*Server).apiBatch) }
 
 func channelOf(r *apiChannel) string { return r.Channel }
 
@@ -232,23 +234,6 @@ func (s *Server) apiHistory(ctx context.Context, req *protocol.HistoryRequest, n
 	return s.history(ctx, ns, req)
 }
 
-func (s *Server) apiDisconnect(ctx context.Context, req *apiDisconnect, _ *namespace) (any, *protocol.Error) {
-	if (req.User == "") == (req.Client == "") {
-		return nil, protocol.NewError(protocol.ErrBadRequest, "user or client required (one of them)")
-	}
-	code := req.Code
-	if code == 0 {
-		code = protocol.DisconnectForceNoReconnect
-	}
-	if code < 3000 || code > 4999 {
-		return nil, protocol.NewError(protocol.ErrBadRequest, "code must be within 3000-4999")
-	}
-	if err := s.disconnect(ctx, req.User, req.Client, code, req.Reason); err != nil {
-		return nil, protocol.NewError(protocol.ErrInternal, "disconnect failed")
-	}
-	return struct{}{}, nil
-}
-
 // apiChannels answers {"channels": {NAME: {"num_clients": N}}, "cursor":
 // NEXT}: a page of the cluster's channels in name order.
 func (s *Server) apiChannels(ctx context.Context, req *ChannelsQuery, _ *namespace) (any, *protocol.Error) {
@@ -319,4 +304,71 @@ func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMess
 	}
 	s.metrics.publications.WithLabelValues("api").Inc()
 	return &apiResult{Epoch: pos.Epoch, Offset: pos.Offset}, nil
+}
+
+// apiHistoryRemove drops a channel's history. Its stream starts again with
+// a new epoch: subscribers see the epoch change and recover, and a client
+// recovering from a position in the old epoch is told it was not
+// recovered.
+func (s *Server) apiHistoryRemove(ctx context.Context, req *apiChannel, ns *namespace) (any, *protocol.Error) {
+	if !ns.history {
+		return nil, protocol.NewError(protocol.ErrNotAvailable, "channel keeps no history")
+	}
+	if err := s.broker.RemoveHistory(ctx, req.Channel); err != nil {
+		s.log.Error("history_remove", "channel", req.Channel, "err", err)
+		return nil, protocol.NewError(protocol.ErrInternal, "history_remove failed")
+	}
+	s.log.Info("history removed", "channel", req.Channel)
+	return struct{}{}, nil
+}
+
+// maxBatch bounds the commands of one batch request.
+const maxBatch = 1000
+
+type apiBatch struct {
+	Commands []struct {
+		Method string          `json:"method"`
+		Params json.RawMessage `json:"params"`
+	} `json:"commands"`
+}
+
+// apiBatchReply is one command's answer in a batch.
+type apiBatchReply struct {
+	Result any             `json:"result,omitempty"`
+	Error  *protocol.Error `json:"error,omitempty"`
+}
+
+// apiBatch runs several API commands in order and answers each in order:
+// {"replies": [{"result": ...} or {"error": ...}, ...]}. A failing command
+// does not stop the ones after it.
+func (s *Server) apiBatch(ctx context.Context, req *apiBatch, _ *namespace) (any, *protocol.Error) {
+	if len(req.Commands) == 0 {
+		return nil, protocol.NewError(protocol.ErrBadRequest, "commands required")
+	}
+	if len(req.Commands) > maxBatch {
+		return nil, protocol.NewError(protocol.ErrLimitExceeded, "at most "+strconv.Itoa(maxBatch)+" commands in a batch")
+	}
+	replies := make([]apiBatchReply, len(req.Commands))
+	for i, c := range req.Commands {
+		m, ok := apiMethods[c.Method]
+		if !ok || c.Method == "batch" {
+			replies[i].Error = protocol.NewError(protocol.ErrMethodNotFound, "unknown API method "+strconv.Quote(c.Method))
+			continue
+		}
+		var params any
+		if m.newRequest != nil {
+			params = m.newRequest()
+			body := c.Params
+			if len(body) == 0 {
+				body = json.RawMessage("{}")
+			}
+			if err := json.Unmarshal(body, params); err != nil {
+				replies[i].Error = protocol.NewError(protocol.ErrBadRequest, "invalid params: "+err.Error())
+				continue
+			}
+		}
+		res, perr := s.runAPI(ctx, m, params)
+		replies[i] = apiBatchReply{Result: res, Error: perr}
+	}
+	return map[string]any{"replies": replies}, nil
 }

@@ -191,6 +191,12 @@ type Namespace struct {
 	// reconnects and recovers) or "drop" (drop the connection's queued
 	// publications and mark the next one with gap).
 	SlowPolicy string `yaml:"slow_policy" json:"slow_policy"`
+	// Personal subscribes every connection of an authenticated user U, at
+	// connect, to the user's personal channel "NAME:#U" ("#U" in the
+	// default namespace), so the application can publish to a user
+	// without knowing their connections. It is granted like a token's
+	// channels and recovers across reconnects. Default false.
+	Personal bool `yaml:"personal" json:"personal"`
 }
 
 // ErrConfig wraps every configuration error.

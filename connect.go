@@ -51,7 +51,7 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		ss.disconnect(protocol.DisconnectConnectionLimit, 30*time.Second+time.Duration(mrand.Int64N(int64(30*time.Second))), true)
 		return
 	}
-	pending, perr := ss.connectSubs(ctx, who.channels, req.Subs)
+	pending, perr := ss.connectSubs(ctx, append(who.channels, s.personalChannels(who.user)...), req.Subs)
 	if perr != nil {
 		ss.replyError(id, perr)
 		return
@@ -169,8 +169,13 @@ func userConnsChannel(user string) string { return "$conns:" + user }
 // ones prepared before it are dropped and its error returned.
 func (ss *session) connectSubs(ctx context.Context, granted []string, subs map[string]*protocol.SubscribeRequest) ([]*pendingSub, *protocol.Error) {
 	var pending []*pendingSub
-	add := func(r *protocol.SubscribeRequest, isGranted bool) *protocol.Error {
-		p, perr := ss.prepare(ctx, r, isGranted)
+	add := func(r *protocol.SubscribeRequest, g grant) *protocol.Error {
+		p, perr := ss.prepare(ctx, r, g)
+		if perr != nil && g == grantClient && perr.Code == protocol.ErrPermissionDenied && ss.apiGranted(ctx, r.Channel) {
+			// A channel the server API subscribed the user to: it comes
+			// back with its position, like a server-side subscription.
+			p, perr = ss.prepare(ctx, r, grantAPI)
+		}
 		if perr != nil {
 			ss.drop(pending)
 			return perr
@@ -185,7 +190,7 @@ func (ss *session) connectSubs(ctx context.Context, granted []string, subs map[s
 			// subscription: recover it like a client subscription.
 			r.Recover, r.Epoch, r.Offset = true, q.Epoch, q.Offset
 		}
-		if perr := add(r, true); perr != nil {
+		if perr := add(r, grantCredentials); perr != nil {
 			return nil, perr
 		}
 	}
@@ -197,9 +202,30 @@ func (ss *session) connectSubs(ctx context.Context, granted []string, subs map[s
 			r = &protocol.SubscribeRequest{}
 		}
 		r.Channel = ch
-		if perr := add(r, false); perr != nil {
+		if perr := add(r, grantClient); perr != nil {
 			return nil, perr
 		}
 	}
 	return pending, nil
+}
+
+// personalChannels returns user's personal channels: one per namespace
+// with Personal set ("NS:#USER", or "#USER" in the default namespace).
+// Anonymous connections have none.
+func (s *Server) personalChannels(user string) []string {
+	if user == "" {
+		return nil
+	}
+	var out []string
+	for _, ns := range s.personal {
+		ch := "#" + user
+		if ns != "" {
+			ch = ns + ":" + ch
+		}
+		if !validChannelName(ch, s.cfg.MaxChannelLength) {
+			continue // a user id that cannot stand in a channel name
+		}
+		out = append(out, ch)
+	}
+	return out
 }

@@ -408,6 +408,12 @@ func (s *Server) localAnswer(kind string, params json.RawMessage) (json.RawMessa
 			return nil, err
 		}
 		v = s.localConnections(&q)
+	case "act":
+		var a act
+		if err := json.Unmarshal(params, &a); err != nil {
+			return nil, err
+		}
+		v = s.localAct(&a)
 	default:
 		return nil, errors.New("unknown query " + kind)
 	}

@@ -40,6 +40,7 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	namespaces map[string]*namespace
+	personal   []string // namespaces with personal channels
 	broker     broker.Broker
 	presence   broker.PresenceStore
 	engine     transport.Engine
@@ -125,6 +126,9 @@ func New(cfg Config) (*Server, error) {
 	s.perIP.max = cfg.MaxConnectionsPerIP
 	for _, ns := range cfg.Namespaces {
 		s.namespaces[ns.Name] = compileNamespace(ns)
+		if ns.Personal {
+			s.personal = append(s.personal, ns.Name)
+		}
 	}
 	if s.broker == nil {
 		s.broker = memory.New(memory.Config{})
@@ -174,9 +178,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
 	s.goTracked(s.sampleLoop)
-	if s.presenceTTL > 0 {
-		s.goTracked(s.refreshPresence)
-	}
+	s.goTracked(s.refreshPresence)
 	s.ready.Store(true)
 	s.log.Info("herald node started", "node", s.nodeID, "engine", s.engine.Name(), "version", Version)
 	return s, nil

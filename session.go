@@ -157,7 +157,7 @@ func (ss *session) cleanup(wasConnected bool) {
 	ss.s.sessions.remove(ss)
 }
 
-// reply sends a reply frame.
+// reply queues a reply, or a push, for the connection.
 func (ss *session) reply(m *protocol.ServerMessage) {
 	payload, err := ss.codec.AppendServerMessage(nil, m)
 	if err != nil {

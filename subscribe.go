@@ -47,12 +47,22 @@ import (
 // nothing is delivered twice. Channels without history have no offsets:
 // everything held since registration is delivered after the reply.
 
-// subscription is one of the session's channels: the hub's registration
-// and the namespace it belongs to, in one allocation.
+// subscription is one of the session's channels: the hub's registration,
+// the namespace it belongs to, and who granted it, in one allocation.
 type subscription struct {
 	hub.Sub
-	ns *namespace
+	ns    *namespace
+	grant grant
 }
+
+// grant is who allowed a subscription.
+type grant uint8
+
+const (
+	grantClient      grant = iota // the client asked; authorized by authz.go
+	grantCredentials              // the connection's token or connect proxy listed it, or a personal channel
+	grantAPI                      // the server API subscribed the connection (recorded in the grants store)
+)
 
 // pendingSub is a subscription registered in the hub but not yet active,
 // with the reply its subscribe gets.
@@ -65,7 +75,7 @@ type pendingSub struct {
 // subscribe runs the subscribe command. The reply goes out through the hub
 // so that it precedes every live publication of the channel.
 func (ss *session) subscribe(ctx context.Context, id uint64, req *protocol.SubscribeRequest) {
-	p, perr := ss.prepare(ctx, req, false)
+	p, perr := ss.prepare(ctx, req, grantClient)
 	if perr != nil {
 		ss.replyError(id, perr)
 		return
@@ -73,11 +83,29 @@ func (ss *session) subscribe(ctx context.Context, id uint64, req *protocol.Subsc
 	ss.activate(ctx, &protocol.ServerMessage{ID: id, Subscribe: p.res}, []*pendingSub{p})
 }
 
+// serverSubscribe subscribes the connection to ch on the server's own
+// initiative (the server API): the same lifecycle as a client subscribe,
+// announced with a subscribe push that carries the channel and its
+// position, and ahead of the channel's live publications. A channel the
+// connection already has is left as it is.
+func (ss *session) serverSubscribe(ctx context.Context, ch string) *protocol.Error {
+	p, perr := ss.prepare(ctx, &protocol.SubscribeRequest{Channel: ch}, grantAPI)
+	if perr != nil {
+		if perr.Code == protocol.ErrAlreadySubscribed {
+			return nil
+		}
+		return perr
+	}
+	p.res.Channel = ch
+	ss.activate(ctx, &protocol.ServerMessage{Subscribe: p.res}, []*pendingSub{p})
+	return nil
+}
+
 // prepare checks a subscription, registers it (held, not yet live) and
-// reads what recovery needs. granted says the connection's credentials
-// grant the channel, so no further check applies. On error nothing is left
+// reads what recovery needs. g says who grants the channel: only a client's
+// own subscription is authorized here. On error nothing is left
 // registered.
-func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, granted bool) (*pendingSub, *protocol.Error) {
+func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, g grant) (*pendingSub, *protocol.Error) {
 	s := ss.s
 	if req == nil || req.Channel == "" {
 		return nil, protocol.NewError(protocol.ErrBadRequest, "channel required")
@@ -87,7 +115,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr != nil {
 		return nil, perr
 	}
-	if !granted {
+	if g == grantClient {
 		if perr := ss.maySubscribe(ctx, ns, ch, req.Token); perr != nil {
 			return nil, perr
 		}
@@ -95,7 +123,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
+	sub := &subscription{ns: ns, grant: g, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
 	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")
@@ -239,6 +267,22 @@ func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeReq
 		ss.release(ctx, sub)
 	}
 	return &protocol.UnsubscribeResult{}, nil
+}
+
+// serverUnsubscribe ends the connection's subscription to ch on the
+// server's initiative: it is released, then the unsubscribe push (channel,
+// code, reason) follows the channel's last publication queued for the
+// connection. It reports whether the connection had the channel.
+func (ss *session) serverUnsubscribe(ctx context.Context, ch string, code uint32, reason string) bool {
+	ss.mu.Lock()
+	sub := ss.removeSub(ch)
+	ss.mu.Unlock()
+	if sub == nil {
+		return false
+	}
+	ss.release(ctx, sub)
+	ss.reply(&protocol.ServerMessage{Unsubscribe: &protocol.UnsubscribeResult{Channel: ch, Code: code, Reason: reason}})
+	return true
 }
 
 // release ends an active subscription already taken out of the session's

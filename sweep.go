@@ -102,9 +102,14 @@ func (s *Server) proxyRefresh(ss *session) {
 }
 
 // refreshPresence re-adds this node's presence entries every PresenceTTL/3
-// so that they outlive the TTL only while the node lives.
+// so that they outlive the TTL only while the node lives, and the grants of
+// API subscriptions every grantTTL/3 (directed.go).
 func (s *Server) refreshPresence() {
-	t := time.NewTicker(s.presenceTTL / 3)
+	every := s.grantTTL() / 3
+	if s.presenceTTL > 0 {
+		every = min(every, s.presenceTTL/3)
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -113,22 +118,24 @@ func (s *Server) refreshPresence() {
 		case <-t.C:
 		}
 		s.sessions.each(func(ss *session) {
+			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+			defer cancel()
+			s.refreshGrants(ctx, ss)
+			if s.presenceTTL == 0 {
+				return // an in-process store: entries need no refresh
+			}
 			ss.mu.Lock()
 			slot, user := ss.userSlot, ss.user
 			ss.mu.Unlock()
 			if slot {
-				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 				if err := s.presence.AddPresence(ctx, userConnsChannel(user), ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
 					s.log.Warn("user slot refresh", "err", err)
 				}
-				cancel()
 			}
 			for _, sub := range ss.presenceSubs() {
-				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 				if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
 					s.log.Warn("presence refresh", "channel", sub.Channel, "err", err)
 				}
-				cancel()
 			}
 		})
 	}

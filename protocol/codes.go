@@ -74,6 +74,15 @@ const (
 	DisconnectUnauthorized     = 3505 // anonymous connections are not allowed
 )
 
+// Unsubscribe codes, in the unsubscribe push that ends a subscription on
+// the server's side. 2000-2499: the subscription is over and the client
+// must not subscribe again by itself; 2500-2999: the client may subscribe
+// again (with recovery).
+const (
+	UnsubscribeServer      = 2000 // the application (server API) ended the subscription
+	UnsubscribeResubscribe = 2500 // subscribe again, recovering
+)
+
 // DisconnectReconnects reports whether a client that receives code should
 // reconnect by itself.
 func DisconnectReconnects(code uint32) bool {

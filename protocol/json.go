@@ -173,3 +173,44 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// MarshalJSON encodes the message push; data that is not valid JSON goes
+// out as base64 with "b64": true, as in publications.
+func (m *MessagePush) MarshalJSON() ([]byte, error) {
+	dst := append(make([]byte, 0, 16+len(m.Data)), `{"data":`...)
+	switch {
+	case len(m.Data) == 0:
+		dst = append(dst, "null"...)
+	case json.Valid(m.Data):
+		dst = append(dst, m.Data...)
+	default:
+		dst = appendJSONBase64(dst, m.Data)
+		dst = append(dst, `,"b64":true`...)
+	}
+	return append(dst, '}'), nil
+}
+
+// UnmarshalJSON decodes a message push, undoing the base64 form of binary
+// data.
+func (m *MessagePush) UnmarshalJSON(b []byte) error {
+	var aux struct {
+		Data Data `json:"data"`
+		B64  bool `json:"b64"`
+	}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	m.Data = aux.Data
+	if aux.B64 {
+		var s string
+		if err := json.Unmarshal(aux.Data, &s); err != nil {
+			return fmt.Errorf("b64 data: %w", err)
+		}
+		raw, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return fmt.Errorf("b64 data: %w", err)
+		}
+		m.Data = raw
+	}
+	return nil
+}

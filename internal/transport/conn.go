@@ -245,6 +245,14 @@ func (c *Conn) RemoteAddr() string {
 	return ""
 }
 
+// Closing reports whether the connection is closing or closed: a close
+// frame is queued and nothing more is accepted.
+func (c *Conn) Closing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing || c.closed
+}
+
 // Closed reports whether the socket is closed.
 func (c *Conn) Closed() bool {
 	c.mu.Lock()
