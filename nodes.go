@@ -219,6 +219,9 @@ func (s *Server) sampleLoop() {
 			last = cur
 			s.nodes.heard(h, now)
 			s.nodes.known(now) // forgets the long silent
+			if s.events != nil {
+				s.events.checkNodes(now)
+			}
 			s.broadcast(&control{Op: "hello", Hello: &h})
 		}
 	}

@@ -117,6 +117,11 @@ func (s *Server) refreshPresence() {
 			return
 		case <-t.C:
 		}
+		if s.events != nil {
+			ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+			s.events.refresh(ctx)
+			cancel()
+		}
 		s.sessions.each(func(ss *session) {
 			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 			defer cancel()
