@@ -356,4 +356,3 @@ func (s *Server) eventsNamespace(ch string) (*namespace, bool) {
 	}
 	return s.events.ns, true
 }
-

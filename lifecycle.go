@@ -33,10 +33,10 @@ import (
 
 const markerKey = "~" // client ids and node ids never start with it
 
-func userKey(u string) string      { return "$u:" + u }
-func userNodeKey(n string) string  { return "$un:" + n }
-func chanKey(c string) string      { return "$c:" + c }
-func chanNodeKey(n string) string  { return "$cn:" + n }
+func userKey(u string) string             { return "$u:" + u }
+func userNodeKey(n string) string         { return "$un:" + n }
+func chanKey(c string) string             { return "$c:" + c }
+func chanNodeKey(n string) string         { return "$cn:" + n }
 func (e *events) entryTTL() time.Duration { return e.s.presenceTTL }
 
 // indexTTL outlives entryTTL, so that the other nodes still find a dead
