@@ -287,7 +287,7 @@ func (c Config) Validate() error {
 	if _, err := auth.NewVerifier(c.Token); err != nil {
 		return fmt.Errorf("%w: token: %v", ErrConfig, err)
 	}
-	for _, u := range []string{c.Proxy.ConnectURL, c.Proxy.SubscribeURL, c.Proxy.PublishURL, c.Proxy.RPCURL, c.Proxy.RefreshURL} {
+	for _, u := range []string{c.Proxy.ConnectURL, c.Proxy.SubscribeURL, c.Proxy.PublishURL, c.Proxy.RPCURL, c.Proxy.RefreshURL, c.Proxy.DisconnectURL, c.Proxy.UnsubscribeURL} {
 		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			return fmt.Errorf("%w: proxy URL %q: want http:// or https://", ErrConfig, u)
 		}

@@ -63,6 +63,7 @@ type Server struct {
 	fanout      fanoutHist
 	tracer      trace.Tracer    // nil without tracing (tracing.go)
 	events      *events         // nil without lifecycle events (events.go)
+	notifying   chan struct{}   // disconnect and unsubscribe proxy calls in flight
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
 
@@ -109,9 +110,10 @@ func New(cfg Config) (*Server, error) {
 			QueueMaxBytes:    cfg.QueueMaxBytes,
 			QueueMaxMessages: cfg.QueueMaxMessages,
 		}).Defaults(),
-		nodeID:  newID(),
-		started: time.Now(),
-		quit:    make(chan struct{}),
+		nodeID:    newID(),
+		started:   time.Now(),
+		quit:      make(chan struct{}),
+		notifying: make(chan struct{}, maxNotifying),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

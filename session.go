@@ -174,6 +174,9 @@ func (ss *session) cleanup(wasConnected bool, code uint32) {
 		if ss.s.events != nil && !ss.observer() {
 			ss.s.events.disconnected(ss, user, last, code, reason)
 		}
+		if u := ss.s.cfg.Proxy.DisconnectURL; u != "" && !ss.observer() {
+			ss.s.notifyProxy(u, &proxyRequest{Client: ss.id, User: user, Code: code, Reason: reason})
+		}
 	}
 	ss.s.perIP.release(ss.ip)
 	ss.s.sessions.remove(ss)

@@ -301,8 +301,12 @@ func (ss *session) release(ctx context.Context, sub *subscription, code uint32, 
 	if ss.observer() {
 		return // it never joined
 	}
+	user := ss.clientInfo().User
 	if s.events != nil {
-		s.events.left(ss, sub, ss.clientInfo().User, code, reason)
+		s.events.left(ss, sub, user, code, reason)
+	}
+	if u := s.cfg.Proxy.UnsubscribeURL; u != "" {
+		s.notifyProxy(u, &proxyRequest{Client: ss.id, User: user, Channel: sub.Channel, Code: code, Reason: reason})
 	}
 	if sub.ns.Presence {
 		if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
