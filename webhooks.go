@@ -164,7 +164,7 @@ func (w *webhook) run() {
 				continue
 			}
 		}
-		batch, next, err := w.read()
+		batch, next, head, err := w.read()
 		if err != nil {
 			s.log.Warn("webhook read events", "url", label, "err", err)
 			if !w.wait(time.Second) {
@@ -172,7 +172,7 @@ func (w *webhook) run() {
 			}
 			continue
 		}
-		m.webhookBacklog.WithLabelValues(label).Set(float64(next.Offset - w.cursor.Offset))
+		m.webhookBacklog.WithLabelValues(label).Set(float64(head.Offset - w.cursor.Offset))
 		if next == w.cursor {
 			if !w.wait(250 * time.Millisecond) {
 				return
@@ -233,18 +233,18 @@ func (w *webhook) save() {
 }
 
 // read returns the next batch of events after the cursor (those of the
-// webhook's types) and the position after it. Events lost to the history
-// bound (or a new epoch) are counted and skipped.
-func (w *webhook) read() ([]json.RawMessage, protocol.StreamPosition, error) {
+// webhook's types), the position after it, and the stream's head. Events
+// lost to the history bound (or a new epoch) are counted, once: the cursor
+// moves past them.
+func (w *webhook) read() ([]json.RawMessage, protocol.StreamPosition, protocol.StreamPosition, error) {
 	s := w.e.s
 	ctx, cancel := context.WithTimeout(s.ctx, commandTimeout)
 	defer cancel()
 	since := w.cursor
 	pubs, pos, err := s.broker.History(ctx, EventsChannel, broker.HistoryOptions{Since: &since, Limit: w.cfg.BatchSize})
 	if err != nil {
-		return nil, since, err
+		return nil, since, since, err
 	}
-	lost := uint64(0)
 	switch {
 	case pos.Epoch != since.Epoch:
 		// A new stream: what the old one held beyond the cursor is gone.
@@ -253,22 +253,22 @@ func (w *webhook) read() ([]json.RawMessage, protocol.StreamPosition, error) {
 		}
 		pubs, pos, err = s.broker.History(ctx, EventsChannel, broker.HistoryOptions{Since: &protocol.StreamPosition{Epoch: pos.Epoch}, Limit: w.cfg.BatchSize})
 		if err != nil {
-			return nil, since, err
+			return nil, since, since, err
 		}
 		since = protocol.StreamPosition{Epoch: pos.Epoch}
 		if len(pubs) > 0 && pubs[0].Offset > 1 {
-			lost = pubs[0].Offset - 1
+			w.lost(pubs[0].Offset - 1)
+			since.Offset = pubs[0].Offset - 1
 		}
 	case len(pubs) > 0 && pubs[0].Offset > since.Offset+1:
-		lost = pubs[0].Offset - since.Offset - 1
+		w.lost(pubs[0].Offset - since.Offset - 1)
+		since.Offset = pubs[0].Offset - 1
 	case len(pubs) == 0 && pos.Offset > since.Offset:
 		// Everything after the cursor was trimmed away.
-		lost = pos.Offset - since.Offset
-		return nil, pos, w.lost(lost)
+		w.lost(pos.Offset - since.Offset)
+		since = pos
 	}
-	if lost > 0 {
-		_ = w.lost(lost)
-	}
+	w.cursor = since // past what was lost, so that it is counted once
 	next := since
 	var batch []json.RawMessage
 	for _, p := range pubs {
@@ -278,13 +278,12 @@ func (w *webhook) read() ([]json.RawMessage, protocol.StreamPosition, error) {
 		}
 		batch = append(batch, json.RawMessage(p.Data))
 	}
-	return batch, next, nil
+	return batch, next, pos, nil
 }
 
-func (w *webhook) lost(n uint64) error {
+func (w *webhook) lost(n uint64) {
 	w.e.s.metrics.webhookLost.WithLabelValues(w.cfg.name()).Add(float64(n))
 	w.e.s.log.Error("webhook: events lost: the receiver fell behind the events channel's history", "url", w.cfg.name(), "events", n)
-	return nil
 }
 
 // errWebhookStatus is a receiver's answer other than 2xx.

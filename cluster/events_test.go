@@ -182,7 +182,9 @@ func testLifecycleAfterKill(t *testing.T, c *testCluster, slack time.Duration) {
 		}()
 	}
 	wg.Wait()
-	checkFor(t, 30*time.Second, "an online event per user", func() error {
+	// NATS appends one channel's publications one at a time: under load a
+	// thousand events take a while.
+	checkFor(t, 90*time.Second, "an online event per user", func() error {
 		evs, err := c.nodes[1].events()
 		if err != nil {
 			return err
