@@ -306,14 +306,21 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 		}
 		req.Token = tok
 	}
+	applied := false
 	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Subscribe: req}, func(m *protocol.ServerMessage) {
 		if m.Error == nil && m.Subscribe != nil {
-			s.applySubscribed(conn, m.Subscribe)
+			applied = s.applySubscribed(conn, m.Subscribe)
 		}
 	})
 	var pe *protocol.Error
 	switch {
 	case err == nil:
+		if !applied {
+			// The subscription ended while its subscribe was in flight
+			// (Unsubscribe, or the server's unsubscribe): undo it, or the
+			// server would go on sending the channel.
+			_, _ = s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
+		}
 		return attemptDone
 	case errors.As(err, &pe):
 		if pe.Temporary && !first {
@@ -329,12 +336,13 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 }
 
 // applySubscribed runs on the reader goroutine: recovered publications are
-// delivered before anything read after the reply.
-func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResult) {
+// delivered before anything read after the reply. It returns false if the
+// subscription had ended meanwhile.
+func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResult) bool {
 	s.mu.Lock()
 	if s.state == subGone {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.state = subActive
 	s.subscribedOnce = true
@@ -358,6 +366,7 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	default:
 		close(s.ready)
 	}
+	return true
 }
 
 // onPublication runs on the reader goroutine.
