@@ -37,11 +37,14 @@ type Client struct {
 	wg          sync.WaitGroup
 	onServerPub func(Publication)
 	onServerSub func(SubscribedEvent)
-	// serverSubs holds the position of each server-side subscription
-	// (channels the server subscribed the connection to, for example from
-	// the token's channels claim) with history, so that the next connect
-	// recovers what was missed in between.
-	serverSubs map[string]StreamPosition
+
+	onServerUnsub func(UnsubscribedEvent)
+	onMessage     func([]byte)
+	// serverSubs holds each server-side subscription (channels the server
+	// subscribed the connection to: the token's channels claim, the server
+	// API's subscribe) and its position, so that the next connect asks for
+	// them again and recovers what was missed in between.
+	serverSubs map[string]serverSub
 }
 
 // wsConn is one WebSocket connection and its reader.
@@ -74,9 +77,10 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 	c := &Client{
 		url: url, opts: o, codec: protocol.JSON, op: ws.OpText,
 		connected: make(chan struct{}), subs: make(map[string]*Subscription),
-		serverSubs: make(map[string]StreamPosition),
+		serverSubs: make(map[string]serverSub),
 		token:      o.Token, closed: make(chan struct{}),
 		onServerPub: o.OnServerPublication, onServerSub: o.OnServerSubscribed,
+		onServerUnsub: o.OnServerUnsubscribed, onMessage: o.OnMessage,
 	}
 	if o.Binary {
 		c.codec, c.op = protocol.Msgpack, ws.OpBinary
@@ -518,15 +522,16 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 	case m.Unsubscribe != nil:
 		c.mu.Lock()
 		s := c.subs[m.Unsubscribe.Channel]
-		if s == nil {
-			delete(c.serverSubs, m.Unsubscribe.Channel)
-		}
 		c.mu.Unlock()
 		if s != nil {
-			s.serverUnsubscribed(m.Unsubscribe)
+			s.serverUnsubscribed(conn, m.Unsubscribe)
+		} else {
+			c.serverUnsubscribed(m.Unsubscribe)
 		}
 	case m.Subscribe != nil && m.Subscribe.Channel != "":
 		c.serverSubscribed(conn, m.Subscribe.Channel, m.Subscribe)
+	case m.Message != nil:
+		c.message(m.Message)
 	case m.Disconnect != nil:
 		conn.discon.Store(m.Disconnect)
 	case m.Refresh != nil:
