@@ -382,3 +382,36 @@ func TestAPISendMessage(t *testing.T) {
 		})
 	}
 }
+
+// TestAPISubscribeWithoutHistoryComesBack: a channel without history that
+// the server API subscribed a user to is asked for again at reconnect
+// (with no position) and comes back, though the client could not
+// subscribe to it by itself.
+func TestAPISubscribeWithoutHistoryComesBack(t *testing.T) {
+	t.Parallel()
+	addr := server(t, func(cfg *herald.Config) {
+		cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "alerts"})
+	})
+	const user, ch = "eli", "alerts:eli"
+	var rec recorder
+	c, err := client.Dial(context.Background(), "ws://"+addr+"/ws", rec.options(&client.Options{
+		Token: mint(t, user, 0), ReconnectBase: time.Millisecond, ReconnectMax: 10 * time.Millisecond,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	apiCall(t, addr, "subscribe", `{"user":"`+user+`","channel":"`+ch+`"}`)
+	waitFor(t, 10*time.Second, func() bool { return rec.count(func(r *recorder) int { return len(r.subscribed) }) == 1 })
+	apiDisconnect(t, addr, user, 4000)
+	waitFor(t, 10*time.Second, func() bool { return rec.count(func(r *recorder) int { return len(r.subscribed) }) == 2 })
+	apiPublish(t, addr, ch, "1")
+	waitFor(t, 10*time.Second, func() bool { return rec.has(ch + " 1@0") })
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, e := range rec.subscribed {
+		if e.Channel != ch || e.Recoverable {
+			t.Fatalf("subscribed events %+v", rec.subscribed)
+		}
+	}
+}
