@@ -78,9 +78,13 @@ func (s *Server) apiError(w http.ResponseWriter, method string, status int, e *p
 }
 
 func (s *Server) apiKeyOK(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	key, ok := strings.CutPrefix(h, "apikey ")
-	if !ok || key == "" {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "apikey ")
+	return ok && s.validAPIKey(key)
+}
+
+// validAPIKey compares key with every configured API key in constant time.
+func (s *Server) validAPIKey(key string) bool {
+	if key == "" {
 		return false
 	}
 	for _, k := range s.cfg.APIKeys {
@@ -280,6 +284,9 @@ func (s *Server) apiStats(_ context.Context, req *apiStats, _ *namespace) (any, 
 }
 
 func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMessage, b64 string, key string, tags map[string]string) (*apiResult, *protocol.Error) {
+	if ch == EventsChannel {
+		return nil, protocol.NewError(protocol.ErrPermissionDenied, "the events channel is written by Herald only")
+	}
 	ns, perr := s.resolve(ch)
 	if perr != nil {
 		return nil, perr

@@ -13,8 +13,8 @@ import (
 // presence of, a channel: user-limited channel names first, then a
 // subscription token, the namespace's rules, or the subscribe proxy.
 func (ss *session) mayRead(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
-	if ss.admin {
-		return nil // the admin UI reads every channel
+	if ss.observer() {
+		return nil // the admin UI and backends read every channel
 	}
 	ss.mu.Lock()
 	user := ss.user
@@ -45,7 +45,7 @@ func (ss *session) mayRead(ctx context.Context, ns *namespace, ch, subToken stri
 // maySubscribe is mayRead, or the application's answer for namespaces with
 // proxy_subscribe.
 func (ss *session) maySubscribe(ctx context.Context, ns *namespace, ch, subToken string) *protocol.Error {
-	if ss.admin || !ns.ProxySubscribe || ss.s.cfg.Proxy.SubscribeURL == "" || subToken != "" {
+	if ss.observer() || !ns.ProxySubscribe || ss.s.cfg.Proxy.SubscribeURL == "" || subToken != "" {
 		return ss.mayRead(ctx, ns, ch, subToken)
 	}
 	ss.mu.Lock()

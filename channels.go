@@ -58,6 +58,9 @@ func validChannelName(name string, max int) bool {
 
 // resolve validates a channel name and returns its namespace.
 func (s *Server) resolve(channel string) (*namespace, *protocol.Error) {
+	if ns, ok := s.eventsNamespace(channel); ok {
+		return ns, nil
+	}
 	if !validChannelName(channel, s.cfg.MaxChannelLength) {
 		return nil, protocol.NewError(protocol.ErrInvalidChannel,
 			"invalid channel name: 1 to "+strconv.Itoa(s.cfg.MaxChannelLength)+" characters of A-Z a-z 0-9 _-:.@/=,#!~+;")

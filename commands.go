@@ -43,8 +43,8 @@ func (ss *session) handle(cmd *protocol.Command) {
 		return
 	}
 	ss.s.metrics.commands.WithLabelValues(method).Inc()
-	if ss.admin && !adminMay(method) {
-		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrPermissionDenied, "the admin connection is read-only"))
+	if ss.observer() && !adminMay(method) {
+		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrPermissionDenied, "this connection is read-only"))
 		return
 	}
 	if method == "connect" {

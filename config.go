@@ -107,6 +107,10 @@ type Config struct {
 	// node refreshes its clients' entries every PresenceTTL/3, so entries
 	// of a dead node vanish within PresenceTTL. Default 15s.
 	PresenceTTL time.Duration `yaml:"presence_ttl" json:"presence_ttl"`
+	// Events configures lifecycle events (online, offline, occupied,
+	// vacated, and per connection or subscription ones) and their
+	// webhooks. Off by default.
+	Events EventsConfig `yaml:"events" json:"events"`
 	// QueryTimeout is how long a cluster-wide query (info, channels,
 	// connections) waits for the other nodes' answers; a node that does
 	// not answer in time is listed as unreachable. Default 2s.
@@ -191,6 +195,10 @@ type Namespace struct {
 	// reconnects and recovers) or "drop" (drop the connection's queued
 	// publications and mark the next one with gap).
 	SlowPolicy string `yaml:"slow_policy" json:"slow_policy"`
+	// SubscriptionEvents adds a subscribe and an unsubscribe lifecycle
+	// event for every subscription to a channel of this namespace (with
+	// Config.Events on). Default false.
+	SubscriptionEvents bool `yaml:"subscription_events" json:"subscription_events"`
 	// Personal subscribes every connection of an authenticated user U, at
 	// connect, to the user's personal channel "NAME:#U" ("#U" in the
 	// default namespace), so the application can publish to a user
@@ -229,6 +237,7 @@ func (c *Config) setDefaults() {
 	def(&c.PresenceTTL, 15*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.QueryTimeout, 2*time.Second)
+	c.Events.setDefaults()
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.TokenExpiryGrace, 10*time.Second)
 	def(&c.TokenRefreshNotice, 30*time.Second)
@@ -261,6 +270,9 @@ func (c Config) Validate() error {
 	if c.CommandBurst < 0 || c.MaxConnectionsPerIP < 0 || c.MaxConnectionsPerUser < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
 	}
+	if err := c.Events.validate(); err != nil {
+		return fmt.Errorf("%w: events: %v", ErrConfig, err)
+	}
 	if c.QueryTimeout < 0 || c.DrainTimeout < 0 {
 		return fmt.Errorf("%w: query_timeout and drain_timeout must not be negative", ErrConfig)
 	}
@@ -275,7 +287,7 @@ func (c Config) Validate() error {
 	if _, err := auth.NewVerifier(c.Token); err != nil {
 		return fmt.Errorf("%w: token: %v", ErrConfig, err)
 	}
-	for _, u := range []string{c.Proxy.ConnectURL, c.Proxy.SubscribeURL, c.Proxy.PublishURL, c.Proxy.RPCURL, c.Proxy.RefreshURL} {
+	for _, u := range []string{c.Proxy.ConnectURL, c.Proxy.SubscribeURL, c.Proxy.PublishURL, c.Proxy.RPCURL, c.Proxy.RefreshURL, c.Proxy.DisconnectURL, c.Proxy.UnsubscribeURL} {
 		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			return fmt.Errorf("%w: proxy URL %q: want http:// or https://", ErrConfig, u)
 		}

@@ -42,7 +42,7 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		return
 	}
 	ss.headers = nil
-	if who.user == "" && !s.cfg.AllowAnonymous && !ss.admin {
+	if who.user == "" && !s.cfg.AllowAnonymous && !ss.observer() {
 		ss.disconnect(protocol.DisconnectUnauthorized, 0, true)
 		return
 	}
@@ -61,8 +61,9 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 		return // closed meanwhile
 	}
 	ss.nextPing.Store(time.Now().Add(s.cfg.PingInterval).UnixNano())
-	if who.user != "" {
-		s.sessions.addUser(who.user, ss)
+	first := who.user != "" && s.sessions.addUser(who.user, ss)
+	if s.events != nil && !ss.observer() {
+		s.events.connected(ss, who.user, first)
 	}
 	if len(pending) > 0 {
 		res.Subs = make(map[string]*protocol.SubscribeResult, len(pending))
@@ -81,6 +82,17 @@ func (ss *session) authenticate(ctx context.Context, id uint64, req *protocol.Co
 	switch {
 	case ss.admin:
 		return authResult{}, true // the admin cookie authenticated the upgrade
+	case req.APIKey != "":
+		// A backend: it may watch every channel, the events channel
+		// included, but is no member and publishes through the API.
+		if !s.validAPIKey(req.APIKey) {
+			ss.disconnectWith(protocol.DisconnectInvalidToken, "invalid API key", 0, true)
+			return authResult{}, false
+		}
+		ss.mu.Lock()
+		ss.backend = true
+		ss.mu.Unlock()
+		return authResult{}, true
 	case req.Token != "":
 		c, err := s.verifier.Verify(ctx, req.Token)
 		switch {

@@ -225,9 +225,9 @@ func (ss *session) apiGranted(ctx context.Context, ch string) bool {
 	return ok
 }
 
-// refreshGrants re-adds the grants of the API subscriptions this node's
-// connections hold, so that they expire only grantTTL after the last one.
-func (s *Server) refreshGrants(ctx context.Context, ss *session) {
+// refreshGrants queues the grants of the API subscriptions that ss holds
+// again, so that they expire only grantTTL after the last one.
+func (s *Server) refreshGrants(ss *session, add func(entryWrite)) {
 	ss.mu.Lock()
 	user := ss.user
 	var chans []string
@@ -237,7 +237,10 @@ func (s *Server) refreshGrants(ctx context.Context, ss *session) {
 		}
 	}
 	ss.mu.Unlock()
+	if user == "" {
+		return
+	}
 	for _, ch := range chans {
-		s.addGrant(ctx, user, ch)
+		add(entryWrite{grantsKey(user), ch, &protocol.ClientInfo{User: user}, s.grantTTL()})
 	}
 }

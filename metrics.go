@@ -18,6 +18,9 @@ type metrics struct {
 	messagesIn    prometheus.Counter
 	brokerLatency *prometheus.HistogramVec
 	apiRequests   *prometheus.CounterVec
+
+	webhookEvents, webhookFailures, webhookLost *prometheus.CounterVec
+	webhookBacklog                              *prometheus.GaugeVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -45,6 +48,34 @@ func newMetrics(s *Server) *metrics {
 	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_api_requests_total", Help: "Server API requests, by method and outcome code (0 is success).",
 	}, []string{"method", "code"})
+	m.webhookEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_webhook_events_total", Help: "Lifecycle events delivered to a webhook (answered 2xx), by webhook URL.",
+	}, []string{"url"})
+	m.webhookFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_webhook_failures_total", Help: "Webhook requests that failed (error or non-2xx answer) and will be retried, by webhook URL.",
+	}, []string{"url"})
+	m.webhookLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_webhook_lost_events_total", Help: "Lifecycle events a webhook never got: its receiver fell behind the events channel's history.",
+	}, []string{"url"})
+	m.webhookBacklog = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "herald_webhook_backlog_events", Help: "Lifecycle events published but not yet delivered to a webhook (on the node that sends).",
+	}, []string{"url"})
+	m.reg.MustRegister(m.webhookEvents, m.webhookFailures, m.webhookLost, m.webhookBacklog,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_events_total", Help: "Lifecycle events this node published."},
+			func() float64 {
+				if s.events == nil {
+					return 0
+				}
+				return float64(s.events.emitted.Load())
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "herald_events_lost_total", Help: "Lifecycle events this node could not publish (broker unavailable)."},
+			func() float64 {
+				if s.events == nil {
+					return 0
+				}
+				return float64(s.events.failed.Load())
+			}),
+	)
 	hubStat := func(name, help string, f func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
 	}

@@ -94,6 +94,9 @@ func (n nodeHandler) HandleControl(data []byte) {
 	case "bye":
 		if c.From != s.nodeID {
 			s.nodes.forget(c.From)
+			if s.events != nil {
+				s.events.nodeLeft(c.From)
+			}
 		}
 	case "query":
 		s.answerQuery(&c)

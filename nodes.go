@@ -219,6 +219,9 @@ func (s *Server) sampleLoop() {
 			last = cur
 			s.nodes.heard(h, now)
 			s.nodes.known(now) // forgets the long silent
+			if s.events != nil {
+				s.events.checkNodes(now)
+			}
 			s.broadcast(&control{Op: "hello", Hello: &h})
 		}
 	}
@@ -296,11 +299,18 @@ func (c *counters) sample(last *counters, s *Server) NodeSample {
 // queryNodes asks every node the query kind with params and collects the
 // answers: by node, and the known nodes that did not answer in time.
 func (s *Server) queryNodes(ctx context.Context, kind string, params any) (map[string]json.RawMessage, []string, error) {
+	return s.queryNodesExcept(ctx, kind, params, "")
+}
+
+// queryNodesExcept is queryNodes that does not wait for the node skip (one
+// known to be gone).
+func (s *Server) queryNodesExcept(ctx context.Context, kind string, params any, skip string) (map[string]json.RawMessage, []string, error) {
 	body, err := json.Marshal(params)
 	if err != nil {
 		return nil, nil, err
 	}
 	known := s.nodes.known(time.Now())
+	delete(known, skip)
 	known[s.nodeID] = knownPeer{} // always asked
 	t := &s.nodes
 	ch := make(chan nodeAnswer, len(known)+8)
@@ -408,6 +418,15 @@ func (s *Server) localAnswer(kind string, params json.RawMessage) (json.RawMessa
 			return nil, err
 		}
 		v = s.localConnections(&q)
+	case "holders":
+		if s.events == nil {
+			return nil, errors.New("lifecycle events are off")
+		}
+		var q holdersQuery
+		if err := json.Unmarshal(params, &q); err != nil {
+			return nil, err
+		}
+		v = s.events.localHolders(&q)
 	case "act":
 		var a act
 		if err := json.Unmarshal(params, &a); err != nil {

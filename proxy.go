@@ -30,6 +30,13 @@ type ProxyConfig struct {
 	// RefreshURL extends connections that the connect proxy gave an
 	// expiry; without it they are closed with 3502 at expiry.
 	RefreshURL string `yaml:"refresh_url" json:"refresh_url"`
+	// DisconnectURL and UnsubscribeURL are told when an established
+	// connection, or a subscription, ends, with the close or unsubscribe
+	// code and reason. These calls inform: their answer is not used, and
+	// a failed call is logged, not retried (lifecycle events with
+	// webhooks are the reliable way to learn of these).
+	DisconnectURL  string `yaml:"disconnect_url" json:"disconnect_url"`
+	UnsubscribeURL string `yaml:"unsubscribe_url" json:"unsubscribe_url"`
 	// Timeout bounds each call. Default 5s. A call that fails or times out
 	// gets the client error 100 or 115 (both temporary).
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
@@ -54,6 +61,8 @@ type proxyRequest struct {
 	Method   string            `json:"method,omitempty"`
 	Data     json.RawMessage   `json:"data,omitempty"`
 	B64Data  string            `json:"b64data,omitempty"`
+	Code     uint32            `json:"code,omitempty"`   // disconnect, unsubscribe
+	Reason   string            `json:"reason,omitempty"` // disconnect, unsubscribe
 }
 
 type proxyResult struct {
@@ -165,4 +174,32 @@ func (ss *session) proxyError(err error) *protocol.Error {
 	}
 	ss.s.log.Warn("proxy call failed", "err", err)
 	return protocol.NewError(protocol.ErrInternal, "application unavailable")
+}
+
+// maxNotifying bounds the disconnect and unsubscribe calls in flight; past
+// it, calls are dropped (and logged): a slow application must not hold a
+// goroutine per ended connection.
+const maxNotifying = 256
+
+// notifyProxy posts req to url in the background, answer unused.
+func (s *Server) notifyProxy(url string, req *proxyRequest) {
+	select {
+	case s.notifying <- struct{}{}:
+	default:
+		s.log.Warn("proxy notification dropped: too many in flight", "url", url, "client", req.Client)
+		return
+	}
+	if !s.goTracked(func() {
+		defer func() { <-s.notifying }()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Proxy.Timeout)
+		defer cancel()
+		if _, err := s.callProxy(ctx, url, req); err != nil {
+			var pd *proxyDisconnect
+			if !errors.As(err, &pd) {
+				s.log.Warn("proxy notification failed", "url", url, "client", req.Client, "err", err)
+			}
+		}
+	}) {
+		<-s.notifying
+	}
 }

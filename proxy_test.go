@@ -137,3 +137,43 @@ func TestProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyEndHooks: the disconnect and unsubscribe hooks are told when a
+// subscription and a connection end, with the code and reason.
+func TestProxyEndHooks(t *testing.T) {
+	t.Parallel()
+	calls := make(chan map[string]any, 10)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		req["path"] = r.URL.Path
+		calls <- req
+		_ = json.NewEncoder(w).Encode(map[string]any{"result": map[string]any{}})
+	}))
+	t.Cleanup(backend.Close)
+	cfg := devConfig()
+	cfg.Proxy = herald.ProxyConfig{DisconnectURL: backend.URL + "/disconnect", UnsubscribeURL: backend.URL + "/unsubscribe"}
+	ts := startServer(t, cfg)
+	r, client := connectRaw(t, ts, "hana")
+	r.send(`{"id":2,"subscribe":{"channel":"hooks:a"}}`)
+	r.next()
+	var res herald.ActResult
+	ts.api(t, "unsubscribe", map[string]any{"user": "hana", "channel": "hooks:a", "reason": "moved"}, &res)
+	call := func() map[string]any {
+		select {
+		case c := <-calls:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no proxy call")
+			return nil
+		}
+	}
+	if c := call(); c["path"] != "/unsubscribe" || c["channel"] != "hooks:a" || c["client"] != client || c["user"] != "hana" ||
+		c["code"] != float64(protocol.UnsubscribeServer) || c["reason"] != "moved" {
+		t.Fatalf("unsubscribe hook: %v", c)
+	}
+	ts.api(t, "disconnect", map[string]any{"client": client, "code": 4000, "reason": "bye"}, &res)
+	if c := call(); c["path"] != "/disconnect" || c["client"] != client || c["user"] != "hana" || c["code"] != float64(4000) {
+		t.Fatalf("disconnect hook: %v", c)
+	}
+}

@@ -137,26 +137,35 @@ func (r *registry) all() []*session {
 	return out
 }
 
-func (r *registry) addUser(user string, ss *session) {
+// addUser records ss as one of user's sessions and reports whether it is
+// the user's first on this node.
+func (r *registry) addUser(user string, ss *session) (first bool) {
 	r.usersMu.Lock()
+	defer r.usersMu.Unlock()
 	m := r.users[user]
 	if m == nil {
 		m = make(map[*session]struct{})
 		r.users[user] = m
 	}
 	m[ss] = struct{}{}
-	r.usersMu.Unlock()
+	return len(m) == 1
 }
 
-func (r *registry) removeUser(user string, ss *session) {
+// removeUser forgets ss as one of user's sessions and reports whether the
+// user has none left on this node.
+func (r *registry) removeUser(user string, ss *session) (last bool) {
 	r.usersMu.Lock()
-	if m := r.users[user]; m != nil {
-		delete(m, ss)
-		if len(m) == 0 {
-			delete(r.users, user)
-		}
+	defer r.usersMu.Unlock()
+	m := r.users[user]
+	if m == nil {
+		return false
 	}
-	r.usersMu.Unlock()
+	delete(m, ss)
+	if len(m) == 0 {
+		delete(r.users, user)
+		return true
+	}
+	return false
 }
 
 func (r *registry) userSessions(user string) []*session {

@@ -62,6 +62,8 @@ type Server struct {
 	published   atomic.Uint64 // publications accepted by this node
 	fanout      fanoutHist
 	tracer      trace.Tracer    // nil without tracing (tracing.go)
+	events      *events         // nil without lifecycle events (events.go)
+	notifying   chan struct{}   // disconnect and unsubscribe proxy calls in flight
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
 
@@ -108,9 +110,10 @@ func New(cfg Config) (*Server, error) {
 			QueueMaxBytes:    cfg.QueueMaxBytes,
 			QueueMaxMessages: cfg.QueueMaxMessages,
 		}).Defaults(),
-		nodeID:  newID(),
-		started: time.Now(),
-		quit:    make(chan struct{}),
+		nodeID:    newID(),
+		started:   time.Now(),
+		quit:      make(chan struct{}),
+		notifying: make(chan struct{}, maxNotifying),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -177,6 +180,11 @@ func New(cfg Config) (*Server, error) {
 	s.admin = newAdminUI(s)
 	s.mux = s.routes()
 	s.goTracked(s.sweep)
+	if cfg.Events.Enabled {
+		s.events = newEvents(s, cfg.Events)
+		s.events.start()
+		s.events.startWebhooks()
+	}
 	s.goTracked(s.sampleLoop)
 	s.goTracked(s.refreshPresence)
 	s.ready.Store(true)

@@ -48,6 +48,10 @@ type session struct {
 	// before the session starts, then only read. It fills padding before
 	// mu: a session is no larger for it.
 	admin bool
+	// backend: connected with an API key (connect.api_key): like the
+	// admin's, a read-only observer of every channel, the events channel
+	// included. Guarded by mu; it too fills padding.
+	backend bool
 
 	mu   sync.Mutex
 	user string
@@ -65,8 +69,20 @@ func (ss *session) clientInfo() *protocol.ClientInfo {
 	return &protocol.ClientInfo{Client: ss.id, User: ss.user, ConnInfo: ss.info}
 }
 
-func (ss *session) presenceSubs() []*subscription {
+// observer reports whether the session watches channels without being a
+// member and without publishing: the admin UI's live tail, and backends
+// connected with an API key.
+func (ss *session) observer() bool {
 	if ss.admin {
+		return true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.backend
+}
+
+func (ss *session) presenceSubs() []*subscription {
+	if ss.observer() {
 		return nil // an admin session is no channel member
 	}
 	ss.mu.Lock()
@@ -118,7 +134,7 @@ var testHookSessionClose atomic.Pointer[func(node string)]
 
 // OnClose starts the session's cleanup. It runs on a transport goroutine,
 // which must not block on the broker, so cleanup runs on its own.
-func (ss *session) OnClose(_ *transport.Conn, _ ws.StatusCode, _ error) {
+func (ss *session) OnClose(_ *transport.Conn, code ws.StatusCode, _ error) {
 	if f := testHookSessionClose.Load(); f != nil {
 		(*f)(ss.s.nodeID)
 	}
@@ -126,14 +142,16 @@ func (ss *session) OnClose(_ *transport.Conn, _ ws.StatusCode, _ error) {
 	if prev == stateClosed {
 		return
 	}
-	if !ss.s.goTracked(func() { ss.cleanup(prev == stateConnected) }) {
+	if !ss.s.goTracked(func() { ss.cleanup(prev == stateConnected, uint32(code)) }) {
 		// Shutdown waits for every session's cleanup before it stops
 		// tracking goroutines: this cannot happen.
 		ss.s.log.Error("session closed after shutdown; cleanup skipped", "client", ss.id)
 	}
 }
 
-func (ss *session) cleanup(wasConnected bool) {
+// cleanup releases what a closed session held. code is its close code
+// (why it ended).
+func (ss *session) cleanup(wasConnected bool, code uint32) {
 	ss.mu.Lock()
 	subs := ss.subs
 	ss.subs = nil
@@ -142,16 +160,23 @@ func (ss *session) cleanup(wasConnected bool) {
 	ss.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	reason := protocol.DisconnectReason(code)
 	for _, sub := range subs {
-		ss.release(ctx, sub)
+		ss.release(ctx, sub, code, reason)
 	}
 	if slot {
 		if err := ss.s.presence.RemovePresence(ctx, userConnsChannel(user), ss.id); err != nil {
 			ss.s.log.Warn("release user slot", "err", err)
 		}
 	}
-	if wasConnected && user != "" {
-		ss.s.sessions.removeUser(user, ss)
+	if wasConnected {
+		last := user != "" && ss.s.sessions.removeUser(user, ss)
+		if ss.s.events != nil && !ss.observer() {
+			ss.s.events.disconnected(ss, user, last, code, reason)
+		}
+		if u := ss.s.cfg.Proxy.DisconnectURL; u != "" && !ss.observer() {
+			ss.s.notifyProxy(u, &proxyRequest{Client: ss.id, User: user, Code: code, Reason: reason})
+		}
 	}
 	ss.s.perIP.release(ss.ip)
 	ss.s.sessions.remove(ss)

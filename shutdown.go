@@ -90,6 +90,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	wg.Wait()
 	s.broadcast(&control{Op: "bye", From: s.nodeID}) // the other nodes forget it now
 
+	if s.events != nil {
+		s.events.stopTimers() // the other nodes settle this node's pending graces
+	}
 	s.cancel()
 	close(s.quit)
 	s.stopTracking()

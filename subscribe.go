@@ -233,13 +233,16 @@ func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, 
 // no member outlives its connection.
 func (ss *session) join(ctx context.Context, sub *subscription, info *protocol.ClientInfo) {
 	s := ss.s
-	if ss.admin {
-		return // the admin UI watches without being a member
+	if ss.observer() {
+		return // observers watch without being members
 	}
 	if sub.ns.Presence {
 		if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, info, s.presenceTTL); err != nil {
 			s.log.Warn("presence add", "channel", sub.Channel, "err", err)
 		}
+	}
+	if s.events != nil {
+		s.events.joined(ss, sub, info.User)
 	}
 	if ss.state.Load() == stateClosed {
 		// Cleanup may have released the subscription before the entry
@@ -248,6 +251,9 @@ func (ss *session) join(ctx context.Context, sub *subscription, info *protocol.C
 			if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {
 				s.log.Warn("presence remove", "channel", sub.Channel, "err", err)
 			}
+		}
+		if s.events != nil {
+			s.events.left(ss, sub, info.User, 0, "disconnect")
 		}
 		return
 	}
@@ -264,7 +270,7 @@ func (ss *session) unsubscribe(ctx context.Context, req *protocol.UnsubscribeReq
 	sub := ss.removeSub(req.Channel)
 	ss.mu.Unlock()
 	if sub != nil {
-		ss.release(ctx, sub)
+		ss.release(ctx, sub, 0, "unsubscribe")
 	}
 	return &protocol.UnsubscribeResult{}, nil
 }
@@ -280,19 +286,27 @@ func (ss *session) serverUnsubscribe(ctx context.Context, ch string, code uint32
 	if sub == nil {
 		return false
 	}
-	ss.release(ctx, sub)
+	ss.release(ctx, sub, code, reason)
 	ss.reply(&protocol.ServerMessage{Unsubscribe: &protocol.UnsubscribeResult{Channel: ch, Code: code, Reason: reason}})
 	return true
 }
 
 // release ends an active subscription already taken out of the session's
 // list: the hub forgets it (and the node unsubscribes at the broker if it
-// was the last), its presence entry goes, and the leave event is published.
-func (ss *session) release(ctx context.Context, sub *subscription) {
+// was the last), its presence entry goes, the leave event is published,
+// and lifecycle events learn why it ended (code, reason).
+func (ss *session) release(ctx context.Context, sub *subscription, code uint32, reason string) {
 	s := ss.s
 	s.hubRemove(&sub.Sub)
-	if ss.admin {
+	if ss.observer() {
 		return // it never joined
+	}
+	user := ss.clientInfo().User
+	if s.events != nil {
+		s.events.left(ss, sub, user, code, reason)
+	}
+	if u := s.cfg.Proxy.UnsubscribeURL; u != "" {
+		s.notifyProxy(u, &proxyRequest{Client: ss.id, User: user, Channel: sub.Channel, Code: code, Reason: reason})
 	}
 	if sub.ns.Presence {
 		if err := s.presence.RemovePresence(ctx, sub.Channel, ss.id); err != nil {

@@ -2,6 +2,7 @@ package herald
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/heraldhq/herald/internal/transport"
@@ -101,9 +102,22 @@ func (s *Server) proxyRefresh(ss *session) {
 	}
 }
 
+// refreshParallel is how many presence writes a refresh round keeps in
+// flight: one after the other, a node with thousands of entries would take
+// longer than their TTL to write them all.
+const refreshParallel = 32
+
+// entryWrite is one presence entry to write again.
+type entryWrite struct {
+	key, member string
+	info        *protocol.ClientInfo
+	ttl         time.Duration
+}
+
 // refreshPresence re-adds this node's presence entries every PresenceTTL/3
-// so that they outlive the TTL only while the node lives, and the grants of
-// API subscriptions every grantTTL/3 (directed.go).
+// so that they outlive the TTL only while the node lives (and its
+// lifecycle entries, lifecycle.go), and the grants of API subscriptions
+// every grantTTL/3 (directed.go).
 func (s *Server) refreshPresence() {
 	every := s.grantTTL() / 3
 	if s.presenceTTL > 0 {
@@ -117,26 +131,48 @@ func (s *Server) refreshPresence() {
 			return
 		case <-t.C:
 		}
-		s.sessions.each(func(ss *session) {
-			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-			defer cancel()
-			s.refreshGrants(ctx, ss)
-			if s.presenceTTL == 0 {
-				return // an in-process store: entries need no refresh
-			}
-			ss.mu.Lock()
-			slot, user := ss.userSlot, ss.user
-			ss.mu.Unlock()
-			if slot {
-				if err := s.presence.AddPresence(ctx, userConnsChannel(user), ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
-					s.log.Warn("user slot refresh", "err", err)
-				}
-			}
-			for _, sub := range ss.presenceSubs() {
-				if err := s.presence.AddPresence(ctx, sub.Channel, ss.id, ss.clientInfo(), s.presenceTTL); err != nil {
-					s.log.Warn("presence refresh", "channel", sub.Channel, "err", err)
-				}
-			}
-		})
+		s.refreshRound()
 	}
+}
+
+// refreshRound writes every entry of the node again, refreshParallel at a
+// time, and returns when all are written.
+func (s *Server) refreshRound() {
+	writes := make(chan entryWrite, 4*refreshParallel)
+	var wg sync.WaitGroup
+	for range refreshParallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w := range writes {
+				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+				if err := s.presence.AddPresence(ctx, w.key, w.member, w.info, w.ttl); err != nil {
+					s.log.Warn("presence refresh", "key", w.key, "err", err)
+				}
+				cancel()
+			}
+		}()
+	}
+	add := func(w entryWrite) { writes <- w }
+	if s.events != nil {
+		s.events.refresh(add)
+	}
+	s.sessions.each(func(ss *session) {
+		s.refreshGrants(ss, add)
+		if s.presenceTTL == 0 {
+			return // an in-process store: entries need no refresh
+		}
+		ss.mu.Lock()
+		slot, user := ss.userSlot, ss.user
+		ss.mu.Unlock()
+		info := ss.clientInfo()
+		if slot {
+			add(entryWrite{userConnsChannel(user), ss.id, info, s.presenceTTL})
+		}
+		for _, sub := range ss.presenceSubs() {
+			add(entryWrite{sub.Channel, ss.id, info, s.presenceTTL})
+		}
+	})
+	close(writes)
+	wg.Wait()
 }

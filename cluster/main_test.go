@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -108,7 +109,8 @@ func (l *lockedBuffer) String() string {
 
 // startProcess runs path with args. The process is SIGKILLed and waited
 // for when the test ends; its output is logged if the test failed (or
-// always, with HERALD_CLUSTER_LOGS set).
+// always, with HERALD_CLUSTER_LOGS set), and written whole to a file in
+// the directory HERALD_CLUSTER_LOG_DIR names, if set.
 func startProcess(t *testing.T, name, path string, args ...string) *process {
 	t.Helper()
 	return startProcessEnv(t, name, path, nil, args...)
@@ -132,6 +134,9 @@ func startProcessEnv(t *testing.T, name, path string, env []string, args ...stri
 	}()
 	t.Cleanup(func() {
 		p.kill()
+		if d := os.Getenv("HERALD_CLUSTER_LOG_DIR"); d != "" {
+			_ = os.WriteFile(filepath.Join(d, strings.NewReplacer(" ", "_", "(", "", ")", "", ":", "_").Replace(p.name)+".log"), []byte(p.out.String()), 0o644)
+		}
 		if t.Failed() || os.Getenv("HERALD_CLUSTER_LOGS") != "" {
 			t.Logf("--- output of %s:\n%s", p.name, tail(p.out.String(), 6000))
 		}

@@ -114,8 +114,11 @@ type Publication struct {
 }
 
 // ConnectRequest opens a session. Token is a JWT; empty means anonymous.
+// APIKey instead connects a backend with one of the server's API keys: a
+// read-only observer of every channel, the events channel included.
 type ConnectRequest struct {
 	Token   string `json:"token,omitempty" msgpack:"token,omitempty"`
+	APIKey  string `json:"api_key,omitempty" msgpack:"api_key,omitempty"`
 	Name    string `json:"name,omitempty" msgpack:"name,omitempty"`
 	Version string `json:"version,omitempty" msgpack:"version,omitempty"`
 	// Subs subscribes within connect (fewer round trips on reconnect).

@@ -571,6 +571,7 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 	defer b.deleteConsumerAsync(info.Stream, info.Name)
 	pending := int(info.NumPending)
 	out := make([]jetstream.Msg, 0, pending)
+	wait := 2 * time.Millisecond
 	for len(out) < pending {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -589,8 +590,27 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 			}
 			out = append(out, m)
 		}
-		if len(msgs) == 0 || stop {
-			break // the rest was removed meanwhile, or is newer than last
+		if stop {
+			break // the rest is newer than last
+		}
+		if len(msgs) == 0 {
+			// An empty answer does not mean the rest is gone: a no-wait
+			// pull answers with what the consumer has ready, which may
+			// be nothing for a moment. The consumer's own count says.
+			ci, err := cons.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("nats read %s: %w", filter, err)
+			}
+			if ci.NumPending == 0 && ci.NumAckPending == 0 && ci.Delivered.Stream == ci.AckFloor.Stream {
+				break // the rest was removed meanwhile
+			}
+			if ci.NumPending == 0 {
+				break
+			}
+			if err := b.sleep(ctx, wait); err != nil {
+				return nil, fmt.Errorf("nats read %s: %w", filter, err)
+			}
+			wait = min(2*wait, 50*time.Millisecond)
 		}
 	}
 	return out, nil
