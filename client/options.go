@@ -37,12 +37,29 @@ type Options struct {
 	// OnDisconnect is called when a connection ends, with the code and
 	// whether the client will reconnect.
 	OnDisconnect func(DisconnectEvent)
-	// OnServerPublication and OnServerSubscribed handle server-side
-	// subscriptions (the token's channels claim) from the first connection
-	// on; Client.OnServerPublication and Client.OnServerSubscribed replace
-	// them later.
-	OnServerPublication func(Publication)
-	OnServerSubscribed  func(SubscribedEvent)
+	// OnServerPublication, OnServerSubscribed and OnServerUnsubscribed
+	// handle server-side subscriptions: channels the server subscribed the
+	// connection to, at connect (the token's channels claim) or later (the
+	// server API's subscribe, which may name a channel the client could
+	// not subscribe to itself). OnServerSubscribed reports each one before
+	// its publications; the client then keeps its position and sends it
+	// when it reconnects, so that the server restores the subscription and
+	// delivers what was missed (OnServerSubscribed again, with
+	// WasRecovering and Recovered), with no gap and no duplicate.
+	// OnServerUnsubscribed reports that the server ended one (an
+	// unsubscribe push, whatever its code): no publication of it follows
+	// and the client forgets it, so a reconnect does not ask for it again.
+	// They are set from the first connection on; the Client methods of the
+	// same names replace them later.
+	OnServerPublication  func(Publication)
+	OnServerSubscribed   func(SubscribedEvent)
+	OnServerUnsubscribed func(UnsubscribedEvent)
+	// OnMessage receives the data the server sends to this connection
+	// alone, not through a channel (the server API's send): the exact
+	// bytes sent, whichever the encoding (binary data travels as base64 in
+	// JSON and is decoded). Messages are not stored: one sent while the
+	// client is disconnected is lost. Client.OnMessage replaces it later.
+	OnMessage func(data []byte)
 }
 
 func (o Options) withDefaults() Options {

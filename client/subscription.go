@@ -95,6 +95,41 @@ type SubscribedEvent struct {
 	Position      StreamPosition
 }
 
+// UnsubscribedEvent reports that the server ended a subscription: an
+// unsubscribe push, sent for example by the server API's unsubscribe.
+// After it no publication of the channel arrives until the channel is
+// subscribed again.
+type UnsubscribedEvent struct {
+	Channel string
+	// Code is in 2000-2999 (docs/protocol.md): 2000-2499 end the
+	// subscription for good (2000: the application ended it); 2500-2999
+	// ask the client to subscribe again, recovering.
+	Code   uint32
+	Reason string
+	// Resubscribe: Code is in 2500-2999. A client subscription then
+	// subscribes again by itself, recovering from Position (OnSubscribed
+	// says whether it recovered everything). A server-side subscription
+	// is not subscribed again by the client: the server decides what it
+	// subscribes a connection to (the application may call
+	// Client.Subscribe with SubscribeOptions.Since set to Position).
+	Resubscribe bool
+	// Position is that of the last publication delivered; Recoverable
+	// says whether the channel keeps history, which makes it meaningful.
+	Position    StreamPosition
+	Recoverable bool
+}
+
+// unsubscribeResubscribes reports whether an unsubscribe code asks the
+// client to subscribe again.
+func unsubscribeResubscribes(code uint32) bool { return code >= 2500 && code <= 2999 }
+
+func unsubscribedEvent(u *protocol.UnsubscribeResult, recoverable bool, pos StreamPosition) UnsubscribedEvent {
+	return UnsubscribedEvent{
+		Channel: u.Channel, Code: u.Code, Reason: u.Reason, Resubscribe: unsubscribeResubscribes(u.Code),
+		Position: pos, Recoverable: recoverable,
+	}
+}
+
 // SubscribeOptions configure a subscription. Without OnPublication,
 // publications are delivered on Subscription.C.
 type SubscribeOptions struct {
@@ -105,13 +140,24 @@ type SubscribeOptions struct {
 	// tokens are bound to the connection's client id, which changes on
 	// every reconnect: set GetToken so that resubscriptions get a fresh one
 	// (Token, if set, is used for the first subscribe only).
-	Token          string
-	GetToken       func(ctx context.Context, channel, clientID string) (string, error)
-	OnPublication  func(Publication)
-	OnSubscribed   func(SubscribedEvent)
-	OnJoin         func(ClientInfo)
-	OnLeave        func(ClientInfo)
+	Token         string
+	GetToken      func(ctx context.Context, channel, clientID string) (string, error)
+	OnPublication func(Publication)
+	OnSubscribed  func(SubscribedEvent)
+	OnJoin        func(ClientInfo)
+	OnLeave       func(ClientInfo)
+	// OnUnsubscribed is called when the subscription ends for good other
+	// than by Unsubscribe: a resubscription was refused (err is the *Error
+	// reply), or the server ended it with an unsubscribe code in
+	// 2000-2499 (err is an *Error with that Code and the reason as
+	// Message). C is closed.
 	OnUnsubscribed func(err error)
+	// OnServerUnsubscribed is called for every unsubscribe push the server
+	// sends for this subscription, before anything else is done about it:
+	// with a code in 2000-2499 OnUnsubscribed follows and the subscription
+	// is over; with 2500-2999 (ev.Resubscribe) the client subscribes again
+	// from the last position, and OnSubscribed follows.
+	OnServerUnsubscribed func(UnsubscribedEvent)
 	// Buffer is the capacity of C. Default 1024.
 	Buffer int
 }
@@ -306,14 +352,21 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 		}
 		req.Token = tok
 	}
+	applied := false
 	_, err := s.c.roundTrip(ctx, conn, &protocol.Command{Subscribe: req}, func(m *protocol.ServerMessage) {
 		if m.Error == nil && m.Subscribe != nil {
-			s.applySubscribed(conn, m.Subscribe)
+			applied = s.applySubscribed(conn, m.Subscribe)
 		}
 	})
 	var pe *protocol.Error
 	switch {
 	case err == nil:
+		if !applied {
+			// The subscription ended while its subscribe was in flight
+			// (Unsubscribe, or the server's unsubscribe): undo it, or the
+			// server would go on sending the channel.
+			_, _ = s.c.roundTrip(ctx, conn, &protocol.Command{Unsubscribe: &protocol.UnsubscribeRequest{Channel: s.channel}}, nil)
+		}
 		return attemptDone
 	case errors.As(err, &pe):
 		if pe.Temporary && !first {
@@ -329,12 +382,13 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 }
 
 // applySubscribed runs on the reader goroutine: recovered publications are
-// delivered before anything read after the reply.
-func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResult) {
+// delivered before anything read after the reply. It returns false if the
+// subscription had ended meanwhile.
+func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResult) bool {
 	s.mu.Lock()
 	if s.state == subGone {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.state = subActive
 	s.subscribedOnce = true
@@ -358,6 +412,7 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	default:
 		close(s.ready)
 	}
+	return true
 }
 
 // onPublication runs on the reader goroutine.
@@ -445,8 +500,37 @@ func (s *Subscription) fail(err error) {
 	s.end(err, !first)
 }
 
-func (s *Subscription) serverUnsubscribed(u *protocol.UnsubscribeResult) {
-	s.end(&protocol.Error{Code: u.Code, Message: u.Reason}, true)
+// serverUnsubscribed handles the server's unsubscribe push on the reader
+// goroutine: the subscription ends (codes 2000-2499) or subscribes again
+// from its position (2500-2999). A push met while a subscribe is in
+// flight (resubscribing after a gap) leaves that subscribe to bring the
+// channel back, unless the code ends the subscription.
+func (s *Subscription) serverUnsubscribed(conn *wsConn, u *protocol.UnsubscribeResult) {
+	s.mu.Lock()
+	if s.state == subGone {
+		s.mu.Unlock()
+		return
+	}
+	ev := unsubscribedEvent(u, s.recoverable || s.positioned, s.pos)
+	resubscribe := ev.Resubscribe && s.state == subActive
+	if ev.Resubscribe {
+		s.state, s.conn = subPending, nil
+	}
+	s.mu.Unlock()
+	if s.opts.OnServerUnsubscribed != nil {
+		s.opts.OnServerUnsubscribed(ev)
+	}
+	if !ev.Resubscribe {
+		s.end(&protocol.Error{Code: u.Code, Message: u.Reason}, true)
+		return
+	}
+	if resubscribe {
+		s.c.wg.Add(1)
+		go func() {
+			defer s.c.wg.Done()
+			s.subscribeUntilDone(conn, false)
+		}()
+	}
 }
 
 // end removes the subscription from the client for good.

@@ -18,6 +18,28 @@ import (
 
 const defaultURL = "ws://localhost:8000/ws"
 
+const subUsage = `usage: herald sub [--url URL] [--token T] [--recover FILE] [--binary] [CHANNEL...]
+
+Subscribes to each CHANNEL and prints, one JSON object a line:
+
+  publications, of the CHANNELs and of the channels the server subscribed
+  the connection to (the token's channels claim, the server API's subscribe):
+    {"channel":"C","offset":N,"epoch":"E","data":D}
+    ("b64":true when D is binary data as base64; "gap":true after a drop)
+  the server API's subscribe, and each server-side subscription at connect
+  and after a reconnect (recovered: every missed publication follows):
+    {"subscribed":"C","recoverable":true,"epoch":"E","offset":N,"recovered":true}
+  the server's unsubscribe of a channel (code 2000-2499: over; 2500-2999,
+  "resubscribe":true: a CHANNEL is subscribed again, recovering):
+    {"unsubscribed":"C","code":2000,"reason":"R"}
+  data sent to this connection alone (the server API's send):
+    {"message":D}  ("b64":true when D is binary data as base64)
+
+With no CHANNEL it prints only what the server sends on its own.
+
+Flags:
+`
+
 // subLine is one printed publication.
 type subLine struct {
 	Channel string          `json:"channel"`
@@ -28,16 +50,51 @@ type subLine struct {
 	Gap     bool            `json:"gap,omitempty"`
 }
 
+// subscribedLine is one printed server-side subscription.
+type subscribedLine struct {
+	Subscribed    string `json:"subscribed"`
+	Recoverable   bool   `json:"recoverable,omitempty"`
+	Epoch         string `json:"epoch,omitempty"`
+	Offset        uint64 `json:"offset"`
+	WasRecovering bool   `json:"was_recovering,omitempty"`
+	Recovered     bool   `json:"recovered,omitempty"`
+}
+
+// unsubscribedLine is one printed unsubscribe push.
+type unsubscribedLine struct {
+	Unsubscribed string `json:"unsubscribed"`
+	Code         uint32 `json:"code"`
+	Reason       string `json:"reason"`
+	Resubscribe  bool   `json:"resubscribe,omitempty"`
+}
+
+// messageLine is one printed message push.
+type messageLine struct {
+	Message json.RawMessage `json:"message"`
+	B64     bool            `json:"b64,omitempty"`
+}
+
+// jsonData returns data as it goes in a line: itself if it is JSON, else
+// a base64 string and true.
+func jsonData(data []byte) (json.RawMessage, bool) {
+	if len(data) > 0 && json.Valid(data) {
+		return data, false
+	}
+	b, _ := json.Marshal(data) // base64
+	return b, true
+}
+
 func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ExitOnError)
 	url := fs.String("url", envOr("HERALD_URL", defaultURL), "server WebSocket URL")
 	tok := fs.String("token", os.Getenv("HERALD_TOKEN"), "connection token (JWT)")
-	recoverFile := fs.String("recover", "", "file that keeps channel positions across runs: recover what was missed")
+	recoverFile := fs.String("recover", "", "file that keeps the CHANNELs' positions across runs: recover what was missed")
 	binary := fs.Bool("binary", false, "use the MessagePack encoding")
-	_ = fs.Parse(args)
-	if fs.NArg() == 0 {
-		return errors.New("usage: herald sub [--url URL] [--token T] [--recover FILE] CHANNEL...")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), subUsage)
+		fs.PrintDefaults()
 	}
+	_ = fs.Parse(args)
 	positions := map[string]protocol.StreamPosition{}
 	if *recoverFile != "" {
 		b, err := os.ReadFile(*recoverFile)
@@ -52,6 +109,18 @@ func runSub(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// mu serialises the lines and guards epochs, positions and saveErr.
+	var mu sync.Mutex
+	enc := json.NewEncoder(os.Stdout)
+	epochs := map[string]string{}
+	printLine := func(v any) {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = enc.Encode(v)
+	}
+	unsubscribed := func(e client.UnsubscribedEvent) {
+		printLine(unsubscribedLine{Unsubscribed: e.Channel, Code: e.Code, Reason: e.Reason, Resubscribe: e.Resubscribe})
+	}
 	c, err := client.Dial(ctx, *url, &client.Options{
 		Token: *tok, Binary: *binary, Name: "herald-cli",
 		OnDisconnect: func(e client.DisconnectEvent) {
@@ -59,15 +128,37 @@ func runSub(args []string) error {
 				fmt.Fprintf(os.Stderr, "herald sub: disconnected: %d %s\n", e.Code, e.Reason)
 			}
 		},
+		OnServerSubscribed: func(e client.SubscribedEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			epochs[e.Channel] = e.Position.Epoch
+			if e.WasRecovering && !e.Recovered {
+				fmt.Fprintf(os.Stderr, "herald sub: %s: could not recover missed publications; continuing from offset %d\n", e.Channel, e.Position.Offset)
+			}
+			_ = enc.Encode(subscribedLine{
+				Subscribed: e.Channel, Recoverable: e.Recoverable, Epoch: e.Position.Epoch, Offset: e.Position.Offset,
+				WasRecovering: e.WasRecovering, Recovered: e.Recovered,
+			})
+		},
+		OnServerPublication: func(p client.Publication) {
+			mu.Lock()
+			defer mu.Unlock()
+			line := subLine{Channel: p.Channel, Offset: p.Offset, Epoch: epochs[p.Channel], Gap: p.Gap}
+			line.Data, line.B64 = jsonData(p.Data)
+			_ = enc.Encode(line)
+		},
+		OnServerUnsubscribed: unsubscribed,
+		OnMessage: func(data []byte) {
+			var line messageLine
+			line.Message, line.B64 = jsonData(data)
+			printLine(line)
+		},
 	})
 	if err != nil {
 		return terminal(err)
 	}
 	defer c.Close()
 
-	var mu sync.Mutex
-	enc := json.NewEncoder(os.Stdout)
-	epochs := map[string]string{}
 	save := func() error {
 		if *recoverFile == "" {
 			return nil
@@ -94,14 +185,12 @@ func runSub(args []string) error {
 					saveErr = save()
 				}
 			},
+			OnServerUnsubscribed: unsubscribed,
 			OnPublication: func(p client.Publication) {
 				mu.Lock()
 				defer mu.Unlock()
-				line := subLine{Channel: p.Channel, Offset: p.Offset, Epoch: epochs[p.Channel], Data: p.Data, Gap: p.Gap}
-				if !json.Valid(p.Data) {
-					b, _ := json.Marshal(p.Data) // base64
-					line.Data, line.B64 = b, true
-				}
+				line := subLine{Channel: p.Channel, Offset: p.Offset, Epoch: epochs[p.Channel], Gap: p.Gap}
+				line.Data, line.B64 = jsonData(p.Data)
 				_ = enc.Encode(line)
 				if p.Offset != 0 {
 					positions[p.Channel] = protocol.StreamPosition{Epoch: epochs[p.Channel], Offset: p.Offset}

@@ -23,9 +23,11 @@ import type {
   HeraldOptions,
   HistoryOptions,
   HistoryResult,
+  MessagePushEvent,
   PresenceStats,
   Publication,
   PublishOptions,
+  ServerUnsubscribedEvent,
   State,
   StateEvent,
   StreamPosition,
@@ -52,14 +54,24 @@ export interface ClientEvents {
   disconnect: DisconnectEvent;
   /** Something failed that the client handles by itself (retry, reconnect). */
   error: { type: 'transport' | 'connect' | 'token' | 'refresh' | 'codec'; error: Error };
-  /** Publications of server-side subscriptions (token `channels` claim). */
+  /**
+   * Publications of server-side subscriptions: channels the server
+   * subscribed the connection to, at connect (token `channels` claim) or
+   * later (server API `subscribe`).
+   */
   publication: Publication;
   join: { channel: string; info: ClientInfo };
   leave: { channel: string; info: ClientInfo };
-  /** Server-side subscriptions made at connect. */
+  /**
+   * A server-side subscription: made at connect (and after each
+   * reconnect, with wasRecovering and recovered) or added later by a
+   * `subscribe` push. Before any of its publications.
+   */
   subscribed: SubscribedEvent;
+  /** The server ended a server-side subscription. */
+  unsubscribed: ServerUnsubscribedEvent;
   /** A `message` push: data sent to this connection alone. */
-  message: { data: unknown };
+  message: MessagePushEvent;
 }
 
 interface Pending {
@@ -102,10 +114,11 @@ export class Herald extends Emitter<ClientEvents> {
   #conn: Conn | null = null;
   #subs = new Map<string, Subscription>();
   /**
-   * Positions of the server-side subscriptions with history: the next
-   * connect sends them so that the server recovers what was missed.
+   * The server-side subscriptions and their positions (null for a channel
+   * without history): the next connect sends them so that the server
+   * restores them and recovers what was missed.
    */
-  #serverPos = new Map<string, StreamPosition>();
+  #serverSubs = new Map<string, StreamPosition | null>();
   #nextId = 0;
   #attempt = 0;
   /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -365,11 +378,11 @@ export class Herald extends Emitter<ClientEvents> {
       name: this.#opts.name ?? 'herald-js',
       version: VERSION,
     };
-    const withPositions = positions && this.#serverPos.size > 0;
+    const withPositions = positions && this.#serverSubs.size > 0;
     if (withPositions) {
       req.subs = {};
-      for (const [channel, pos] of this.#serverPos) {
-        req.subs[channel] = { channel, recover: true, epoch: pos.epoch, offset: pos.offset };
+      for (const [channel, pos] of this.#serverSubs) {
+        req.subs[channel] = pos ? { channel, recover: true, epoch: pos.epoch, offset: pos.offset } : { channel };
       }
     }
     this.#send(
@@ -431,7 +444,7 @@ export class Herald extends Emitter<ClientEvents> {
     if (res.expires) ev.ttl = res.ttl ?? 0;
     this.emit('connected', ev);
     if (res.expires) this.#scheduleRefresh(conn, res.ttl ?? 0);
-    this.#serverPos.clear();
+    this.#serverSubs.clear();
     for (const [channel, r] of Object.entries(res.subs ?? {})) this.#serverSubscribed(conn, channel, r);
     // Resubscribe before the commands that waited for the connection, so
     // that (for example) a queued publish follows the subscribe.
@@ -443,14 +456,14 @@ export class Herald extends Emitter<ClientEvents> {
   }
 
   /**
-   * A server-side subscription: record its position, report it, then
-   * deliver the publications a reconnect recovered (before any later push).
+   * A server-side subscription, from a connect result or a subscribe
+   * push: record it and its position, report it, then deliver the
+   * publications a reconnect recovered (before any later push).
    */
   #serverSubscribed(conn: Conn, channel: string, r: NonNullable<WireServerMessage['subscribe']>): void {
-    if (this.#subs.has(channel)) return;
+    if (this.#live(channel)) return;
     const { ev, pubs } = subscribeOutcome(channel, r);
-    if (ev.position) this.#serverPos.set(channel, { ...ev.position });
-    else this.#serverPos.delete(channel);
+    this.#serverSubs.set(channel, ev.position ? { ...ev.position } : null);
     this.emit('subscribed', ev);
     for (const p of pubs) this.emit('publication', decodePublication(conn.codec, p, channel));
   }
@@ -479,26 +492,27 @@ export class Herald extends Emitter<ClientEvents> {
       this.#write(conn, { pong: {} });
     } else if (m.pub) {
       const ch = m.pub.channel ?? '';
-      const s = this.#subs.get(ch);
+      const s = this.#live(ch);
       if (s) s._onPublication(conn, m.pub);
       else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0)) this.emit('publication', decodePublication(conn.codec, m.pub, ch));
     } else if (m.join || m.leave) {
       const ev = (m.join ?? m.leave)!;
-      const s = this.#subs.get(ev.channel);
+      const s = this.#live(ev.channel);
       if (s) s._onJoinLeave(!!m.join, ev.info);
       else this.emit(m.join ? 'join' : 'leave', { channel: ev.channel, info: decodeClientInfo(conn.codec, ev.info)! });
     } else if (m.unsubscribe) {
       const u = m.unsubscribe;
-      const s = this.#subs.get(u.channel ?? '');
+      const ch = u.channel ?? '';
+      const s = this.#live(ch);
       if (s) s._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
-      else this.#serverPos.delete(u.channel ?? '');
+      else this.#serverUnsubscribed(ch, u.code ?? 0, u.reason ?? '');
     } else if (m.subscribe?.channel) {
       this.#serverSubscribed(conn, m.subscribe.channel, m.subscribe);
     } else if (m.refresh) {
       // The server asks for a new token now (its notice before expiry).
       this.#refreshNow(conn);
     } else if (m.message) {
-      this.emit('message', { data: conn.codec.decodeData(m.message.data) });
+      this.emit('message', { data: conn.codec.decodeData(m.message.data, m.message.b64) });
     } else if (m.disconnect) {
       const d = m.disconnect;
       // The close frame follows; act on the push now.
@@ -509,13 +523,38 @@ export class Herald extends Emitter<ClientEvents> {
   }
 
   /**
+   * The application's subscription to channel unless it is unsubscribed:
+   * the server's messages about a channel without one (a subscription
+   * refused or left) are those of a server-side subscription, if any.
+   */
+  #live(channel: string): Subscription | undefined {
+    const s = this.#subs.get(channel);
+    return s && s.state !== 'unsubscribed' ? s : undefined;
+  }
+
+  /**
+   * The server ended a server-side subscription: forget it (the next
+   * connect does not ask for it) and report it.
+   */
+  #serverUnsubscribed(channel: string, code: number, reason: string): void {
+    if (!this.#serverSubs.has(channel)) return;
+    const pos = this.#serverSubs.get(channel);
+    this.#serverSubs.delete(channel);
+    const ev: ServerUnsubscribedEvent = { channel, code, reason, resubscribe: code >= 2500 && code <= 2999 };
+    if (pos) ev.position = { ...pos };
+    this.emit('unsubscribed', ev);
+  }
+
+  /**
    * Advances a server-side subscription's position; false for a
-   * publication at or below it (already delivered), and for one after
+   * publication at or below it (already delivered), for one of a channel
+   * that is no subscription (it raced an unsubscribe), and for one after
    * skipped offsets (e.g. dropped for a slow client): the position stays
    * and the connection is replaced, so that the next connect recovers.
    */
   #serverFresh(conn: Conn, channel: string, offset: number): boolean {
-    const pos = this.#serverPos.get(channel);
+    if (!this.#serverSubs.has(channel)) return false;
+    const pos = this.#serverSubs.get(channel);
     if (!pos || !offset) return true;
     const v = classifyOffset(pos.offset, offset);
     if (v === 'gap') this.#lost(conn, `offsets skipped in ${channel}`);

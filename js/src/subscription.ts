@@ -53,9 +53,18 @@ export interface SubHost {
 
 export interface SubscriptionEvents {
   state: { state: SubscriptionState; previous: SubscriptionState };
-  /** The subscription is (re)subscribing: after a disconnect or a gap. */
+  /**
+   * The subscription is (re)subscribing, recovering: after a disconnect
+   * (its code), a gap (code 0), or the server's unsubscribe with a code in
+   * 2500-2999.
+   */
   subscribing: SubscribingEvent;
   subscribed: SubscribedEvent;
+  /**
+   * The subscription ended: unsubscribe() (code 0), a refused subscribe
+   * (the error code), or the server's unsubscribe with a code in
+   * 2000-2499 (2000: the application ended it through the server API).
+   */
   unsubscribed: UnsubscribedEvent;
   publication: Publication;
   join: { channel: string; info: ClientInfo };
@@ -272,9 +281,26 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.emit(join ? 'join' : 'leave', { channel: this.channel, info: this.#host.decodeClientInfo(info) });
   }
 
-  /** @internal The server ended the subscription. */
+  /**
+   * @internal The server ended the subscription (an unsubscribe push).
+   * Codes 2500-2999: subscribe again, recovering from the last position
+   * (a subscribe in flight, or the next connection's, does that already).
+   * Others: the subscription is over.
+   */
   _onServerUnsubscribe(code: number, reason: string): void {
     if (this.#state === 'unsubscribed') return;
+    const conn = this.#host.conn();
+    if (code >= 2500 && code <= 2999) {
+      if (this.#state !== 'subscribed' || !conn) return;
+      this.#conn = null;
+      this.#setState('subscribing');
+      this.emit('subscribing', { channel: this.channel, code, reason });
+      this._subscribeOn(conn);
+      return;
+    }
+    // A subscribe may be in flight (resubscribing after a gap): commands
+    // run in order, so this unsubscribe lands after it.
+    if (this.#state === 'subscribing' && conn) this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
     this.#end(code, reason, null);
   }
 

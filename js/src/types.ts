@@ -104,9 +104,49 @@ export interface SubscribingEvent {
 
 export interface UnsubscribedEvent {
   channel: string;
-  /** 0 when unsubscribe() was called; else the error or server code. */
+  /**
+   * 0 when unsubscribe() was called; the error code when a subscribe was
+   * refused; the server's unsubscribe code (2000-2499: the server ended
+   * the subscription, 2000 when the application did through the server
+   * API) when the server ended it.
+   */
   code: number;
   reason: string;
+}
+
+/**
+ * The server ended a server-side subscription (an `unsubscribe` push, e.g.
+ * from the server API): no publication of the channel follows, and the
+ * client forgets it, so a reconnect does not ask for it again.
+ */
+export interface ServerUnsubscribedEvent {
+  channel: string;
+  /**
+   * 2000-2499: the subscription is over (2000: the application ended it);
+   * 2500-2999: the client may subscribe again, recovering.
+   */
+  code: number;
+  reason: string;
+  /**
+   * The code is in 2500-2999. The SDK does not subscribe again to a
+   * server-side channel (the server decides what it subscribes a
+   * connection to); the application may, with newSubscription(channel,
+   * {since: position}).
+   */
+  resubscribe: boolean;
+  /** The position of the last publication delivered (channels with history). */
+  position?: StreamPosition;
+}
+
+/**
+ * A `message` push: data the server sent to this connection alone (the
+ * server API's `send`), not through a channel. Decoded like publication
+ * data: with JSON, the JSON value, or a Uint8Array for binary data (sent
+ * as base64 with `b64: true`); with MessagePack, the bytes parsed as JSON
+ * when they are UTF-8 JSON, else a Uint8Array.
+ */
+export interface MessagePushEvent<T = unknown> {
+  data: T;
 }
 
 export interface SubscriptionErrorEvent {
@@ -299,7 +339,7 @@ export interface WireServerMessage {
   pub?: WirePublication;
   join?: { channel: string; info: WireClientInfo };
   leave?: { channel: string; info: WireClientInfo };
-  message?: { data?: unknown };
+  message?: { data?: unknown; b64?: boolean };
   disconnect?: WireDisconnect;
 }
 

@@ -11,6 +11,8 @@ import {
   type SubscribedEvent,
   type StreamPosition,
   type DisconnectEvent,
+  type MessagePushEvent,
+  type ServerUnsubscribedEvent,
   type State,
 } from '../src/index.js';
 
@@ -39,6 +41,15 @@ export async function example(): Promise<void> {
   sub.on('leave', (e) => console.log(e.info.user));
   sub.on('error', (e) => console.log(e.error.message));
   sub.on('unsubscribed', (e) => console.log(e.code));
+  sub.on('subscribing', (e) => console.log(e.code, e.reason));
+  // What the server does on its own: messages to this connection, and
+  // server-side subscriptions (token channels, server API subscribe).
+  client.on('message', (e: MessagePushEvent) => console.log(e.data));
+  client.on('subscribed', (e: SubscribedEvent) => console.log(e.channel, e.recovered));
+  client.on('publication', (p: Publication) => console.log(p.channel, p.data));
+  client.on('unsubscribed', (e: ServerUnsubscribedEvent) => {
+    if (e.resubscribe) client.newSubscription(e.channel, { since: e.position }).subscribe();
+  });
   sub.subscribe();
   try {
     await client.connect();

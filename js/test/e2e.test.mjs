@@ -1,10 +1,14 @@
 // End-to-end tests in Node against the real server (`herald serve --dev`
 // built by npm test): publish/subscribe in both encodings, recovery over
 // killed connections, terminal codes, token refresh, ping/pong and dead
-// connections, drain and restart.
+// connections, drain and restart, and what the server API does to
+// connections (subscribe, unsubscribe, send).
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { TerminalError } from '../dist/index.js';
 import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
 
@@ -380,4 +384,155 @@ describe('e2e: drain', () => {
     assert.equal(events.connected.length, 2);
     client.disconnect();
   });
+});
+
+describe('e2e: server API on connections', () => {
+  let srv;
+  let dir;
+  const clients = [];
+  const track = (x) => (clients.push(x.client), x);
+  before(async () => {
+    // "private:" channels: clients may not subscribe by themselves; only
+    // the server API subscribes them. Everything else is --dev's.
+    dir = mkdtempSync(path.join(tmpdir(), 'herald-e2e-'));
+    const config = path.join(dir, 'herald.yaml');
+    writeFileSync(config, 'namespaces:\n  - name: private\n    history_size: 1000\n    history_ttl: 1h\n');
+    srv = await startServer({ args: ['--config', config] });
+  });
+  after(async () => {
+    for (const c of clients) c.disconnect();
+    stopClients();
+    await srv?.stop('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Records what a client gets outside its own subscriptions. */
+  function serverSide(client) {
+    const got = { pubs: {}, subscribed: [], unsubscribed: [], messages: [] };
+    client.on('publication', (p) => (got.pubs[p.channel] ??= []).push(p));
+    client.on('subscribed', (e) => got.subscribed.push(e));
+    client.on('unsubscribed', (e) => got.unsubscribed.push(e));
+    client.on('message', (e) => got.messages.push(e.data));
+    return got;
+  }
+
+  /** Sends data to user and waits for it: anything sent before is in by then. */
+  async function messageMarker(user, got, text) {
+    await api(srv, 'send', { user, data: text });
+    await waitFor(() => got.messages.includes(text), { message: `message ${text}` });
+  }
+
+  for (const codec of ['json', 'msgpack']) {
+    test(`API subscribe: reported, recovered over killed connections; unsubscribe 2000: reported, not asked for again (${codec})`, { timeout: 60000 }, async () => {
+      const user = `api-sub-${codec}`;
+      const ch = `private:feed-${codec}`;
+      const open = `api-open-${codec}`;
+      const rec = recordingWebSocket();
+      const { client } = track(newClient(srv, { codec, websocket: rec.ctor, token: mintToken(srv.secret, { user }) }));
+      const got = serverSide(client);
+      await client.connect();
+      // Refused, and kept: the channel is still the server's to subscribe.
+      await assert.rejects(client.newSubscription(ch).subscribe(), (e) => e.code === 103);
+
+      await api(srv, 'subscribe', { user, channel: ch });
+      await waitFor(() => got.subscribed.some((e) => e.channel === ch), { message: 'subscribe push' });
+      const first = got.subscribed.find((e) => e.channel === ch);
+      assert.deepEqual([first.recoverable, first.wasRecovering, first.position.offset], [true, false, 0]);
+      const N = 150;
+      const kills = await publishWithKills(srv, ch, {
+        from: 1, to: N, every: 50, at: 25, user, sockets: rec.sockets,
+        ready: () => client.state === 'connected',
+      });
+      await waitFor(() => (got.pubs[ch]?.length ?? 0) >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications` });
+      await publishMarker(srv, ch, got.pubs[ch], N + 1);
+      assert.deepEqual(checkSequence(got.pubs[ch], N + 1), { gaps: 0, dups: 0, ordered: true, received: N + 1 });
+      const recovering = got.subscribed.filter((e) => e.channel === ch && e.wasRecovering);
+      assert.equal(kills, 3);
+      assert.ok(recovering.length >= kills && recovering.every((e) => e.recovered), JSON.stringify(recovering));
+
+      // A channel the client could subscribe to by itself: were it asked
+      // for at the reconnect, the server would subscribe it again.
+      await api(srv, 'subscribe', { user, channel: open });
+      await waitFor(() => got.subscribed.some((e) => e.channel === open), { message: 'subscribe push' });
+      await api(srv, 'publish', { channel: open, data: { n: 1 } });
+      await waitFor(() => got.pubs[open]?.length === 1, { message: 'publication' });
+      await api(srv, 'unsubscribe', { user, channel: open, reason: 'bye' });
+      await waitFor(() => got.unsubscribed.length === 1, { message: 'unsubscribe push' });
+      const epoch = got.subscribed.find((e) => e.channel === open).position.epoch;
+      assert.deepEqual(got.unsubscribed[0], { channel: open, code: 2000, reason: 'bye', resubscribe: false, position: { epoch, offset: 1 } });
+      await api(srv, 'publish', { channel: open, data: { n: 2 } });
+      const before = got.subscribed.length;
+      await api(srv, 'disconnect', { user, code: 4000 });
+      await waitFor(() => got.subscribed.length > before && client.state === 'connected', { message: 'reconnected' });
+      await api(srv, 'publish', { channel: open, data: { n: 3 } });
+      await api(srv, 'publish', { channel: ch, data: { n: N + 2 } });
+      await messageMarker(user, got, 'after');
+      assert.equal(got.pubs[open].length, 1, 'no publication after the unsubscribe');
+      assert.deepEqual(got.subscribed.slice(before).map((e) => [e.channel, e.recovered]), [[ch, true]], 'only the private channel came back');
+      assert.equal(got.pubs[ch].at(-1).data.n, N + 2);
+      client.disconnect();
+    });
+
+    test(`API unsubscribe 2500 of a client subscription: resubscribed, recovered (${codec})`, { timeout: 30000 }, async () => {
+      const user = `api-resub-${codec}`;
+      const ch = `api-resub-${codec}`;
+      const { client } = track(newClient(srv, { codec, token: mintToken(srv.secret, { user }) }));
+      const serverGot = serverSide(client);
+      // The resubscription waits for getToken: the test publishes while it
+      // is held, so the subscribe must recover those publications.
+      let hold = null;
+      const sub = client.newSubscription(ch, {
+        getToken: async (ctx) => {
+          await hold;
+          return mintToken(srv.secret, { user, client: ctx.client, channel: ctx.channel, ttlSec: 60 });
+        },
+      });
+      const got = collect(sub);
+      const subscribing = [];
+      sub.on('subscribing', (e) => subscribing.push(e));
+      await client.connect();
+      await sub.subscribe();
+      await api(srv, 'publish', { channel: ch, data: { n: 1 } });
+      await waitFor(() => got.pubs.length === 1, { message: 'publication' });
+      let release;
+      hold = new Promise((r) => (release = r));
+      await api(srv, 'unsubscribe', { user, channel: ch, code: 2500, reason: 'move' });
+      await waitFor(() => subscribing.length === 1, { message: 'subscribing after 2500' });
+      assert.deepEqual(subscribing[0], { channel: ch, code: 2500, reason: 'move' });
+      assert.equal(sub.state, 'subscribing');
+      for (let n = 2; n <= 4; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+      release();
+      await waitFor(() => sub.state === 'subscribed', { message: 'resubscribed' });
+      await publishMarker(srv, ch, got.pubs, 5);
+      assert.deepEqual(checkSequence(got.pubs, 5), { gaps: 0, dups: 0, ordered: true, received: 5 });
+      const last = got.subscribed.at(-1);
+      assert.deepEqual([last.wasRecovering, last.recovered, last.recoveredCount], [true, true, 3]);
+      assert.deepEqual(got.unsubscribed, []);
+
+      // 2000 ends it for good.
+      await api(srv, 'unsubscribe', { user, channel: ch, code: 2000, reason: 'over' });
+      await waitFor(() => got.unsubscribed.length === 1, { message: 'unsubscribed' });
+      assert.deepEqual(got.unsubscribed[0], { channel: ch, code: 2000, reason: 'over' });
+      assert.equal(sub.state, 'unsubscribed');
+      await api(srv, 'publish', { channel: ch, data: { n: 6 } });
+      await messageMarker(user, serverGot, 'after');
+      assert.equal(got.pubs.length, 5);
+      assert.deepEqual(serverGot.unsubscribed, []);
+      assert.equal(serverGot.pubs[ch], undefined);
+      client.disconnect();
+    });
+
+    test(`API send: JSON and binary data (${codec})`, { timeout: 20000 }, async () => {
+      const user = `api-send-${codec}`;
+      const { client } = track(newClient(srv, { codec, token: mintToken(srv.secret, { user }) }));
+      const got = serverSide(client);
+      await client.connect();
+      await api(srv, 'send', { user, data: { k: [1, 'v'] } });
+      await api(srv, 'send', { user, b64data: 'AAEC/yJ7' });
+      await api(srv, 'send', { user, data: 'text' });
+      await waitFor(() => got.messages.length === 3, { message: 'messages' });
+      assert.deepEqual(got.messages, [{ k: [1, 'v'] }, new Uint8Array([0, 1, 2, 255, 34, 123]), 'text']);
+      client.disconnect();
+    });
+  }
 });

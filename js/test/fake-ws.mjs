@@ -1,10 +1,11 @@
 // An in-memory WebSocket for unit tests of the client state machine: the
 // test plays the server, reading the commands the client sent and feeding
-// replies and pushes.
+// replies and pushes. With msgpack ({encode, decode}) it carries
+// MessagePack in binary frames instead of JSON in text frames.
 
 import { waitFor } from './helpers.mjs';
 
-export function fakeWebSocket() {
+export function fakeWebSocket({ msgpack } = {}) {
   const sockets = [];
   class FakeWS {
     constructor(url, protocols) {
@@ -30,7 +31,7 @@ export function fakeWebSocket() {
     }
     send(data) {
       if (this.readyState !== 1) throw new Error('not open');
-      this.sent.push(JSON.parse(data));
+      this.sent.push(msgpack ? msgpack.decode(data) : JSON.parse(data));
     }
     close(code) {
       if (this.readyState >= 2) return;
@@ -40,7 +41,12 @@ export function fakeWebSocket() {
     }
     // ---- the test's side ----
     deliver(msg) {
-      this.onmessage?.({ data: JSON.stringify(msg) });
+      if (!msgpack) {
+        this.onmessage?.({ data: JSON.stringify(msg) });
+        return;
+      }
+      const b = msgpack.encode(msg);
+      this.onmessage?.({ data: b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) });
     }
     serverClose(code, reason = '') {
       this.readyState = 3;

@@ -89,14 +89,14 @@ export async function waitFor(fn, { timeout = 10000, interval = 20, message = 'c
 }
 
 /**
- * Starts `herald serve --dev` on 127.0.0.1:port (a free one if not given)
- * and waits for /healthz.
+ * Starts `herald serve --dev` on 127.0.0.1:port (a free one if not given),
+ * with args added (e.g. --config FILE), and waits for /healthz.
  */
-export async function startServer({ port, secret, apiKey, env = {} } = {}) {
+export async function startServer({ port, secret, apiKey, env = {}, args = [] } = {}) {
   port ??= await freePort();
   secret ??= randomBytes(12).toString('hex');
   apiKey ??= randomBytes(12).toString('hex');
-  const proc = spawn(heraldBin(), ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--token-secret', secret], {
+  const proc = spawn(heraldBin(), ['serve', '--dev', '--listen', `127.0.0.1:${port}`, '--token-secret', secret, ...args], {
     env: { ...process.env, HERALD_API_KEY: apiKey, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -109,7 +109,7 @@ afterEach(() => {
 
 /** A client over a fake socket with fast backoff. */
 function fakeClient(opts = {}) {
-  const { ctor, sockets } = fakeWebSocket();
+  const { ctor, sockets } = fakeWebSocket({ msgpack: opts.msgpack });
   const client = new Herald('ws://fake/ws', { websocket: ctor, reconnect: { baseMs: 5, maxMs: 20 }, timeoutMs: 2000, ...opts });
   live.push(client);
   const disconnects = [];
@@ -468,12 +468,130 @@ describe('subscriptions', { timeout: 15000 }, () => {
     ws2.deliver({ id: c1.id, error: { code: 103, message: 'permission denied' } });
     const c2 = await ws2.waitCommand('connect', 2);
     assert.equal(c2.connect.subs, undefined);
-    ws2.deliver({ id: c2.id, connect: { client: 'c2', version: '0.1.0', ping: 25 } });
+    ws2.deliver({ id: c2.id, connect: { client: 'c2', version: '0.1.0', ping: 25, subs: { feed: { recoverable: true, epoch: 'E', offset: 8 } } } });
     await waitFor(() => client.state === 'connected');
-    ws2.deliver({ pub: { channel: 'feed', offset: 9, data: 1 } }); // no position any more: delivered
+    ws2.deliver({ pub: { channel: 'feed', offset: 9, data: 1 } }); // from the new position on
     assert.deepEqual(pubs, [3, 4, 5, 6, 7, 9]);
     client.disconnect();
   });
+
+  test('subscribe push: a server-side subscription added after connect, asked for at reconnect; unsubscribe push forgets it', async () => {
+    const { client, sockets } = fakeClient();
+    const pubs = [];
+    const subscribed = [];
+    const unsubscribed = [];
+    client.on('publication', (p) => pubs.push(`${p.channel}@${p.offset}`));
+    client.on('subscribed', (e) => subscribed.push(e));
+    client.on('unsubscribed', (e) => unsubscribed.push(e));
+    client.connect();
+    const ws = await acceptConnect(sockets, 0);
+    ws.deliver({ pub: { channel: 'api:a', offset: 1, data: 1 } }); // not subscribed: dropped
+    ws.deliver({ subscribe: { channel: 'api:a', recoverable: true, epoch: 'E', offset: 1 } });
+    ws.deliver({ subscribe: { channel: 'api:nohistory' } });
+    assert.deepEqual(subscribed.map((e) => [e.channel, e.recoverable, e.wasRecovering, e.position?.offset]), [
+      ['api:a', true, false, 1],
+      ['api:nohistory', false, false, undefined],
+    ]);
+    ws.deliver({ pub: { channel: 'api:a', offset: 2, data: 1 } });
+    ws.deliver({ pub: { channel: 'api:a', offset: 2, data: 1 } }); // duplicate
+    ws.deliver({ pub: { channel: 'api:nohistory', data: 1 } });
+    assert.deepEqual(pubs, ['api:a@2', 'api:nohistory@0']);
+
+    // A cut connection: both channels are asked for, with the position of
+    // the one with history, and what was missed comes first.
+    ws.serverClose(1006);
+    const ws1 = await waitFor(() => sockets[1], { message: 'reconnect' });
+    const c1 = await ws1.waitCommand('connect');
+    assert.deepEqual(c1.connect.subs, {
+      'api:a': { channel: 'api:a', recover: true, epoch: 'E', offset: 2 },
+      'api:nohistory': { channel: 'api:nohistory' },
+    });
+    ws1.deliver({
+      id: c1.id,
+      connect: {
+        client: 'c1', version: '0.1.0', ping: 25,
+        subs: {
+          'api:a': { recoverable: true, epoch: 'E', offset: 4, was_recovering: true, recovered: true, publications: [3, 4].map((o) => ({ offset: o, data: o })) },
+          'api:nohistory': {},
+        },
+      },
+    });
+    ws1.deliver({ pub: { channel: 'api:a', offset: 5, data: 1 } });
+    assert.deepEqual(pubs, ['api:a@2', 'api:nohistory@0', 'api:a@3', 'api:a@4', 'api:a@5']);
+    assert.equal(subscribed.at(-2).recovered, true);
+
+    // The server ends them: reported with the code, then forgotten.
+    ws1.deliver({ unsubscribe: { channel: 'api:a', code: 2000, reason: 'bye' } });
+    ws1.deliver({ unsubscribe: { channel: 'api:nohistory', code: 2500, reason: 'again' } });
+    ws1.deliver({ unsubscribe: { channel: 'never-subscribed', code: 2000 } });
+    ws1.deliver({ pub: { channel: 'api:a', offset: 6, data: 1 } }); // raced the unsubscribe: dropped
+    assert.deepEqual(unsubscribed, [
+      { channel: 'api:a', code: 2000, reason: 'bye', resubscribe: false, position: { epoch: 'E', offset: 5 } },
+      { channel: 'api:nohistory', code: 2500, reason: 'again', resubscribe: true },
+    ]);
+    assert.equal(pubs.length, 5);
+    ws1.serverClose(1006);
+    const ws2 = await waitFor(() => sockets[2], { message: 'reconnect' });
+    const c2 = await ws2.waitCommand('connect');
+    assert.equal(c2.connect.subs, undefined);
+    client.disconnect();
+  });
+
+  test('unsubscribe push on a subscription: 2000 ends it, 2500 resubscribes with recovery', async () => {
+    const { client, ws, sub, got } = await subscribed();
+    const subscribing = [];
+    const unsubscribed = [];
+    const serverSide = [];
+    sub.on('subscribing', (e) => subscribing.push(e));
+    sub.on('unsubscribed', (e) => unsubscribed.push(e));
+    client.on('unsubscribed', (e) => serverSide.push(e));
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
+    ws.deliver({ unsubscribe: { channel: 'room', code: 2500, reason: 'move' } });
+    assert.equal(sub.state, 'subscribing');
+    assert.deepEqual(subscribing, [{ channel: 'room', code: 2500, reason: 'move' }]);
+    const re = await ws.waitCommand('subscribe', 2);
+    assert.deepEqual(re.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
+    assert.equal(ws.commands('unsubscribe').length, 0, 'the server unsubscribed already');
+    ws.deliver({ id: re.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
+    ws.deliver({ pub: { channel: 'room', offset: 8, data: 1 } });
+    assert.deepEqual(got.pubs, [6, 7, 8]);
+    assert.equal(sub.state, 'subscribed');
+    assert.equal(got.subscribed.at(-1).recovered, true);
+
+    ws.deliver({ unsubscribe: { channel: 'room', code: 2000, reason: 'gone' } });
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: 1 } });
+    assert.equal(sub.state, 'unsubscribed');
+    assert.deepEqual(unsubscribed, [{ channel: 'room', code: 2000, reason: 'gone' }]);
+    assert.deepEqual(got.pubs, [6, 7, 8]);
+    assert.equal(ws.commands('subscribe').length, 2, 'no resubscribe after 2000');
+    assert.deepEqual(serverSide, [], 'a client subscription is not reported as server-side');
+    await assert.rejects(sub.ready(), /not subscribed/);
+    client.disconnect();
+  });
+
+  for (const codec of ['json', 'msgpack']) {
+    test(`message push: data decoded as publications' data (${codec})`, async () => {
+      const msgpack = codec === 'msgpack' ? { encode: mpEncode, decode: mpDecode } : undefined;
+      const { client, sockets } = fakeClient({ codec, msgpack });
+      const got = [];
+      client.on('message', (e) => got.push(e.data));
+      client.connect();
+      const ws = await acceptConnect(sockets, 0);
+      assert.deepEqual(ws.protocols, [`herald.${codec}`]);
+      const te = new TextEncoder();
+      if (codec === 'json') {
+        ws.deliver({ message: { data: { k: [1, 'v'] } } });
+        ws.deliver({ message: { data: 'AAEC/w==', b64: true } });
+        ws.deliver({ message: { data: 'AAEC/w==' } }); // a string, not bytes
+      } else {
+        ws.deliver({ message: { data: te.encode('{"k":[1,"v"]}') } });
+        ws.deliver({ message: { data: new Uint8Array([0, 1, 2, 255]) } });
+        ws.deliver({ message: { data: te.encode('"AAEC/w=="') } });
+      }
+      assert.deepEqual(got, [{ k: [1, 'v'] }, new Uint8Array([0, 1, 2, 255]), 'AAEC/w==']);
+      client.disconnect();
+    });
+  }
 
   test('a restarted stream (new epoch) is recovered from its start', async () => {
     const { client, sockets, ws, got } = await subscribed();

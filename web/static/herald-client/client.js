@@ -50,10 +50,11 @@ export class Herald extends Emitter {
     #conn = null;
     #subs = new Map();
     /**
-     * Positions of the server-side subscriptions with history: the next
-     * connect sends them so that the server recovers what was missed.
+     * The server-side subscriptions and their positions (null for a channel
+     * without history): the next connect sends them so that the server
+     * restores them and recovers what was missed.
      */
-    #serverPos = new Map();
+    #serverSubs = new Map();
     #nextId = 0;
     #attempt = 0;
     /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -319,11 +320,11 @@ export class Herald extends Emitter {
             name: this.#opts.name ?? 'herald-js',
             version: VERSION,
         };
-        const withPositions = positions && this.#serverPos.size > 0;
+        const withPositions = positions && this.#serverSubs.size > 0;
         if (withPositions) {
             req.subs = {};
-            for (const [channel, pos] of this.#serverPos) {
-                req.subs[channel] = { channel, recover: true, epoch: pos.epoch, offset: pos.offset };
+            for (const [channel, pos] of this.#serverSubs) {
+                req.subs[channel] = pos ? { channel, recover: true, epoch: pos.epoch, offset: pos.offset } : { channel };
             }
         }
         this.#send(conn, { connect: req }, (m) => this.#onConnectReply(conn, m, retried, withPositions), (err) => this.#lost(conn, err.message));
@@ -381,7 +382,7 @@ export class Herald extends Emitter {
         this.emit('connected', ev);
         if (res.expires)
             this.#scheduleRefresh(conn, res.ttl ?? 0);
-        this.#serverPos.clear();
+        this.#serverSubs.clear();
         for (const [channel, r] of Object.entries(res.subs ?? {}))
             this.#serverSubscribed(conn, channel, r);
         // Resubscribe before the commands that waited for the connection, so
@@ -394,17 +395,15 @@ export class Herald extends Emitter {
         this.#waiters.resolveAll();
     }
     /**
-     * A server-side subscription: record its position, report it, then
-     * deliver the publications a reconnect recovered (before any later push).
+     * A server-side subscription, from a connect result or a subscribe
+     * push: record it and its position, report it, then deliver the
+     * publications a reconnect recovered (before any later push).
      */
     #serverSubscribed(conn, channel, r) {
-        if (this.#subs.has(channel))
+        if (this.#live(channel))
             return;
         const { ev, pubs } = subscribeOutcome(channel, r);
-        if (ev.position)
-            this.#serverPos.set(channel, { ...ev.position });
-        else
-            this.#serverPos.delete(channel);
+        this.#serverSubs.set(channel, ev.position ? { ...ev.position } : null);
         this.emit('subscribed', ev);
         for (const p of pubs)
             this.emit('publication', decodePublication(conn.codec, p, channel));
@@ -436,7 +435,7 @@ export class Herald extends Emitter {
         }
         else if (m.pub) {
             const ch = m.pub.channel ?? '';
-            const s = this.#subs.get(ch);
+            const s = this.#live(ch);
             if (s)
                 s._onPublication(conn, m.pub);
             else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0))
@@ -444,7 +443,7 @@ export class Herald extends Emitter {
         }
         else if (m.join || m.leave) {
             const ev = (m.join ?? m.leave);
-            const s = this.#subs.get(ev.channel);
+            const s = this.#live(ev.channel);
             if (s)
                 s._onJoinLeave(!!m.join, ev.info);
             else
@@ -452,11 +451,12 @@ export class Herald extends Emitter {
         }
         else if (m.unsubscribe) {
             const u = m.unsubscribe;
-            const s = this.#subs.get(u.channel ?? '');
+            const ch = u.channel ?? '';
+            const s = this.#live(ch);
             if (s)
                 s._onServerUnsubscribe(u.code ?? 0, u.reason ?? '');
             else
-                this.#serverPos.delete(u.channel ?? '');
+                this.#serverUnsubscribed(ch, u.code ?? 0, u.reason ?? '');
         }
         else if (m.subscribe?.channel) {
             this.#serverSubscribed(conn, m.subscribe.channel, m.subscribe);
@@ -466,7 +466,7 @@ export class Herald extends Emitter {
             this.#refreshNow(conn);
         }
         else if (m.message) {
-            this.emit('message', { data: conn.codec.decodeData(m.message.data) });
+            this.emit('message', { data: conn.codec.decodeData(m.message.data, m.message.b64) });
         }
         else if (m.disconnect) {
             const d = m.disconnect;
@@ -478,13 +478,39 @@ export class Herald extends Emitter {
         }
     }
     /**
+     * The application's subscription to channel unless it is unsubscribed:
+     * the server's messages about a channel without one (a subscription
+     * refused or left) are those of a server-side subscription, if any.
+     */
+    #live(channel) {
+        const s = this.#subs.get(channel);
+        return s && s.state !== 'unsubscribed' ? s : undefined;
+    }
+    /**
+     * The server ended a server-side subscription: forget it (the next
+     * connect does not ask for it) and report it.
+     */
+    #serverUnsubscribed(channel, code, reason) {
+        if (!this.#serverSubs.has(channel))
+            return;
+        const pos = this.#serverSubs.get(channel);
+        this.#serverSubs.delete(channel);
+        const ev = { channel, code, reason, resubscribe: code >= 2500 && code <= 2999 };
+        if (pos)
+            ev.position = { ...pos };
+        this.emit('unsubscribed', ev);
+    }
+    /**
      * Advances a server-side subscription's position; false for a
-     * publication at or below it (already delivered), and for one after
+     * publication at or below it (already delivered), for one of a channel
+     * that is no subscription (it raced an unsubscribe), and for one after
      * skipped offsets (e.g. dropped for a slow client): the position stays
      * and the connection is replaced, so that the next connect recovers.
      */
     #serverFresh(conn, channel, offset) {
-        const pos = this.#serverPos.get(channel);
+        if (!this.#serverSubs.has(channel))
+            return false;
+        const pos = this.#serverSubs.get(channel);
         if (!pos || !offset)
             return true;
         const v = classifyOffset(pos.offset, offset);

@@ -205,10 +205,29 @@ export class Subscription extends Emitter {
             return;
         this.emit(join ? 'join' : 'leave', { channel: this.channel, info: this.#host.decodeClientInfo(info) });
     }
-    /** @internal The server ended the subscription. */
+    /**
+     * @internal The server ended the subscription (an unsubscribe push).
+     * Codes 2500-2999: subscribe again, recovering from the last position
+     * (a subscribe in flight, or the next connection's, does that already).
+     * Others: the subscription is over.
+     */
     _onServerUnsubscribe(code, reason) {
         if (this.#state === 'unsubscribed')
             return;
+        const conn = this.#host.conn();
+        if (code >= 2500 && code <= 2999) {
+            if (this.#state !== 'subscribed' || !conn)
+                return;
+            this.#conn = null;
+            this.#setState('subscribing');
+            this.emit('subscribing', { channel: this.channel, code, reason });
+            this._subscribeOn(conn);
+            return;
+        }
+        // A subscribe may be in flight (resubscribing after a gap): commands
+        // run in order, so this unsubscribe lands after it.
+        if (this.#state === 'subscribing' && conn)
+            this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
         this.#end(code, reason, null);
     }
     // ---- internals ----
