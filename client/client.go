@@ -280,7 +280,7 @@ func (c *Client) connect(ctx context.Context) (*wsConn, error) {
 	c.mu.Unlock()
 	refreshed := false
 	for {
-		req := &protocol.ConnectRequest{Token: token, Name: c.opts.Name, Subs: positions}
+		req := &protocol.ConnectRequest{Token: token, APIKey: c.opts.APIKey, Name: c.opts.Name, Subs: positions}
 		m, err := c.roundTrip(ctx, conn, &protocol.Command{Connect: req}, func(m *protocol.ServerMessage) {
 			if m.Connect != nil {
 				c.applyServerSubs(conn, m.Connect.Subs)

@@ -15,6 +15,10 @@ type Options struct {
 	// missed refresh), which then reconnects instead of ending the client.
 	Token    string
 	GetToken func(ctx context.Context) (string, error)
+	// APIKey connects as a backend with one of the server's API keys
+	// instead of a token: the connection may subscribe to every channel,
+	// the lifecycle events channel "$events" included, but not publish.
+	APIKey string
 	// Binary selects the MessagePack encoding instead of JSON.
 	Binary bool
 	// Name identifies the client software to the server.

@@ -18,7 +18,7 @@ import (
 
 const defaultURL = "ws://localhost:8000/ws"
 
-const subUsage = `usage: herald sub [--url URL] [--token T] [--recover FILE] [--binary] [CHANNEL...]
+const subUsage = `usage: herald sub [--url URL] [--token T | --key K] [--recover FILE] [--binary] [CHANNEL...]
 
 Subscribes to each CHANNEL and prints, one JSON object a line:
 
@@ -36,6 +36,11 @@ Subscribes to each CHANNEL and prints, one JSON object a line:
     {"message":D}  ("b64":true when D is binary data as base64)
 
 With no CHANNEL it prints only what the server sends on its own.
+
+With --key (an API key) it connects as a backend, which may read any
+channel: 'herald sub --key K --recover events.json '$events'' follows the
+lifecycle events (each publication's data is one event) and resumes where
+it stopped.
 
 Flags:
 `
@@ -88,6 +93,7 @@ func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ExitOnError)
 	url := fs.String("url", envOr("HERALD_URL", defaultURL), "server WebSocket URL")
 	tok := fs.String("token", os.Getenv("HERALD_TOKEN"), "connection token (JWT)")
+	key := fs.String("key", os.Getenv("HERALD_API_KEY"), "connect as a backend with an API key (reads any channel, e.g. the lifecycle events channel $events)")
 	recoverFile := fs.String("recover", "", "file that keeps the CHANNELs' positions across runs: recover what was missed")
 	binary := fs.Bool("binary", false, "use the MessagePack encoding")
 	fs.Usage = func() {
@@ -122,7 +128,7 @@ func runSub(args []string) error {
 		printLine(unsubscribedLine{Unsubscribed: e.Channel, Code: e.Code, Reason: e.Reason, Resubscribe: e.Resubscribe})
 	}
 	c, err := client.Dial(ctx, *url, &client.Options{
-		Token: *tok, Binary: *binary, Name: "herald-cli",
+		Token: *tok, APIKey: *key, Binary: *binary, Name: "herald-cli",
 		OnDisconnect: func(e client.DisconnectEvent) {
 			if !e.Reconnect {
 				fmt.Fprintf(os.Stderr, "herald sub: disconnected: %d %s\n", e.Code, e.Reason)

@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 )
@@ -92,4 +93,41 @@ func matchLine(got, want string) bool {
 	_ = json.Unmarshal([]byte(want), &w)
 	bw, _ := json.Marshal(w)
 	return string(b) == string(bw)
+}
+
+// TestSubEvents: herald sub with an API key follows the lifecycle events
+// channel: a user's connect makes an online event line.
+func TestSubEvents(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := dir + "/herald.yaml"
+	if err := os.WriteFile(cfg, []byte("events:\n  enabled: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, addr := serve(t, []string{"HERALD_API_KEY=k"}, "--dev", "--token-secret", "s3cret", "--config", cfg)
+	url := "ws://" + addr + "/ws"
+	sub := start(t, nil, "sub", "--url", url, "--key", "k", "$events")
+	tok, err := run(t, nil, "token", "--secret", "s3cret", "--user", "eve", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second subscriber, as user eve: its connect comes online.
+	start(t, nil, "sub", "--url", url, "--token", strings.TrimSpace(tok), "room:1")
+	for {
+		var line struct {
+			Channel string `json:"channel"`
+			Data    struct {
+				Type string `json:"type"`
+				User string `json:"user"`
+				ID   string `json:"id"`
+			} `json:"data"`
+		}
+		got := sub.line(t)
+		if err := json.Unmarshal([]byte(got), &line); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if line.Channel == "$events" && line.Data.Type == "online" && line.Data.User == "eve" && line.Data.ID != "" {
+			return
+		}
+	}
 }
