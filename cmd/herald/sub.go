@@ -93,7 +93,7 @@ func runSub(args []string) error {
 	fs := flag.NewFlagSet("sub", flag.ExitOnError)
 	url := fs.String("url", envOr("HERALD_URL", defaultURL), "server WebSocket URL")
 	tok := fs.String("token", os.Getenv("HERALD_TOKEN"), "connection token (JWT)")
-	key := fs.String("key", os.Getenv("HERALD_API_KEY"), "connect as a backend with an API key (reads any channel, e.g. the lifecycle events channel $events)")
+	key := fs.String("key", "", "connect as a backend with an API key (reads any channel, e.g. the lifecycle events channel $events)")
 	recoverFile := fs.String("recover", "", "file that keeps the CHANNELs' positions across runs: recover what was missed")
 	binary := fs.Bool("binary", false, "use the MessagePack encoding")
 	fs.Usage = func() {
