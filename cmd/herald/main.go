@@ -13,7 +13,7 @@ Usage:
   herald serve [--config FILE] [--listen ADDR] [--dev] [--echo]   run a node
         [--broker URL]                                            share state through NATS or Redis
         [--cluster-listen ADDR --cluster-peers ADDR,...]          or form a cluster with embedded NATS
-  herald sub [--url URL] [--token T] [--recover FILE] CHANNEL...  print publications as JSON lines
+  herald sub [--url URL] [--token T | --key K] [--recover FILE] [CHANNEL...]  print publications and pushes as JSON lines
   herald pub [--url URL] [--token T] CHANNEL DATA                 publish as a client
   herald pub --api URL --key K CHANNEL DATA                       publish through the HTTP API
   herald token --secret S --user U [--ttl D]                      mint a connection token (HS256)
