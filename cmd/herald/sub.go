@@ -130,7 +130,7 @@ func runSub(args []string) error {
 	c, err := client.Dial(ctx, *url, &client.Options{
 		Token: *tok, APIKey: *key, Binary: *binary, Name: "herald-cli",
 		OnDisconnect: func(e client.DisconnectEvent) {
-			if !e.Reconnect {
+			if !e.Reconnect && ctx.Err() == nil { // not our own close on a signal
 				fmt.Fprintf(os.Stderr, "herald sub: disconnected: %d %s\n", e.Code, e.Reason)
 			}
 		},
