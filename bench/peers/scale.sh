@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# scale.sh measures Herald at size on this machine: NODES nodes on one
+# broker (the NATS with JetStream or the Redis of this machine, under a
+# fresh prefix), and for each connection count in CONNS three runs, every
+# run on fresh nodes:
+#
+#   idle       CONNS subscribed connections held, RSS per connection per node
+#   broadcast  CONNS subscribers of one channel, publications as fast as the
+#              window allows: deliveries/s, end-to-end p50/p99, broker CPU
+#   channels   CONNS subscribers over 10,000 channels, random publishes
+#
+# The clients are spread over PROCS bench processes (the open-file limit is
+# per process) and SOURCE_IPS source addresses (127.0.0.x), the subscribers
+# over every node; publishes go through the first node's API. Reports (one
+# JSON per run, the nodes' logs) and summary.txt go to $OUT.
+#
+#   bench/peers/scale.sh                            # nats, 6 nodes, 10,000 and 100,000
+#   BROKER=redis bench/peers/scale.sh
+#   CONNS=3000 NODES=3 DURATION=5s bench/peers/scale.sh   # a quick smoke test
+#
+# Environment: BROKER (nats or redis), NODES (6), CONNS (comma list,
+# 10000,100000), PROCS (default: one per 16,000 connections, at least 2),
+# SOURCE_IPS (8), DURATION (20s per publishing run, idle holds 60s), PORT
+# (first node's port, 28000), COMMIT, BIN, WORK, OUT as in cluster.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+name=scale
+. "$here/build-herald.sh"
+
+broker=${BROKER:-nats}
+nodes=${NODES:-6}
+conns_list=${CONNS:-10000,100000}
+source_ips=${SOURCE_IPS:-8}
+duration=${DURATION:-20s}
+port=${PORT:-28000}
+case $broker in
+nats) url=${NATS_URL:-nats://127.0.0.1:4222}; bpid=$(pgrep -x nats-server | head -1) ;;
+redis) url=${REDIS_URL:-redis://127.0.0.1:6379}; bpid=$(pgrep -x redis-server | head -1) ;;
+*) echo "scale.sh: BROKER must be nats or redis" >&2; exit 2 ;;
+esac
+ulimit -n 20000 2>/dev/null || true
+
+pids=()
+stop_nodes() {
+	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	pids=()
+}
+trap stop_nodes EXIT
+
+start_nodes() { # label
+	local prefix="scale-$(date +%s)-$RANDOM" urls=() i
+	for i in $(seq 0 $((nodes - 1))); do
+		HERALD_API_KEY=k "$BIN" serve --config "$here/herald-bench.yaml" --listen "127.0.0.1:$((port + i))" \
+			--broker "$url?prefix=$prefix" >"$OUT/$1.node$i.log" 2>&1 &
+		pids+=($!)
+		urls+=("ws://127.0.0.1:$((port + i))/ws")
+	done
+	for i in $(seq 0 $((nodes - 1))); do
+		for _ in $(seq 300); do
+			curl -sf "http://127.0.0.1:$((port + i))/readyz" >/dev/null 2>&1 && break
+			sleep 0.1
+		done
+	done
+	node_urls=$(IFS=,; echo "${urls[*]}")
+	node_pids=$(IFS=,; echo "${pids[*]}")
+}
+
+run() { # label args...
+	local label=$1
+	shift
+	start_nodes "$label"
+	echo "scale.sh: $label: $nodes nodes on $broker, bench $*" >&2
+	"$BIN" bench --url "$node_urls" --api "http://127.0.0.1:$port" --key k --server-pid "$node_pids" \
+		--broker-pid "$bpid" --quiet --json "$@" >"$OUT/$label.json" 2>"$OUT/$label.bench.log" || true
+	stop_nodes
+	"$BIN" bench --show "$OUT/$label.json" >"$OUT/$label.txt" 2>&1 || true
+}
+
+IFS=, read -r -a counts <<<"$conns_list"
+for c in "${counts[@]}"; do
+	procs=${PROCS:-$(( (c + 15999) / 16000 ))}
+	[ "$procs" -lt 2 ] && procs=2
+	common=(--conns "$c" --procs "$procs" --source-ips "$source_ips" --connect-timeout 60s --setup-timeout 10m)
+	run "idle-$c" --scenario idle "${common[@]}" --duration 60s --settle 10s
+	run "broadcast-$c" --scenario fanout --channels 1 --rate 0 --window 4 "${common[@]}" --duration "$duration" --settle 10s
+	run "channels-$c" --scenario channels --channels 10000 --rate 0 --inflight 16 --window 20000 "${common[@]}" --duration "$duration" --settle 10s
+done
+
+python3 - "$OUT" "$broker" "$nodes" "${counts[@]}" >"$OUT/summary.txt" <<'EOF'
+import json, os, sys
+out, broker, nodes, counts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name + ".json")))
+    except Exception:
+        return None
+print(f"{nodes} nodes on {broker}")
+print("| connections | RSS per idle connection (KiB, per node) | broadcast deliveries/s | p50 | p99 | broker CPU (cores) | 10k channels publishes/s | p99 |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for c in counts:
+    idle, bc, ch = load(f"idle-{c}"), load(f"broadcast-{c}"), load(f"channels-{c}")
+    per = "-"
+    if idle and idle.get("idle"):
+        srv = idle.get("server") or {}
+        nodes_ = srv.get("nodes") or []
+        per = f'{idle["idle"].get("rss_per_conn_kib", 0):.2f}'
+        if nodes_:
+            per += " (" + ", ".join(f'{(n.get("rss_kib",0))/1024:.0f} MiB' for n in nodes_) + ")"
+    def d(r, k):
+        return (r or {}).get("delivery", {}).get(k) if r else None
+    def lat(r, k):
+        return (r or {}).get("latency", {}).get(k) if r else None
+    bcpu = ((bc or {}).get("broker") or {}).get("cpu", {}).get("cores") if bc else None
+    print(f"| {c} | {per} | {d(bc,'per_s')} | {lat(bc,'p50_ms')} ms | {lat(bc,'p99_ms')} ms | {bcpu} | {d(ch,'per_s')} | {lat(ch,'p99_ms')} ms |")
+EOF
+cat "$OUT/summary.txt"
+echo "reports in $OUT" >&2
