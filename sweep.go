@@ -47,7 +47,7 @@ func (s *Server) sweepOnce(now time.Time) {
 			if n >= ss.nextPing.Load() {
 				ss.nextPing.Store(n + ping)
 				ss.pongDue.CompareAndSwap(0, n+pong)
-				if err := ss.conn.Enqueue(s.pingFrames[protocol.CodecIndex(ss.codec)], nil); err != nil {
+				if err := ss.conn.EnqueueSmall(s.pingFrames[protocol.CodecIndex(ss.codec)]); err != nil {
 					ss.disconnect(protocol.DisconnectSlow, 0, true)
 				}
 			}

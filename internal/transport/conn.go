@@ -95,11 +95,30 @@ func (c *Conn) Subprotocol() string { return c.sub }
 // tag travels with the frame for DropQueued. It returns ErrQueueFull when
 // the frame would push the queue past its bounds (an empty queue takes any
 // frame) and ErrClosed once the connection is closing.
-func (c *Conn) Enqueue(frame []byte, tag any) error {
+func (c *Conn) Enqueue(frame []byte, tag any) error { return c.enqueue(frame, tag, false) }
+
+// EnqueueSmall is Enqueue for a small frame without a tag, such as a ping:
+// when nothing is queued or being written, the engine writes it to the
+// socket at once (the epoll engine does), so that an idle connection's
+// keep-alive takes no queue memory; otherwise, and for whatever part the
+// socket did not take, it is queued like any frame.
+func (c *Conn) EnqueueSmall(frame []byte) error { return c.enqueue(frame, nil, true) }
+
+func (c *Conn) enqueue(frame []byte, tag any, direct bool) error {
 	c.mu.Lock()
 	if c.closing || c.closed {
 		c.mu.Unlock()
 		return ErrClosed
+	}
+	if direct && c.wstate == wIdle && c.q.len() == 0 {
+		// No flush is scheduled or running, and c.mu keeps it so: this
+		// goroutine is the connection's only writer for the moment.
+		n := c.eng.writeNow(c, frame)
+		if n == len(frame) {
+			c.mu.Unlock()
+			return nil
+		}
+		frame = frame[n:]
 	}
 	if c.q.len() > 0 && (c.q.len() >= c.opts.QueueMaxMessages || c.qbytes+len(frame) > c.opts.QueueMaxBytes) {
 		c.mu.Unlock()

@@ -31,6 +31,10 @@ type Engine interface {
 type engine interface {
 	scheduleFlush(c *Conn)
 	detach(c *Conn)
+	// writeNow writes b to c's socket without blocking, if the engine can,
+	// and returns how many bytes went out. The caller holds c.mu with no
+	// flush scheduled.
+	writeNow(c *Conn, b []byte) int
 }
 
 // EngineOptions tune an engine. The zero value selects the defaults.
@@ -143,6 +147,9 @@ func (e *stdEngine) scheduleFlush(c *Conn) {
 }
 
 func (e *stdEngine) detach(*Conn) {}
+
+// writeNow writes nothing: the goroutine engine's writes block.
+func (e *stdEngine) writeNow(*Conn, []byte) int { return 0 }
 
 var iovs = sync.Pool{New: func() any { s := make([][]byte, 0, 64); return &s }}
 

@@ -394,6 +394,21 @@ func (e *epollEngine) detach(c *Conn) {
 	c.closeFD()
 }
 
+// writeNow makes one non-blocking write of b; a connection served by the
+// goroutine engine (the fallback) writes nothing here.
+func (e *epollEngine) writeNow(c *Conn, b []byte) int {
+	if !c.acquireFD() {
+		return 0
+	}
+	n, err := unix.Write(int(c.fd), b)
+	c.releaseFD()
+	if err != nil || n < 0 {
+		return 0
+	}
+	e.bytesOut.Add(uint64(n))
+	return n
+}
+
 func (e *epollEngine) scheduleFlush(c *Conn) {
 	f := e.flushers[c.pollKey%uint64(len(e.flushers))]
 	f.add(c)

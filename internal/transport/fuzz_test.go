@@ -10,8 +10,9 @@ import (
 // stubEngine serves nothing: the frame reader runs without sockets.
 type stubEngine struct{}
 
-func (stubEngine) scheduleFlush(*Conn) {}
-func (stubEngine) detach(*Conn)        {}
+func (stubEngine) scheduleFlush(*Conn)        {}
+func (stubEngine) detach(*Conn)               {}
+func (stubEngine) writeNow(*Conn, []byte) int { return 0 }
 
 type countHandler struct {
 	msgs, max int

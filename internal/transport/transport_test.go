@@ -373,3 +373,70 @@ func TestSlowReaderBounded(t *testing.T) {
 		})
 	}
 }
+
+// A small frame on an idle connection goes out at once (the epoll engine
+// writes it without queueing it), and frames enqueued around it keep their
+// order on both engines.
+func TestEnqueueSmall(t *testing.T) {
+	t.Parallel()
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) {
+			t.Parallel()
+			s := newServer(t, e, transport.Options{})
+			nc := dial(t, s)
+			// An echo first: the connection is being served by then.
+			if err := wsutil.WriteClientText(nc, []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := wsutil.ReadServerData(nc); err != nil {
+				t.Fatal(err)
+			}
+			var c *transport.Conn
+			waitFor(t, 5*time.Second, "the server's connection", func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if len(s.conns) == 1 {
+					c = s.conns[0]
+				}
+				return c != nil
+			})
+			ping := ws.MustCompileFrame(ws.NewPingFrame(nil))
+			if err := c.EnqueueSmall(ping); err != nil {
+				t.Fatal(err)
+			}
+			if frames, _ := c.QueueLen(); e == "epoll" && frames != 0 {
+				t.Fatalf("epoll: the idle connection's ping was queued (%d frames)", frames)
+			}
+			want := []ws.OpCode{ws.OpPing}
+			for i := range 20 {
+				if err := c.Enqueue(transport.MessageFrame(false, []byte(fmt.Sprint(i))), nil); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, ws.OpText)
+				if i%5 == 0 {
+					if err := c.EnqueueSmall(ping); err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, ws.OpPing)
+				}
+			}
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			text := 0
+			for i, op := range want {
+				f, err := ws.ReadFrame(nc)
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if f.Header.OpCode != op {
+					t.Fatalf("frame %d: opcode %v, want %v", i, f.Header.OpCode, op)
+				}
+				if op == ws.OpText {
+					if got := string(f.Payload); got != fmt.Sprint(text) {
+						t.Fatalf("text frame %d carries %q", text, got)
+					}
+					text++
+				}
+			}
+		})
+	}
+}
