@@ -117,7 +117,7 @@ func (s *Server) localAct(a *act) actAnswer {
 	ctx, cancel := context.WithTimeout(s.ctx, commandTimeout)
 	defer cancel()
 	var ans actAnswer
-	var frames [protocol.NumCodecs][]byte // a message push, encoded once per codec
+	var frames [protocol.NumCodecs * transport.NumFramings][]byte // a message push, encoded once per codec and framing
 	for _, ss := range s.targets(a.Target) {
 		ans.Found++
 		var perr *protocol.Error
@@ -129,13 +129,13 @@ func (s *Server) localAct(a *act) actAnswer {
 				ans.Found-- // not subscribed: not reached
 			}
 		case "send":
-			ci := protocol.CodecIndex(ss.codec)
+			ci := int(ss.conn.Framing())*protocol.NumCodecs + protocol.CodecIndex(ss.codec)
 			if frames[ci] == nil {
 				payload, err := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Message: &protocol.MessagePush{Data: protocol.Data(a.Data)}})
 				if err != nil {
 					return actAnswer{Found: ans.Found, Failed: ans.Found, Error: protocol.NewError(protocol.ErrBadRequest, "data cannot be encoded")}
 				}
-				frames[ci] = transport.MessageFrame(ss.codec.Binary(), payload)
+				frames[ci] = ss.frame(payload)
 			}
 			if err := ss.conn.Enqueue(frames[ci], nil); err != nil {
 				if err == transport.ErrQueueFull {

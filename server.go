@@ -55,7 +55,7 @@ type Server struct {
 	started    time.Time
 	mux        *http.ServeMux
 	admin      *adminUI
-	pingFrames [protocol.NumCodecs][]byte
+	pingFrames [transport.NumFramings][protocol.NumCodecs][]byte
 
 	sessions    registry
 	nodes       nodeTable     // the cluster as this node knows it (nodes.go)
@@ -163,7 +163,9 @@ func New(cfg Config) (*Server, error) {
 	})
 	for _, c := range []protocol.Codec{protocol.JSON, protocol.Msgpack} {
 		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
-		s.pingFrames[protocol.CodecIndex(c)] = transport.MessageFrame(c.Binary(), payload)
+		for f := range transport.Framing(transport.NumFramings) {
+			s.pingFrames[f][protocol.CodecIndex(c)] = f.Frame(c.Binary(), payload)
+		}
 	}
 	if s.engine, err = transport.NewEngineWith(cfg.Engine, transport.EngineOptions{Coalesce: cfg.WriteCoalesce}); err != nil {
 		return nil, err

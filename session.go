@@ -182,6 +182,9 @@ func (ss *session) cleanup(wasConnected bool, code uint32) {
 	ss.s.sessions.remove(ss)
 }
 
+// frame frames an encoded message for the session's connection.
+func (ss *session) frame(payload []byte) []byte { return ss.conn.Frame(ss.codec.Binary(), payload) }
+
 // reply queues a reply, or a push, for the connection.
 func (ss *session) reply(m *protocol.ServerMessage) {
 	payload, err := ss.codec.AppendServerMessage(nil, m)
@@ -190,7 +193,7 @@ func (ss *session) reply(m *protocol.ServerMessage) {
 		ss.disconnect(protocol.DisconnectServerError, 0, true)
 		return
 	}
-	if err := ss.conn.Enqueue(transport.MessageFrame(ss.codec.Binary(), payload), nil); err == transport.ErrQueueFull {
+	if err := ss.conn.Enqueue(ss.frame(payload), nil); err == transport.ErrQueueFull {
 		ss.disconnect(protocol.DisconnectSlow, 0, true)
 	}
 }
@@ -221,5 +224,5 @@ func (ss *session) disconnectWith(code uint32, reason string, after time.Duratio
 	if !ss.conn.Closed() {
 		ss.s.metrics.disconnect(code)
 	}
-	ss.conn.Close(ws.StatusCode(code), reason, transport.MessageFrame(ss.codec.Binary(), payload), discard)
+	ss.conn.Close(ws.StatusCode(code), reason, ss.frame(payload), discard)
 }

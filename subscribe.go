@@ -205,7 +205,7 @@ func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, 
 		ss.disconnect(protocol.DisconnectServerError, 0, true)
 		return
 	}
-	frame := transport.MessageFrame(ss.codec.Binary(), payload)
+	frame := ss.frame(payload)
 	if len(pending) == 0 {
 		if ss.conn.Enqueue(frame, nil) == transport.ErrQueueFull {
 			ss.disconnect(protocol.DisconnectSlow, 0, true)

@@ -46,8 +46,12 @@ func (s *Server) sweepOnce(now time.Time) {
 			}
 			if n >= ss.nextPing.Load() {
 				ss.nextPing.Store(n + ping)
-				ss.pongDue.CompareAndSwap(0, n+pong)
-				if err := ss.conn.EnqueueSmall(s.pingFrames[protocol.CodecIndex(ss.codec)]); err != nil {
+				if ss.conn.Framing() != transport.FramingSSE {
+					// An EventSource cannot answer: its pings only
+					// keep proxies from timing the stream out.
+					ss.pongDue.CompareAndSwap(0, n+pong)
+				}
+				if err := ss.conn.EnqueueSmall(s.pingFrames[ss.conn.Framing()][protocol.CodecIndex(ss.codec)]); err != nil {
 					ss.disconnect(protocol.DisconnectSlow, 0, true)
 				}
 			}
@@ -77,7 +81,7 @@ func (s *Server) checkExpiry(ss *session, exp int64, now time.Time) bool {
 	if ss.notified.CompareAndSwap(false, true) {
 		ttl := uint32(max(left/time.Second, 0))
 		payload, _ := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Refresh: &protocol.RefreshResult{Expires: true, TTL: ttl}})
-		_ = ss.conn.Enqueue(transport.MessageFrame(ss.codec.Binary(), payload), nil)
+		_ = ss.conn.Enqueue(ss.frame(payload), nil)
 	}
 	return false
 }

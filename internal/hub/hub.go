@@ -52,7 +52,7 @@ type Sub struct {
 	Channel   string
 	Policy    Policy
 	JoinLeave bool
-	ci        uint8 // protocol.CodecIndex(Codec), set by Add
+	ci        uint8 // the frame variant: variant(Codec, Conn.Framing()), set by Add
 	Owner     any   // passed to the callbacks
 
 	gap atomic.Bool // the next publication goes out marked Gap
@@ -77,6 +77,13 @@ type Options struct {
 	// skipped offsets or changed epoch: it must be disconnected so that it
 	// recovers. It must not block or call into the hub.
 	OnGap func(owner any)
+	// SSEEvent queues a publication with an offset for a subscriber on a
+	// Server-Sent Events stream: its event id carries the connection's
+	// positions, so the event is built per connection around payload (the
+	// publication push, encoded once for all). It returns the error of the
+	// connection's Enqueue. It runs under the channel lock and must not
+	// call into the hub. Without it such publications go out without id.
+	SSEEvent func(s *Sub, pub *protocol.Publication, payload []byte) error
 	// MaxRecoveryBuffer bounds the live publications held for a subscriber
 	// while its recovery runs. Default 10,000.
 	MaxRecoveryBuffer int
@@ -91,6 +98,16 @@ type Stats struct {
 }
 
 const numShards = 256
+
+// numVariants is the number of frame variants a publication may need: one
+// per codec and framing (WebSocket, HTTP streaming, Server-Sent Events).
+// Fan-out encodes each variant in use once.
+const numVariants = protocol.NumCodecs * transport.NumFramings
+
+// variant is the frame variant of a codec on a framing.
+func variant(c protocol.Codec, f transport.Framing) uint8 {
+	return uint8(int(f)*protocol.NumCodecs + protocol.CodecIndex(c))
+}
 
 // Hub is the subscription registry. Create it with New.
 type Hub struct {
@@ -158,7 +175,7 @@ func (h *Hub) Add(sub *Sub) (first bool) {
 	ch.mu.Lock()
 	s.mu.Unlock()
 	sub.idx = len(ch.subs)
-	sub.ci = uint8(protocol.CodecIndex(sub.Codec))
+	sub.ci = variant(sub.Codec, sub.Conn.Framing())
 	sub.recovering = true
 	ch.subs = append(ch.subs, sub)
 	first = len(ch.subs) == 1
@@ -240,7 +257,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 			}
 			next = p.Offset + 1
 		}
-		var frames [protocol.NumCodecs][]byte
+		var frames [numVariants][]byte
 		if !h.send(sub, p, &frames) {
 			return false
 		}
@@ -279,8 +296,8 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 			return f
 		}
 	}
-	var frames [protocol.NumCodecs][]byte
-	var queued [protocol.NumCodecs]int
+	var frames [numVariants][]byte
+	var queued [numVariants]int
 	for _, s := range ch.subs {
 		if s.recovering {
 			if len(s.buf) >= h.opts.MaxRecoveryBuffer {
@@ -304,26 +321,21 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 	return f
 }
 
-// send queues pub on s's connection, encoding it once per codec into
-// frames. It applies s's slow policy when the queue is full and reports
-// whether the publication was queued.
-func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[protocol.NumCodecs][]byte) bool {
+// send queues pub on s's connection, encoding it once per frame variant
+// into frames. It applies s's slow policy when the queue is full and
+// reports whether the publication was queued.
+func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) bool {
 	if s.gap.Load() {
 		p := *pub
 		p.Gap = true
-		if s.Conn.Enqueue(pushFrame(s.Codec, &p), s) == nil {
+		if h.enqueue(s, &p, nil) == nil {
 			s.gap.Store(false)
 			h.delivered.Add(1)
 			return true
 		}
 		return h.overflow(s, &p)
 	}
-	f := frames[s.ci]
-	if f == nil {
-		f = pushFrame(s.Codec, pub)
-		frames[s.ci] = f
-	}
-	switch s.Conn.Enqueue(f, s) {
+	switch h.enqueue(s, pub, frames) {
 	case nil:
 		h.delivered.Add(1)
 		return true
@@ -331,6 +343,32 @@ func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[protocol.NumCodec
 		return h.overflow(s, pub)
 	}
 	return false // closing
+}
+
+// enqueue queues pub on s's connection. frames, when not nil, shares the
+// encoding between the subscribers of one fan-out: a complete frame per
+// variant, or for Server-Sent Events with offsets the push alone, which
+// SSEEvent wraps in the connection's own event.
+func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) error {
+	sse := pub.Offset != 0 && h.opts.SSEEvent != nil && s.Conn.Framing() == transport.FramingSSE
+	var b []byte
+	if frames != nil {
+		b = frames[s.ci]
+	}
+	if b == nil {
+		payload, _ := s.Codec.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
+		b = payload
+		if !sse {
+			b = s.Conn.Frame(s.Codec.Binary(), payload)
+		}
+		if frames != nil {
+			frames[s.ci] = b
+		}
+	}
+	if sse {
+		return h.opts.SSEEvent(s, pub, b)
+	}
+	return s.Conn.Enqueue(b, s)
 }
 
 // overflow applies s's policy to a full queue.
@@ -349,7 +387,7 @@ func (h *Hub) overflow(s *Sub, pub *protocol.Publication) bool {
 	h.dropped.Add(uint64(len(dropped)))
 	p := *pub
 	p.Gap = true
-	if s.Conn.Enqueue(pushFrame(s.Codec, &p), s) == nil {
+	if h.enqueue(s, &p, nil) == nil {
 		s.gap.Store(false)
 		h.delivered.Add(1)
 		return true
@@ -365,12 +403,6 @@ func (h *Hub) slowClose(s *Sub) {
 	h.opts.OnSlow(s.Owner)
 }
 
-// pushFrame encodes the publication push as a complete frame.
-func pushFrame(c protocol.Codec, p *protocol.Publication) []byte {
-	payload, _ := c.AppendPublicationPush(make([]byte, 0, 64+len(p.Data)), p)
-	return transport.MessageFrame(c.Binary(), payload)
-}
-
 // Broadcast queues a push (join or leave) on the channel's active
 // subscribers for which want is true, encoded once per codec. A subscriber
 // whose queue is full is treated by its policy (drop: the push is skipped).
@@ -381,7 +413,7 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	var frames [protocol.NumCodecs][]byte
+	var frames [numVariants][]byte
 	for _, s := range ch.subs {
 		if s.recovering || !want(s) {
 			continue
@@ -392,7 +424,7 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 			if err != nil {
 				return
 			}
-			frames[ci] = transport.MessageFrame(s.Codec.Binary(), payload)
+			frames[ci] = s.Conn.Frame(s.Codec.Binary(), payload)
 		}
 		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy != PolicyDrop {
 			h.slowClose(s)

@@ -67,6 +67,7 @@ type Conn struct {
 	// written the socket closes without waiting.
 	peerClosed bool
 	closed     bool
+	framing    Framing // fills padding: a Conn is no larger for it
 	closeCode  ws.StatusCode
 	timer      *time.Timer
 
@@ -191,7 +192,14 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 		c.q.push(item{b: first})
 		c.qbytes += len(first)
 	}
-	cf := closeFrame(code, reason)
+	cf := lastChunk
+	if c.framing == FramingWebSocket {
+		cf = closeFrame(code, reason)
+	} else {
+		// An HTTP stream ends with its last chunk; there is no answer
+		// to wait for.
+		c.peerClosed = true
+	}
 	c.q.push(item{b: cf, tag: closeTag})
 	c.qbytes += len(cf)
 	schedule := c.wstate == wIdle
@@ -381,6 +389,10 @@ func (c *Conn) writable() bool {
 // the end for the next call. The reader state is allocated only while a
 // frame or a fragmented message is incomplete.
 func (c *Conn) feed(data []byte) error {
+	if c.framing != FramingWebSocket {
+		c.shutdown(ErrUnexpectedInput)
+		return errStop
+	}
 	if c.rd == nil {
 		c.rd = readerPool.Get().(*reader)
 	}
