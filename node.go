@@ -44,7 +44,7 @@ func wantJoinLeave(s *hub.Sub) bool { return s.JoinLeave }
 //	hello       a node's description and last second's sample (nodes.go)
 //	hello?      a node that just started: every node answers with hello
 //	bye         a node stopping: forget it
-//	query       From asks every node Query with Body; ID names the query
+//	query       From asks every node Query with Body (only node To, if set); ID names the query
 //	answer      From answers query ID of node To with Body
 type control struct {
 	Op     string `json:"op"`
@@ -99,7 +99,14 @@ func (n nodeHandler) HandleControl(data []byte) {
 			}
 		}
 	case "query":
-		s.answerQuery(&c)
+		switch {
+		case c.To != "" && c.To != s.nodeID:
+			// A query for another node (askNode).
+		case c.Query == "stream":
+			s.answerStream(&c)
+		default:
+			s.answerQuery(&c)
+		}
 	case "answer":
 		if c.To == s.nodeID {
 			s.nodes.deliverAnswer(&c)

@@ -58,6 +58,7 @@ type Server struct {
 	pingFrames [transport.NumFramings][protocol.NumCodecs][]byte
 
 	sessions    registry
+	streams     streams // HTTP fallback sessions by key (stream.go)
 	nodes       nodeTable     // the cluster as this node knows it (nodes.go)
 	published   atomic.Uint64 // publications accepted by this node
 	fanout      fanoutHist
@@ -231,6 +232,8 @@ func (s *Server) routes() *http.ServeMux {
 	if s.cfg.Echo {
 		mux.HandleFunc("/ws/echo", s.serveEcho)
 	}
+	mux.HandleFunc("/stream", s.serveStream)
+	mux.HandleFunc("/stream/send", s.serveStreamSend)
 	mux.HandleFunc("/api/", s.serveAPI)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,7 @@ type Client struct {
 	onServerPub func(Publication)
 	onServerSub func(SubscribedEvent)
 
+	posts         *http.Client // HTTP streaming's POSTs, made on first use
 	onServerUnsub func(UnsubscribedEvent)
 	onMessage     func([]byte)
 	// serverSubs holds each server-side subscription (channels the server
@@ -58,6 +61,7 @@ type wsConn struct {
 	discon  atomic.Pointer[protocol.DisconnectPush]
 	readErr error         // set before done closes
 	refresh chan struct{} // the server asked for a token refresh
+	hs      *httpStream   // HTTP streaming (stream.go); nil on WebSocket
 }
 
 type call struct {
@@ -74,6 +78,15 @@ func Dial(ctx context.Context, url string, opts *Options) (*Client, error) {
 		o = *opts
 	}
 	o = o.withDefaults()
+	switch o.Transport {
+	case "", TransportWebSocket:
+	case TransportHTTPStream:
+		if o.Binary {
+			return nil, errors.New("herald client: HTTP streaming speaks JSON only")
+		}
+	default:
+		return nil, fmt.Errorf("herald client: unknown transport %q", o.Transport)
+	}
 	c := &Client{
 		url: url, opts: o, codec: protocol.JSON, op: ws.OpText,
 		connected: make(chan struct{}), subs: make(map[string]*Subscription),
@@ -144,6 +157,11 @@ func (c *Client) Close() error {
 		}
 	})
 	c.wg.Wait()
+	c.mu.Lock()
+	if c.posts != nil {
+		c.posts.CloseIdleConnections()
+	}
+	c.mu.Unlock()
 	c.setState(StateClosed)
 	return nil
 }
@@ -262,17 +280,29 @@ func (c *Client) connect(ctx context.Context) (*wsConn, error) {
 	c.setState(StateConnecting)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.DialTimeout)
 	defer cancel()
-	d := ws.Dialer{Protocols: []string{c.codec.Name()}, Header: ws.HandshakeHeaderHTTP(c.opts.Header)}
-	nc, br, _, err := d.Dial(ctx, c.url)
-	if err != nil {
-		return nil, err
+	var conn *wsConn
+	if c.opts.Transport == TransportHTTPStream {
+		nc, hs, err := c.dialStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn = &wsConn{nc: nc, hs: hs, pending: make(map[uint64]*call), done: make(chan struct{}), refresh: make(chan struct{}, 1)}
+		c.wg.Add(2)
+		go c.read(conn)
+		go c.sender(conn)
+	} else {
+		d := ws.Dialer{Protocols: []string{c.codec.Name()}, Header: ws.HandshakeHeaderHTTP(c.opts.Header)}
+		nc, br, _, err := d.Dial(ctx, c.url)
+		if err != nil {
+			return nil, err
+		}
+		if br != nil {
+			ws.PutReader(br) // the server does not speak first
+		}
+		conn = &wsConn{nc: nc, pending: make(map[uint64]*call), done: make(chan struct{}), refresh: make(chan struct{}, 1)}
+		c.wg.Add(1)
+		go c.read(conn)
 	}
-	if br != nil {
-		ws.PutReader(br) // the server does not speak first
-	}
-	conn := &wsConn{nc: nc, pending: make(map[uint64]*call), done: make(chan struct{}), refresh: make(chan struct{}, 1)}
-	c.wg.Add(1)
-	go c.read(conn)
 
 	c.mu.Lock()
 	token := c.token
@@ -446,6 +476,10 @@ func (c *Client) read(conn *wsConn) {
 	defer c.wg.Done()
 	defer func() {
 		conn.nc.Close()
+		if conn.hs != nil {
+			conn.hs.body.Close()
+			conn.hs.cancel()
+		}
 		conn.pmu.Lock()
 		for id, cl := range conn.pending {
 			close(cl.ch)
@@ -456,7 +490,13 @@ func (c *Client) read(conn *wsConn) {
 	}()
 	for {
 		_ = conn.nc.SetReadDeadline(c.deadline(conn))
-		data, _, err := wsutil.ReadServerData(conn.nc)
+		var data []byte
+		var err error
+		if conn.hs != nil {
+			data, err = conn.hs.readMessage()
+		} else {
+			data, _, err = wsutil.ReadServerData(conn.nc)
+		}
 		if err != nil {
 			conn.readErr = err
 			return
@@ -543,6 +583,9 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 }
 
 func (w *wsConn) write(op ws.OpCode, payload []byte) error {
+	if w.hs != nil {
+		return w.hs.send(payload)
+	}
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	_ = w.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
@@ -550,6 +593,10 @@ func (w *wsConn) write(op ws.OpCode, payload []byte) error {
 }
 
 func (w *wsConn) close(code ws.StatusCode) {
+	if w.hs != nil {
+		w.nc.Close() // the server sees the stream end
+		return
+	}
 	w.wmu.Lock()
 	_ = w.nc.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = ws.WriteFrame(w.nc, ws.MaskFrameInPlace(ws.NewCloseFrame(ws.NewCloseFrameBody(code, ""))))

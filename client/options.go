@@ -19,6 +19,12 @@ type Options struct {
 	// instead of a token: the connection may subscribe to every channel,
 	// the lifecycle events channel "$events" included, but not publish.
 	APIKey string
+	// Transport is "websocket" (the default, also "") or "http-stream":
+	// the server's messages over one long HTTP response and commands as
+	// POSTs, for networks that break WebSocket upgrades. The URL given to
+	// Dial stays the WebSocket one (ws://HOST/ws): HTTP streaming uses
+	// http://HOST/stream. HTTP streaming speaks JSON only.
+	Transport string
 	// Binary selects the MessagePack encoding instead of JSON.
 	Binary bool
 	// Name identifies the client software to the server.
