@@ -86,12 +86,21 @@ func itoa(i int) string {
 // subscriber must see every message once, in order.
 func TestRecoveryUnderRandomDisconnects(t *testing.T) {
 	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			testRecoveryUnderRandomDisconnects(t, tr)
+		})
+	}
+}
+
+func testRecoveryUnderRandomDisconnects(t *testing.T, transport string) {
 	ts := startServer(t, devConfig())
 	const total, cuts = 1000, 50
 	var mu sync.Mutex
 	var seqs []int
 	recovered, resubscribed := 0, 0
-	sub := dial(t, ts, &client.Options{Token: token(t, "victim", 0)})
+	sub := dial(t, ts, &client.Options{Token: token(t, "victim", 0), Transport: transport})
 	_, err := sub.Subscribe(ctxT(t), "feed:1", client.SubscribeOptions{
 		OnPublication: func(p client.Publication) {
 			mu.Lock()
@@ -162,10 +171,19 @@ func TestRecoveryUnderRandomDisconnects(t *testing.T) {
 
 func TestRecoveryOutsideWindow(t *testing.T) {
 	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			testRecoveryOutsideWindow(t, tr)
+		})
+	}
+}
+
+func testRecoveryOutsideWindow(t *testing.T, transport string) {
 	cfg := devConfig()
 	cfg.Namespaces[0].HistorySize = 10
 	ts := startServer(t, cfg)
-	c := dial(t, ts, nil)
+	c := dial(t, ts, &client.Options{Transport: transport})
 	ts.publish(t, "w:1", seqData(1))
 	s, err := c.Subscribe(ctxT(t), "w:1", client.SubscribeOptions{OnPublication: func(client.Publication) {}})
 	if err != nil {
@@ -180,7 +198,7 @@ func TestRecoveryOutsideWindow(t *testing.T) {
 		ts.publish(t, "w:1", seqData(i))
 	}
 	events := make(chan client.SubscribedEvent, 1)
-	c2 := dial(t, ts, nil)
+	c2 := dial(t, ts, &client.Options{Transport: transport})
 	var got []int
 	var mu sync.Mutex
 	_, err = c2.Subscribe(ctxT(t), "w:1", client.SubscribeOptions{
@@ -202,7 +220,7 @@ func TestRecoveryOutsideWindow(t *testing.T) {
 	}
 
 	// Within the window: exactly the missed ones.
-	c3 := dial(t, ts, nil)
+	c3 := dial(t, ts, &client.Options{Transport: transport})
 	from := e.Position
 	from.Offset = 25
 	var got3 []int
@@ -225,7 +243,7 @@ func TestRecoveryOutsideWindow(t *testing.T) {
 	}
 
 	// Epoch changed: not recovered.
-	c4 := dial(t, ts, nil)
+	c4 := dial(t, ts, &client.Options{Transport: transport})
 	bad := from
 	bad.Epoch = "other"
 	events4 := make(chan client.SubscribedEvent, 1)

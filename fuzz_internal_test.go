@@ -42,3 +42,44 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSplitCommands checks the parser of HTTP streaming's POST bodies: no
+// panic; an accepted body gives 1 to 100 commands, none empty, none over
+// the limit, none holding a newline, and together they are the body's
+// non-blank lines.
+func FuzzSplitCommands(f *testing.F) {
+	for _, s := range []string{`{"id":1,"ping":{}}`, "{\"id\":1}\n{\"id\":2}\n", "\n\n", "", " x \r\n y", strings.Repeat("a\n", 101)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		const max = 64
+		cmds, err := splitCommands(body, max)
+		var lines []string
+		for _, l := range strings.Split(string(body), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, l)
+			}
+		}
+		if err != nil {
+			if cmds != nil {
+				t.Fatalf("commands with an error")
+			}
+			ok := len(lines) > 0 && len(lines) <= maxBatchCommands
+			for _, l := range lines {
+				ok = ok && len(l) <= max
+			}
+			if ok {
+				t.Fatalf("refused %q: %v", body, err)
+			}
+			return
+		}
+		if len(cmds) != len(lines) || len(cmds) == 0 || len(cmds) > maxBatchCommands {
+			t.Fatalf("%d commands from %d lines", len(cmds), len(lines))
+		}
+		for i, c := range cmds {
+			if string(c) != lines[i] || len(c) > max || strings.ContainsRune(string(c), '\n') {
+				t.Fatalf("command %d is %q, line %q", i, c, lines[i])
+			}
+		}
+	})
+}

@@ -58,7 +58,7 @@ type Server struct {
 	pingFrames [transport.NumFramings][protocol.NumCodecs][]byte
 
 	sessions    registry
-	streams     streams // HTTP fallback sessions by key (stream.go)
+	streams     streams       // HTTP fallback sessions by key (stream.go)
 	nodes       nodeTable     // the cluster as this node knows it (nodes.go)
 	published   atomic.Uint64 // publications accepted by this node
 	fanout      fanoutHist

@@ -85,7 +85,11 @@ func openRawStream(t *testing.T, ts *testServer) *rawStream {
 			rs.lines <- sc.Text()
 		}
 	}()
-	t.Cleanup(func() { resp.Body.Close(); for range rs.lines {} })
+	t.Cleanup(func() {
+		resp.Body.Close()
+		for range rs.lines {
+		}
+	})
 	return rs
 }
 

@@ -96,11 +96,20 @@ func runSub(args []string) error {
 	key := fs.String("key", "", "connect as a backend with an API key (reads any channel, e.g. the lifecycle events channel $events)")
 	recoverFile := fs.String("recover", "", "file that keeps the CHANNELs' positions across runs: recover what was missed")
 	binary := fs.Bool("binary", false, "use the MessagePack encoding")
+	transport := fs.String("transport", "ws", "ws (WebSocket), http-stream (HTTP streaming: one long response, commands as POSTs)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), subUsage)
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(args)
+	tr := client.TransportWebSocket
+	switch *transport {
+	case "ws", "websocket":
+	case "http-stream":
+		tr = client.TransportHTTPStream
+	default:
+		return fmt.Errorf("--transport: %q is not ws or http-stream", *transport)
+	}
 	positions := map[string]protocol.StreamPosition{}
 	if *recoverFile != "" {
 		b, err := os.ReadFile(*recoverFile)
@@ -128,7 +137,7 @@ func runSub(args []string) error {
 		printLine(unsubscribedLine{Unsubscribed: e.Channel, Code: e.Code, Reason: e.Reason, Resubscribe: e.Resubscribe})
 	}
 	c, err := client.Dial(ctx, *url, &client.Options{
-		Token: *tok, APIKey: *key, Binary: *binary, Name: "herald-cli",
+		Token: *tok, APIKey: *key, Binary: *binary, Name: "herald-cli", Transport: tr,
 		OnDisconnect: func(e client.DisconnectEvent) {
 			if !e.Reconnect && ctx.Err() == nil { // not our own close on a signal
 				fmt.Fprintf(os.Stderr, "herald sub: disconnected: %d %s\n", e.Code, e.Reason)

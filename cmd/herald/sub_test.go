@@ -38,6 +38,7 @@ func TestSubPrintsServerPushes(t *testing.T) {
 	}{
 		{"json", nil},
 		{"msgpack", []string{"--binary"}},
+		{"http-stream", []string{"--transport", "http-stream"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
