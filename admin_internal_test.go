@@ -82,3 +82,12 @@ func TestAdminFlagCostsNoMemory(t *testing.T) {
 		t.Fatalf("userSlot at %d, admin at %d, mu at %d: the flag takes more than padding", slot, flag, mu)
 	}
 }
+
+// TestSessionSizeClass: a session, the HTTP fallbacks' stream pointer
+// included, still fits the allocator's 224-byte size class it took
+// before that pointer.
+func TestSessionSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(session{}); n > 224 {
+		t.Fatalf("a session is %d bytes: past the 224-byte size class", n)
+	}
+}

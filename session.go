@@ -53,15 +53,16 @@ type session struct {
 	// included. Guarded by mu; it too fills padding.
 	backend bool
 
-	// stream is the state of a session on an HTTP fallback (stream.go),
-	// nil on WebSocket. A session is 216 bytes without it, allocated in
-	// the 224-byte size class: it costs WebSocket sessions nothing.
-	stream *stream
-
 	mu   sync.Mutex
 	user string
 	info protocol.Data
 	subs []*subscription // few per connection: a slice is smaller than a map
+
+	// stream is the state of a session on an HTTP fallback (stream.go),
+	// nil on WebSocket; set before the session starts. A session is 216
+	// bytes without it, allocated in the 224-byte size class: it costs
+	// WebSocket sessions nothing (TestSessionSizeClass).
+	stream *stream
 }
 
 func newSession(s *Server, codec protocol.Codec) *session {
