@@ -1,0 +1,190 @@
+// Package groupcommit batches concurrent operations on one resource: while
+// one group is being committed, the callers that arrive queue, and the next
+// commit takes them together. The brokers use it to append a hot channel's
+// publications in one round trip each group, rather than one each.
+//
+// There is no goroutine: the caller whose item heads the queue commits the
+// group (it leads), and hands the lead to the head of what queued meanwhile.
+// A caller waits at most for the group before its own and its own.
+package groupcommit
+
+import (
+	"context"
+	"hash/maphash"
+	"slices"
+	"sync"
+)
+
+// Group commits items of one resource. The zero value is ready. It is safe
+// for concurrent use; a Group must not be copied after first use.
+type Group[T, R any] struct {
+	mu   sync.Mutex
+	q    []*waiter[T, R]
+	busy bool // a caller leads: it commits the head of q
+}
+
+type waiter[T, R any] struct {
+	v       T
+	done    chan outcome[R] // one send: the result, or the lead
+	leading bool            // guarded by Group.mu: the lead was handed to it
+}
+
+type outcome[R any] struct {
+	r    R
+	err  error
+	lead bool
+}
+
+// Take says how many of the pending items, oldest first, go in the next
+// group: at least 1 (the first always goes), at most len(pending).
+type Take[T any] func(pending []T) int
+
+// Commit commits one group and returns one result per item, in order, or
+// an error that every item of the group gets.
+type Commit[T, R any] func(group []T) ([]R, error)
+
+// maxLook bounds how many pending items Take is shown.
+const maxLook = 1024
+
+// Do queues v and returns its result once the group it went in is
+// committed. If ctx ends while v is still queued, Do takes it out and
+// returns ctx.Err(); once v is in a group being committed, Do waits for the
+// commit, which the Commit function must bound. take and commit must be the
+// same for every call of one Group.
+func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T, R]) (R, error) {
+	w := &waiter[T, R]{v: v, done: make(chan outcome[R], 1)}
+	g.mu.Lock()
+	g.q = append(g.q, w)
+	lead := !g.busy
+	g.busy = true
+	w.leading = lead
+	g.mu.Unlock()
+	if !lead {
+		var o outcome[R]
+		select {
+		case o = <-w.done:
+		case <-ctx.Done():
+			g.mu.Lock()
+			if !w.leading {
+				if i := slices.Index(g.q, w); i >= 0 {
+					g.q = slices.Delete(g.q, i, i+1)
+					g.mu.Unlock()
+					var zero R
+					return zero, ctx.Err()
+				}
+			}
+			g.mu.Unlock()
+			o = <-w.done // in a group being committed, or given the lead
+		}
+		if !o.lead {
+			return o.r, o.err
+		}
+	}
+	return g.lead(w, take, commit)
+}
+
+// lead commits the group headed by w (w is g.q[0]), delivers its results
+// and hands the lead on.
+func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R]) (R, error) {
+	g.mu.Lock()
+	vs := make([]T, min(len(g.q), maxLook))
+	for i := range vs {
+		vs[i] = g.q[i].v
+	}
+	n := min(max(take(vs), 1), len(vs))
+	group := slices.Clone(g.q[:n])
+	g.q = slices.Delete(g.q, 0, n)
+	g.mu.Unlock()
+
+	rs, err := commit(vs[:n])
+	if err == nil && len(rs) != n {
+		panic("groupcommit: Commit returned a result count that differs from the group's")
+	}
+	g.mu.Lock()
+	for i, x := range group[1:] {
+		o := outcome[R]{err: err}
+		if err == nil {
+			o.r = rs[i+1]
+		}
+		x.done <- o
+	}
+	if len(g.q) > 0 {
+		next := g.q[0]
+		next.leading = true
+		next.done <- outcome[R]{lead: true}
+	} else {
+		g.busy = false
+	}
+	g.mu.Unlock()
+	if err != nil {
+		var zero R
+		return zero, err
+	}
+	return rs[0], nil
+}
+
+// Queued returns how many items wait for a group (not those being
+// committed).
+func (g *Group[T, R]) Queued() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.q)
+}
+
+// Keyed holds a Group per key, for as long as a call on the key is in
+// progress. The zero value is not ready: use NewKeyed.
+type Keyed[T, R any] struct {
+	seed   maphash.Seed
+	shards [32]keyedShard[T, R]
+}
+
+type keyedShard[T, R any] struct {
+	mu sync.Mutex
+	m  map[string]*keyedGroup[T, R]
+}
+
+type keyedGroup[T, R any] struct {
+	g    Group[T, R]
+	refs int // guarded by the shard's mu
+}
+
+// NewKeyed returns an empty Keyed.
+func NewKeyed[T, R any]() *Keyed[T, R] {
+	k := &Keyed[T, R]{seed: maphash.MakeSeed()}
+	for i := range k.shards {
+		k.shards[i].m = make(map[string]*keyedGroup[T, R])
+	}
+	return k
+}
+
+// Do runs Group.Do on key's group.
+func (k *Keyed[T, R]) Do(ctx context.Context, key string, v T, take Take[T], commit Commit[T, R]) (R, error) {
+	s := &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+	s.mu.Lock()
+	kg := s.m[key]
+	if kg == nil {
+		kg = &keyedGroup[T, R]{}
+		s.m[key] = kg
+	}
+	kg.refs++
+	s.mu.Unlock()
+	r, err := kg.g.Do(ctx, v, take, commit)
+	s.mu.Lock()
+	if kg.refs--; kg.refs == 0 {
+		delete(s.m, key)
+	}
+	s.mu.Unlock()
+	return r, err
+}
+
+// Len returns the number of keys with a call in progress.
+func (k *Keyed[T, R]) Len() int {
+	n := 0
+	for i := range k.shards {
+		s := &k.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
