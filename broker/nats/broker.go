@@ -325,12 +325,20 @@ func (b *Broker) liveHandler(ch string) natsgo.MsgHandler {
 	return func(m *natsgo.Msg) {
 		switch kind := m.Header.Get(hdrKind); kind {
 		case kindPub:
-			p, epoch, err := decodePub(ch, m.Header, m.Data)
+			ws, first, epoch, err := decodeEntries(m.Header, m.Data)
 			if err != nil {
 				b.log.Warn("nats: dropping a bad publication", "channel", ch, "err", err)
 				return
 			}
-			b.handle(func(h broker.Handler) { h.HandlePublication(ch, p, epoch) })
+			b.handle(func(h broker.Handler) {
+				for i := range ws {
+					off := first
+					if epoch != "" {
+						off += uint64(i)
+					}
+					h.HandlePublication(ch, ws[i].pub(ch, off), epoch)
+				}
+			})
 		case kindJoin, kindLeave:
 			info := new(protocol.ClientInfo)
 			if err := msgpack.Unmarshal(m.Data, info); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/groupcommit"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -32,14 +33,21 @@ type chanShard struct {
 	ops int // releases since the last sweep
 }
 
-// chanState is this node's view of a channel's history subject. mu
-// serializes this node's appends to the channel, so that they do not race
-// each other; races with other nodes are settled by the server.
+// chanState is this node's view of a channel's history subject. Its
+// appends go through group: while one is in flight, this node's next
+// publications of the channel queue and are appended together, in one
+// message. Races with other nodes are settled by the server.
 type chanState struct {
 	refs int       // guarded by the shard's mu
 	used time.Time // guarded by the shard's mu
 
+	group groupcommit.Group[*pubReq, protocol.StreamPosition]
+
 	mu    sync.Mutex
+	stale bool // set by invalidate: the leader reads the head again
+
+	// Owned by the group's leader (one at a time; the lead passes under
+	// the group's lock).
 	valid bool   // epoch, top and seq hold the subject's last message
 	epoch string // as far as this node knows
 	top   uint64
@@ -47,6 +55,18 @@ type chanState struct {
 	// TTL trimming checkpoint: a message this node appended, and when.
 	ckSeq uint64
 	ckAt  time.Time
+	// Size trimming marks: messages this node appended (stream sequence,
+	// first offset), oldest first, one about every size/4 offsets.
+	marks []mark
+}
+
+type mark struct{ seq, first uint64 }
+
+// pubReq is one publication waiting for its channel's next append.
+type pubReq struct {
+	body []byte
+	size int
+	ttl  time.Duration
 }
 
 func (b *Broker) acquire(ch string) *chanState {
@@ -85,7 +105,7 @@ func (b *Broker) release(ch string, cs *chanState) {
 func (b *Broker) invalidate(ch string) {
 	cs := b.acquire(ch)
 	cs.mu.Lock()
-	cs.valid = false
+	cs.stale = true
 	cs.mu.Unlock()
 	b.release(ch, cs)
 }
@@ -120,7 +140,11 @@ func hasHistory(opts broker.PublishOptions) bool {
 }
 
 func (b *Broker) publish(ctx context.Context, ch, tok string, p *protocol.Publication, opts broker.PublishOptions) (protocol.StreamPosition, error) {
-	body, err := encodePub(p)
+	key := ""
+	if opts.IdempotencyKey != "" && hasHistory(opts) {
+		key = keyToken(opts.IdempotencyKey)
+	}
+	body, err := encodePub(p, key)
 	if err != nil {
 		return protocol.StreamPosition{}, fmt.Errorf("encode publication: %w", err)
 	}
@@ -133,38 +157,78 @@ func (b *Broker) publish(ctx context.Context, ch, tok string, p *protocol.Public
 		}
 		return protocol.StreamPosition{}, nil
 	}
-	return b.append(ctx, ch, tok, body, opts)
+	cs := b.acquire(ch)
+	defer b.release(ch, cs)
+	r := &pubReq{body: body, size: opts.HistorySize, ttl: opts.HistoryTTL}
+	return cs.group.Do(ctx, r, b.takeBatch, func(batch []*pubReq) ([]protocol.StreamPosition, error) {
+		return b.append(ch, tok, cs, batch)
+	})
 }
 
-// append adds a publication to the channel's history subject with the next
-// offset. The offset is the last message's plus one, and the append is
-// conditional on that message still being the last of the subject
+// takeBatch says how many of the queued publications go in the next
+// append: those with the history options of the first, up to maxBatch and
+// a body of at most the server's maximum payload less room for headers.
+func (b *Broker) takeBatch(pending []*pubReq) int {
+	budget := int(b.nc.MaxPayload()) - batchHeadroom
+	n, size := 1, len(pending[0].body)
+	for n < len(pending) && n < maxBatch {
+		r := pending[n]
+		if r.size != pending[0].size || r.ttl != pending[0].ttl || size+len(r.body) > budget {
+			break
+		}
+		size += len(r.body)
+		n++
+	}
+	return n
+}
+
+// batchHeadroom is what a history message needs besides its publications:
+// headers and the array header.
+const batchHeadroom = 4 << 10
+
+// append adds a batch of publications to the channel's history subject in
+// one message, with the next offsets of the channel. The first offset is
+// the last message's last plus one, and the append is conditional on that
+// message still being the last of the subject
 // (Nats-Expected-Last-Subject-Sequence): two appenders, on this node or
 // others, can never get the same offset, offsets have no holes, and stream
 // order is offset order. A lost race re-reads the last message and tries
-// again.
-func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts broker.PublishOptions) (protocol.StreamPosition, error) {
-	subj := b.names.hist + tok
-	cs := b.acquire(ch)
-	defer b.release(ch, cs)
+// again. The caller leads cs.group, which gives it cs's head.
+//
+// The batch belongs to several callers, so no caller's context bounds it:
+// RequestTimeout does, and Close.
+func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]protocol.StreamPosition, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
+	defer cancel()
 	cs.mu.Lock()
-	defer cs.mu.Unlock()
+	if cs.stale {
+		cs.stale, cs.valid = false, false
+	}
+	cs.mu.Unlock()
+	subj := b.names.hist + tok
+	opts := broker.PublishOptions{HistorySize: batch[0].size, HistoryTTL: batch[0].ttl}
+	n := uint64(len(batch))
+	bodies := make([][]byte, len(batch))
+	for i, r := range batch {
+		bodies[i] = r.body
+	}
+	body := encodeBatch(bodies)
 	for attempt := 0; ; attempt++ {
 		if attempt >= maxAppendAttempts {
-			return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: gave up after %d conflicting appends", ch, attempt)
+			return nil, fmt.Errorf("nats publish %q: gave up after %d conflicting appends", ch, attempt)
 		}
 		if attempt > 2 {
 			// Contention with other nodes: back off a little, randomly,
 			// so that one of them wins.
 			d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(time.Millisecond)))
 			if err := b.sleep(ctx, d); err != nil {
-				return protocol.StreamPosition{}, err
+				return nil, err
 			}
 		}
 		if !cs.valid {
 			hd, found, err := b.lastHead(ctx, subj)
 			if err != nil {
-				return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: %w", ch, err)
+				return nil, fmt.Errorf("nats publish %q: %w", ch, err)
 			}
 			if !found {
 				// No history at all (never published, removed, expired or
@@ -172,7 +236,8 @@ func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts b
 				hd = head{epoch: newEpoch()}
 			}
 			if hd.epoch != cs.epoch {
-				cs.ckSeq = 0 // the checkpoint belongs to another stream
+				// The trimming checkpoints belong to another stream.
+				cs.ckSeq, cs.marks = 0, cs.marks[:0]
 			}
 			cs.epoch, cs.top, cs.seq = hd.epoch, hd.offset, hd.seq
 			cs.valid = true
@@ -180,15 +245,15 @@ func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts b
 		m := natsgo.NewMsg(subj)
 		m.Header.Set(hdrKind, kindPub)
 		m.Header.Set(hdrEpoch, cs.epoch)
-		m.Header.Set(hdrOffset, strconv.FormatUint(cs.top+1, 10))
+		m.Header.Set(hdrOffset, strconv.FormatUint(cs.top+n, 10))
+		if n > 1 {
+			m.Header.Set(hdrCount, strconv.FormatUint(n, 10))
+		}
 		if opts.HistorySize > 0 {
 			m.Header.Set(hdrSize, strconv.Itoa(opts.HistorySize))
 		}
 		if opts.HistoryTTL > 0 {
 			m.Header.Set(hdrTTL, strconv.FormatInt(opts.HistoryTTL.Milliseconds(), 10))
-		}
-		if opts.IdempotencyKey != "" {
-			m.Header.Set(hdrIdem, keyToken(opts.IdempotencyKey))
 		}
 		m.Data = body
 		var ack *jetstream.PubAck
@@ -204,25 +269,54 @@ func (b *Broker) append(ctx context.Context, ch, tok string, body []byte, opts b
 			if wrongLastSeq(err) {
 				continue
 			}
-			return protocol.StreamPosition{}, fmt.Errorf("nats publish %q: %w", ch, err)
+			return nil, fmt.Errorf("nats publish %q: %w", ch, err)
 		}
-		cs.top++
+		first := cs.top + 1
+		cs.top += n
 		cs.seq = ack.Sequence
-		b.trim(cs, subj, opts)
-		return protocol.StreamPosition{Epoch: cs.epoch, Offset: cs.top}, nil
+		b.trim(cs, subj, opts, first)
+		pos := make([]protocol.StreamPosition, n)
+		for i := range pos {
+			pos[i] = protocol.StreamPosition{Epoch: cs.epoch, Offset: first + uint64(i)}
+		}
+		return pos, nil
 	}
 }
 
 // trim removes, asynchronously, what the history no longer needs: beyond
-// the size (every size/4 appends, so at most 1.25 times size publications
-// are stored), and older than the TTL (this node purges below a message it
+// the size, and older than the TTL (this node purges below a message it
 // appended more than TTL ago). The last message always stays: it holds the
 // position. History filters by size and TTL exactly whatever trimming has
-// done. cs.mu must be held.
-func (b *Broker) trim(cs *chanState, subj string, opts broker.PublishOptions) {
-	if size := uint64(opts.HistorySize); size > 0 && cs.top > size {
-		if step := max(size/4, 1); cs.top%step == 0 {
-			b.purgeAsync(b.names.histStream, purgeRequest{Filter: subj, Keep: size})
+// done. first is the first offset of the message just appended; the
+// caller leads cs.group.
+//
+// Size: every time the top crosses a multiple of size/4, this node marks
+// the message it appended, and purges the messages before the newest mark
+// whose first offset is at or below the window's first: they hold only
+// offsets outside the window, so at most about 1.25 times size
+// publications stay stored. Without such a mark (other nodes did the
+// appends) it keeps the last size messages, which hold at least size
+// publications.
+func (b *Broker) trim(cs *chanState, subj string, opts broker.PublishOptions, first uint64) {
+	if size := uint64(opts.HistorySize); size > 0 {
+		step := max(size/4, 1)
+		if (first-1)/step != cs.top/step {
+			if cs.top > size {
+				lo := cs.top - size + 1
+				req := purgeRequest{Filter: subj, Keep: size}
+				for i := len(cs.marks) - 1; i >= 0; i-- {
+					if cs.marks[i].first <= lo {
+						req = purgeRequest{Filter: subj, Seq: cs.marks[i].seq}
+						cs.marks = cs.marks[:copy(cs.marks, cs.marks[i:])]
+						break
+					}
+				}
+				b.purgeAsync(b.names.histStream, req)
+			}
+			if len(cs.marks) >= maxMarks {
+				cs.marks = cs.marks[:copy(cs.marks, cs.marks[1:])]
+			}
+			cs.marks = append(cs.marks, mark{seq: cs.seq, first: first})
 		}
 	}
 	if ttl := opts.HistoryTTL; ttl > 0 {
@@ -237,6 +331,10 @@ func (b *Broker) trim(cs *chanState, subj string, opts broker.PublishOptions) {
 		}
 	}
 }
+
+// maxMarks bounds the size trimming marks of a channel: about 1.25 times
+// size is covered by 5.
+const maxMarks = 8
 
 // lastHead reads the last message of a history subject.
 func (b *Broker) lastHead(ctx context.Context, subj string) (head, bool, error) {
@@ -339,14 +437,15 @@ func (b *Broker) History(ctx context.Context, ch string, opts broker.HistoryOpti
 				continue
 			}
 		}
-		p, _, err := decodePub(ch, h, m.Data())
+		ws, first, _, err := decodeEntries(h, m.Data())
 		if err != nil {
 			return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
 		}
-		if p.Offset < lo || p.Offset > hi {
-			continue
+		for i := range ws {
+			if off := first + uint64(i); off >= lo && off <= hi {
+				pubs = append(pubs, ws[i].pub(ch, off))
+			}
 		}
-		pubs = append(pubs, p)
 	}
 	if opts.Reverse {
 		slices.Reverse(pubs)

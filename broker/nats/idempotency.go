@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -12,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/groupcommit"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -43,7 +43,7 @@ const (
 // Between the append and the record's completion the publisher may die,
 // or the server restart: the record stays pending although the
 // publication is out. History messages therefore carry the key's token
-// (Herald-Idem), and a retry that finds a claim pending for
+// (wirePub.Key), and a retry that finds a claim pending for
 // claimCheckAfter, or expired, first looks for its publication in the
 // channel's history since the claim: found, it completes the record and
 // returns the position as a duplicate.
@@ -67,7 +67,7 @@ func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Pu
 	}
 	pos, err = b.publish(ctx, ch, tok, p, opts)
 	if err != nil {
-		if apiCode(err) != 0 || !hasHistory(opts) {
+		if apiCode(err) != 0 || !hasHistory(opts) || errors.Is(err, groupcommit.ErrNotCommitted) {
 			// The server refused the append: let a retry publish. Drop
 			// our claim, and nothing newer.
 			b.purgeAsync(b.names.idemStream, purgeRequest{Filter: subj, Seq: claim + 1})
@@ -193,14 +193,18 @@ func (b *Broker) findKeyed(ctx context.Context, hsubj, ktok string, claimed time
 	}
 	for _, m := range msgs {
 		h := m.Headers()
-		if h.Get(hdrKind) != kindPub || h.Get(hdrIdem) != ktok {
+		if h.Get(hdrKind) != kindPub {
 			continue
 		}
-		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		ws, first, epoch, err := decodeEntries(h, m.Data())
 		if err != nil {
 			continue
 		}
-		return protocol.StreamPosition{Epoch: h.Get(hdrEpoch), Offset: off}, true, nil
+		for i := range ws {
+			if ws[i].Key == ktok {
+				return protocol.StreamPosition{Epoch: epoch, Offset: first + uint64(i)}, true, nil
+			}
+		}
 	}
 	return protocol.StreamPosition{}, false, nil
 }

@@ -21,10 +21,10 @@ import (
 const (
 	hdrKind   = "Herald-Kind"   // kindPub, kindMark, kindJoin, kindLeave
 	hdrEpoch  = "Herald-Epoch"  // history messages and markers
-	hdrOffset = "Herald-Offset" // history messages; "0" on markers
+	hdrOffset = "Herald-Offset" // history messages: the last offset they carry; "0" on markers
+	hdrCount  = "Herald-Count"  // history messages carrying several publications: how many
 	hdrSize   = "Herald-Size"   // HistorySize in force when the message was written
 	hdrTTL    = "Herald-TTL"    // HistoryTTL in force, in milliseconds
-	hdrIdem   = "Herald-Idem"   // history messages published with a key: keyToken(key)
 
 	kindPub   = "pub"
 	kindMark  = "mark"
@@ -118,27 +118,83 @@ type wirePub struct {
 	Tags  map[string]string    `msgpack:"t,omitempty"`
 	Time  int64                `msgpack:"tm,omitempty"`
 	Trace string               `msgpack:"tr,omitempty"`
+	// Key is keyToken of the publication's idempotency key: a retry whose
+	// claim was left pending looks for it in the history.
+	Key string `msgpack:"k,omitempty"`
 }
 
-func encodePub(p *protocol.Publication) ([]byte, error) {
-	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time, Trace: p.Trace})
+func (w *wirePub) pub(ch string, offset uint64) *protocol.Publication {
+	return &protocol.Publication{Channel: ch, Offset: offset, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace}
 }
 
-func decodePub(ch string, h natsgo.Header, body []byte) (*protocol.Publication, string, error) {
-	var w wirePub
-	if err := msgpack.Unmarshal(body, &w); err != nil {
-		return nil, "", fmt.Errorf("decode publication: %w", err)
+func encodePub(p *protocol.Publication, key string) ([]byte, error) {
+	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time, Trace: p.Trace, Key: key})
+}
+
+// maxBatch bounds the publications of one history message.
+const maxBatch = 1024
+
+// encodeBatch returns the body of a message carrying bodies, each an
+// encoded wirePub: the body itself for one, a MessagePack array of them
+// for more (the message then has a Herald-Count header).
+func encodeBatch(bodies [][]byte) []byte {
+	if len(bodies) == 1 {
+		return bodies[0]
 	}
-	p := &protocol.Publication{Channel: ch, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace}
-	epoch := h.Get(hdrEpoch)
-	if epoch != "" {
-		off, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
-		if err != nil {
-			return nil, "", fmt.Errorf("decode publication offset: %w", err)
+	n := 5
+	for _, b := range bodies {
+		n += len(b)
+	}
+	out := make([]byte, 0, n)
+	switch l := len(bodies); {
+	case l < 16:
+		out = append(out, 0x90|byte(l))
+	case l < 1<<16:
+		out = append(out, 0xdc, byte(l>>8), byte(l))
+	default:
+		out = append(out, 0xdd, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
+	}
+	for _, b := range bodies {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// decodeEntries decodes a publication message: its publications, the
+// offset of the first (0 without history) and the epoch ("" without
+// history). A message carries one publication, or Herald-Count of them
+// with consecutive offsets ending at Herald-Offset.
+func decodeEntries(h natsgo.Header, body []byte) (ws []wirePub, first uint64, epoch string, err error) {
+	n := 1
+	if v := h.Get(hdrCount); v != "" {
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > maxBatch {
+			return nil, 0, "", fmt.Errorf("decode publication: bad %s %q", hdrCount, v)
 		}
-		p.Offset = off
 	}
-	return p, epoch, nil
+	if n == 1 {
+		ws = make([]wirePub, 1)
+		err = msgpack.Unmarshal(body, &ws[0])
+	} else {
+		err = msgpack.Unmarshal(body, &ws)
+		if err == nil && len(ws) != n {
+			err = fmt.Errorf("%d publications, %s says %d", len(ws), hdrCount, n)
+		}
+	}
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("decode publication: %w", err)
+	}
+	epoch = h.Get(hdrEpoch)
+	if epoch != "" {
+		last, err := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+		if err != nil {
+			return nil, 0, "", fmt.Errorf("decode publication offset: %w", err)
+		}
+		if last < uint64(n) {
+			return nil, 0, "", fmt.Errorf("decode publication: offset %d with %d publications", last, n)
+		}
+		first = last - uint64(n) + 1
+	}
+	return ws, first, epoch, nil
 }
 
 // head is what the last message of a channel's history subject says.

@@ -10,10 +10,16 @@ package groupcommit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"hash/maphash"
 	"slices"
 	"sync"
 )
+
+// ErrNotCommitted wraps the context's error when a call ends before its
+// item went in a group: the item was not committed, and never will be.
+var ErrNotCommitted = errors.New("herald: not committed")
 
 // Group commits items of one resource. The zero value is ready. It is safe
 // for concurrent use; a Group must not be copied after first use.
@@ -48,7 +54,7 @@ const maxLook = 1024
 
 // Do queues v and returns its result once the group it went in is
 // committed. If ctx ends while v is still queued, Do takes it out and
-// returns ctx.Err(); once v is in a group being committed, Do waits for the
+// returns ctx.Err() wrapped in ErrNotCommitted; once v is in a group being committed, Do waits for the
 // commit, which the Commit function must bound. take and commit must be the
 // same for every call of one Group.
 func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T, R]) (R, error) {
@@ -70,7 +76,7 @@ func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T
 					g.q = slices.Delete(g.q, i, i+1)
 					g.mu.Unlock()
 					var zero R
-					return zero, ctx.Err()
+					return zero, fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
 				}
 			}
 			g.mu.Unlock()

@@ -240,8 +240,8 @@ func TestCanceledWhileQueuedIsNotCommitted(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := g.Do(ctx, 7, all, c.commit); !errors.Is(err, context.Canceled) {
-		t.Fatalf("canceled queued call: %v, want context.Canceled", err)
+	if _, err := g.Do(ctx, 7, all, c.commit); !errors.Is(err, context.Canceled) || !errors.Is(err, groupcommit.ErrNotCommitted) {
+		t.Fatalf("canceled queued call: %v, want context.Canceled and ErrNotCommitted", err)
 	}
 	close(gate)
 	if err := <-first; err != nil {
