@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/groupcommit"
 	"github.com/heraldhq/herald/internal/syncx"
 	"github.com/heraldhq/herald/protocol"
 	goredis "github.com/redis/go-redis/v9"
@@ -56,6 +57,8 @@ type Broker struct {
 	hints   map[int]slotHint       // owners learnt from MOVED replies, newer than slots
 	recheck map[string]bool        // names whose route to check; true: resubscribe even if unchanged
 	kick    chan struct{}          // wakes the router
+
+	appends *groupcommit.Keyed[*pubReq, pubResult] // this node's appends in flight, by channel
 }
 
 // chState is a channel this node is subscribed to.
@@ -93,6 +96,7 @@ func New(cfg Config) (*Broker, error) {
 		hints:   make(map[int]slotHint),
 		kick:    make(chan struct{}, 1),
 		pubCmd:  "PUBLISH",
+		appends: groupcommit.NewKeyed[*pubReq, pubResult](),
 	}
 	if cfg.ShardedPubSub {
 		b.sharded, b.pubCmd = true, "SPUBLISH"
@@ -256,61 +260,6 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 		return fmt.Errorf("redis unsubscribe %q: %w", ch, err)
 	}
 	return nil
-}
-
-// Publish implements broker.Broker.
-func (b *Broker) Publish(ctx context.Context, ch string, pub *protocol.Publication, opts broker.PublishOptions) (broker.StreamPosition, bool, error) {
-	if b.closed.Load() {
-		return broker.StreamPosition{}, false, broker.ErrClosed
-	}
-	p := *pub
-	if p.Time == 0 {
-		p.Time = time.Now().UnixMilli()
-	}
-	body, err := encodeBody(&p)
-	if err != nil {
-		return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: encode: %w", ch, err)
-	}
-	k := keysFor(b.cfg.Prefix, ch)
-	history := opts.HistorySize > 0 || opts.HistoryTTL > 0
-	if !history && opts.IdempotencyKey == "" {
-		// Nothing to keep or check: straight to pub/sub.
-		if err := b.cmdErr(b.publishRaw(ctx, k.pubsub(), "p0::"+body)); err != nil {
-			return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w", ch, err)
-		}
-		return broker.StreamPosition{}, false, nil
-	}
-	size := 0
-	if history {
-		size = opts.HistorySize
-		if size <= 0 {
-			size = b.cfg.MaxTTLOnlyHistory
-		}
-	}
-	window := opts.IdempotencyWindow
-	if window <= 0 {
-		window = defaultIdempotencyWindow
-	}
-	ks := []string{k.meta(), k.stream()}
-	if opts.IdempotencyKey != "" {
-		ks = append(ks, k.idem(opts.IdempotencyKey))
-	}
-	res, err := publishScript.Run(ctx, b.client, ks,
-		body, size, millis(opts.HistoryTTL), millis(b.cfg.MetaTTL), millis(window),
-		b.pubCmd, k.pubsub(), newEpoch()).Slice()
-	if err = b.cmdErr(err); err != nil {
-		return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w", ch, err)
-	}
-	if len(res) != 3 {
-		return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w: %d values", ch, errMalformed, len(res))
-	}
-	dup, _ := res[0].(int64)
-	epoch, _ := res[1].(string)
-	offset, err := toUint(res[2])
-	if err != nil {
-		return broker.StreamPosition{}, false, fmt.Errorf("redis publish %q: %w", ch, err)
-	}
-	return broker.StreamPosition{Epoch: epoch, Offset: offset}, dup == 1, nil
 }
 
 // PublishJoin implements broker.Broker.

@@ -19,6 +19,9 @@ import (
 // by the stream entry ID). History stores the body; live messages wrap it:
 //
 //	p<offset>:<epoch>:<body>   publication (offset 0 and epoch "" without history)
+//	b<offset>:<epoch>:<body>...  publications appended together, with consecutive
+//	                           offsets from <offset> (all 0 without history); the
+//	                           bodies follow each other (MessagePack is self-delimiting)
 //	j<ClientInfo msgpack>      join
 //	l<ClientInfo msgpack>      leave
 //
@@ -26,6 +29,7 @@ import (
 // only it knows the offset. Control messages travel raw on their own name.
 const (
 	kindPub   = 'p'
+	kindBatch = 'b'
 	kindJoin  = 'j'
 	kindLeave = 'l'
 )
@@ -98,10 +102,14 @@ func decodeBody(ch string, offset uint64, body string) (*protocol.Publication, e
 // liveMessage is a decoded message of a channel's pub/sub name.
 type liveMessage struct {
 	kind  byte
-	pub   *protocol.Publication // kindPub
-	epoch string                // kindPub
-	info  *protocol.ClientInfo  // kindJoin, kindLeave
+	pubs  []*protocol.Publication // kindPub (one), kindBatch (one or more)
+	epoch string                  // kindPub, kindBatch
+	info  *protocol.ClientInfo    // kindJoin, kindLeave
 }
+
+// maxLiveBatch bounds the publications a batch message may carry, as the
+// broker bounds what it sends.
+const maxLiveBatch = 4096
 
 // decodeLive decodes a message received on the channel's pub/sub name.
 func decodeLive(ch, msg string) (liveMessage, error) {
@@ -110,7 +118,7 @@ func decodeLive(ch, msg string) (liveMessage, error) {
 	}
 	m := liveMessage{kind: msg[0]}
 	switch m.kind {
-	case kindPub:
+	case kindPub, kindBatch:
 		rest := msg[1:]
 		i := strings.IndexByte(rest, ':')
 		if i < 0 {
@@ -129,8 +137,32 @@ func decodeLive(ch, msg string) (liveMessage, error) {
 		if (offset == 0) != (m.epoch == "") {
 			return m, errMalformed
 		}
-		m.pub, err = decodeBody(ch, offset, rest[j+1:])
-		return m, err
+		rest = rest[j+1:]
+		if m.kind == kindPub {
+			p, err := decodeBody(ch, offset, rest)
+			m.pubs = []*protocol.Publication{p}
+			return m, err
+		}
+		r := strings.NewReader(rest)
+		d := msgpack.NewDecoder(r)
+		for r.Len() > 0 {
+			if len(m.pubs) == maxLiveBatch {
+				return m, fmt.Errorf("%w: more than %d publications in a batch", errMalformed, maxLiveBatch)
+			}
+			var w wireBody
+			if err := d.Decode(&w); err != nil {
+				return m, fmt.Errorf("%w: %v", errMalformed, err)
+			}
+			off := offset
+			if offset != 0 {
+				off += uint64(len(m.pubs))
+			}
+			m.pubs = append(m.pubs, &protocol.Publication{Channel: ch, Offset: off, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace})
+		}
+		if len(m.pubs) == 0 {
+			return m, errMalformed
+		}
+		return m, nil
 	case kindJoin, kindLeave:
 		m.info = new(protocol.ClientInfo)
 		return m, decode(msg[1:], m.info)

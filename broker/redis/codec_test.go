@@ -21,7 +21,7 @@ func TestLiveRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := m.pub
+	p := m.pubs[0]
 	if m.kind != kindPub || m.epoch != "ABCDEFGH" || p.Channel != "ch" || p.Offset != 7 ||
 		string(p.Data) != `{"a":1}` || p.Info.User != "u" || p.Tags["k"] != "v" || p.Time != pub.Time {
 		t.Fatalf("decoded %+v epoch %q", p, m.epoch)
@@ -34,7 +34,24 @@ func TestLiveRoundTrip(t *testing.T) {
 	if err != nil || m.kind != kindJoin || m.info.Client != "c" || string(m.info.ConnInfo) != `{"x":1}` {
 		t.Fatalf("join: %+v, %v", m, err)
 	}
-	for _, bad := range []string{"", "x", "p", "p1", "p1:E", "px:E:", "p1::" + body, "p0:E:" + body, "j\xc1"} {
+	body2, err := encodeBody(&protocol.Publication{Data: protocol.Data(`{"b":2}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = decodeLive("ch", "b7:ABCDEFGH:"+body+body2+body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.kind != kindBatch || m.epoch != "ABCDEFGH" || len(m.pubs) != 3 {
+		t.Fatalf("batch: %+v", m)
+	}
+	for i, want := range []string{`{"a":1}`, `{"b":2}`, `{"a":1}`} {
+		if p := m.pubs[i]; p.Offset != uint64(7+i) || string(p.Data) != want || p.Channel != "ch" {
+			t.Fatalf("batch publication %d: %+v", i, p)
+		}
+	}
+	for _, bad := range []string{"", "x", "p", "p1", "p1:E", "px:E:", "p1::" + body, "p0:E:" + body, "j\xc1",
+		"b1:E:", "b1:E:" + body + "\xc1", "b1::" + body + body} {
 		if _, err := decodeLive("ch", bad); err == nil {
 			t.Errorf("decodeLive(%q) succeeded", bad)
 		}
@@ -50,7 +67,7 @@ func FuzzDecodeLive(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, s := range []string{"p1:ABCDEFGH:" + body, "p0::" + body, join, "l" + join[1:], "", "p", "x"} {
+	for _, s := range []string{"p1:ABCDEFGH:" + body, "p0::" + body, "b5:ABCDEFGH:" + body + body, "b0::" + body + body + body, join, "l" + join[1:], "", "p", "b", "x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, msg string) {
@@ -59,9 +76,17 @@ func FuzzDecodeLive(f *testing.F) {
 			return
 		}
 		switch m.kind {
-		case kindPub:
-			if m.pub == nil || m.pub.Channel != "ch" || (m.pub.Offset == 0) != (m.epoch == "") {
-				t.Fatalf("inconsistent publication %+v epoch %q", m.pub, m.epoch)
+		case kindPub, kindBatch:
+			if len(m.pubs) == 0 || (m.kind == kindPub && len(m.pubs) != 1) {
+				t.Fatalf("%c message with %d publications", m.kind, len(m.pubs))
+			}
+			for i, p := range m.pubs {
+				if p == nil || p.Channel != "ch" || (p.Offset == 0) != (m.epoch == "") {
+					t.Fatalf("inconsistent publication %+v epoch %q", p, m.epoch)
+				}
+				if p.Offset != 0 && p.Offset != m.pubs[0].Offset+uint64(i) {
+					t.Fatalf("offsets not consecutive: %d at %d after %d", p.Offset, i, m.pubs[0].Offset)
+				}
 			}
 		case kindJoin, kindLeave:
 			if m.info == nil {

@@ -27,8 +27,10 @@ func (b *Broker) dispatch(m *goredis.Message) {
 		return
 	}
 	switch lm.kind {
-	case kindPub:
-		b.deliverLive(st, lm.pub, lm.epoch)
+	case kindPub, kindBatch:
+		for _, p := range lm.pubs {
+			b.deliverLive(st, p, lm.epoch)
+		}
 	case kindJoin:
 		b.handler.HandleJoin(st.channel, lm.info)
 	case kindLeave:

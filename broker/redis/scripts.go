@@ -54,58 +54,97 @@ local function first_live(stream, cutoff)
 end
 `
 
-// publishScript assigns the next offset, appends to history, trims it by
-// size and age, records the idempotency key and publishes to pub/sub.
+// publishScript appends a batch of publications of one channel, in
+// order: it assigns each the next offset, appends it to history, records
+// its idempotency key, and publishes the ones appended to pub/sub in one
+// message. A publication whose key is recorded (before the batch, or by an
+// earlier one in it) is a duplicate: it gets the recorded position and is
+// neither appended nor published. History is trimmed by size and age once,
+// after the appends.
 //
-// KEYS[1] meta, KEYS[2] stream, KEYS[3] idempotency record (optional).
-// ARGV[1] body, ARGV[2] history size (0: no history), ARGV[3] history TTL
-// ms, ARGV[4] meta TTL ms, ARGV[5] idempotency window ms, ARGV[6] publish
-// command (PUBLISH or SPUBLISH), ARGV[7] pub/sub name, ARGV[8] the epoch to
-// start a stream with if the channel has none.
-// Returns {duplicate 0/1, epoch, offset}.
+// KEYS[1] meta, KEYS[2] stream, KEYS[3...] idempotency records.
+// ARGV[1] history size (0: no history), ARGV[2] history TTL ms, ARGV[3]
+// meta TTL ms, ARGV[4] publish command (PUBLISH or SPUBLISH), ARGV[5]
+// pub/sub name, ARGV[6] the epoch to start a stream with if the channel
+// has none, ARGV[7] the number of publications n; then for each, three
+// values: body, index in KEYS of its idempotency record (0: none),
+// idempotency window ms.
+// Returns {duplicate 0/1, epoch, offset} for each publication, flattened.
 var publishScript = goredis.NewScript(luaHelpers + `
-local idem = KEYS[3]
-if idem then
-  local prev = redis.call('GET', idem)
+local size = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local meta_ttl = math.max(tonumber(ARGV[3]), ttl)
+local n = tonumber(ARGV[7])
+local res, live = {}, {}
+local epoch, top, now, first, last_id, last_body
+for i = 1, n do
+  local a = 7 + (i - 1) * 3
+  local body, ki, window = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local idem = nil
+  if ki > 0 then idem = KEYS[ki] end
+  local prev = false
+  if idem then prev = redis.call('GET', idem) end
   if prev then
-    local i = string.find(prev, ':', 1, true)
-    return {1, string.sub(prev, 1, i - 1), string.sub(prev, i + 1)}
+    local j = string.find(prev, ':', 1, true)
+    res[#res + 1] = 1
+    res[#res + 1] = string.sub(prev, 1, j - 1)
+    res[#res + 1] = string.sub(prev, j + 1)
+  elseif size == 0 then
+    if idem then redis.call('SET', idem, ':0', 'PX', window) end
+    live[#live + 1] = body
+    res[#res + 1] = 0
+    res[#res + 1] = ''
+    res[#res + 1] = '0'
+  else
+    if not epoch then
+      now = now_ms()
+      local m = redis.call('HMGET', KEYS[1], 'e', 'lt', 's')
+      epoch = m[1]
+      local last = tonumber(m[2] or '0')
+      top = tonumber(m[3] or '0')
+      if not epoch then
+        -- New stream: whatever history is left belongs to a lost epoch.
+        epoch = ARGV[6]
+        last, top = 0, 0
+        redis.call('DEL', KEYS[1], KEYS[2])
+        redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+      end
+      -- Keep entry times monotonic even if the Redis clock steps back.
+      if now < last then now = last end
+    end
+    -- The entry before is added without trimming: the last one trims.
+    if last_id then redis.call('XADD', KEYS[2], last_id .. '-0', 't', fmt(now), 'd', last_body) end
+    top = top + 1
+    last_id, last_body = fmt(top), body
+    if not first then first = last_id end
+    if idem then redis.call('SET', idem, epoch .. ':' .. last_id, 'PX', window) end
+    live[#live + 1] = body
+    res[#res + 1] = 0
+    res[#res + 1] = epoch
+    res[#res + 1] = last_id
   end
 end
-if tonumber(ARGV[2]) == 0 then
-  if idem then redis.call('SET', idem, ':0', 'PX', ARGV[5]) end
-  redis.call(ARGV[6], ARGV[7], 'p0::' .. ARGV[1])
-  return {0, '', '0'}
+if #live == 0 then return res end
+local head = '0::'
+if size > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], last_id .. '-0', 't', fmt(now), 'd', last_body)
+  redis.call('HSET', KEYS[1], 's', last_id, 'lt', fmt(now), 'ttl', fmt(ttl))
+  if ttl > 0 then
+    local f = first_live(KEYS[2], now - ttl)
+    if f then redis.call('XTRIM', KEYS[2], 'MINID', fmt(f)) end
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[2], meta_ttl)
+  end
+  redis.call('PEXPIRE', KEYS[1], meta_ttl)
+  head = first .. ':' .. epoch .. ':'
 end
-local now = now_ms()
-local ttl = tonumber(ARGV[3])
-local meta_ttl = math.max(tonumber(ARGV[4]), ttl)
-local m = redis.call('HMGET', KEYS[1], 'e', 'lt')
-local epoch = m[1]
-local last = tonumber(m[2] or '0')
-if not epoch then
-  -- New stream: whatever history is left belongs to a lost epoch.
-  epoch = ARGV[8]
-  last = 0
-  redis.call('DEL', KEYS[1], KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
-end
--- Keep entry times monotonic even if the Redis clock steps back.
-if now < last then now = last end
-local id = fmt(redis.call('HINCRBY', KEYS[1], 's', 1))
-redis.call('HSET', KEYS[1], 'lt', fmt(now), 'ttl', fmt(ttl))
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], id .. '-0', 't', fmt(now), 'd', ARGV[1])
-if ttl > 0 then
-  local first = first_live(KEYS[2], now - ttl)
-  if first then redis.call('XTRIM', KEYS[2], 'MINID', fmt(first)) end
-  redis.call('PEXPIRE', KEYS[2], ttl)
+if #live == 1 then
+  redis.call(ARGV[4], ARGV[5], 'p' .. head .. live[1])
 else
-  redis.call('PEXPIRE', KEYS[2], meta_ttl)
+  redis.call(ARGV[4], ARGV[5], 'b' .. head .. table.concat(live))
 end
-redis.call('PEXPIRE', KEYS[1], meta_ttl)
-if idem then redis.call('SET', idem, epoch .. ':' .. id, 'PX', ARGV[5]) end
-redis.call(ARGV[6], ARGV[7], 'p' .. id .. ':' .. epoch .. ':' .. ARGV[1])
-return {0, epoch, id}
+return res
 `)
 
 // historyScript reads the position and the selected publications in one
