@@ -172,6 +172,7 @@ func Run(t *testing.T, s Setup) {
 	t.Run("ManyChannels", func(t *testing.T) { t.Parallel(); testManyChannels(t, s) })
 	t.Run("ConcurrentPublishers", func(t *testing.T) { t.Parallel(); testConcurrent(t, s) })
 	t.Run("JoinLeaveControl", func(t *testing.T) { t.Parallel(); testEvents(t, s) })
+	runHot(t, s)
 	if s.NewPresence != nil {
 		t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, s) })
 		t.Run("PresenceExpiry", func(t *testing.T) { t.Parallel(); testPresenceExpiry(t, s) })
