@@ -183,6 +183,19 @@ func (k *Keyed[T, R]) Do(ctx context.Context, key string, v T, take Take[T], com
 	return r, err
 }
 
+// Queued returns how many items wait for a group of key (not those being
+// committed).
+func (k *Keyed[T, R]) Queued(key string) int {
+	s := &k.shards[maphash.String(k.seed, key)%uint64(len(k.shards))]
+	s.mu.Lock()
+	kg := s.m[key]
+	s.mu.Unlock()
+	if kg == nil {
+		return 0
+	}
+	return kg.g.Queued()
+}
+
 // Len returns the number of keys with a call in progress.
 func (k *Keyed[T, R]) Len() int {
 	n := 0

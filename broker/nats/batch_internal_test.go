@@ -1,0 +1,186 @@
+package nats
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/brokertest"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// TestBatchedAppend holds a channel's append group busy until n
+// publications queue behind it, so that they are appended together: one
+// history message with Herald-Count n, read back as n publications by
+// History and by live delivery, each publisher with its own offset.
+func TestBatchedAppend(t *testing.T) {
+	t.Parallel()
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := New(Config{Servers: []string{s.ClientURL()}, Prefix: "batch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := brokertest.NewRecorder()
+	if err := b.Start(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close(context.Background()) }()
+
+	const ch, n = "hot", 20
+	if err := b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	opts := broker.PublishOptions{HistorySize: 15, HistoryTTL: time.Minute}
+	cs := b.acquire(ch)
+	defer b.release(ch, cs)
+	blocked := make(chan error, 1)
+	leading := make(chan struct{})
+	go func() {
+		_, err := cs.group.Do(ctx, &pubReq{}, b.takeBatch, func([]*pubReq) ([]protocol.StreamPosition, error) {
+			close(leading)
+			for cs.group.Queued() < n {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				time.Sleep(time.Millisecond)
+			}
+			return []protocol.StreamPosition{{}}, nil
+		})
+		blocked <- err
+	}()
+	<-leading
+	pos := make([]protocol.StreamPosition, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, _, err := b.Publish(ctx, ch, &protocol.Publication{Data: protocol.Data(fmt.Sprintf(`{"n":%d}`, i))}, opts)
+			if err != nil {
+				t.Error(err)
+			}
+			pos[i] = p
+		}()
+	}
+	wg.Wait()
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	data := make(map[uint64]string)
+	for i, p := range pos {
+		if p.Offset < 1 || p.Offset > n || data[p.Offset] != "" {
+			t.Fatalf("publisher %d got offset %d: not a distinct one of 1..%d", i, p.Offset, n)
+		}
+		data[p.Offset] = fmt.Sprintf(`{"n":%d}`, i)
+	}
+	m, err := b.streams[histStream].GetLastMsgForSubject(ctx, b.names.hist+ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(hdrCount); got != strconv.Itoa(n) || m.Header.Get(hdrOffset) != strconv.Itoa(n) || m.Sequence != 1 {
+		t.Fatalf("history message %d: %s %q, %s %q; want the only one, carrying %d", m.Sequence, hdrCount, got, hdrOffset, m.Header.Get(hdrOffset), n)
+	}
+	pubs, cur, err := b.History(ctx, ch, broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The size is 15: the window starts inside the message.
+	if cur.Offset != n || len(pubs) != 15 || pubs[0].Offset != n-14 {
+		t.Fatalf("history: position %+v, %d publications from %d", cur, len(pubs), pubs[0].Offset)
+	}
+	for i, p := range pubs {
+		if p.Offset != n-14+uint64(i) || string(p.Data) != data[p.Offset] {
+			t.Fatalf("history %d: offset %d data %s", i, p.Offset, p.Data)
+		}
+	}
+	brokertest.Eventually(t, 10*time.Second, "live deliveries", func() bool { return len(rec.Pubs(ch)) >= n })
+	for i, p := range rec.Pubs(ch) {
+		if p.Offset != uint64(i+1) || string(p.Data) != data[p.Offset] {
+			t.Fatalf("live %d: offset %d data %s", i, p.Offset, p.Data)
+		}
+	}
+
+	// The batch bounds: history options of the first, maxBatch, the
+	// server's maximum payload.
+	big := make([]byte, b.nc.MaxPayload()/3)
+	other := &pubReq{size: 3}
+	for _, c := range []struct {
+		pending []*pubReq
+		want    int
+	}{
+		{[]*pubReq{{}, {}, {}}, 3},
+		{[]*pubReq{{}, {}, other, {}}, 2},
+		{[]*pubReq{{body: big}, {body: big}, {body: big}, {}}, 2},
+		{[]*pubReq{{body: append(big, big...)}, {body: append(big, big...)}}, 1},
+		{make([]*pubReq, maxBatch+5), maxBatch},
+	} {
+		for i := range c.pending {
+			if c.pending[i] == nil {
+				c.pending[i] = &pubReq{}
+			}
+		}
+		if got := b.takeBatch(c.pending); got != c.want {
+			t.Errorf("takeBatch of %d: %d, want %d", len(c.pending), got, c.want)
+		}
+	}
+}
+
+func FuzzDecodeEntries(f *testing.F) {
+	one, _ := encodePub(&protocol.Publication{Data: protocol.Data(`{"a":1}`)}, "k")
+	two := encodeBatch([][]byte{one, one})
+	f.Add("", "E", "3", one)
+	f.Add("2", "E", "5", two)
+	f.Add("2", "", "", two)
+	f.Add("3", "E", "2", two)
+	f.Add("x", "E", "1", one)
+	f.Fuzz(func(t *testing.T, count, epoch, offset string, body []byte) {
+		h := natsgo.Header{}
+		if count != "" {
+			h.Set(hdrCount, count)
+		}
+		if epoch != "" {
+			h.Set(hdrEpoch, epoch)
+		}
+		if offset != "" {
+			h.Set(hdrOffset, offset)
+		}
+		ws, first, ep, err := decodeEntries(h, body)
+		if err != nil {
+			return
+		}
+		if len(ws) < 1 || len(ws) > maxBatch {
+			t.Fatalf("%d entries", len(ws))
+		}
+		if ep != h.Get(hdrEpoch) {
+			t.Fatalf("epoch %q from header %q", ep, h.Get(hdrEpoch))
+		}
+		if ep != "" {
+			last, _ := strconv.ParseUint(h.Get(hdrOffset), 10, 64)
+			if first < 1 || first+uint64(len(ws))-1 != last {
+				t.Fatalf("offsets %d..+%d, header says last %d", first, len(ws), last)
+			}
+		} else if first != 0 {
+			t.Fatalf("offset %d without an epoch", first)
+		}
+	})
+}
