@@ -33,8 +33,22 @@
 // only if s is still the subject's last message, so concurrent publishers,
 // on one node or many, never get the same offset, leave no hole, and stored
 // order is offset order; the loser of a race re-reads and retries. A node
-// serializes its own appends per channel and caches the last message it
-// wrote, so an uncontended publish is one round trip.
+// caches the last message it wrote, so an uncontended append is one round
+// trip.
+//
+// A node appends a channel's publications in groups (group commit): while
+// one append of the channel is in flight, the node's next publications of
+// the channel queue, and the next append carries them together in one
+// message, with consecutive offsets: header Herald-Count n, Herald-Offset
+// the last of the n, and a body that is a MessagePack array of the n
+// publications (a message of one publication has no Herald-Count and its
+// body is the publication). A group holds up to 1024 publications with the
+// history options of its first, in a body below the server's max_payload.
+// So a hot channel costs one JetStream round trip per group, not per
+// publication, and each publisher still gets its own offset (or the
+// group's error). History, recovery and live delivery read a message as
+// its publications, each with its offset; windows, trimming and
+// idempotency work per publication.
 //
 // The stream republishes (RePublish) every stored message to
 // <prefix>.live.<channel>. That is the live path of channels with history:
@@ -69,10 +83,12 @@
 //
 // History returns exactly the window of the latest publication's options:
 // the last HistorySize offsets, younger than HistoryTTL (judged by the
-// stream's timestamp against the local clock). Storage is trimmed
-// asynchronously: all but the last HistorySize messages every HistorySize/4
-// publications, and, for a TTL, messages stored before one this node
-// appended more than HistoryTTL ago. JetStream per-message TTLs would do
+// stream's timestamp against the local clock), per publication whatever
+// groups they were appended in. Storage is trimmed asynchronously: every
+// HistorySize/4 offsets, the messages before the newest one this node
+// marked (one every HistorySize/4 offsets) that holds no offset of the
+// window, or else all but the last HistorySize messages; and, for a TTL,
+// messages stored before one this node appended more than HistoryTTL ago. JetStream per-message TTLs would do
 // the latter more exactly but need NATS 2.11 and would expire the last
 // message, and with it the position.
 //
@@ -87,7 +103,7 @@
 // position with duplicate=true; one that finds the claim pending waits for
 // it (at most 10s, in case its publisher died). A publisher may die, or
 // lose its server, after appending and before completing the record, so
-// history messages carry the key's hash (header Herald-Idem): a retry that
+// history messages carry the key's hash with each publication: a retry that
 // finds a claim pending for a second, or expired, looks for it in the
 // channel's history since the claim, and if found completes the record
 // and returns its position as a duplicate. A publisher whose append got

@@ -23,7 +23,7 @@
 // A publication to a channel with history runs one Lua script on the
 // channel's master. It checks the idempotency record, creates the meta hash
 // with a random epoch if there is none (and deletes any stream left from a
-// lost epoch), takes the next offset with HINCRBY, appends to the stream
+// lost epoch), takes the next offset, appends to the stream
 // with XADD MAXLEN under the ID <offset>-0, trims entries older than the
 // history TTL (XTRIM MINID; entry times come from the Redis clock), sets
 // key expiries, records the idempotency key and publishes the live message
@@ -36,6 +36,18 @@
 // publishes nothing; without history the record holds offset 0 and still
 // deduplicates. A channel without history and without an idempotency key
 // publishes straight to pub/sub with offset 0 and epoch "".
+//
+// A node runs the script for a channel's publications in groups (group
+// commit): while its script call for a channel is in flight, its next
+// publications of the channel queue, and the next call takes them
+// together (up to 256, 1 MiB of bodies, with the history options of the
+// first). The script handles each as above, in order, each with its own
+// offset, stream entry and idempotency record (a key recorded earlier in
+// the same call makes a duplicate too), trims once, and publishes the
+// ones appended in one live message "b<first offset>:<epoch>:<body><body>..."
+// (bodies are MessagePack, self-delimiting; one alone goes as "p...").
+// A hot channel so costs one script call and one pub/sub message per
+// group, not per publication; the stored form does not change.
 //
 // Streams were chosen over a list because the entry ID doubles as the
 // offset: a read "since offset n" is XRANGE n+1 +, O(log N + M), with no
