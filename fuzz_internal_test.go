@@ -83,3 +83,34 @@ func FuzzSplitCommands(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEventID checks the parser of SSE event ids (Last-Event-ID): no
+// panic, and an accepted id formats back to an id that parses to the
+// same positions.
+func FuzzEventID(f *testing.F) {
+	for _, s := range []string{"e:1", "e:1,,x%2Cy:zz", ",", "", ":", "e:", "%zz:1", "e:1:2", strings.Repeat("a:1,", 10)} {
+		f.Add(s, 3)
+	}
+	f.Fuzz(func(t *testing.T, id string, n int) {
+		n = n%200 + 1
+		if n < 1 {
+			n = -n + 2
+		}
+		pos, err := parseEventID(id, n)
+		if err != nil {
+			return
+		}
+		if len(pos) != n {
+			t.Fatalf("%d positions for %d channels", len(pos), n)
+		}
+		again, err := parseEventID(formatEventID(pos), n)
+		if err != nil {
+			t.Fatalf("%q formats to %q, which does not parse: %v", id, formatEventID(pos), err)
+		}
+		for i := range pos {
+			if pos[i] != again[i] {
+				t.Fatalf("position %d: %+v then %+v", i, pos[i], again[i])
+			}
+		}
+	})
+}

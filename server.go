@@ -161,12 +161,16 @@ func New(cfg Config) (*Server, error) {
 		OnGap: func(owner any) {
 			owner.(*session).disconnect(protocol.DisconnectInsufficientState, 0, false)
 		},
+		SSEEvent: sseEvent,
 	})
 	for _, c := range []protocol.Codec{protocol.JSON, protocol.Msgpack} {
 		payload, _ := c.AppendServerMessage(nil, &protocol.ServerMessage{Ping: &protocol.Empty{}})
 		for f := range transport.Framing(transport.NumFramings) {
 			s.pingFrames[f][protocol.CodecIndex(c)] = f.Frame(c.Binary(), payload)
 		}
+		// An EventSource cannot answer a ping: a comment keeps proxies
+		// from timing the stream out and reaches no page.
+		s.pingFrames[transport.FramingSSE][protocol.CodecIndex(c)] = transport.Chunk(nil, []byte(": ping\n\n"), "")
 	}
 	if s.engine, err = transport.NewEngineWith(cfg.Engine, transport.EngineOptions{Coalesce: cfg.WriteCoalesce}); err != nil {
 		return nil, err
@@ -234,6 +238,7 @@ func (s *Server) routes() *http.ServeMux {
 	}
 	mux.HandleFunc("/stream", s.serveStream)
 	mux.HandleFunc("/stream/send", s.serveStreamSend)
+	mux.HandleFunc("/sse", s.serveSSE)
 	mux.HandleFunc("/api/", s.serveAPI)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

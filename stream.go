@@ -195,7 +195,7 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, f transport.
 	// The head goes out through the engine, first: nothing else can be
 	// queued before, as no one knows the key yet and the sweep and
 	// Shutdown leave new sessions alone until then.
-	_ = c.Enqueue(head.Bytes(), nil)
+	_ = c.EnqueueHead(head.Bytes())
 	if start != nil {
 		start(ss)
 	}

@@ -199,6 +199,10 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 // first subscription's activation, under its channel's lock, so no live
 // publication of that channel can overtake it.
 func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, pending []*pendingSub) {
+	if ss.stream != nil && ss.stream.sse != nil {
+		ss.activateSSE(ctx, reply, pending)
+		return
+	}
 	payload, err := ss.codec.AppendServerMessage(nil, reply)
 	if err != nil {
 		ss.s.log.Error("encode reply", "err", err)

@@ -181,8 +181,8 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	if discard && c.q.len() > 0 {
 		held := c.held()
 		c.q.filter(func(i int, it *item) bool {
-			if i < held {
-				return true // being written, or partly written: finish it
+			if i < held || it.tag == headTag {
+				return true // being written, or partly written, or a response head: finish it
 			}
 			c.qbytes -= len(it.b)
 			return false

@@ -50,3 +50,57 @@ func TestDiscardKeepsFramesInFlight(t *testing.T) {
 		c.shutdown(nil)
 	}
 }
+
+// TestStreamClose: an HTTP stream's Close keeps the response head even
+// when it discards, ends the body with the last chunk, and does not wait
+// for the peer; input on a stream closes it.
+func TestStreamClose(t *testing.T) {
+	head, pub, push := []byte("HTTP/1.1 200 OK\r\n\r\n"), FramingStream.Frame(false, []byte(`{"pub":{}}`)), []byte("bye")
+	c := NewStreamConn(nil, "", FramingStream, &Options{}, &countHandler{})
+	c.eng = stubEngine{}
+	if err := c.EnqueueHead(head); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Enqueue(pub, "pub"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close(4000, "bye", push, true)
+	got := c.takeBatch(nil, iovMax)
+	want := [][]byte{head, push, lastChunk}
+	if len(got) != len(want) {
+		t.Fatalf("queued %q, want %q", got, want)
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("frame %d is %q, want %q", i, got[i], want[i])
+		}
+	}
+	n := 0
+	for _, b := range got {
+		n += len(b)
+	}
+	if _, shut := c.commit(n, false); !shut {
+		t.Error("the stream is not shut once its last chunk is written")
+	}
+	c.shutdown(nil)
+
+	c = NewStreamConn(nil, "", FramingSSE, &Options{}, &countHandler{})
+	c.eng = stubEngine{}
+	if err := c.feed([]byte("GET / HTTP/1.1\r\n")); err == nil || !c.Closed() {
+		t.Errorf("input on a stream: err %v, closed %v", err, c.Closed())
+	}
+}
+
+func TestFrames(t *testing.T) {
+	for _, tc := range []struct {
+		got, want string
+	}{
+		{string(FramingStream.Frame(false, []byte(`{"a":1}`))), "8\r\n{\"a\":1}\n\r\n"},
+		{string(FramingSSE.Frame(false, []byte(`{"a":1}`))), "f\r\ndata: {\"a\":1}\n\n\r\n"},
+		{string(SSEEvent(nil, "e:1", []byte(`{}`))), "12\r\nid: e:1\ndata: {}\n\n\r\n"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+}

@@ -103,6 +103,16 @@ func NewStreamConn(nc net.Conn, sub string, f Framing, opts *Options, h Handler)
 	return c
 }
 
+// headTag marks a stream's response head in the queue: Close never
+// discards it, as nothing after it would make sense without it.
+type headTagT struct{}
+
+var headTag any = headTagT{}
+
+// EnqueueHead queues the head of a stream's response, which must be the
+// first thing queued on the connection.
+func (c *Conn) EnqueueHead(head []byte) error { return c.Enqueue(head, headTag) }
+
 // Framing returns the connection's framing.
 func (c *Conn) Framing() Framing { return c.framing }
 
