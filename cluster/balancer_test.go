@@ -21,6 +21,7 @@ type balancer struct {
 	pinned int // backend of new connections, -1 for round robin
 	down   []bool
 	conns  map[*pipe]int
+	served []int // connections made to each backend, in all
 	closed bool
 
 	wg sync.WaitGroup
@@ -41,7 +42,7 @@ func newBalancer(t *testing.T, backends []string) *balancer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &balancer{ln: ln, backends: backends, pinned: -1, down: make([]bool, len(backends)), conns: map[*pipe]int{}}
+	b := &balancer{ln: ln, backends: backends, pinned: -1, down: make([]bool, len(backends)), conns: map[*pipe]int{}, served: make([]int, len(backends))}
 	b.wg.Add(1)
 	go b.accept()
 	t.Cleanup(b.close)
@@ -104,6 +105,7 @@ func (b *balancer) proxy(c net.Conn) {
 		return
 	}
 	b.conns[p] = idx
+	b.served[idx]++
 	b.mu.Unlock()
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
@@ -162,6 +164,14 @@ func (b *balancer) count() []int {
 		n[k]++
 	}
 	return n
+}
+
+// servedTotal returns the number of connections made to each backend so
+// far.
+func (b *balancer) servedTotal() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int(nil), b.served...)
 }
 
 func (b *balancer) close() {
