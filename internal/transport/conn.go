@@ -68,8 +68,11 @@ type Conn struct {
 	peerClosed bool
 	closed     bool
 	framing    Framing // fills padding: a Conn is no larger for it
-	closeCode  ws.StatusCode
-	timer      *time.Timer
+	// deflate: permessage-deflate was negotiated (set before Serve, then
+	// read only): messages with RSV1 are inflated. Fills padding too.
+	deflate   bool
+	closeCode ws.StatusCode
+	timer     *time.Timer
 
 	rd *reader // owned by whichever goroutine is reading; nil between messages
 
@@ -87,6 +90,15 @@ type Conn struct {
 func NewConn(nc net.Conn, sub string, opts *Options, h Handler) *Conn {
 	return &Conn{nc: nc, sub: sub, opts: opts.withDefaults(), h: h}
 }
+
+// SetDeflate records that the handshake negotiated permessage-deflate
+// (see DeflateNegotiation): compressed messages from the peer are then
+// inflated, and frames made by CompressedMessageFrame may be queued. Call
+// it before Serve.
+func (c *Conn) SetDeflate() { c.deflate = true }
+
+// Deflate reports whether permessage-deflate was negotiated.
+func (c *Conn) Deflate() bool { return c.deflate }
 
 // Subprotocol returns the negotiated subprotocol ("" if none).
 func (c *Conn) Subprotocol() string { return c.sub }

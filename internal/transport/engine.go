@@ -189,18 +189,32 @@ type Upgrader struct {
 	// Subprotocols lists the accepted subprotocols; the first one the
 	// client offers that is listed wins.
 	Subprotocols []string
+	// Compression negotiates permessage-deflate when the client offers it
+	// (see DeflateNegotiation).
+	Compression bool
 }
 
 // Upgrade answers the handshake and takes the connection from net/http. It
 // returns the connection, the bytes the client sent after the handshake,
 // and the chosen subprotocol. On error the HTTP response has been written.
 func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, []byte, string, error) {
+	nc, in, sub, _, err := u.UpgradeDeflate(w, r)
+	return nc, in, sub, err
+}
+
+// UpgradeDeflate is Upgrade that also reports whether permessage-deflate
+// was negotiated (then call SetDeflate on the connection).
+func (u *Upgrader) UpgradeDeflate(w http.ResponseWriter, r *http.Request) (net.Conn, []byte, string, bool, error) {
+	var d DeflateNegotiation
 	up := ws.HTTPUpgrader{
 		Protocol: func(p string) bool { return slices.Contains(u.Subprotocols, p) },
 	}
+	if u.Compression {
+		up.Negotiate = d.Negotiate
+	}
 	nc, rw, hs, err := up.Upgrade(r, w)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, "", false, err
 	}
 	var in []byte
 	if rw != nil && rw.Reader.Buffered() > 0 {
@@ -208,5 +222,5 @@ func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, []
 		_, _ = io.ReadFull(rw.Reader, in)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return nc, in, hs.Protocol, nil
+	return nc, in, hs.Protocol, d.Accepted(), nil
 }

@@ -1,10 +1,13 @@
 package transport
 
 import (
+	"bytes"
 	"net"
+	"runtime"
 	"testing"
 
 	"github.com/gobwas/ws"
+	"github.com/klauspost/compress/flate"
 )
 
 // stubEngine serves nothing: the frame reader runs without sockets.
@@ -66,4 +69,62 @@ func FuzzFrameReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzInflate runs arbitrary bytes through the permessage-deflate
+// inflater: it must never panic and never return more than the limit.
+func FuzzInflate(f *testing.F) {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestSpeed)
+	_, _ = w.Write(bytes.Repeat([]byte("herald "), 100))
+	_ = w.Flush()
+	f.Add(b.Bytes()[:b.Len()-4], 1024)
+	f.Add(b.Bytes(), 100)
+	f.Add([]byte{0xff, 0xff}, 10)
+	f.Add([]byte{}, 0)
+	f.Add([]byte{0x01, 0x00, 0x00, 0xff, 0xff}, 1)
+	f.Fuzz(func(t *testing.T, data []byte, limit int) {
+		limit = 1 + abs(limit)%(64<<10)
+		inf, out, err := inflate(data, limit)
+		if err != nil {
+			if err != errInflateTooBig && err != errInflateCorrupt {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if len(out) > limit {
+			t.Fatalf("inflated %d bytes, limit %d", len(out), limit)
+		}
+		inf.release()
+	})
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// TestInflateBombBounded: a message that inflates to 64 MiB is refused
+// after at most the limit's worth of output, not allocated in full.
+func TestInflateBombBounded(t *testing.T) {
+	var b bytes.Buffer
+	w, _ := flate.NewWriter(&b, flate.BestCompression)
+	_, _ = w.Write(make([]byte, 64<<20))
+	_ = w.Flush()
+	bomb := b.Bytes()[:b.Len()-4]
+	const limit = 64 << 10
+	inflate(bomb[:100], limit) // warm the pool's reader
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, _, err := inflate(bomb, limit)
+	runtime.ReadMemStats(&after)
+	if err != errInflateTooBig {
+		t.Fatalf("bomb of %d bytes: err %v, want errInflateTooBig", len(bomb), err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 4*limit {
+		t.Fatalf("refusing the bomb allocated %d bytes, limit %d", n, limit)
+	}
 }

@@ -13,6 +13,7 @@ type reader struct {
 	pending []byte    // start of an incomplete frame
 	frag    []byte    // data of a fragmented message so far
 	fragOp  ws.OpCode // opcode of the fragmented message, 0 if none
+	fragZ   bool      // the fragmented message is compressed (RSV1 on its first frame)
 	need    int       // bytes the incomplete frame needs in all, if known
 }
 
@@ -43,8 +44,17 @@ func (c *Conn) process(b []byte) (int, error) {
 		if c.rd.fragOp != 0 {
 			state |= ws.StateFragmented
 		}
+		if c.deflate {
+			state |= ws.StateExtended
+		}
 		if err := ws.CheckHeader(h, state); err != nil {
 			c.fail(ws.StatusProtocolError, err.Error())
+			return consumed, errStop
+		}
+		// permessage-deflate defines RSV1, on the first frame of a data
+		// message only: never on control frames or continuations.
+		if h.Rsv != 0 && (h.Rsv != rsv1 || h.OpCode.IsControl() || h.OpCode == ws.OpContinuation) {
+			c.fail(ws.StatusProtocolError, "unexpected reserved bit")
 			return consumed, errStop
 		}
 		if h.Length > int64(max) || (h.OpCode == ws.OpContinuation && int64(len(c.rd.frag))+h.Length > int64(max)) {
@@ -75,27 +85,47 @@ func (c *Conn) frame(h ws.Header, payload []byte) error {
 	case ws.OpClose:
 		return c.peerClose(payload)
 	case ws.OpText, ws.OpBinary:
+		z := h.Rsv == rsv1
 		if !h.Fin {
-			c.rd.fragOp = h.OpCode
+			c.rd.fragOp, c.rd.fragZ = h.OpCode, z
 			c.rd.frag = append(c.rd.frag[:0], payload...)
 			return nil
 		}
-		return c.deliver(h.OpCode, payload)
+		return c.deliver(h.OpCode, z, payload)
 	case ws.OpContinuation:
 		c.rd.frag = append(c.rd.frag, payload...)
 		if !h.Fin {
 			return nil
 		}
-		op, msg := c.rd.fragOp, c.rd.frag
-		err := c.deliver(op, msg)
-		c.rd.fragOp, c.rd.frag = 0, nil
+		op, z, msg := c.rd.fragOp, c.rd.fragZ, c.rd.frag
+		err := c.deliver(op, z, msg)
+		c.rd.fragOp, c.rd.fragZ, c.rd.frag = 0, false, nil
 		return err
 	}
 	c.fail(ws.StatusProtocolError, "unexpected opcode")
 	return errStop
 }
 
-func (c *Conn) deliver(op ws.OpCode, msg []byte) error {
+// rsv1 is ws.Header.Rsv with RSV1 set: the permessage-deflate bit.
+const rsv1 = 0x4
+
+// deliver hands a complete message to the handler, inflating it first
+// when z (compressed) is set.
+func (c *Conn) deliver(op ws.OpCode, z bool, msg []byte) error {
+	if z {
+		f, out, err := inflate(msg, c.opts.MaxMessageSize)
+		switch err {
+		case nil:
+			defer f.release()
+			msg = out
+		case errInflateTooBig:
+			c.fail(ws.StatusMessageTooBig, "message too big")
+			return errStop
+		default:
+			c.fail(ws.StatusInvalidFramePayloadData, err.Error())
+			return errStop
+		}
+	}
 	if op == ws.OpText && !utf8.Valid(msg) {
 		c.fail(ws.StatusInvalidFramePayloadData, "invalid UTF-8")
 		return errStop

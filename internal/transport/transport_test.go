@@ -61,20 +61,27 @@ func (h recordingEcho) OnClose(c *transport.Conn, code ws.StatusCode, err error)
 
 func newServer(t *testing.T, engine string, opts transport.Options) *server {
 	t.Helper()
+	return newServerUp(t, engine, opts, &transport.Upgrader{Subprotocols: []string{"herald.json"}})
+}
+
+func newServerUp(t *testing.T, engine string, opts transport.Options, up *transport.Upgrader) *server {
+	t.Helper()
 	eng, err := transport.NewEngine(engine)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &server{eng: eng}
-	up := &transport.Upgrader{Subprotocols: []string{"herald.json"}}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.handlers.Add(1)
 		defer s.handlers.Done()
-		nc, in, sub, err := up.Upgrade(w, r)
+		nc, in, sub, deflate, err := up.UpgradeDeflate(w, r)
 		if err != nil {
 			return
 		}
 		c := transport.NewConn(nc, sub, &opts, recordingEcho{s: s})
+		if deflate {
+			c.SetDeflate()
+		}
 		s.mu.Lock()
 		s.conns = append(s.conns, c)
 		s.mu.Unlock()
