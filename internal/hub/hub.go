@@ -1,7 +1,8 @@
 // Package hub is the node's registry of channel subscriptions and its
-// fan-out. A publication is encoded once per codec in use and the same
-// frame bytes are queued on every subscriber's connection; the transport
-// writes them. Channels are sharded and each has its own lock, so a hot
+// fan-out. A publication is encoded once per frame variant in use (codec,
+// framing, and for WebSocket whether it goes compressed with
+// permessage-deflate) and the same frame bytes are queued on every
+// subscriber's connection of that variant; the transport writes them. Channels are sharded and each has its own lock, so a hot
 // channel never serialises unrelated ones, and fan-out never waits for a
 // socket.
 //
@@ -52,8 +53,12 @@ type Sub struct {
 	Channel   string
 	Policy    Policy
 	JoinLeave bool
-	ci        uint8 // the frame variant: variant(Codec, Conn.Framing()), set by Add
-	Owner     any   // passed to the callbacks
+	// Compress sends the channel's publications compressed when the
+	// connection negotiated permessage-deflate: the channel's namespace
+	// compresses.
+	Compress bool
+	ci       uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
+	Owner    any   // passed to the callbacks
 
 	gap atomic.Bool // the next publication goes out marked Gap
 
@@ -95,17 +100,30 @@ type Stats struct {
 	Dropped   uint64 // publications dropped by the drop policy
 	Slow      uint64 // slow-client disconnects
 	Gaps      uint64 // live-stream gaps detected
+	// Compressed counts the publication frames compressed: one per
+	// publication and codec whose channel has subscribers on this node
+	// that take it compressed, whatever their number.
+	Compressed uint64
 }
 
 const numShards = 256
 
 // numVariants is the number of frame variants a publication may need: one
-// per codec and framing (WebSocket, HTTP streaming, Server-Sent Events).
-// Fan-out encodes each variant in use once.
-const numVariants = protocol.NumCodecs * transport.NumFramings
+// per codec and framing (WebSocket, HTTP streaming, Server-Sent Events),
+// and per codec for WebSocket frames compressed with permessage-deflate
+// (the framing slot after the last). Fan-out encodes (and compresses)
+// each variant in use once.
+const numVariants = protocol.NumCodecs * (transport.NumFramings + 1)
 
-// variant is the frame variant of a codec on a framing.
-func variant(c protocol.Codec, f transport.Framing) uint8 {
+// compressedVariants is the first compressed variant.
+const compressedVariants = protocol.NumCodecs * transport.NumFramings
+
+// variant is the frame variant of a codec on a framing, compressed or not
+// (WebSocket only).
+func variant(c protocol.Codec, f transport.Framing, compressed bool) uint8 {
+	if compressed && f == transport.FramingWebSocket {
+		return uint8(compressedVariants + protocol.CodecIndex(c))
+	}
 	return uint8(int(f)*protocol.NumCodecs + protocol.CodecIndex(c))
 }
 
@@ -115,8 +133,8 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 
-	delivered, dropped, slow, gaps atomic.Uint64
-	numSubs                        atomic.Int64
+	delivered, dropped, slow, gaps, compressed atomic.Uint64
+	numSubs                                    atomic.Int64
 }
 
 type shard struct {
@@ -175,7 +193,7 @@ func (h *Hub) Add(sub *Sub) (first bool) {
 	ch.mu.Lock()
 	s.mu.Unlock()
 	sub.idx = len(ch.subs)
-	sub.ci = variant(sub.Codec, sub.Conn.Framing())
+	sub.ci = variant(sub.Codec, sub.Conn.Framing(), sub.Compress && sub.Conn.Deflate())
 	sub.recovering = true
 	ch.subs = append(ch.subs, sub)
 	first = len(ch.subs) == 1
@@ -355,6 +373,9 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 	if frames != nil {
 		b = frames[s.ci]
 	}
+	if b == nil && frames != nil && s.ci >= compressedVariants {
+		b = h.compressedFrame(s, pub, frames)
+	}
 	if b == nil {
 		payload, _ := s.Codec.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
 		b = payload
@@ -369,6 +390,26 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 		return h.opts.SSEEvent(s, pub, b)
 	}
 	return s.Conn.Enqueue(b, s)
+}
+
+// compressedFrame encodes pub's push for s's compressed variant into
+// frames, compressing the plain WebSocket frame's payload when that
+// variant was encoded already. Only shared publication frames go
+// compressed: replies, other pushes and a subscriber's own gap-marked
+// publication stay plain, which permessage-deflate allows.
+func (h *Hub) compressedFrame(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) []byte {
+	var payload []byte
+	if plain := frames[variant(s.Codec, transport.FramingWebSocket, false)]; plain != nil {
+		payload = transport.FramePayload(plain)
+	} else {
+		payload, _ = s.Codec.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
+	}
+	f, z := transport.CompressedMessageFrame(s.Codec.Binary(), payload)
+	if z {
+		h.compressed.Add(1)
+	}
+	frames[s.ci] = f
+	return f
 }
 
 // overflow applies s's policy to a full queue.
@@ -477,5 +518,5 @@ func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
 
 // Stats returns the cumulative counters.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load()}
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load()}
 }

@@ -1,14 +1,18 @@
 package hub_test
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/klauspost/compress/flate"
 	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald/internal/hub"
@@ -38,6 +42,13 @@ func newPeers(tb testing.TB, n int, opts transport.Options, stalled bool) []*pee
 // newPeersOn connects n loopback TCP peers served by the named engine.
 func newPeersOn(tb testing.TB, engine string, n int, opts transport.Options, stalled bool) []*peer {
 	tb.Helper()
+	return newPeersWith(tb, engine, n, opts, stalled, false)
+}
+
+// newPeersWith is newPeersOn whose connections negotiated
+// permessage-deflate when deflate is set.
+func newPeersWith(tb testing.TB, engine string, n int, opts transport.Options, stalled, deflate bool) []*peer {
+	tb.Helper()
 	eng, err := transport.NewEngine(engine)
 	if err != nil {
 		tb.Fatal(err)
@@ -60,6 +71,9 @@ func newPeersOn(tb testing.TB, engine string, n int, opts transport.Options, sta
 		}
 		p := &peer{far: far}
 		p.c = transport.NewConn(near, "", &opts, nopHandler{})
+		if deflate {
+			p.c.SetDeflate()
+		}
 		if err := eng.Serve(p.c, nil); err != nil {
 			tb.Fatal(err)
 		}
@@ -178,16 +192,25 @@ func TestSlowPolicies(t *testing.T) {
 // BenchmarkFanOut measures one publication to 1,000 subscribers: the frame
 // is encoded once, and the per-subscriber path allocates nothing.
 func BenchmarkFanOut(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(itoa(n), func(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		n       int
+		deflate bool
+	}{{"100", 100, false}, {"1000", 1000, false}, {"1000/deflate", 1000, true}} {
+		n := bc.n
+		b.Run(bc.name, func(b *testing.B) {
 			h := hub.New(hub.Options{})
-			peers := newPeersOn(b, "epoll", n, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false)
+			peers := newPeersWith(b, "epoll", n, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false, bc.deflate)
 			for _, p := range peers {
-				s := &hub.Sub{Conn: p.c, Codec: protocol.JSON, Channel: "c"}
+				s := &hub.Sub{Conn: p.c, Codec: protocol.JSON, Channel: "c", Compress: bc.deflate}
 				h.Add(s)
 				h.Activate(s, nil, 0)
 			}
-			pub := &protocol.Publication{Channel: "c", Data: protocol.Data(`{"text":"hello, world"}`)}
+			data := `{"text":"hello, world"}`
+			if bc.deflate {
+				data = `{"symbol":"HRLD","price":101.25,"bid":101.2,"ask":101.3,"volume":12000,"text":"hello, world","tags":["a","b","c"]}`
+			}
+			pub := &protocol.Publication{Channel: "c", Data: protocol.Data(data)}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -222,4 +245,98 @@ func TestLiveAfterHistorySeam(t *testing.T) {
 		t.Fatalf("delivered %d, want 1 (offset 33 only)", d)
 	}
 	h.Remove(s)
+}
+
+// TestCompressedOnce: a publication to subscribers of mixed variants is
+// compressed once per codec that has compressing subscribers, and every
+// compressing subscriber of a codec gets the very same frame bytes, which
+// inflate to the plain frame's payload. Not parallel: it reads the
+// process-wide compression counter.
+func TestCompressedOnce(t *testing.T) {
+	h := hub.New(hub.Options{})
+	const n = 12
+	zpeers := newPeersWith(t, "epoll", n, transport.Options{}, true, true)
+	plain := newPeersWith(t, "goroutine", 2, transport.Options{}, true, false)
+	type want struct {
+		p     *peer
+		codec protocol.Codec
+		z     bool
+	}
+	var subs []*hub.Sub
+	var all []want
+	add := func(p *peer, c protocol.Codec, compress bool) {
+		s := &hub.Sub{Conn: p.c, Codec: c, Channel: "c", Compress: compress}
+		h.Add(s)
+		h.Activate(s, nil, 0)
+		subs = append(subs, s)
+		// A connection without the extension gets plain frames even where
+		// the namespace compresses.
+		all = append(all, want{p, c, compress && p.c.Deflate()})
+	}
+	for i, p := range zpeers {
+		switch {
+		case i < 8:
+			add(p, protocol.JSON, true)
+		case i < 10:
+			add(p, protocol.Msgpack, true)
+		default:
+			add(p, protocol.JSON, false) // negotiated, namespace does not compress
+		}
+	}
+	add(plain[0], protocol.JSON, true)
+	add(plain[1], protocol.Msgpack, false)
+
+	data := protocol.Data(`{"text":"` + strings.Repeat("compress me once ", 40) + `"}`)
+	before := transport.Compressions()
+	const pubs = 3
+	for o := uint64(1); o <= pubs; o++ {
+		h.Publish("c", &protocol.Publication{Channel: "c", Offset: o, Data: data}, "e")
+	}
+	if got := h.Stats().Compressed; got != pubs*2 {
+		t.Fatalf("hub compressed %d frames, want %d (one per publication and codec)", got, pubs*2)
+	}
+	if got := transport.Compressions() - before; got != pubs*2 {
+		t.Fatalf("compressor ran %d times, want %d", got, pubs*2)
+	}
+	if d := h.Stats().Delivered; d != pubs*uint64(len(all)) {
+		t.Fatalf("delivered %d, want %d", d, pubs*len(all))
+	}
+	// Every subscriber reads its frames; those of one variant are equal
+	// byte for byte.
+	first := map[string][]byte{}
+	for _, w := range all {
+		for o := 1; o <= pubs; o++ {
+			_ = w.p.far.SetReadDeadline(time.Now().Add(5 * time.Second))
+			f, err := ws.ReadFrame(w.p.far)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (f.Header.Rsv == 4) != w.z {
+				t.Fatalf("%s compress=%v: frame RSV %b", w.codec.Name(), w.z, f.Header.Rsv)
+			}
+			raw := append(ws.MustCompileFrame(f), nil...)
+			key := fmt.Sprintf("%s/%v/%d", w.codec.Name(), w.z, o)
+			if prev, ok := first[key]; ok && !bytes.Equal(prev, raw) {
+				t.Fatalf("%s: subscribers got different bytes", key)
+			}
+			first[key] = raw
+			payload := f.Payload
+			if w.z {
+				r := flate.NewReader(io.MultiReader(bytes.NewReader(payload), bytes.NewReader([]byte{0, 0, 0xff, 0xff, 1, 0, 0, 0xff, 0xff})))
+				if payload, err = io.ReadAll(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantPayload, _ := w.codec.AppendPublicationPush(nil, &protocol.Publication{Channel: "c", Offset: uint64(o), Data: data})
+			if !bytes.Equal(payload, wantPayload) {
+				t.Fatalf("%s: payload %q, want %q", key, payload, wantPayload)
+			}
+		}
+	}
+	if z := len(first["herald.json/true/1"]); z == 0 || z >= len(first["herald.json/false/1"]) {
+		t.Fatalf("compressed frame of %d bytes, plain %d", z, len(first["herald.json/false/1"]))
+	}
+	for _, s := range subs {
+		h.Remove(s)
+	}
 }

@@ -44,6 +44,18 @@ func MessageFrame(binary bool, payload []byte) []byte {
 	return AppendFrame(make([]byte, 0, FrameHeaderSize(len(payload))+len(payload)), op, payload)
 }
 
+// FramePayload returns the payload of a complete unmasked frame made by
+// AppendFrame or MessageFrame (a slice of it, not a copy).
+func FramePayload(frame []byte) []byte {
+	switch frame[1] & 0x7f {
+	case 126:
+		return frame[4:]
+	case 127:
+		return frame[10:]
+	}
+	return frame[2:]
+}
+
 // closeFrame returns a close frame with code and reason (truncated to fit
 // the 125-byte control payload).
 func closeFrame(code ws.StatusCode, reason string) []byte {
