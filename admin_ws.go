@@ -49,5 +49,5 @@ func (a *adminUI) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.audit(r, slog.LevelInfo, "live tail connect", "ok")
-	s.startSession(nc, in, sub, "", nil, time.Unix(sess.expires, 0))
+	s.startSession(nc, in, sub, false, "", nil, time.Unix(sess.expires, 0))
 }

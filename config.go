@@ -80,8 +80,16 @@ type Config struct {
 	// error 102. Default false.
 	UnknownNamespacesAsDefault bool `yaml:"unknown_namespaces_as_default" json:"unknown_namespaces_as_default"`
 
+	// Compression negotiates WebSocket permessage-deflate (RFC 7692) with
+	// clients that offer it, without context takeover in either
+	// direction. Compressed client messages are inflated (MaxMessageSize
+	// applies to the inflated size); publications go compressed in the
+	// namespaces whose Compression is set, each compressed once for all
+	// its subscribers. Default false.
+	Compression bool `yaml:"compression" json:"compression"`
 	// MaxMessageSize is the largest WebSocket message accepted from a
-	// client; larger ones close the connection with 1009. Default 64 KiB.
+	// client, after decompression; larger ones close the connection with
+	// 1009. Default 64 KiB.
 	MaxMessageSize int `yaml:"max_message_size" json:"max_message_size"`
 	// QueueMaxBytes and QueueMaxMessages bound each connection's outbound
 	// queue; what happens past them is the namespace's SlowPolicy.
@@ -205,6 +213,12 @@ type Namespace struct {
 	// without knowing their connections. It is granted like a token's
 	// channels and recovers across reconnects. Default false.
 	Personal bool `yaml:"personal" json:"personal"`
+	// Compression sends the namespace's publications compressed to the
+	// connections that negotiated permessage-deflate (Config.Compression
+	// must be on): each publication is compressed once per encoding, not
+	// once per subscriber. Replies and other pushes go uncompressed.
+	// Default false.
+	Compression bool `yaml:"compression" json:"compression"`
 }
 
 // ErrConfig wraps every configuration error.
@@ -313,6 +327,9 @@ func (c Config) Validate() error {
 		case "", "disconnect", "drop":
 		default:
 			return fmt.Errorf("%w: namespace %q: slow_policy %q: want disconnect or drop", ErrConfig, ns.Name, ns.SlowPolicy)
+		}
+		if ns.Compression && !c.Compression {
+			return fmt.Errorf("%w: namespace %q: compression needs compression on at the top level", ErrConfig, ns.Name)
 		}
 	}
 	return nil

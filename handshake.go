@@ -11,6 +11,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -148,6 +149,7 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 	var headers map[string]string
 	names := s.forwardedHeaders()
 	ip, acquired := "", false
+	var deflate transport.DeflateNegotiation
 	u := ws.Upgrader{
 		Protocol: func(p []byte) bool {
 			return string(p) == protocol.SubprotocolJSON || string(p) == protocol.SubprotocolMsgpack
@@ -172,6 +174,9 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 			return nil, nil
 		},
 	}
+	if s.cfg.Compression {
+		u.Negotiate = deflate.Negotiate
+	}
 	hs, err := u.Upgrade(struct {
 		io.Reader
 		io.Writer
@@ -190,7 +195,7 @@ func (s *Server) handshake(c net.Conn, fl *forwardListener) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.startSession(c, in, hs.Protocol, ip, headers, time.Time{})
+	s.startSession(c, in, hs.Protocol, deflate.Accepted(), ip, headers, time.Time{})
 }
 
 // forwardRead passes c to net/http with the bytes read so far.

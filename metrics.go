@@ -90,6 +90,7 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_slow_disconnects_total", "Connections closed because their queue overflowed.", func() uint64 { return s.hub.Stats().Slow }),
 		hubStat("herald_dropped_publications_total", "Publications dropped for slow clients (drop policy).", func() uint64 { return s.hub.Stats().Dropped }),
 		hubStat("herald_stream_gaps_total", "Gaps detected in channel streams from the broker.", func() uint64 { return s.hub.Stats().Gaps }),
+		hubStat("herald_compressed_frames_total", "Publication frames compressed (permessage-deflate): one per publication and encoding, whatever the number of subscribers.", func() uint64 { return s.hub.Stats().Compressed }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
 	return m

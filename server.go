@@ -105,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 		namespaces: make(map[string]*namespace),
 		broker:     cfg.Broker,
 		presence:   cfg.Presence,
-		upgrader:   transport.Upgrader{Subprotocols: []string{protocol.SubprotocolJSON, protocol.SubprotocolMsgpack}},
+		upgrader:   transport.Upgrader{Subprotocols: []string{protocol.SubprotocolJSON, protocol.SubprotocolMsgpack}, Compression: cfg.Compression},
 		topts: (&transport.Options{
 			MaxMessageSize:   cfg.MaxMessageSize,
 			QueueMaxBytes:    cfg.QueueMaxBytes,
@@ -401,7 +401,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, no.reason, no.status)
 		return
 	}
-	nc, in, sub, err := s.upgrader.Upgrade(w, r)
+	nc, in, sub, deflate, err := s.upgrader.UpgradeDeflate(w, r)
 	if err != nil {
 		s.perIP.release(ip)
 		return
@@ -414,14 +414,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.startSession(nc, in, sub, ip, headers, time.Time{})
+	s.startSession(nc, in, sub, deflate, ip, headers, time.Time{})
 }
 
-// startSession serves an upgraded connection. ip holds a per-IP slot,
+// startSession serves an upgraded connection; deflate: it negotiated
+// permessage-deflate. ip holds a per-IP slot,
 // released when the session ends. A non-zero adminUntil makes it a
 // session of the admin UI (admin_ws.go), closed when the admin's login
 // expires.
-func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers map[string]string, adminUntil time.Time) {
+func (s *Server) startSession(nc net.Conn, in []byte, sub string, deflate bool, ip string, headers map[string]string, adminUntil time.Time) {
 	codec, _ := protocol.CodecFor(sub)
 	ss := newSession(s, codec)
 	ss.ip = ip // "" unless something needs it (see admit)
@@ -431,6 +432,9 @@ func (s *Server) startSession(nc net.Conn, in []byte, sub, ip string, headers ma
 		ss.expires.Store(adminUntil.Unix())
 	}
 	c := transport.NewConn(nc, sub, s.topts, ss)
+	if deflate {
+		c.SetDeflate()
+	}
 	ss.conn = c
 	s.sessions.add(ss)
 	if err := s.engine.Serve(c, in); err != nil {
@@ -446,11 +450,14 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
-	nc, in, sub, err := s.upgrader.Upgrade(w, r)
+	nc, in, sub, deflate, err := s.upgrader.UpgradeDeflate(w, r)
 	if err != nil {
 		return
 	}
 	c := transport.NewConn(nc, sub, s.topts, echoHandler{s})
+	if deflate {
+		c.SetDeflate()
+	}
 	s.sessions.addEcho(c)
 	if err := s.engine.Serve(c, in); err != nil {
 		s.sessions.removeEcho(c)

@@ -123,7 +123,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, grant: g, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Owner: ss}}
+	sub := &subscription{ns: ns, grant: g, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Owner: ss}}
 	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")

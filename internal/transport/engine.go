@@ -189,27 +189,33 @@ type Upgrader struct {
 	// Subprotocols lists the accepted subprotocols; the first one the
 	// client offers that is listed wins.
 	Subprotocols []string
-	// Compression negotiates permessage-deflate when the client offers it
-	// (see DeflateNegotiation).
+	// Compression negotiates permessage-deflate in UpgradeDeflate when the
+	// client offers it (see DeflateNegotiation).
 	Compression bool
 }
 
 // Upgrade answers the handshake and takes the connection from net/http. It
 // returns the connection, the bytes the client sent after the handshake,
 // and the chosen subprotocol. On error the HTTP response has been written.
+// It never negotiates permessage-deflate: see UpgradeDeflate.
 func (u *Upgrader) Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, []byte, string, error) {
-	nc, in, sub, _, err := u.UpgradeDeflate(w, r)
+	nc, in, sub, _, err := u.upgrade(w, r, false)
 	return nc, in, sub, err
 }
 
-// UpgradeDeflate is Upgrade that also reports whether permessage-deflate
-// was negotiated (then call SetDeflate on the connection).
+// UpgradeDeflate is Upgrade that negotiates permessage-deflate when
+// Compression is set and reports whether it was (then call SetDeflate on
+// the connection).
 func (u *Upgrader) UpgradeDeflate(w http.ResponseWriter, r *http.Request) (net.Conn, []byte, string, bool, error) {
+	return u.upgrade(w, r, u.Compression)
+}
+
+func (u *Upgrader) upgrade(w http.ResponseWriter, r *http.Request, deflate bool) (net.Conn, []byte, string, bool, error) {
 	var d DeflateNegotiation
 	up := ws.HTTPUpgrader{
 		Protocol: func(p string) bool { return slices.Contains(u.Subprotocols, p) },
 	}
-	if u.Compression {
+	if deflate {
 		up.Negotiate = d.Negotiate
 	}
 	nc, rw, hs, err := up.Upgrade(r, w)
