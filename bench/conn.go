@@ -9,9 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+	"github.com/klauspost/compress/flate"
 )
 
 // maxMessage bounds a server message the bench accepts (the server's own
@@ -30,6 +34,22 @@ type wsConn struct {
 	wbuf   []byte    // frames waiting for flush
 	big    []byte    // payloads larger than br's buffer, fragmented messages
 	maskSt uint32    // xorshift state for masking keys
+	// deflate: the server accepted permessage-deflate; compressed messages
+	// are inflated into inflated.
+	deflate  bool
+	inflated []byte
+}
+
+// countingReader counts the bytes read from a socket into n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(uint64(k))
+	return k, err
 }
 
 // closeError is the error of a connection the server closed with a close
@@ -46,7 +66,16 @@ type dialer struct {
 	timeout   time.Duration
 	readBuf   int
 	sourceIPs []net.IP
+	// compression offers permessage-deflate (as Chromium does: with
+	// client_max_window_bits).
+	compression bool
+	// wire, if set, gives the counter of connection i's socket bytes read.
+	wire func(i int) *atomic.Uint64
 }
+
+var deflateOffer = []httphead.Option{{Name: []byte("permessage-deflate")}}
+
+func init() { deflateOffer[0].Parameters.Set([]byte("client_max_window_bits"), nil) }
 
 // dial opens connection number i (its node and source address are picked
 // by i).
@@ -63,6 +92,9 @@ func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 	if p := d.tgt.Subprotocol(); p != "" {
 		wd.Protocols = []string{p}
 	}
+	if d.compression {
+		wd.Extensions = deflateOffer
+	}
 	nc, br, hs, err := wd.Dial(ctx, urlFor(d.urls, d.channels, i))
 	if err != nil {
 		return nil, err
@@ -75,10 +107,13 @@ func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 		return nil, fmt.Errorf("server chose subprotocol %q, want %q", hs.Protocol, d.tgt.Subprotocol())
 	}
 	var src io.Reader = nc
+	if d.wire != nil {
+		src = countingReader{r: nc, n: d.wire(i)}
+	}
 	if br != nil {
 		if n := br.Buffered(); n > 0 {
 			pre, _ := br.Peek(n)
-			src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), nc)
+			src = io.MultiReader(bytes.NewReader(bytes.Clone(pre)), src)
 		}
 		ws.PutReader(br)
 	}
@@ -87,6 +122,11 @@ func (d *dialer) dial(ctx context.Context, i int) (*wsConn, error) {
 		br:     bufio.NewReaderSize(src, d.readBuf),
 		op:     ws.OpText,
 		maskSt: uint32(i)*2654435761 | 1,
+	}
+	for _, e := range hs.Extensions {
+		if string(e.Name) == "permessage-deflate" {
+			c.deflate = true
+		}
 	}
 	if d.tgt.Binary() {
 		c.op = ws.OpBinary
@@ -153,14 +193,32 @@ var errTooBig = errors.New("server message too large")
 // answered, pongs skipped; a close frame ends the connection with a
 // *closeError.
 func (c *wsConn) read() ([]byte, error) {
+	msg, z, err := c.readRaw()
+	if err != nil || !z {
+		return msg, err
+	}
+	if c.inflated, err = inflateMessage(c.inflated[:0], msg); err != nil {
+		return nil, err
+	}
+	return c.inflated, nil
+}
+
+// readRaw is read without inflation: z reports a compressed message.
+func (c *wsConn) readRaw() (_ []byte, z bool, err error) {
 	var frag []byte // a fragmented message being assembled (in c.big)
 	fragmented := false
 	for {
 		h, err := c.br.Peek(2)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		fin := h[0]&0x80 != 0
+		if op := ws.OpCode(h[0] & 0x0f); op == ws.OpText || op == ws.OpBinary {
+			z = h[0]&0x40 != 0
+			if z && !c.deflate {
+				return nil, false, errors.New("compressed message without permessage-deflate")
+			}
+		}
 		op := ws.OpCode(h[0] & 0x0f)
 		masked := h[1]&0x80 != 0
 		n := uint64(h[1] & 0x7f)
@@ -176,7 +234,7 @@ func (c *wsConn) read() ([]byte, error) {
 		}
 		if hl > 2 {
 			if h, err = c.br.Peek(hl); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 		switch n {
@@ -190,15 +248,15 @@ func (c *wsConn) read() ([]byte, error) {
 			copy(mask[:], h[hl-4:hl])
 		}
 		if _, err := c.br.Discard(hl); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if n > maxMessage {
-			return nil, errTooBig
+			return nil, false, errTooBig
 		}
 		var p []byte
 		if int(n) <= c.br.Size() && (!fragmented || op.IsControl()) {
 			if p, err = c.br.Peek(int(n)); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			_, _ = c.br.Discard(int(n)) // n <= Buffered after Peek: no read
 		} else {
@@ -212,7 +270,7 @@ func (c *wsConn) read() ([]byte, error) {
 				frag = c.big[:n]
 			}
 			if _, err := io.ReadFull(c.br, frag[start:]); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			p = frag[start:]
 		}
@@ -225,22 +283,22 @@ func (c *wsConn) read() ([]byte, error) {
 			if len(p) >= 2 {
 				code = binary.BigEndian.Uint16(p)
 			}
-			return nil, &closeError{code: code}
+			return nil, false, &closeError{code: code}
 		case ws.OpPing:
 			c.wbuf = appendClientFrame(c.wbuf, ws.OpPong, p, c.nextMask())
 			if err := c.flush(); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			continue
 		case ws.OpPong:
 			continue
 		case ws.OpContinuation:
 			if !fragmented {
-				return nil, errors.New("continuation frame without a first fragment")
+				return nil, false, errors.New("continuation frame without a first fragment")
 			}
 			if fin {
 				c.big = frag
-				return frag, nil
+				return frag, z, nil
 			}
 			continue
 		}
@@ -251,6 +309,36 @@ func (c *wsConn) read() ([]byte, error) {
 			}
 			continue
 		}
-		return p, nil
+		return p, z, nil
+	}
+}
+
+var inflaters = sync.Pool{New: func() any { return flate.NewReader(nil) }}
+
+var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
+
+// inflateMessage appends the inflated permessage-deflate message z to dst
+// (at most maxMessage bytes).
+func inflateMessage(dst, z []byte) ([]byte, error) {
+	fr := inflaters.Get().(io.ReadCloser)
+	defer inflaters.Put(fr)
+	if err := fr.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(z), bytes.NewReader(deflateTail)), nil); err != nil {
+		return nil, err
+	}
+	for {
+		if len(dst) == cap(dst) {
+			if len(dst) > maxMessage {
+				return nil, errTooBig
+			}
+			dst = append(dst, 0)[:len(dst)]
+		}
+		n, err := fr.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("inflating a message: %w", err)
+		}
 	}
 }

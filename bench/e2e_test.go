@@ -21,14 +21,23 @@ import (
 // URL. It is shut down when the test ends.
 func startServer(t *testing.T, b broker.Broker) string {
 	t.Helper()
+	return startServerWith(t, b, false)
+}
+
+// startServerWith is startServer with permessage-deflate on for every
+// channel when compression is set.
+func startServerWith(t *testing.T, b broker.Broker, compression bool) string {
+	t.Helper()
 	srv, err := herald.New(herald.Config{
 		AllowAnonymous:             true,
 		UnknownNamespacesAsDefault: true,
 		APIKeys:                    []string{"k"},
 		DrainTimeout:               time.Second,
 		Broker:                     b,
+		Compression:                compression,
 		Namespaces: []herald.Namespace{{
 			HistorySize: 100, AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
+			Compression: compression,
 		}},
 	})
 	if err != nil {
@@ -126,6 +135,27 @@ func TestFanoutEndToEnd(t *testing.T) {
 	_ = rep.writeText(&direct)
 	if shown.String() != direct.String() {
 		t.Errorf("--show differs from the report:\n%s\nwant\n%s", shown.String(), direct.String())
+	}
+}
+
+// TestFanoutCompression: with --compression against a server that
+// compresses, every message arrives (inflated and checked like the others)
+// in fewer bytes on the wire than without.
+func TestFanoutCompression(t *testing.T) {
+	url := startServerWith(t, nil, true)
+	args := []string{"--scenario", "fanout", "--conns", "10", "--channels", "1",
+		"--rate", "0", "--messages", "100", "--duration", "20s", "--inflight", "2", "--window", "20",
+		"--payload", "json", "--size", "1000"}
+	plain := runBench(t, url, args...)
+	checkDelivery(t, plain, 100, 10)
+	z := runBench(t, url, append(args, "--compression")...)
+	checkDelivery(t, z, 100, 10)
+	pw, zw := plain.Delivery.WireBytesPerDelivery, z.Delivery.WireBytesPerDelivery
+	if pw < 900 || zw <= 0 || zw > pw*0.7 {
+		t.Fatalf("wire bytes per delivery: %.1f plain, %.1f compressed", pw, zw)
+	}
+	if !z.Params.Compression || z.Params.Payload != "json" {
+		t.Errorf("params %+v", z.Params)
 	}
 }
 

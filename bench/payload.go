@@ -36,6 +36,67 @@ func appendPayload(dst []byte, seq uint64, sentNanos int64, size int) []byte {
 	return append(dst, `"}`...)
 }
 
+// Payload shapes (--payload): "pad" pads with x after the two numbers,
+// which compresses to almost nothing; "json" fills the rest with an array
+// of order-book-like records whose numbers vary, as an application's JSON
+// would, so that compression has something real to work on:
+//
+//	{"s":42,"t":1764100000000000000,"p":[{"id":91342,"sym":"HRLD","px":101.37,"qty":300,"side":"buy","venue":"XNAS"},…]}
+//
+// Both start with "s" and "t", and the same seq gives the same payload.
+
+// appendPayloadShape appends a payload of the given shape of at most size
+// bytes (exactly size for "pad").
+func appendPayloadShape(dst []byte, shape string, seq uint64, sentNanos int64, size int) []byte {
+	if shape != "json" {
+		return appendPayload(dst, seq, sentNanos, size)
+	}
+	start := len(dst)
+	dst = append(dst, payloadPrefix...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"t":`...)
+	dst = strconv.AppendInt(dst, sentNanos, 10)
+	dst = append(dst, `,"p":[`...)
+	x := uint32(seq)*2654435761 | 1
+	next := func() uint32 { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return x }
+	var rec []byte
+	for n := 0; ; n++ {
+		rec = rec[:0]
+		if n > 0 {
+			rec = append(rec, ',')
+		}
+		rec = append(rec, `{"id":`...)
+		rec = strconv.AppendUint(rec, uint64(next()%100000), 10)
+		rec = append(rec, `,"sym":"`...)
+		rec = append(rec, jsonSymbols[next()%uint32(len(jsonSymbols))]...)
+		rec = append(rec, `","px":`...)
+		px := next() % 100000
+		rec = strconv.AppendUint(rec, uint64(px/100), 10)
+		rec = append(rec, '.')
+		rec = append(rec, byte('0'+px/10%10), byte('0'+px%10))
+		rec = append(rec, `,"qty":`...)
+		rec = strconv.AppendUint(rec, uint64(next()%50+1)*100, 10)
+		if next()%2 == 0 {
+			rec = append(rec, `,"side":"buy"`...)
+		} else {
+			rec = append(rec, `,"side":"sell"`...)
+		}
+		rec = append(rec, `,"venue":"`...)
+		rec = append(rec, jsonVenues[next()%uint32(len(jsonVenues))]...)
+		rec = append(rec, `"}`...)
+		if len(dst)-start+len(rec)+2 > size {
+			break
+		}
+		dst = append(dst, rec...)
+	}
+	return append(dst, `]}`...)
+}
+
+var (
+	jsonSymbols = []string{"HRLD", "ACME", "GLBX", "NTRN", "QNTM", "VRTX", "ZEPH", "OMNI", "PLSR", "KRKN"}
+	jsonVenues  = []string{"XNAS", "XNYS", "ARCX", "BATS", "IEXG"}
+)
+
 // parsePayload reads the sequence number and send time at the start of
 // data. It does not look past them, so data may be followed by the rest of
 // the enclosing message.

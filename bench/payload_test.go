@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -139,5 +141,31 @@ func TestFlags(t *testing.T) {
 		if _, err := parseFlags(bad, &strings.Builder{}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestJSONPayload(t *testing.T) {
+	for _, size := range []int{minPayloadSize, 200, 1000, 4096} {
+		p := appendPayloadShape(nil, "json", 42, 1764100000000000000, size)
+		if len(p) > size+2 && size > minPayloadSize {
+			t.Errorf("size %d: %d bytes", size, len(p))
+		}
+		var v struct {
+			S uint64           `json:"s"`
+			T int64            `json:"t"`
+			P []map[string]any `json:"p"`
+		}
+		if err := json.Unmarshal(p, &v); err != nil {
+			t.Fatalf("size %d: %q: %v", size, p, err)
+		}
+		if seq, sent, ok := parsePayload(p); !ok || seq != 42 || sent != 1764100000000000000 {
+			t.Errorf("size %d: parsed %d %d %v", size, seq, sent, ok)
+		}
+		if size >= 1000 && len(p) < size-120 {
+			t.Errorf("size %d: only %d bytes", size, len(p))
+		}
+	}
+	if a, b := appendPayloadShape(nil, "json", 1, 0, 1000), appendPayloadShape(nil, "json", 2, 0, 1000); bytes.Equal(a[10:], b[10:]) {
+		t.Error("payloads of two sequence numbers are the same")
 	}
 }

@@ -20,6 +20,7 @@ type pubPlan struct {
 	duration time.Duration
 	messages uint64 // stop after this many channel messages; 0: no limit
 	size     int
+	shape    string        // payload shape: pad or json
 	batch    int           // channels per API request (broadcast) or pipelined client publishes
 	inflight int           // concurrent requests (API) or publisher connections (client)
 	window   int           // rate 0: messages published but not yet delivered to every subscriber
@@ -276,7 +277,7 @@ func (p *publisher) work(ctx context.Context, slot int, c *wsConn, tasks <-chan 
 	lat := p.rtt.shard(slot)
 	for t := range tasks {
 		t0 := time.Now()
-		payload = appendPayload(payload[:0], t.seq, t0.UnixNano(), plan.size)
+		payload = appendPayloadShape(payload[:0], plan.shape, t.seq, t0.UnixNano(), plan.size)
 		var failed []int // indices into t.chans
 		var err error
 		if c == nil {

@@ -46,6 +46,8 @@ type Params struct {
 	Duration    float64 `json:"duration_s"`
 	Messages    uint64  `json:"messages,omitempty"`
 	Size        int     `json:"size"`
+	Payload     string  `json:"payload,omitempty"`     // --payload shape
+	Compression bool    `json:"compression,omitempty"` // permessage-deflate offered
 	Publish     string  `json:"publish,omitempty"`
 	Batch       int     `json:"batch,omitempty"`
 	Inflight    int     `json:"inflight,omitempty"`
@@ -150,6 +152,11 @@ type DeliveryStats struct {
 	// ServerCPUPerDelivery is server CPU over the measured phase divided
 	// by deliveries, in microseconds.
 	ServerCPUPerDelivery float64 `json:"server_cpu_per_delivery_us,omitempty"`
+	// WireBytes is what the subscribers read from their sockets while
+	// publishing and draining (frames with their headers, compressed or
+	// not); WireBytesPerDelivery divides it by the deliveries.
+	WireBytes            uint64  `json:"wire_bytes,omitempty"`
+	WireBytesPerDelivery float64 `json:"wire_bytes_per_delivery,omitempty"`
 	// BrokerCPUPerDelivery is the same for the broker (--broker-pid).
 	BrokerCPUPerDelivery float64        `json:"broker_cpu_per_delivery_us,omitempty"`
 	LostConns            int            `json:"lost_conns"`
@@ -247,6 +254,9 @@ func (r *Report) writeText(w io.Writer) error {
 		row("delivery", "%d received of %d expected by %d subscribers in %.3fs: %.0f/s", d.Received, d.Expected, d.Subscribers, d.Elapsed, d.Rate)
 		row("  checks", "lost %d, duplicated %d, out of order %d, bad %d, unexpected %d, drained %v",
 			d.Lost, d.Duplicates, d.OutOfOrder, d.BadPayload, d.Unexpected, d.Drained)
+		if d.WireBytesPerDelivery > 0 {
+			row("  wire bytes per delivery", "%.1f", d.WireBytesPerDelivery)
+		}
 		if d.ServerCPUPerDelivery > 0 {
 			row("  server cpu per delivery", "%.2f us", d.ServerCPUPerDelivery)
 		}

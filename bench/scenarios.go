@@ -87,14 +87,14 @@ func (r *runner) publish(ctx context.Context) error {
 	p := &publisher{
 		plan: pubPlan{
 			mode: o.Publish, channels: channels, subs: r.subs, rate: o.Rate,
-			duration: o.Duration, messages: o.Messages, size: o.Size, batch: o.Batch, inflight: o.Inflight,
+			duration: o.Duration, messages: o.Messages, size: o.Size, shape: o.Payload, batch: o.Batch, inflight: o.Inflight,
 			window: o.Window, stall: 5 * time.Second,
 		},
 		tgt: r.tgt, api: r.api,
 		// Publisher connections (--publish client) go to the first node,
 		// as API publishes go to one.
 		d: &dialer{urls: o.urls[:1], channels: 1, tgt: r.tgt, timeout: o.ConnTimeout, readBuf: 64 << 10,
-			sourceIPs: ips},
+			sourceIPs: ips, compression: o.Compression},
 		delivered: func() uint64 { return r.progress().Delivered },
 	}
 	srv := r.rep.Server
@@ -156,7 +156,8 @@ func (r *runner) publish(ctx context.Context) error {
 	srv.RSSMax = max(srv.RSSMax, srv.RSS)
 	stopLog()
 	r.rep.Publish = &ps
-	r.rep.Delivery = &DeliveryStats{Subscribers: r.nsubs, Expected: expected, Drained: drained}
+	r.rep.Delivery = &DeliveryStats{Subscribers: r.nsubs, Expected: expected, Drained: drained,
+		WireBytes: r.progress().Wire - start.Wire}
 	if !drained {
 		r.warn("drain ended before every expected delivery arrived")
 	}
@@ -212,6 +213,9 @@ func (r *runner) finish(ctx context.Context) error {
 		if el > 0 {
 			d.Rate = round1(float64(s.Received) / el.Seconds())
 		}
+	}
+	if s.Received > 0 && d.WireBytes > 0 {
+		d.WireBytesPerDelivery = round1(float64(d.WireBytes) / float64(s.Received))
 	}
 	if c := r.rep.Server.CPU; c != nil && s.Received > 0 {
 		d.ServerCPUPerDelivery = round3(c.Total * 1e6 / float64(s.Received))

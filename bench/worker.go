@@ -26,6 +26,7 @@ type workerConfig struct {
 	Concurrency int           `json:"concurrency"`
 	Timeout     time.Duration `json:"timeout"` // per connection: dial, handshake, connect, subscribe
 	ReadBuffer  int           `json:"read_buffer"`
+	Compression bool          `json:"compression,omitempty"` // offer permessage-deflate
 	// Deadline (unix nanoseconds) is when a child gives up on its parent.
 	Deadline int64 `json:"deadline"`
 }
@@ -37,7 +38,8 @@ func channelName(prefix string, i int) string { return prefix + strconv.Itoa(i) 
 type counterShard struct {
 	delivered atomic.Uint64 // publication frames received
 	other     atomic.Uint64 // other server messages (join, leave, ...)
-	_         [48]byte
+	wire      atomic.Uint64 // bytes read from the sockets
+	_         [40]byte
 }
 
 const numShards = 16
@@ -78,13 +80,15 @@ func newWorker(cfg workerConfig) (*worker, error) {
 	}
 	w := &worker{
 		cfg: cfg, tgt: tgt,
-		d:       &dialer{urls: cfg.URLs, channels: cfg.Channels, tgt: tgt, timeout: cfg.Timeout, readBuf: cfg.ReadBuffer, sourceIPs: ips},
+		d: &dialer{urls: cfg.URLs, channels: cfg.Channels, tgt: tgt, timeout: cfg.Timeout, readBuf: cfg.ReadBuffer, sourceIPs: ips,
+			compression: cfg.Compression},
 		subs:    make([]*subscriber, cfg.Hi-cfg.Lo),
 		lat:     newShardedHist(numShards),
 		connLat: newHist(),
 		endings: map[string]int{},
 		errs:    map[string]int{},
 	}
+	w.d.wire = func(i int) *atomic.Uint64 { return &w.ctr[i%numShards].wire }
 	return w, nil
 }
 
@@ -319,6 +323,7 @@ func (w *worker) ended(err error) {
 type progress struct {
 	Delivered uint64 `json:"d"`
 	Other     uint64 `json:"o"`
+	Wire      uint64 `json:"w,omitempty"`
 	Conns     int64  `json:"c"`
 	CPU       int64  `json:"cpu,omitempty"` // nanoseconds; child processes only
 }
@@ -328,6 +333,7 @@ func (w *worker) progress() progress {
 	for i := range w.ctr {
 		p.Delivered += w.ctr[i].delivered.Load()
 		p.Other += w.ctr[i].other.Load()
+		p.Wire += w.ctr[i].wire.Load()
 	}
 	p.Conns = w.conns.Load()
 	return p
