@@ -12,7 +12,9 @@
 #
 # Environment: KEY (HTTP API key, default "k"), HISTORY_SIZE (default 1000)
 # and HISTORY_TTL (default 1h) as in bench/peers/herald-bench.yaml,
-# LOG_LEVEL (default warn), ADDRESS (default 127.0.0.1).
+# LOG_LEVEL (default warn), ADDRESS (default 127.0.0.1), COMPRESSION (1:
+# WebSocket permessage-deflate on, at Centrifugo's default level 1 and no
+# minimum size; default off).
 #
 # The config is the equivalent of bench/peers/herald-bench.yaml: memory
 # engine; channels without a namespace (the bench's channels) keep a
@@ -32,6 +34,7 @@ HISTORY_SIZE=${HISTORY_SIZE:-1000}
 HISTORY_TTL=${HISTORY_TTL:-1h}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 ADDRESS=${ADDRESS:-127.0.0.1}
+COMPRESSION=${COMPRESSION:-}
 
 die() { echo "centrifugo.sh: $*" >&2; exit 1; }
 
@@ -58,7 +61,11 @@ install() {
 }
 
 config() {
-	local port=$1 cfg="$CACHE/config-$1.json"
+	local port=$1 cfg="$CACHE/config-$1.json" ws=""
+	if [ "$COMPRESSION" = 1 ]; then
+		cfg="$CACHE/config-$1-deflate.json"
+		ws='"websocket": {"compression": true},'
+	fi
 	mkdir -p "$CACHE"
 	cat >"$cfg.tmp.$$" <<JSON
 {
@@ -67,7 +74,7 @@ config() {
   "engine": {"type": "memory"},
   "health": {"enabled": true},
   "usage_stats": {"disabled": true},
-  "http_api": {"key": "$KEY"},
+  "http_api": {"key": "$KEY"},$ws
   "client": {
     "allow_anonymous_connect_without_token": true,
     "ping_interval": "25s",
