@@ -62,6 +62,8 @@ func apiStatus(code uint32) int {
 		return http.StatusTooManyRequests
 	case protocol.ErrTimeout:
 		return http.StatusGatewayTimeout
+	case protocol.ErrUnavailable:
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -3,6 +3,7 @@ package herald
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
@@ -24,10 +25,20 @@ func (s *Server) publish(ctx context.Context, ns *namespace, ch, source string, 
 	end(pos, err)
 	if err != nil {
 		s.log.Error("publish", "channel", ch, "err", err)
-		return pos, protocol.NewError(protocol.ErrInternal, "publish failed")
+		return pos, brokerError(err, "publish failed")
 	}
 	s.published.Add(1)
 	return pos, nil
+}
+
+// brokerError turns a broker failure into a protocol error: 117
+// (unavailable, temporary) when the broker refused the call for now,
+// otherwise 100 (internal, temporary) with msg.
+func brokerError(err error, msg string) *protocol.Error {
+	if errors.Is(err, broker.ErrUnavailable) {
+		return protocol.NewError(protocol.ErrUnavailable, "broker unavailable, retry")
+	}
+	return protocol.NewError(protocol.ErrInternal, msg)
 }
 
 // readHistory is every history read: the history command and API method,
@@ -38,7 +49,7 @@ func (s *Server) readHistory(ctx context.Context, ch string, opts broker.History
 	s.observe("history", start)
 	if err != nil {
 		s.log.Error("broker history", "channel", ch, "err", err)
-		return nil, pos, protocol.NewError(protocol.ErrInternal, "history failed")
+		return nil, pos, brokerError(err, "history failed")
 	}
 	return pubs, pos, nil
 }
@@ -64,7 +75,7 @@ func (s *Server) presenceOf(ctx context.Context, ns *namespace, ch string) (*pro
 	m, err := s.presence.Presence(ctx, ch)
 	if err != nil {
 		s.log.Error("presence", "channel", ch, "err", err)
-		return nil, protocol.NewError(protocol.ErrInternal, "presence failed")
+		return nil, brokerError(err, "presence failed")
 	}
 	return &protocol.PresenceResult{Presence: m}, nil
 }
@@ -76,7 +87,7 @@ func (s *Server) presenceStatsOf(ctx context.Context, ns *namespace, ch string) 
 	st, err := s.presence.PresenceStats(ctx, ch)
 	if err != nil {
 		s.log.Error("presence stats", "channel", ch, "err", err)
-		return nil, protocol.NewError(protocol.ErrInternal, "presence failed")
+		return nil, brokerError(err, "presence failed")
 	}
 	return &protocol.PresenceStatsResult{NumClients: uint32(st.NumClients), NumUsers: uint32(st.NumUsers)}, nil
 }

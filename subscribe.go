@@ -126,7 +126,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	sub := &subscription{ns: ns, grant: g, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Owner: ss}}
 	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
-		return nil, protocol.NewError(protocol.ErrInternal, "subscribe failed")
+		return nil, brokerError(err, "subscribe failed")
 	}
 	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave}}
 	if ns.history {

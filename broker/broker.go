@@ -11,6 +11,13 @@ import (
 // ErrClosed is returned by calls on a closed broker.
 var ErrClosed = errors.New("herald: broker closed")
 
+// ErrUnavailable is wrapped by errors of calls the broker could not serve
+// for now, and refused at once rather than wait: its backend is electing
+// a leader, recreating a stream, or out of reach. Nothing was stored, so
+// the same call may be retried (with the same idempotency key) and
+// succeed. The server answers them with the temporary error code 117.
+var ErrUnavailable = errors.New("herald: broker unavailable")
+
 // StreamPosition is a channel stream position: the epoch names the stream's
 // identity, the offset the last publication in it.
 type StreamPosition = protocol.StreamPosition

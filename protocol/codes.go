@@ -28,6 +28,7 @@ const (
 	ErrNotFound              = 114
 	ErrTimeout               = 115 // temporary
 	ErrNotConnected          = 116 // a command other than connect before connect
+	ErrUnavailable           = 117 // temporary: the broker cannot serve it now (leader election, outage)
 )
 
 // Error is an error reply. Temporary errors may be retried as they are.
@@ -43,7 +44,7 @@ func (e *Error) Error() string { return fmt.Sprintf("herald error %d: %s", e.Cod
 func NewError(code uint32, msg string) *Error {
 	e := &Error{Code: code, Message: msg}
 	switch code {
-	case ErrInternal, ErrTooManyRequests, ErrTimeout:
+	case ErrInternal, ErrTooManyRequests, ErrTimeout, ErrUnavailable:
 		e.Temporary = true
 	}
 	return e

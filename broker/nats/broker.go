@@ -45,6 +45,9 @@ type Broker struct {
 	closed   bool
 	inflight sync.WaitGroup
 	quit     chan struct{} // closed by Close: ends waits inside calls
+	// quitCtx ends when Close begins: the context of background work.
+	quitCtx    context.Context
+	cancelQuit context.CancelFunc
 
 	// Set by Start, read-only after.
 	nc         *natsgo.Conn
@@ -63,6 +66,12 @@ type Broker struct {
 	stopped bool
 
 	ensureMu sync.Mutex // serializes stream (re)creation
+
+	// repairing[i] is set while a goroutine checks stream i, and recreates
+	// it if it is gone; repairs tracks those goroutines (Close joins them).
+	repairMu  sync.Mutex
+	repairing [numStreams]bool
+	repairs   sync.WaitGroup
 
 	seed   maphash.Seed
 	shards [numShards]chanShard
@@ -94,6 +103,7 @@ func New(cfg Config) (*Broker, error) {
 	for i := range b.shards {
 		b.shards[i].m = make(map[string]*chanState)
 	}
+	b.quitCtx, b.cancelQuit = context.WithCancel(context.Background())
 	return b, nil
 }
 
@@ -182,7 +192,10 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.closed = true
 	started := b.started
 	b.mu.Unlock()
+	b.repairMu.Lock() // no repair starts after this
 	close(b.quit)
+	b.repairMu.Unlock()
+	b.cancelQuit()
 	if !started {
 		return nil
 	}
@@ -201,6 +214,7 @@ func (b *Broker) Close(ctx context.Context) error {
 	// Closing makes calls still in flight fail fast.
 	b.nc.Close()
 	<-b.connClosed
+	b.repairs.Wait() // they end with quit
 	// Wait for the calls in flight, which fail fast now (and so for the
 	// goroutine of syncx.Wait, when ctx ended the wait above).
 	b.inflight.Wait()
@@ -474,19 +488,88 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 	}
 }
 
-// retry runs f, and once more after recreating stream i if f found it
-// missing (deleted, or lost by a NATS restart without persistence).
-func (b *Broker) retry(ctx context.Context, i int, f func() error) error {
+// retry runs f. If f finds stream i missing, it does not wait for the
+// stream: it returns an error wrapping broker.ErrUnavailable at once, so
+// that the caller may retry, and has the stream repaired in the
+// background. No server answers for a stream that has no leader for the
+// moment (its leader died and the others are electing one), nor for one
+// that is gone (deleted, or lost by a NATS restart without persistence);
+// the repair recreates it in the second case and changes nothing in the
+// first. Nothing was stored by the failed call.
+func (b *Broker) retry(_ context.Context, i int, f func() error) error {
 	err := f()
 	if !streamMissing(err) {
 		return err
 	}
-	b.log.Warn("nats stream missing; recreating it", "stream", b.streamConfig(i).Name)
-	if _, err := b.ensureStream(ctx, i); err != nil {
-		return err
-	}
-	return f()
+	b.repair(i)
+	return fmt.Errorf("%w: stream %s has no leader or is missing: %w", broker.ErrUnavailable, b.streamConfig(i).Name, err)
 }
+
+// repairTimeout bounds one background repair of a stream.
+const repairTimeout = time.Minute
+
+// repair creates or updates stream i in a goroutine of its own, unless
+// one is at it already. The goroutine ends with Close.
+func (b *Broker) repair(i int) {
+	b.repairMu.Lock()
+	defer b.repairMu.Unlock()
+	select {
+	case <-b.quit:
+		return
+	default:
+	}
+	if b.repairing[i] {
+		return
+	}
+	b.repairing[i] = true
+	b.repairs.Add(1)
+	go func() {
+		defer b.repairs.Done()
+		ctx, cancel := context.WithTimeout(b.quitCtx, repairTimeout)
+		defer cancel()
+		name := b.streamConfig(i).Name
+		b.log.Warn("nats stream unavailable (no leader, or missing); checking it in the background", "stream", name)
+		if _, err := b.ensureStream(ctx, i); err != nil {
+			b.log.Warn("nats stream repair", "stream", name, "err", err)
+		}
+		b.repairMu.Lock()
+		b.repairing[i] = false
+		b.repairMu.Unlock()
+	}()
+}
+
+// read runs f, a read of stream i that only the stream's leader answers,
+// with a context bounded by Config.LeaderTimeout. While a stream elects a
+// leader nobody answers its reads: one that got no answer within that
+// time, while ctx goes on, fails with an error wrapping
+// broker.ErrUnavailable, as does one the servers answer with "JetStream
+// temporarily unavailable" or one that finds the stream missing (see
+// retry).
+func (b *Broker) read(ctx context.Context, i int, f func(context.Context) error) error {
+	actx, cancel := context.WithTimeout(ctx, b.cfg.LeaderTimeout)
+	defer cancel()
+	err := b.retry(ctx, i, func() error { return f(actx) })
+	return b.unavailable(ctx, actx, err)
+}
+
+// unavailable wraps err in broker.ErrUnavailable when it means the stream
+// could not answer for now: actx, bounded by LeaderTimeout, ended before
+// the caller's ctx, or the servers said JetStream was unavailable.
+func (b *Broker) unavailable(ctx, actx context.Context, err error) error {
+	switch {
+	case err == nil || errors.Is(err, broker.ErrUnavailable):
+		return err
+	case ctx.Err() == nil && actx.Err() != nil:
+		return fmt.Errorf("%w: no answer from the stream's leader within %v: %w", broker.ErrUnavailable, b.cfg.LeaderTimeout, err)
+	case apiCode(err) == jsErrCodeClusterNotAvail:
+		return fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
+	}
+	return err
+}
+
+// jsErrCodeClusterNotAvail is the API error of a request to a stream that
+// has no leader: "JetStream system temporarily unavailable".
+const jsErrCodeClusterNotAvail jetstream.ErrorCode = 10008
 
 func streamMissing(err error) bool {
 	return err != nil && (errors.Is(err, jetstream.ErrStreamNotFound) ||
@@ -567,11 +650,7 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 	if !since.IsZero() {
 		cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	var cons jetstream.Consumer
-	err := b.retry(ctx, i, func() (err error) {
-		cons, err = s.CreateConsumer(ctx, cc)
-		return err
-	})
+	cons, err := b.createReader(ctx, i, s, cc)
 	if err != nil {
 		return nil, fmt.Errorf("nats read %s: %w", filter, err)
 	}
@@ -584,7 +663,11 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		msgs, err := b.fetch(ctx, cons, min(pending-len(out), 4096))
+		var msgs []jetstream.Msg
+		err := b.read(ctx, i, func(ctx context.Context) (err error) {
+			msgs, err = b.fetch(ctx, cons, min(pending-len(out), 4096))
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("nats read %s: %w", filter, err)
 		}
@@ -605,7 +688,11 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 			// An empty answer does not mean the rest is gone: a no-wait
 			// pull answers with what the consumer has ready, which may
 			// be nothing for a moment. The consumer's own count says.
-			ci, err := cons.Info(ctx)
+			var ci *jetstream.ConsumerInfo
+			err := b.read(ctx, i, func(ctx context.Context) (err error) {
+				ci, err = cons.Info(ctx)
+				return err
+			})
 			if err != nil {
 				return nil, fmt.Errorf("nats read %s: %w", filter, err)
 			}
@@ -622,6 +709,33 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 		}
 	}
 	return out, nil
+}
+
+// createReader creates the ephemeral consumer of a read. The server
+// places it on one of the stream's servers at random, and after a
+// server's crash it goes on placing some on the dead one (until it counts
+// it offline, about half a minute later): those creations are never
+// answered. So each attempt waits a quarter of LeaderTimeout, and another
+// consumer is tried, until LeaderTimeout has passed; then the read fails
+// with broker.ErrUnavailable. A consumer created on a dead server is
+// removed by its InactiveThreshold.
+func (b *Broker) createReader(ctx context.Context, i int, s jetstream.Stream, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	lctx, cancel := context.WithTimeout(ctx, b.cfg.LeaderTimeout)
+	defer cancel()
+	for {
+		var cons jetstream.Consumer
+		actx, acancel := context.WithTimeout(lctx, b.cfg.LeaderTimeout/4)
+		err := b.retry(ctx, i, func() (err error) {
+			cons, err = s.CreateConsumer(actx, cc)
+			return err
+		})
+		unanswered := err != nil && lctx.Err() == nil && actx.Err() != nil
+		acancel()
+		if !unanswered {
+			return cons, b.unavailable(ctx, lctx, err)
+		}
+		b.log.Debug("nats consumer creation unanswered; trying another", "stream", b.streamConfig(i).Name)
+	}
 }
 
 // fetch pulls up to n messages that cons has now. A pull that finds no

@@ -68,6 +68,13 @@ type Config struct {
 	// RequestTimeout bounds calls whose context has no deadline. Default
 	// 10s.
 	RequestTimeout time.Duration
+	// LeaderTimeout bounds the wait for a stream's leader to answer one
+	// read. While a stream elects a new leader (its leader's server died)
+	// nobody answers; a call whose read got no answer within LeaderTimeout
+	// fails with broker.ErrUnavailable, which clients may retry, rather
+	// than wait out its deadline. Publishes find no leader at once. Default
+	// 2s.
+	LeaderTimeout time.Duration
 	// ReconnectWait is the pause between reconnect attempts. Default 2s.
 	ReconnectWait time.Duration
 	// MaxReconnects is the number of reconnect attempts before the
@@ -112,6 +119,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.ConnectTimeout, 5*time.Second)
 	dur(&c.RequestTimeout, 10*time.Second)
 	dur(&c.ReconnectWait, 2*time.Second)
+	dur(&c.LeaderTimeout, 2*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -177,6 +185,7 @@ func (c Config) Validate() error {
 		{"ConnectTimeout", c.ConnectTimeout},
 		{"RequestTimeout", c.RequestTimeout},
 		{"ReconnectWait", c.ReconnectWait},
+		{"LeaderTimeout", c.LeaderTimeout},
 	} {
 		if d.v < 0 {
 			bad("%s is negative", d.name)

@@ -123,6 +123,21 @@
 // per-message TTLs only from 2.11. MaxPresenceTTL bounds the stream's
 // MaxAge, which removes what nobody reads. Presence is kept in memory.
 //
+// # Leader elections and missing streams
+//
+// No call waits for a stream that cannot answer. A stream whose leader's
+// server died has no leader until the others elect one (seconds): a
+// publish to it finds no responder at once, and a read (only the leader
+// answers reads) gets no answer. Publishes then fail at once, and reads
+// after Config.LeaderTimeout, with an error wrapping
+// broker.ErrUnavailable: nothing was stored, and the same call may be
+// retried. A stream that is gone (deleted, or lost by a NATS restart
+// without persistence) fails calls the same way while a goroutine of the
+// broker recreates it; no call recreates a stream under its own deadline.
+// Ephemeral consumers of reads are placed at random on the stream's
+// servers, for a while on a dead one too: a creation unanswered for a
+// quarter of LeaderTimeout is tried again.
+//
 // # Lifecycle
 //
 // New validates; Start connects, creates or updates the streams and
@@ -130,8 +145,8 @@
 // the connection and returns when no handler call runs or will run. The
 // broker's goroutines are nats.go's (reader, flusher, one per
 // subscription), which end with the connection; Close waits for its closed
-// callback. The one goroutine the broker starts itself, in Close, is
-// joined before Close returns.
+// callback. The goroutines the broker starts itself, one in Close and
+// those repairing a stream, are joined before Close returns.
 //
 // Limitations: in a NATS cluster, subscription interest reaches other
 // servers asynchronously, so "delivered after Subscribe returns" holds

@@ -339,7 +339,7 @@ const maxMarks = 8
 // lastHead reads the last message of a history subject.
 func (b *Broker) lastHead(ctx context.Context, subj string) (head, bool, error) {
 	var m *jetstream.RawStreamMsg
-	err := b.retry(ctx, histStream, func() (err error) {
+	err := b.read(ctx, histStream, func(ctx context.Context) (err error) {
 		m, err = b.streams[histStream].GetLastMsgForSubject(ctx, subj)
 		return err
 	})

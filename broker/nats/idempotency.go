@@ -167,7 +167,7 @@ func (b *Broker) writeIdem(ctx context.Context, subj string, rec idemRecord, exp
 
 func (b *Broker) readIdem(ctx context.Context, subj string) (rec idemRecord, seq uint64, at time.Time, found bool, err error) {
 	var m *jetstream.RawStreamMsg
-	err = b.retry(ctx, idemStream, func() (err error) {
+	err = b.read(ctx, idemStream, func(ctx context.Context) (err error) {
 		m, err = b.streams[idemStream].GetLastMsgForSubject(ctx, subj)
 		return err
 	})

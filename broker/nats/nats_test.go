@@ -199,7 +199,8 @@ func mustPublish(t *testing.T, b broker.Broker, ch string, n int, opts broker.Pu
 }
 
 // TestEpochChangesWhenStreamDeleted deletes the history stream underneath
-// a running broker: the broker recreates it, and the channel's history
+// a running broker: the broker recreates it (calls meanwhile fail with
+// broker.ErrUnavailable), and the channel's history
 // has a new epoch, so a client is told it did not recover.
 func TestEpochChangesWhenStreamDeleted(t *testing.T) {
 	t.Parallel()
@@ -223,10 +224,18 @@ func TestEpochChangesWhenStreamDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pubs, cur, err := b.History(ctx(t), ch, broker.HistoryOptions{Since: &last, Limit: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The first call finds the stream missing and fails at once with
+	// broker.ErrUnavailable while the broker recreates the stream in the
+	// background; a retry succeeds.
+	var pubs []*protocol.Publication
+	var cur protocol.StreamPosition
+	brokertest.Eventually(t, 10*time.Second, "history once the stream is recreated", func() bool {
+		pubs, cur, err = b.History(ctx(t), ch, broker.HistoryOptions{Since: &last, Limit: -1})
+		if err != nil && !errors.Is(err, broker.ErrUnavailable) {
+			t.Fatal(err)
+		}
+		return err == nil
+	})
 	if cur.Epoch == last.Epoch || cur.Epoch == "" || broker.Recovered(last, pubs, cur) {
 		t.Fatalf("after the stream was deleted: position %+v, %d pubs (was %+v)", cur, len(pubs), last)
 	}

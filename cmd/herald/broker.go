@@ -66,6 +66,7 @@ type natsFileConfig struct {
 	ConnectTimeout       time.Duration `yaml:"connect_timeout,omitempty"`
 	RequestTimeout       time.Duration `yaml:"request_timeout,omitempty"`
 	ReconnectWait        time.Duration `yaml:"reconnect_wait,omitempty"`
+	LeaderTimeout        time.Duration `yaml:"leader_timeout,omitempty"`
 	MaxReconnects        int           `yaml:"max_reconnects,omitempty"`
 }
 
@@ -419,7 +420,7 @@ func (b *brokerConfig) natsConfig(log *slog.Logger) natsbroker.Config {
 		Prefix: b.Prefix, MemoryStorage: n.MemoryStorage, Replicas: n.Replicas,
 		HistoryMaxAge: n.HistoryMaxAge, MaxIdempotencyWindow: n.MaxIdempotencyWindow, MaxPresenceTTL: n.MaxPresenceTTL,
 		ConnectTimeout: n.ConnectTimeout, RequestTimeout: n.RequestTimeout,
-		ReconnectWait: n.ReconnectWait, MaxReconnects: n.MaxReconnects,
+		ReconnectWait: n.ReconnectWait, MaxReconnects: n.MaxReconnects, LeaderTimeout: n.LeaderTimeout,
 		Logger: log,
 	}
 }
