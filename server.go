@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -244,11 +245,16 @@ func (s *Server) routes() *http.ServeMux {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		if !s.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, "draining\n")
+			return
+		}
+		if err := s.brokerReady(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "broker not ready\n")
 			return
 		}
 		_, _ = io.WriteString(w, "ready\n")
@@ -264,6 +270,30 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle("/", web.Handler())
 	}
 	return mux
+}
+
+// readyCheckTimeout bounds the broker's readiness check of one /readyz.
+const readyCheckTimeout = 5 * time.Second
+
+// brokerReady asks the broker, and the presence store if it is another
+// object, whether they serve calls now, when they can tell
+// (broker.Readier).
+func (s *Server) brokerReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, readyCheckTimeout)
+	defer cancel()
+	var seen []any
+	for _, x := range []any{s.broker, s.presence} {
+		r, ok := x.(broker.Readier)
+		if !ok || slices.Contains(seen, x) {
+			continue
+		}
+		seen = append(seen, x)
+		if err := r.Ready(ctx); err != nil {
+			s.log.Warn("not ready: the broker cannot serve calls now", "err", err)
+			return err
+		}
+	}
+	return nil
 }
 
 // ListenAndServe listens on Config.Listen and serves until Shutdown.

@@ -36,7 +36,15 @@ func (b *refusingBroker) History(ctx context.Context, ch string, opts broker.His
 	return b.Broker.History(ctx, ch, opts)
 }
 
-// TestBrokerUnavailable: a call the broker refuses for now is answered
+func (b *refusingBroker) Ready(context.Context) error {
+	if b.refuse.Load() {
+		return fmt.Errorf("test: %w", broker.ErrUnavailable)
+	}
+	return nil
+}
+
+// TestBrokerUnavailable: /readyz answers 503 while the broker says it
+// cannot serve calls (broker.Readier); a call the broker refuses for now is answered
 // with the temporary code 117 (HTTP 503 on the server API), and the same
 // call succeeds once the broker serves again.
 func TestBrokerUnavailable(t *testing.T) {
@@ -46,7 +54,21 @@ func TestBrokerUnavailable(t *testing.T) {
 	cfg.Broker = b
 	ts := startServer(t, cfg)
 	c := dial(t, ts, nil)
+	ready := func() int {
+		resp, err := http.Get("http://" + ts.addr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz with the broker serving: HTTP %d", code)
+	}
 	b.refuse.Store(true)
+	if code := ready(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the broker unavailable: HTTP %d, want 503", code)
+	}
 
 	var res struct {
 		Error *protocol.Error `json:"error"`
@@ -65,6 +87,9 @@ func TestBrokerUnavailable(t *testing.T) {
 	}
 
 	b.refuse.Store(false)
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz once the broker serves again: HTTP %d", code)
+	}
 	if _, err := c.Publish(ctxT(t), "news", []byte(`{"n":1}`), nil); err != nil {
 		t.Fatalf("publish retried once the broker serves again: %v", err)
 	}

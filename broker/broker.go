@@ -91,6 +91,15 @@ type Broker interface {
 	Close(ctx context.Context) error
 }
 
+// Readier is implemented by brokers that can tell whether they serve
+// calls now. A server whose broker implements it answers /readyz with
+// "ready" only while Ready returns nil, so that a node is not sent
+// traffic before its broker can serve it (the NATS broker: before every
+// stream it uses has a leader that answers this node).
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
 // PresenceStats counts a channel's members.
 type PresenceStats struct {
 	NumClients int

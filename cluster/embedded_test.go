@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,5 +107,62 @@ func TestEmbeddedCluster(t *testing.T) {
 	drained, stopped := strings.Index(out, "herald node stopped"), strings.Index(out, "embedded NATS stopped")
 	if n.err != nil || drained < 0 || stopped < drained {
 		t.Fatalf("%s: exit %v; herald stopped at %d, NATS stopped at %d in its log", n.name, n.err, drained, stopped)
+	}
+}
+
+// TestEmbeddedClusterReadyMeansUsable: three embedded-cluster nodes start
+// together; as soon as /readyz answers ready on all three, each node takes
+// API publishes with idempotency keys (a first use of the idempotency
+// stream), all at once, and every one succeeds. Readiness means the
+// broker's streams are usable from the node, and no publish waits for a
+// stream being created.
+func TestEmbeddedClusterReadyMeansUsable(t *testing.T) {
+	t.Parallel()
+	routes := testaddr.Addrs(t, 3)
+	name := "t" + randomHex(4)
+	// Started one after the other, as by hand in three terminals: the
+	// first two form the JetStream cluster and wait for the third to
+	// create the replicated streams.
+	cfg := nodeConfig(t, "")
+	c := &testCluster{t: t}
+	for i := range routes {
+		nd := &node{i: i, addr: testaddr.Addr(t)}
+		nd.process = startProcess(t, fmt.Sprintf("node %d (%s)", i, nd.addr), bin, "serve", "--config", cfg, "--listen", nd.addr,
+			"--cluster-listen", routes[i], "--cluster-peers", strings.Join(routes, ","), "--cluster-name", name, "--data-dir", t.TempDir())
+		c.nodes = append(c.nodes, nd)
+		if i < len(routes)-1 {
+			time.Sleep(2 * time.Second) // the pause between starting the nodes
+		}
+	}
+	for _, nd := range c.nodes {
+		nd.waitReady(t, 60*time.Second)
+	}
+	const perNode = 10
+	errs := make(chan error, perNode*len(c.nodes))
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		for k := 0; k < perNode; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var res struct {
+					Offset uint64 `json:"offset"`
+				}
+				ch := fmt.Sprintf("ready-%d-%d", n.i, k)
+				err := n.api("publish", map[string]any{"channel": ch, "data": map[string]int{"n": k},
+					"idempotency_key": fmt.Sprintf("key-%d-%d", n.i, k)}, &res)
+				if err == nil && res.Offset != 1 {
+					err = fmt.Errorf("publish to %s on %s: offset %d, want 1", ch, n.name, res.Offset)
+				}
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }

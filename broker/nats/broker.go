@@ -23,6 +23,7 @@ import (
 var (
 	_ broker.Broker        = (*Broker)(nil)
 	_ broker.PresenceStore = (*Broker)(nil)
+	_ broker.Readier       = (*Broker)(nil)
 )
 
 // ErrNotStarted is returned by calls made before Start.
@@ -176,6 +177,54 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		return fail(fmt.Errorf("nats flush: %w", err))
 	}
 	b.started = true
+	return nil
+}
+
+// readyProbeSeq is the expected last sequence of a readiness probe: one no
+// subject reaches, so the stream's leader refuses the probe, storing
+// nothing.
+const readyProbeSeq = 1 << 62
+
+// Ready implements broker.Readier: it reports whether every stream the
+// broker uses can take a write from this node now. For each stream it
+// sends a write that the stream's leader must refuse (its expected last
+// sequence is never reached), on a subject no channel uses ('$' is
+// escaped in tokens): the refusal proves the write path to the leader.
+// No leader (an election, a cluster still forming) or a missing stream
+// fails with broker.ErrUnavailable, as any call would; a missing stream
+// is recreated in the background.
+func (b *Broker) Ready(ctx context.Context) error {
+	if err := b.enter(); err != nil {
+		return err
+	}
+	defer b.inflight.Done()
+	ctx, cancel := b.bound(ctx)
+	defer cancel()
+	subjects := [numStreams]string{
+		histStream: b.names.hist + "$ready",
+		presStream: b.names.pres + "$ready.$ready",
+		idemStream: b.names.idem + "$ready.$ready",
+	}
+	for i, subj := range subjects {
+		name := b.streamConfig(i).Name
+		actx, acancel := context.WithTimeout(ctx, b.cfg.LeaderTimeout)
+		err := b.retry(ctx, i, func() error {
+			_, err := b.js.PublishMsg(actx, &natsgo.Msg{Subject: subj},
+				jetstream.WithExpectStream(name),
+				jetstream.WithExpectLastSequencePerSubject(readyProbeSeq),
+				jetstream.WithRetryAttempts(0))
+			return err
+		})
+		err = b.unavailable(ctx, actx, err)
+		acancel()
+		switch {
+		case wrongLastSeq(err):
+		case err == nil:
+			return fmt.Errorf("nats ready: stream %s stored a probe it should have refused", name)
+		default:
+			return fmt.Errorf("nats ready: stream %s: %w", name, err)
+		}
+	}
 	return nil
 }
 
@@ -488,21 +537,32 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 	}
 }
 
-// retry runs f. If f finds stream i missing, it does not wait for the
-// stream: it returns an error wrapping broker.ErrUnavailable at once, so
-// that the caller may retry, and has the stream repaired in the
-// background. No server answers for a stream that has no leader for the
-// moment (its leader died and the others are electing one), nor for one
-// that is gone (deleted, or lost by a NATS restart without persistence);
-// the repair recreates it in the second case and changes nothing in the
-// first. Nothing was stored by the failed call.
-func (b *Broker) retry(_ context.Context, i int, f func() error) error {
+// retry runs f. If f finds stream i missing it tries f again, pausing a
+// little longer each time, for at most Config.LeaderTimeout, and then
+// fails with an error wrapping broker.ErrUnavailable, so that the caller
+// may retry later; meanwhile the stream is repaired in the background.
+// No server answers for a stream that has no leader for the moment (its
+// leader died, or stepped down, and the others are electing one), nor for
+// one that is gone (deleted, or lost by a NATS restart without
+// persistence); the repair recreates it in the second case and changes
+// nothing in the first. A request nobody answered reached no stream:
+// nothing was stored, and trying again is safe. No call waits for a
+// stream's creation.
+func (b *Broker) retry(ctx context.Context, i int, f func() error) error {
 	err := f()
 	if !streamMissing(err) {
 		return err
 	}
 	b.repair(i)
-	return fmt.Errorf("%w: stream %s has no leader or is missing: %w", broker.ErrUnavailable, b.streamConfig(i).Name, err)
+	deadline := time.Now().Add(b.cfg.LeaderTimeout)
+	for wait := 5 * time.Millisecond; streamMissing(err); wait = min(2*wait, 100*time.Millisecond) {
+		left := time.Until(deadline)
+		if left <= 0 || b.sleep(ctx, min(wait, left)) != nil {
+			return fmt.Errorf("%w: stream %s has no leader or is missing: %w", broker.ErrUnavailable, b.streamConfig(i).Name, err)
+		}
+		err = f()
+	}
+	return err
 }
 
 // repairTimeout bounds one background repair of a stream.

@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
 
 	"github.com/heraldhq/herald/broker"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/internal/testaddr"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // startNATSCluster runs three embedded NATS servers with JetStream,
@@ -199,4 +202,57 @@ func TestHistoryReadsInCluster(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d reads; %d pulls found no responder and were retried", 3*len(bs)*30, retries.Load())
+}
+
+// TestPublishThroughStepDown: in a three-server cluster with replicated
+// streams, the leaders of the history and idempotency streams step down
+// (as they do when a server restarts or the cluster rebalances) and
+// publishes with idempotency keys are made right then, at once. A publish
+// that finds no leader must wait a little for the new one (no server
+// answers meanwhile, so nothing was stored and trying again is safe), not
+// fail, and not recreate the stream under its caller's deadline.
+func TestPublishThroughStepDown(t *testing.T) {
+	t.Parallel()
+	urls := startNATSCluster(t)
+	prefix := randomPrefix("stepdown")
+	b := newBroker(t, natsbroker.Config{Servers: urls[:1], Prefix: prefix, Replicas: 3}, nil)
+	opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Hour, IdempotencyKey: "warm-up"}
+	mustPublish(t, b, "stepdown-warm", 0, opts)
+	if err := b.Ready(ctx(t)); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+
+	nc, err := natsgo.Connect(urls[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, s := range []string{"-history", "-idempotency"} {
+		if _, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+prefix+s, nil, 10*time.Second); err != nil {
+			t.Fatalf("step down %s: %v", prefix+s, err)
+		}
+	}
+	const n = 30
+	errs := make(chan error, n)
+	for k := 0; k < n; k++ {
+		go func() {
+			o := broker.PublishOptions{IdempotencyKey: fmt.Sprintf("key-%d", k)}
+			if k%2 == 0 {
+				o.HistorySize, o.HistoryTTL = 100, time.Hour
+			}
+			// The deadline of a server API call that led to this test.
+			c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, dup, err := b.Publish(c, fmt.Sprintf("stepdown-%d", k), &protocol.Publication{Data: protocol.Data(`{}`)}, o)
+			if err == nil && dup {
+				err = errors.New("a first publish reported as a duplicate")
+			}
+			errs <- err
+		}()
+	}
+	for k := 0; k < n; k++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }
