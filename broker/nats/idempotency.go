@@ -67,9 +67,10 @@ func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Pu
 	}
 	pos, err = b.publish(ctx, ch, tok, p, opts)
 	if err != nil {
-		if apiCode(err) != 0 || !hasHistory(opts) || errors.Is(err, groupcommit.ErrNotCommitted) {
-			// The server refused the append: let a retry publish. Drop
-			// our claim, and nothing newer.
+		if apiCode(err) != 0 || !hasHistory(opts) || errors.Is(err, groupcommit.ErrNotCommitted) || errors.Is(err, broker.ErrUnavailable) {
+			// The server refused the append, or no server took it
+			// (unavailable): let a retry publish. Drop our claim, and
+			// nothing newer.
 			b.purgeAsync(b.names.idemStream, purgeRequest{Filter: subj, Seq: claim + 1})
 		}
 		// Otherwise (no answer, connection lost) the append may be
