@@ -176,6 +176,9 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 	if req.Recover {
 		since = protocol.StreamPosition{Epoch: req.Epoch, Offset: req.Offset}
 		opts = broker.HistoryOptions{Since: &since, Limit: -1}
+		if brokenRecovery {
+			opts = broker.HistoryOptions{}
+		}
 	}
 	pubs, pos, perr := s.readHistory(ctx, p.sub.Channel, opts)
 	if perr != nil {
@@ -186,7 +189,7 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 	p.after = pos.Offset
 	if req.Recover {
 		p.res.WasRecovering = true
-		p.res.Recovered = broker.Recovered(since, pubs, pos)
+		p.res.Recovered = brokenRecovery || broker.Recovered(since, pubs, pos)
 		if p.res.Recovered {
 			p.res.Publications = pubs
 		}
