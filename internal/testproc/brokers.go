@@ -122,7 +122,7 @@ func StartNATSCluster(tb testing.TB, logEnv string, n int) []*Server {
 	for i := range servers {
 		s := NATSServer(tb, logEnv)
 		s.args = append(s.args, "--server_name", fmt.Sprintf("s%d", i), "--cluster_name", name,
-			"--cluster", urls[i], "--routes", strings.Join(urls, ","), "--no_advertise", "true")
+			"--cluster", urls[i], "--routes", strings.Join(urls, ","), "--no_advertise=true")
 		servers[i] = s
 	}
 	for _, s := range servers {
