@@ -124,11 +124,17 @@ func (e *env) apply(s step) func() {
 	case "broker-blackhole":
 		e.h.addFault(s.Kind, "%s partitioned from its broker (its clients still reach it)", n.name)
 		n.brokerLink.SetFaults(faultnet.Faults{Blackhole: true})
-		return func() { e.h.addFault("heal", "%s reaches its broker", n.name); n.brokerLink.SetFaults(faultnet.Faults{}) }
+		return func() {
+			e.h.addFault("heal", "%s reaches its broker", n.name)
+			n.brokerLink.SetFaults(faultnet.Faults{})
+		}
 	case "broker-slow":
 		e.h.addFault(s.Kind, "%s gets %d bytes/s to its broker", n.name, s.Param)
 		n.brokerLink.SetFaults(faultnet.Faults{Bandwidth: s.Param})
-		return func() { e.h.addFault("heal", "%s to its broker at full speed", n.name); n.brokerLink.SetFaults(faultnet.Faults{}) }
+		return func() {
+			e.h.addFault("heal", "%s to its broker at full speed", n.name)
+			n.brokerLink.SetFaults(faultnet.Faults{})
+		}
 	}
 	e.t.Fatalf("unknown fault %q", s.Kind)
 	return nil
