@@ -226,10 +226,13 @@ func converge(e *env, w *workload) {
 		if !changed && round > 0 {
 			return
 		}
+		// One deadline for all: a stalled stream must not hold the
+		// others' check back.
+		deadline := time.Now().Add(60 * time.Second)
 		for _, s := range w.subs {
 			for _, ch := range channels {
 				st, want := s.streams[ch], h.Final[ch].Pos
-				err := testproc.WaitFor(60*time.Second, func() error {
+				err := testproc.WaitFor(max(time.Until(deadline), 0), func() error {
 					if p := st.position(); p.Epoch != want.Epoch || p.Offset < want.Offset {
 						return fmt.Errorf("at %s/%d", p.Epoch, p.Offset)
 					}

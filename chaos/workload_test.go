@@ -49,16 +49,11 @@ func clientOptions() *client.Options {
 }
 
 // connect dials a new client and subscribes it to every channel, from the
-// streams' positions if they have one. It retries until stop closes.
-func (s *subscriber) connect(stop <-chan struct{}, first bool) error {
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-stop:
-				return fmt.Errorf("%s: stopped before it could connect", s.name)
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
+// streams' positions if they have one. It retries for up to two minutes,
+// also after the workload stops: a subscriber must be there at the end.
+func (s *subscriber) connect(first bool) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
 		c, err := s.dialOnce(first)
 		if err == nil {
 			s.mu.Lock()
@@ -66,9 +61,10 @@ func (s *subscriber) connect(stop <-chan struct{}, first bool) error {
 			s.mu.Unlock()
 			return nil
 		}
-		if attempt > 300 {
-			return fmt.Errorf("%s: %v", s.name, err)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: could not subscribe again within 2 minutes: %v", s.name, err)
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -105,12 +101,12 @@ func (s *subscriber) dialOnce(first bool) (*client.Client, error) {
 }
 
 // churn closes the client and connects a new one.
-func (s *subscriber) churn(stop <-chan struct{}) error {
+func (s *subscriber) churn() error {
 	s.mu.Lock()
 	old := s.c
 	s.mu.Unlock()
 	old.Close()
-	return s.connect(stop, false)
+	return s.connect(false)
 }
 
 func (s *subscriber) client() *client.Client {
@@ -131,7 +127,7 @@ func startWorkload(e *env, seed uint64, nSubs, nSlow int, pace time.Duration) (*
 			s.streams[ch] = st
 			e.h.addStream(st)
 		}
-		if err := s.connect(w.stop, true); err != nil {
+		if err := s.connect(true); err != nil {
 			return err
 		}
 		w.subs = append(w.subs, s)
@@ -264,7 +260,7 @@ func (w *workload) churner(rng *rand.Rand) {
 	for w.sleep(time.Duration(1000+rng.IntN(3000)) * time.Millisecond) {
 		s := w.subs[rng.IntN(len(w.subs))]
 		w.h.addFault("churn", "%s closes its client and subscribes again from its positions", s.name)
-		if err := s.churn(w.stop); err != nil {
+		if err := s.churn(); err != nil {
 			w.mu.Lock()
 			w.errs = append(w.errs, err.Error())
 			w.mu.Unlock()

@@ -151,6 +151,9 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		b.connClosed = make(chan struct{})
 		return err
 	}
+	if err := checkServerVersion(nc.ConnectedServerVersion(), b.cfg.Replicas); err != nil {
+		return fail(err)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fail(fmt.Errorf("nats jetstream: %w", err))

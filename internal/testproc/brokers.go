@@ -3,6 +3,7 @@ package testproc
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -95,12 +96,17 @@ func (s *Server) Restart() {
 }
 
 // NATSServer returns a nats-server with JetStream on a spare loopback
-// port, storing in a directory of the test; it is not started yet.
-// logEnv names the environment variable that logs its output (see Start).
+// port, storing in a directory of the test; it is not started yet. The
+// binary is $HERALD_TEST_NATS_SERVER if set, else nats-server from PATH
+// (or /usr/sbin). logEnv names the environment variable that logs its
+// output (see Start).
 func NATSServer(tb testing.TB, logEnv string) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, Kind: "nats", Port: testaddr.Port(tb), Dir: tb.TempDir(), logEnv: logEnv,
-		path: LookPath(tb, "nats-server", "/usr/sbin/nats-server")}
+	path := os.Getenv("HERALD_TEST_NATS_SERVER")
+	if path == "" {
+		path = LookPath(tb, "nats-server", "/usr/sbin/nats-server")
+	}
+	s := &Server{tb: tb, Kind: "nats", Port: testaddr.Port(tb), Dir: tb.TempDir(), logEnv: logEnv, path: path}
 	s.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.Dir}
 	s.ready = func() error { return NATSReady("nats://"+s.Addr(), time.Second) }
 	return s
