@@ -2,7 +2,7 @@
 # (the whole suite, as CI runs it; it fails if any test was skipped, unless
 # run as `make test ALLOW_SKIPS=1`).
 
-.PHONY: dev build test test-go test-package fuzz bench release deb check-version clean
+.PHONY: dev build test test-go test-package chaos fuzz bench release deb check-version clean
 
 # Release builds stamp these into the binary (herald version prints them).
 # VERSION defaults to herald.Version, the constant in the root package;
@@ -46,6 +46,14 @@ test-go:
 # and, as root with dpkg, the package installed, run as its user and purged.
 test-package:
 	go test -race -count=1 -v ./packaging/
+
+# Long fault-injection runs (chaos/): per engine, schedules of
+# CHAOS_SCHEDULE (default 2m) for CHAOS_DURATION (default 30m), or
+# CHAOS_COUNT schedules; CHAOS_ENGINES=nats,redis,rediscluster,embedded
+# picks engines, CHAOS_SEED the first seed. `make test` runs one short
+# schedule per engine. Each engine ends with a "TABLE |" line.
+chaos:
+	CHAOS_LONG=1 go test -count=1 -timeout 0 -run '^TestChaosLong$$' -v ./chaos/
 
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh
