@@ -74,6 +74,11 @@ type Broker struct {
 	repairing [numStreams]bool
 	repairs   sync.WaitGroup
 
+	// testDieAfterPublish, set by tests before use, makes an idempotent
+	// publish stop once its publication is out, as if its node died
+	// there, before it completes the key's record.
+	testDieAfterPublish bool
+
 	seed   maphash.Seed
 	shards [numShards]chanShard
 }

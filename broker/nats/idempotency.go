@@ -31,6 +31,9 @@ const (
 	clockSlack = 5 * time.Second
 )
 
+// errTestDied is returned by a publisher told to die by a test.
+var errTestDied = errors.New("test: the publisher died")
+
 // publishOnce publishes under an idempotency key. A key is a subject of the
 // idempotency stream holding one record: the first publisher claims it by
 // writing a pending record conditionally on the subject being empty (or on
@@ -76,6 +79,9 @@ func (b *Broker) publishOnce(ctx context.Context, ch, tok string, p *protocol.Pu
 		// Otherwise (no answer, connection lost) the append may be
 		// stored: the claim stays, and a retry looks in the history.
 		return pos, false, err
+	}
+	if b.testDieAfterPublish {
+		return pos, false, errTestDied
 	}
 	done := idemRecord{Done: true, Epoch: pos.Epoch, Offset: pos.Offset, Window: w.Milliseconds()}
 	if _, err := b.writeIdem(ctx, subj, done, claim); err != nil {
