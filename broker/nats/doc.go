@@ -108,9 +108,13 @@
 // channel's history since the claim, and if found completes the record
 // and returns its position as a duplicate. A publisher whose append got
 // no answer keeps its claim for the same reason (a refused append drops
-// it). Channels without history have no such trail: there, a publisher
-// that dies between its publish and the record's completion lets a retry
-// after the claim timeout publish again. Records carry their
+// it). Channels without history have no such trail: there a claim left
+// pending for the claim timeout (10s), within its window, counts as
+// published, and the retry completes the record and answers it as a
+// duplicate. A key thus publishes at most once; a publisher that died
+// after its claim but before its publish left the network loses that
+// publication, as channels without history lose any publication a node
+// takes down with it. Records carry their
 // window and expire when read; MaxIdempotencyWindow bounds the stream's
 // MaxAge, and longer windows are refused.
 //

@@ -119,8 +119,21 @@ func (b *Broker) claim(ctx context.Context, subj, hsubj, ktok string, w time.Dur
 			}
 			life := time.Duration(rec.Window) * time.Millisecond
 			if !rec.Done {
+				window := life
 				life = min(life, claimTimeout)
 				age := time.Since(at)
+				if hsubj == "" && age >= claimTimeout && age < window {
+					// Without history there is no trail to look in: the
+					// claim's publisher died, or lost its server, and its
+					// publication may be out. It counts as published, so
+					// that the key publishes at most once; the record is
+					// completed so that later retries answer at once.
+					done := idemRecord{Done: true, Window: rec.Window}
+					if _, err := b.writeIdem(ctx, subj, done, seq); err != nil {
+						b.log.Debug("nats: completing an abandoned idempotency claim", "err", err)
+					}
+					return 0, protocol.StreamPosition{}, true, nil
+				}
 				if hsubj != "" && (age >= life || (age >= claimCheckAfter && !checked)) {
 					checked = true
 					pos, found, err := b.findKeyed(ctx, hsubj, ktok, at)
