@@ -31,7 +31,12 @@ import (
 // broker's Close must join what it started, and every embedded server is
 // shut down.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if builtDir != "" {
+			os.RemoveAll(builtDir)
+		}
+		os.Exit(code)
+	}))
 }
 
 var withHistory = broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
