@@ -33,6 +33,7 @@ import type {
   StreamPosition,
   SubscribedEvent,
   SubscriptionOptions,
+  Transport,
   WebSocketConstructor,
   WebSocketLike,
   WireCommand,
@@ -41,6 +42,8 @@ import type {
 } from './types.js';
 
 /** The SDK version, sent in connect. */
+import { HttpStreamSocket } from './httpstream.js';
+
 export const VERSION = '0.1.0';
 
 type Timer = ReturnType<typeof setTimeout>;
@@ -84,6 +87,7 @@ interface Pending {
 class Conn {
   readonly ws: WebSocketLike;
   readonly codec: Codec;
+  transport: Transport = 'websocket';
   readonly pending = new Map<number, Pending>();
   /** The connect reply was received. */
   connected = false;
@@ -105,7 +109,11 @@ const noop = (): void => {};
 export class Herald extends Emitter<ClientEvents> {
   readonly url: string;
   #opts: HeraldOptions;
-  #ctor: WebSocketConstructor;
+  #ctor: WebSocketConstructor | undefined;
+  #transports: Transport[];
+  /** The transport of the next attempt: an index in #transports. */
+  #ti = 0;
+  #fallbackMs: number;
   #baseMs: number;
   #maxMs: number;
   #timeoutMs: number;
@@ -142,8 +150,16 @@ export class Herald extends Emitter<ClientEvents> {
     this.url = url;
     this.#opts = { ...opts };
     const ctor = opts.websocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!ctor) throw new Error('herald: no WebSocket in this environment; pass the websocket option (e.g. WebSocket from the ws package)');
+    let transports = [...(opts.transports ?? ['websocket', 'http-stream'])];
+    if (opts.codec === 'msgpack') transports = transports.filter((t) => t !== 'http-stream');
+    if (!ctor) transports = transports.filter((t) => t !== 'websocket');
+    if (typeof fetch !== 'function') transports = transports.filter((t) => t !== 'http-stream');
+    if (transports.length === 0) {
+      throw new Error('herald: no usable transport in this environment; pass the websocket option (e.g. WebSocket from the ws package)');
+    }
     this.#ctor = ctor;
+    this.#transports = transports;
+    this.#fallbackMs = opts.fallbackTimeoutMs ?? 5000;
     this.#baseMs = opts.reconnect?.baseMs ?? 200;
     this.#maxMs = opts.reconnect?.maxMs ?? 20000;
     this.#timeoutMs = opts.timeoutMs ?? 10000;
@@ -156,6 +172,11 @@ export class Herald extends Emitter<ClientEvents> {
 
   get state(): State {
     return this.#state;
+  }
+
+  /** The transport of the current connection, or of the next attempt. */
+  get transport(): Transport {
+    return this.#conn?.transport ?? this.#transports[this.#ti]!;
   }
 
   /** The client id of the current connection ('' before the first connect). */
@@ -336,17 +357,22 @@ export class Herald extends Emitter<ClientEvents> {
     if (gen !== this.#gen || !this.#active || this.#conn) return;
     const codec = this.#codec;
     let ws: WebSocketLike;
+    const transport = this.#transports[this.#ti]!;
     try {
-      ws = new this.#ctor(this.url, [codec.subprotocol]) as WebSocketLike;
+      ws = transport === 'http-stream' ? new HttpStreamSocket(this.url) : (new this.#ctor!(this.url, [codec.subprotocol]) as WebSocketLike);
     } catch (err) {
       this.emit('error', { type: 'transport', error: err as Error });
       this.#stop({ code: DisconnectCode.BadRequest, reason: `cannot open WebSocket: ${(err as Error).message}`, reconnect: false });
       return;
     }
     const conn = new Conn(ws, codec);
+    conn.transport = transport;
     this.#conn = conn;
     ws.binaryType = 'arraybuffer';
-    conn.timer = setTimeout(() => this.#lost(conn, 'connect timeout'), this.#timeoutMs);
+    // With a transport to fall back to, an attempt that stays silent gives
+    // way sooner.
+    const limit = this.#transports.length > 1 ? Math.min(this.#fallbackMs, this.#timeoutMs) : this.#timeoutMs;
+    conn.timer = setTimeout(() => this.#lost(conn, 'connect timeout'), limit);
     ws.onopen = () => {
       if (this.#conn === conn) this.#sendConnect(conn, false);
     };
@@ -613,6 +639,11 @@ export class Herald extends Emitter<ClientEvents> {
     this.#teardown(conn);
     clearTimeout(this.#refreshTimer);
     const wasConnected = conn.connected;
+    if (!wasConnected && this.#transports.length > 1) {
+      // The attempt failed before its connect reply (an upgrade refused
+      // by a proxy, a silent stream): the next one tries the next transport.
+      this.#ti = (this.#ti + 1) % this.#transports.length;
+    }
     if (wasConnected) for (const s of this.#subs.values()) s._connectionLost(ev.code, ev.reason);
     let reconnect = ev.reconnect;
     if (!reconnect && ev.code === DisconnectCode.TokenExpired && this.#opts.getToken) {

@@ -6,3 +6,4 @@ export { backoff, reconnectDelay, reconnects } from './backoff.js';
 export { classifyOffset, type OffsetVerdict } from './gap.js';
 export { jsonCodec, msgpackCodec, type Codec } from './codec.js';
 export type * from './types.js';
+export { HttpStreamSocket, streamUrls } from './httpstream.js';

@@ -191,6 +191,9 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
+/** A transport: WebSocket, or HTTP streaming (one long response, commands as POSTs). */
+export type Transport = 'websocket' | 'http-stream';
+
 /** A WebSocket constructor: the browser's, or `WebSocket` from `ws`. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => any;
@@ -228,6 +231,17 @@ export interface HeraldOptions {
   reconnect?: ReconnectOptions;
   /** WebSocket constructor; default globalThis.WebSocket. */
   websocket?: WebSocketConstructor;
+  /**
+   * The transports to try, in order. Default ['websocket', 'http-stream']:
+   * when a WebSocket attempt fails before its connect reply (the upgrade
+   * refused, or no message within fallbackTimeoutMs), the next attempt
+   * uses HTTP streaming (fetch streams; JSON only, so a client with codec
+   * 'msgpack' uses WebSocket alone). A transport that connected is kept
+   * for later reconnects until an attempt on it fails.
+   */
+  transports?: Transport[];
+  /** With several transports: how long an attempt may go without a message, ms. Default 5000. */
+  fallbackTimeoutMs?: number;
   /** Client name sent in connect. Default 'herald-js'. */
   name?: string;
   /** Bound of one connection attempt and of every command, ms. Default 10000. */

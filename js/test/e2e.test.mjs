@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TerminalError } from '../dist/index.js';
+import WebSocket from 'ws';
 import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
 
 describe('e2e: one dev server', () => {
@@ -112,6 +113,55 @@ describe('e2e: one dev server', () => {
     client.disconnect();
   });
   }
+
+  test('HTTP streaming: 300 messages over repeatedly ended streams, 0 gaps, 0 duplicates', { timeout: 90000 }, async () => {
+    const ch = 'seq:recovery-stream';
+    const user = 'rec-stream';
+    const N = 300;
+    const { client, events } = track(newClient(srv, { transports: ['http-stream'], token: mintToken(srv.secret, { user }) }));
+    const sub = client.newSubscription(ch);
+    const got = collect(sub);
+    await client.connect();
+    await sub.subscribe();
+    assert.equal(client.transport, 'http-stream');
+    for (let n = 1; n <= N; n++) {
+      await api(srv, 'publish', { channel: ch, data: { n } });
+      if (n % 50 === 25) {
+        await waitFor(() => client.state === 'connected' && sub.state === 'subscribed', { message: 'connected again before a cut' });
+        await api(srv, 'disconnect', { user, code: 4000, reason: 'test kill' });
+      }
+    }
+    await waitFor(() => got.pubs.length >= N && client.state === 'connected', { timeout: 30000, message: `${N} publications (have ${got.pubs.length})` });
+    await publishMarker(srv, ch, got.pubs, N + 1);
+    assert.deepEqual(checkSequence(got.pubs, N + 1), { gaps: 0, dups: 0, ordered: true, received: N + 1 });
+    assert.ok(events.disconnect.filter((d) => d.code === 4000 && d.reconnect).length >= 6, 'API disconnects seen');
+    const recovering = got.subscribed.filter((s) => s.wasRecovering);
+    assert.ok(recovering.length >= 6 && recovering.every((s) => s.recovered), 'every resubscribe recovered');
+    // Commands answered in order over POSTs.
+    const offsets = [];
+    for (let i = 0; i < 20; i++) offsets.push((await client.publish(ch, { n: N + 2 + i })).offset);
+    assert.deepEqual(offsets, offsets.map((_, i) => N + 2 + i));
+    client.disconnect();
+  });
+
+  test('fallback: a WebSocket that cannot connect gives way to HTTP streaming', { timeout: 30000 }, async () => {
+    // Every WebSocket goes to a port where nothing listens: as when a proxy
+    // refuses the upgrade, the attempt fails before any message.
+    class Refused extends WebSocket {
+      constructor(_url, protocols) {
+        super('ws://127.0.0.1:1/ws', protocols);
+      }
+    }
+    const { client } = track(newClient(srv, { websocket: Refused }));
+    const sub = client.newSubscription('fallback:1');
+    const got = collect(sub);
+    await client.connect();
+    await sub.subscribe();
+    assert.equal(client.transport, 'http-stream');
+    await api(srv, 'publish', { channel: 'fallback:1', data: { n: 1 } });
+    await waitFor(() => got.pubs.length === 1, { message: 'publication over HTTP streaming' });
+    client.disconnect();
+  });
 
   test('disconnect() then connect() recovers; a saved position recovers in a new client', { timeout: 30000 }, async () => {
     const ch = 'seq:resume';

@@ -17,11 +17,13 @@ import { Subscription, subscribeOutcome } from './subscription.js';
 import { classifyOffset } from './gap.js';
 import { Waiters, rejected } from './waiters.js';
 /** The SDK version, sent in connect. */
+import { HttpStreamSocket } from './httpstream.js';
 export const VERSION = '0.1.0';
 /** One WebSocket connection. */
 class Conn {
     ws;
     codec;
+    transport = 'websocket';
     pending = new Map();
     /** The connect reply was received. */
     connected = false;
@@ -42,6 +44,10 @@ export class Herald extends Emitter {
     url;
     #opts;
     #ctor;
+    #transports;
+    /** The transport of the next attempt: an index in #transports. */
+    #ti = 0;
+    #fallbackMs;
     #baseMs;
     #maxMs;
     #timeoutMs;
@@ -77,9 +83,19 @@ export class Herald extends Emitter {
         this.url = url;
         this.#opts = { ...opts };
         const ctor = opts.websocket ?? globalThis.WebSocket;
+        let transports = [...(opts.transports ?? ['websocket', 'http-stream'])];
+        if (opts.codec === 'msgpack')
+            transports = transports.filter((t) => t !== 'http-stream');
         if (!ctor)
-            throw new Error('herald: no WebSocket in this environment; pass the websocket option (e.g. WebSocket from the ws package)');
+            transports = transports.filter((t) => t !== 'websocket');
+        if (typeof fetch !== 'function')
+            transports = transports.filter((t) => t !== 'http-stream');
+        if (transports.length === 0) {
+            throw new Error('herald: no usable transport in this environment; pass the websocket option (e.g. WebSocket from the ws package)');
+        }
         this.#ctor = ctor;
+        this.#transports = transports;
+        this.#fallbackMs = opts.fallbackTimeoutMs ?? 5000;
         this.#baseMs = opts.reconnect?.baseMs ?? 200;
         this.#maxMs = opts.reconnect?.maxMs ?? 20000;
         this.#timeoutMs = opts.timeoutMs ?? 10000;
@@ -93,6 +109,10 @@ export class Herald extends Emitter {
     }
     get state() {
         return this.#state;
+    }
+    /** The transport of the current connection, or of the next attempt. */
+    get transport() {
+        return this.#conn?.transport ?? this.#transports[this.#ti];
     }
     /** The client id of the current connection ('' before the first connect). */
     get clientId() {
@@ -274,8 +294,9 @@ export class Herald extends Emitter {
             return;
         const codec = this.#codec;
         let ws;
+        const transport = this.#transports[this.#ti];
         try {
-            ws = new this.#ctor(this.url, [codec.subprotocol]);
+            ws = transport === 'http-stream' ? new HttpStreamSocket(this.url) : new this.#ctor(this.url, [codec.subprotocol]);
         }
         catch (err) {
             this.emit('error', { type: 'transport', error: err });
@@ -283,9 +304,13 @@ export class Herald extends Emitter {
             return;
         }
         const conn = new Conn(ws, codec);
+        conn.transport = transport;
         this.#conn = conn;
         ws.binaryType = 'arraybuffer';
-        conn.timer = setTimeout(() => this.#lost(conn, 'connect timeout'), this.#timeoutMs);
+        // With a transport to fall back to, an attempt that stays silent gives
+        // way sooner.
+        const limit = this.#transports.length > 1 ? Math.min(this.#fallbackMs, this.#timeoutMs) : this.#timeoutMs;
+        conn.timer = setTimeout(() => this.#lost(conn, 'connect timeout'), limit);
         ws.onopen = () => {
             if (this.#conn === conn)
                 this.#sendConnect(conn, false);
@@ -572,6 +597,11 @@ export class Herald extends Emitter {
         this.#teardown(conn);
         clearTimeout(this.#refreshTimer);
         const wasConnected = conn.connected;
+        if (!wasConnected && this.#transports.length > 1) {
+            // The attempt failed before its connect reply (an upgrade refused
+            // by a proxy, a silent stream): the next one tries the next transport.
+            this.#ti = (this.#ti + 1) % this.#transports.length;
+        }
         if (wasConnected)
             for (const s of this.#subs.values())
                 s._connectionLost(ev.code, ev.reason);

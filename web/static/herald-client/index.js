@@ -6,3 +6,4 @@ export { HeraldError, DisconnectedError, TimeoutError, TerminalError, Unauthoriz
 export { backoff, reconnectDelay, reconnects } from './backoff.js';
 export { classifyOffset } from './gap.js';
 export { jsonCodec, msgpackCodec } from './codec.js';
+export { HttpStreamSocket, streamUrls } from './httpstream.js';
