@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import http from 'node:http';
 import { chromium } from 'playwright-core';
 import { startServer, api, waitFor } from './helpers.mjs';
 
@@ -149,6 +150,152 @@ describe('browser: demo page in headless Chromium', () => {
     const want = wasDown ? /^reconnected; the server restarted .*recovered 3 messages/ : /^reconnected; the server restarted .*recovered \d+ messages?/;
     assert.ok(sys.some((l) => want.test(l)), sys.join(' | '));
     await page.screenshot({ path: path.join(artifacts, 'demo-recovered.png'), fullPage: true });
+    await page.close();
+    assert.deepEqual(errors, []);
+  });
+});
+
+// A reverse proxy in front of the server that refuses every WebSocket
+// upgrade, as some corporate proxies do, and passes other requests on
+// without buffering (streams included).
+function startNoWebSocketProxy(upstream) {
+  const target = new URL(upstream);
+  const server = http.createServer((req, res) => {
+    const up = http.request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (upRes) => {
+        const headers = { ...upRes.headers };
+        delete headers['transfer-encoding'];
+        delete headers.connection;
+        res.writeHead(upRes.statusCode, headers);
+        res.flushHeaders();
+        upRes.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  });
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({ server, base: `http://127.0.0.1:${server.address().port}` }));
+  });
+}
+
+describe('browser: HTTP fallbacks in headless Chromium', () => {
+  let srv;
+  let proxy;
+  let context;
+  let userDataDir;
+  const errors = [];
+
+  before(async () => {
+    const exe = chromiumPath();
+    assert.ok(exe, 'chromium is not installed (apt-get install -y chromium)');
+    srv = await startServer({});
+    proxy = await startNoWebSocketProxy(srv.base);
+    userDataDir = mkdtempSync(path.join(tmpdir(), 'herald-chromium-'));
+    context = await chromium.launchPersistentContext(userDataDir, { executablePath: exe, headless: true, args: ARGS, timeout: 60000 });
+    mkdirSync(artifacts, { recursive: true });
+  });
+
+  after(async () => {
+    await context?.close().catch(() => {});
+    proxy?.server.closeAllConnections();
+    await new Promise((r) => (proxy ? proxy.server.close(r) : r()));
+    await srv?.stop('SIGKILL');
+    if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  async function openDemo(base, query) {
+    const page = await context.newPage();
+    page.on('pageerror', (err) => errors.push(`${query}: ${err.message}`));
+    await page.goto(`${base}/?${query}`);
+    await page.waitForSelector('#conn[data-state="connected"]', { timeout: 30000 });
+    return page;
+  }
+
+  const texts = (page, room) => page.$$eval(`ol.messages[data-room="${room}"] li.msg .text`, (els) => els.map((e) => e.textContent));
+
+  test('behind a proxy that refuses WebSocket, two demo pages chat over HTTP streaming and recover an offline period', { timeout: 90000 }, async () => {
+    const a = await openDemo(proxy.base, 'name=erin&rooms=fallback');
+    const b = await openDemo(proxy.base, 'name=frank&rooms=fallback');
+    assert.equal(await a.evaluate(() => window.heraldDemo.client.transport), 'http-stream');
+    assert.equal(await b.evaluate(() => window.heraldDemo.client.transport), 'http-stream');
+    await a.fill('#text', 'hello over http streaming');
+    await a.press('#text', 'Enter');
+    await waitFor(async () => (await texts(b, 'fallback')).includes('hello over http streaming'), { message: "erin's message at frank" });
+    await b.fill('#text', 'and back');
+    await b.press('#text', 'Enter');
+    await waitFor(async () => (await texts(a, 'fallback')).includes('and back'), { message: "frank's message at erin" });
+    await a.screenshot({ path: path.join(artifacts, 'fallback-http-stream.png'), fullPage: true });
+
+    // Offline: every message published meanwhile is recovered.
+    await context.setOffline(true);
+    await a.waitForSelector('#conn[data-state="connecting"]', { timeout: 20000 });
+    for (let i = 1; i <= 3; i++) await api(srv, 'publish', { channel: 'chat:fallback', data: { name: 'api', text: `offline ${i}` } });
+    await context.setOffline(false);
+    const want = ['hello over http streaming', 'and back', 'offline 1', 'offline 2', 'offline 3'];
+    await waitFor(async () => (await texts(a, 'fallback')).length === 5 && (await texts(b, 'fallback')).length === 5, { timeout: 40000, message: 'messages of the offline period' });
+    assert.deepEqual(await texts(a, 'fallback'), want);
+    assert.deepEqual(await texts(b, 'fallback'), want);
+    assert.equal(await a.evaluate(() => window.heraldDemo.client.transport), 'http-stream');
+    await a.screenshot({ path: path.join(artifacts, 'fallback-http-stream-recovered.png'), fullPage: true });
+    await a.close();
+    await b.close();
+    assert.deepEqual(errors, []);
+  });
+
+  test('the same page without the proxy uses WebSocket', { timeout: 30000 }, async () => {
+    const page = await openDemo(srv.base, 'name=gina&rooms=fallback');
+    assert.equal(await page.evaluate(() => window.heraldDemo.client.transport), 'websocket');
+    await page.close();
+    assert.deepEqual(errors, []);
+  });
+
+  test('a bare EventSource page recovers what was published while the server restarted its stream', { timeout: 60000 }, async () => {
+    const page = await context.newPage();
+    page.on('pageerror', (err) => errors.push(`sse: ${err.message}`));
+    await page.goto(`${srv.base}/herald-client.js`); // any same-origin document
+    await page.evaluate(() => {
+      window.got = [];
+      window.ids = [];
+      window.clients = [];
+      const es = new EventSource('/sse?channel=sse:a&channel=sse:b');
+      es.onmessage = (e) => {
+        const m = JSON.parse(e.data);
+        if (m.connect) window.clients.push(m.connect.client);
+        if (m.pub) {
+          window.got.push(`${m.pub.channel}/${m.pub.data.n}`);
+          window.ids.push(e.lastEventId);
+        }
+      };
+    });
+    await waitFor(() => page.evaluate(() => window.clients.length === 1), { message: 'the SSE connect reply' });
+    for (let n = 1; n <= 2; n++) {
+      await api(srv, 'publish', { channel: 'sse:a', data: { n } });
+      await api(srv, 'publish', { channel: 'sse:b', data: { n } });
+    }
+    await waitFor(() => page.evaluate(() => window.got.length === 4), { message: 'live publications' });
+    // The server ends the stream; the browser reconnects by itself (after
+    // its retry delay) with Last-Event-ID.
+    const [client] = await page.evaluate(() => window.clients);
+    await api(srv, 'disconnect', { client, code: 3007, reason: 'test restart' });
+    for (let n = 3; n <= 5; n++) await api(srv, 'publish', { channel: 'sse:a', data: { n } });
+    await api(srv, 'publish', { channel: 'sse:b', data: { n: 3 } });
+    await waitFor(() => page.evaluate(() => window.clients.length === 2), { timeout: 20000, message: 'the EventSource reconnected' });
+    await api(srv, 'publish', { channel: 'sse:b', data: { n: 4 } });
+    await waitFor(() => page.evaluate(() => window.got.length === 9), { timeout: 20000, message: 'missed and live publications' });
+    const got = await page.evaluate(() => window.got);
+    const of = (ch) => got.filter((g) => g.startsWith(ch + '/'));
+    assert.deepEqual(of('sse:a'), ['sse:a/1', 'sse:a/2', 'sse:a/3', 'sse:a/4', 'sse:a/5']);
+    assert.deepEqual(of('sse:b'), ['sse:b/1', 'sse:b/2', 'sse:b/3', 'sse:b/4']);
+    await page.evaluate((got) => {
+      document.body.innerHTML = `<pre style="font: 14px monospace">EventSource /sse?channel=sse:a&amp;channel=sse:b\n\n${got.map((g, i) => `${g}  id ${window.ids[i]}`).join('\n')}</pre>`;
+    }, got);
+    await page.screenshot({ path: path.join(artifacts, 'sse-recovered.png'), fullPage: true });
     await page.close();
     assert.deepEqual(errors, []);
   });

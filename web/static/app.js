@@ -34,7 +34,7 @@ client.on('state', ({ state }) => {
 });
 client.on('connected', (e) => {
   everConnected = true;
-  $('#client-id').textContent = `client ${e.client.slice(0, 8)}`;
+  $('#client-id').textContent = `client ${e.client.slice(0, 8)} · ${client.transport}`;
 });
 client.on('disconnect', (e) => {
   const what = e.reconnect ? 'reconnecting…' : 'not reconnecting';
