@@ -65,6 +65,8 @@ export const ErrorCode = {
     NotFound: 114,
     Timeout: 115,
     NotConnected: 116,
+    /** Temporary: the broker could not serve the command now (a leader election, an outage); retry. */
+    Unavailable: 117,
 };
 /** Disconnect codes of protocol v1 (and the client-side ones the SDK reports). */
 export const DisconnectCode = {
