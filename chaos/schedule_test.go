@@ -40,15 +40,7 @@ func faultKinds(engine string) []string {
 	case "nats", "redis":
 		kinds = append(kinds, "kill-broker", "pause-broker", "broker-latency", "broker-reset", "broker-blackhole", "broker-slow")
 	case "rediscluster":
-		// No kill-broker yet: a master killed and restarted can leave
-		// every node unsubscribed from its channels with a healthy
-		// connection, so subscribers stall with no signal (the short
-		// schedule of seed 3349875113735743 shows it). Being fixed in
-		// broker/redis; CHAOS_REDIS_CLUSTER_KILL=1 puts it back.
-		kinds = append(kinds, "pause-broker")
-		if os.Getenv("CHAOS_REDIS_CLUSTER_KILL") != "" {
-			kinds = append(kinds, "kill-broker")
-		}
+		kinds = append(kinds, "kill-broker", "pause-broker")
 	}
 	return kinds
 }

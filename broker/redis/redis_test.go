@@ -717,6 +717,7 @@ func startClusterWith(t *testing.T, replicas int) ([]string, map[string]*server)
 // server is a redis-server process the test started.
 type server struct {
 	cmd  *exec.Cmd
+	dir  string
 	done bool
 }
 
@@ -743,7 +744,7 @@ func startServer(t *testing.T, dir string, port int, extra ...string) *server {
 		"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", dir, "--logfile", filepath.Join(dir, p+".log"),
 	}, extra...)
-	s := &server{cmd: exec.Command(bin, args...)}
+	s := &server{cmd: exec.Command(bin, args...), dir: dir}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}

@@ -49,6 +49,11 @@ type subscriber struct {
 	names  map[string]struct{}       // subscribed or being subscribed
 	subW   map[string][]chan<- error // waiting for a subscribe confirmation
 	unsubW map[string][]chan<- error // waiting for an unsubscribe confirmation
+	// partial: reset could not write every name's subscribe on the new
+	// PubSub. go-redis knows only the names written (or tried), so when it
+	// reconnects by itself it resubscribes those alone; the reader then
+	// resets again, to subscribe them all.
+	partial bool
 }
 
 func newSubscriber(b *Broker, addr string, client *goredis.Client, newPS func() *goredis.PubSub) *subscriber {
@@ -325,9 +330,14 @@ func (s *subscriber) reset(reason error) {
 	for name := range s.names {
 		names = append(names, name)
 	}
+	s.partial = false
 	for _, g := range s.groups(names) {
 		if err := s.write(true, g...); err != nil {
-			break // the next receive fails too and resets again
+			// The connection is down. The next receive fails and resets
+			// again, unless go-redis reconnects first: then partial
+			// makes the reader reset once it reads from the new one.
+			s.partial = true
+			break
 		}
 	}
 	s.mu.Unlock()
@@ -385,6 +395,13 @@ func (s *subscriber) run() {
 			continue
 		}
 		pinged, backoff = false, 0
+		s.mu.Lock()
+		partial := s.partial
+		s.mu.Unlock()
+		if partial {
+			s.reset(errors.New("resubscribing the names a reconnect left out"))
+			continue
+		}
 		switch m := msg.(type) {
 		case *goredis.Subscription:
 			s.onSubscription(m)
