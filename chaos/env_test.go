@@ -19,9 +19,9 @@ import (
 	"github.com/heraldhq/herald/internal/testproc"
 )
 
-// logEnv logs every child's output when set (HERALD_CHAOS_LOGS_DIR, as a
-// directory, keeps it whole).
-const logEnv = "HERALD_CHAOS_LOGS"
+// logEnv: HERALD_CHAOS_LOGS set logs every child's output;
+// HERALD_CHAOS_LOG_DIR names a directory that keeps it whole.
+var logEnv = testproc.Logs{Always: "HERALD_CHAOS_LOGS", Dir: "HERALD_CHAOS_LOG_DIR"}
 
 const (
 	apiKey = "k"

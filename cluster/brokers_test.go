@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/internal/testaddr"
+	"github.com/heraldhq/herald/internal/testproc"
 )
 
 // backend is where a cluster's nodes share their state.
@@ -67,29 +67,9 @@ func sharedRedis(t *testing.T) backend {
 }
 
 // natsReady reports whether a NATS server with JetStream answers at url.
-func natsReady(url string, timeout time.Duration) error {
-	nc, err := natsgo.Connect(url, natsgo.Timeout(timeout), natsgo.NoReconnect())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	_, err = js.AccountInfo(ctx)
-	return err
-}
+func natsReady(url string, timeout time.Duration) error { return testproc.NATSReady(url, timeout) }
 
-func redisReady(addr string, timeout time.Duration) error {
-	c := goredis.NewClient(&goredis.Options{Addr: addr, DialTimeout: timeout, MaxRetries: -1})
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return c.Ping(ctx).Err()
-}
+func redisReady(addr string, timeout time.Duration) error { return testproc.RedisReady(addr, timeout) }
 
 // deleteStreams removes the streams of prefix (the layout of broker/nats).
 func deleteStreams(t *testing.T, url, prefix string) {
@@ -192,7 +172,7 @@ func (s *privateServer) start() {
 	s.p = startProcess(t, s.kind+"-server :"+port, path, args...)
 	checkFor(t, 15*time.Second, s.kind+"-server ready", func() error {
 		if s.p.exited() {
-			t.Fatalf("%s exited: %v\n%s", s.p.name, s.p.err, s.p.out.String())
+			t.Fatalf("%s exited: %v\n%s", s.p.name, s.p.Err(), s.p.out.String())
 		}
 		return ready()
 	})
@@ -210,14 +190,5 @@ func (s *privateServer) restart(freshStore bool) {
 
 func lookPath(t *testing.T, name, fallback string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if fallback != "" {
-		if _, err := os.Stat(fallback); err == nil {
-			return fallback
-		}
-	}
-	unavailable(t, "%s not found in PATH", name)
-	return ""
+	return testproc.LookPath(t, name, fallback)
 }

@@ -105,8 +105,8 @@ func TestEmbeddedCluster(t *testing.T) {
 	}
 	out := n.out.String()
 	drained, stopped := strings.Index(out, "herald node stopped"), strings.Index(out, "embedded NATS stopped")
-	if n.err != nil || drained < 0 || stopped < drained {
-		t.Fatalf("%s: exit %v; herald stopped at %d, NATS stopped at %d in its log", n.name, n.err, drained, stopped)
+	if n.Err() != nil || drained < 0 || stopped < drained {
+		t.Fatalf("%s: exit %v; herald stopped at %d, NATS stopped at %d in its log", n.name, n.Err(), drained, stopped)
 	}
 }
 

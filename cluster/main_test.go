@@ -1,20 +1,16 @@
 package cluster_test
 
 import (
-	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/heraldhq/herald/internal/testproc"
 )
 
 // bin is the herald binary, built once by TestMain.
@@ -46,66 +42,41 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// The helpers below are those of internal/testproc, which the chaos
+// suite shares.
+
 // unavailable fails the test in CI (CI=true), where the dependency must be
 // there, and skips it elsewhere.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + " (skipping; with CI=true this fails)")
+	testproc.Unavailable(t, format, args...)
 }
 
 // checkFor polls cond every 20ms until it returns nil, and fails the test
 // with cond's last error when timeout passes first.
 func checkFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testproc.CheckFor(t, timeout, what, cond)
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func randomHex(n int) string { return testproc.RandomHex(n) }
+
+func tail(s string, n int) string { return testproc.Tail(s, n) }
 
 // process is a child process whose output is kept for failure messages.
 // It is killed when the test ends.
 type process struct {
+	*testproc.Process
 	name string
 	cmd  *exec.Cmd
-	out  lockedBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, set before done closes
+	out  output
+	done <-chan struct{} // closed when the process has exited
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// output is what a process wrote so far.
+type output struct{ p *testproc.Process }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+func (o output) String() string { return o.p.Output() }
 
 // startProcess runs path with args. The process is SIGKILLed and waited
 // for when the test ends; its output is logged if the test failed (or
@@ -119,54 +90,11 @@ func startProcess(t *testing.T, name, path string, args ...string) *process {
 // startProcessEnv is startProcess with env added to the test's environment.
 func startProcessEnv(t *testing.T, name, path string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: exec.Command(path, args...), done: make(chan struct{})}
-	if env != nil {
-		p.cmd.Env = append(os.Environ(), env...)
-	}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	dieWithTest(p.cmd)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill()
-		if d := os.Getenv("HERALD_CLUSTER_LOG_DIR"); d != "" {
-			_ = os.WriteFile(filepath.Join(d, strings.NewReplacer(" ", "_", "(", "", ")", "", ":", "_").Replace(p.name)+".log"), []byte(p.out.String()), 0o644)
-		}
-		if t.Failed() || os.Getenv("HERALD_CLUSTER_LOGS") != "" {
-			t.Logf("--- output of %s:\n%s", p.name, tail(p.out.String(), 6000))
-		}
-	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
+	p := testproc.Start(t, testproc.Logs{Always: "HERALD_CLUSTER_LOGS", Dir: "HERALD_CLUSTER_LOG_DIR"}, name, path, env, args...)
+	return &process{Process: p, name: name, cmd: p.Cmd, out: output{p}, done: p.Done()}
 }
 
 // kill sends SIGKILL and waits for the process to exit.
-func (p *process) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
+func (p *process) kill() { p.Kill() }
 
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *process) exited() bool { return p.Exited() }

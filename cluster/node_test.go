@@ -102,7 +102,7 @@ func (n *node) waitReady(t *testing.T, timeout time.Duration) {
 	t.Helper()
 	checkFor(t, timeout, n.name+" ready", func() error {
 		if n.exited() {
-			t.Fatalf("%s exited: %v\n%s", n.name, n.err, tail(n.out.String(), 4000))
+			t.Fatalf("%s exited: %v\n%s", n.name, n.Err(), tail(n.out.String(), 4000))
 		}
 		resp, err := httpc.Get("http://" + n.addr + "/readyz")
 		if err != nil {

@@ -47,15 +47,15 @@ func RedisReady(addr string, timeout time.Duration) error {
 // Server is a broker process (nats-server or redis-server) of one test on
 // a fixed loopback port, which the test may kill, pause and restart.
 type Server struct {
-	tb     testing.TB
-	Kind   string // "nats" or "redis"
-	Port   int
-	Dir    string // the store directory, kept across restarts
-	path   string
-	args   []string
-	ready  func() error
-	logEnv string
-	P      *Process
+	tb    testing.TB
+	Kind  string // "nats" or "redis"
+	Port  int
+	Dir   string // the store directory, kept across restarts
+	path  string
+	args  []string
+	ready func() error
+	logs  Logs
+	P     *Process
 }
 
 // Addr is the server's client address, 127.0.0.1:PORT.
@@ -64,7 +64,7 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.Port) }
 // Start starts the server and waits until it serves (at most 30s).
 func (s *Server) Start() {
 	s.tb.Helper()
-	s.P = Start(s.tb, s.logEnv, s.Kind+"-server :"+strconv.Itoa(s.Port), s.path, nil, s.args...)
+	s.P = Start(s.tb, s.logs, s.Kind+"-server :"+strconv.Itoa(s.Port), s.path, nil, s.args...)
 	s.WaitReady(30 * time.Second)
 }
 
@@ -72,7 +72,7 @@ func (s *Server) Start() {
 // that is ready only once the others are up).
 func (s *Server) StartNoWait() {
 	s.tb.Helper()
-	s.P = Start(s.tb, s.logEnv, s.Kind+"-server :"+strconv.Itoa(s.Port), s.path, nil, s.args...)
+	s.P = Start(s.tb, s.logs, s.Kind+"-server :"+strconv.Itoa(s.Port), s.path, nil, s.args...)
 }
 
 // WaitReady waits until the server answers; it fails the test if the
@@ -98,15 +98,14 @@ func (s *Server) Restart() {
 // NATSServer returns a nats-server with JetStream on a spare loopback
 // port, storing in a directory of the test; it is not started yet. The
 // binary is $HERALD_TEST_NATS_SERVER if set, else nats-server from PATH
-// (or /usr/sbin). logEnv names the environment variable that logs its
-// output (see Start).
-func NATSServer(tb testing.TB, logEnv string) *Server {
+// (or /usr/sbin). logs say where its output goes (see Start).
+func NATSServer(tb testing.TB, logs Logs) *Server {
 	tb.Helper()
 	path := os.Getenv("HERALD_TEST_NATS_SERVER")
 	if path == "" {
 		path = LookPath(tb, "nats-server", "/usr/sbin/nats-server")
 	}
-	s := &Server{tb: tb, Kind: "nats", Port: testaddr.Port(tb), Dir: tb.TempDir(), logEnv: logEnv, path: path}
+	s := &Server{tb: tb, Kind: "nats", Port: testaddr.Port(tb), Dir: tb.TempDir(), logs: logs, path: path}
 	s.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port), "-js", "-sd", s.Dir}
 	s.ready = func() error { return NATSReady("nats://"+s.Addr(), time.Second) }
 	return s
@@ -116,7 +115,7 @@ func NATSServer(tb testing.TB, logEnv string) *Server {
 // route to each other as one cluster, and waits until each serves
 // JetStream. The servers advertise no cluster addresses to clients, so a
 // client connects only to the server it was given (through a proxy, say).
-func StartNATSCluster(tb testing.TB, logEnv string, n int) []*Server {
+func StartNATSCluster(tb testing.TB, logs Logs, n int) []*Server {
 	tb.Helper()
 	name := "c" + RandomHex(4)
 	routes := testaddr.Addrs(tb, n)
@@ -126,7 +125,7 @@ func StartNATSCluster(tb testing.TB, logEnv string, n int) []*Server {
 	}
 	servers := make([]*Server, n)
 	for i := range servers {
-		s := NATSServer(tb, logEnv)
+		s := NATSServer(tb, logs)
 		s.args = append(s.args, "--server_name", fmt.Sprintf("s%d", i), "--cluster_name", name,
 			"--cluster", urls[i], "--routes", strings.Join(urls, ","), "--no_advertise=true")
 		servers[i] = s
@@ -142,9 +141,9 @@ func StartNATSCluster(tb testing.TB, logEnv string, n int) []*Server {
 
 // RedisServer returns a redis-server without persistence on a spare
 // loopback port (extra arguments appended); it is not started yet.
-func RedisServer(tb testing.TB, logEnv string, portOffset int, extra ...string) *Server {
+func RedisServer(tb testing.TB, logs Logs, portOffset int, extra ...string) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, Kind: "redis", Port: testaddr.PortWith(tb, portOffset), Dir: tb.TempDir(), logEnv: logEnv,
+	s := &Server{tb: tb, Kind: "redis", Port: testaddr.PortWith(tb, portOffset), Dir: tb.TempDir(), logs: logs,
 		path: LookPath(tb, "redis-server", "/usr/bin/redis-server")}
 	p := strconv.Itoa(s.Port)
 	s.args = append([]string{"--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -157,13 +156,13 @@ func RedisServer(tb testing.TB, logEnv string, portOffset int, extra ...string) 
 // and without replicas, and waits until every node reports it ok.
 // A master that is killed and restarted keeps its identity (its nodes
 // file) and slots, and comes back empty.
-func StartRedisCluster(tb testing.TB, logEnv string) []*Server {
+func StartRedisCluster(tb testing.TB, logs Logs) []*Server {
 	tb.Helper()
 	cli := LookPath(tb, "redis-cli", "/usr/bin/redis-cli")
 	servers := make([]*Server, 3)
 	addrs := make([]string, 3)
 	for i := range servers {
-		s := RedisServer(tb, logEnv, 10000)
+		s := RedisServer(tb, logs, 10000)
 		s.args = append(s.args, "--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(s.Dir, "nodes.conf"),
 			"--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "yes")

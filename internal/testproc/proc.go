@@ -113,12 +113,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// Logs name the environment variables that ask for a child's output:
+// with Always set, it is logged when the test ends (otherwise only if the
+// test failed); Dir names a directory to write it to whole.
+type Logs struct{ Always, Dir string }
+
 // Start runs path with args, and env added to the test's environment. The
-// process is SIGKILLed (after SIGCONT, if it was stopped) and waited for
-// when the test ends; its output is logged if the test failed (or always,
-// with logEnv set in the environment), and written whole to a file in the
-// directory the variable logEnv+"_DIR" names, if set.
-func Start(tb testing.TB, logEnv, name, path string, env []string, args ...string) *Process {
+// process is SIGKILLed (and sent SIGCONT, in case it was stopped) and
+// waited for when the test ends; its output is logged and kept as logs
+// say.
+func Start(tb testing.TB, logs Logs, name, path string, env []string, args ...string) *Process {
 	tb.Helper()
 	p := &Process{Name: name, Cmd: exec.Command(path, args...), done: make(chan struct{})}
 	if env != nil {
@@ -135,10 +139,10 @@ func Start(tb testing.TB, logEnv, name, path string, env []string, args ...strin
 	}()
 	tb.Cleanup(func() {
 		p.Kill()
-		if d := os.Getenv(logEnv + "_DIR"); d != "" {
+		if d := os.Getenv(logs.Dir); logs.Dir != "" && d != "" {
 			_ = os.WriteFile(filepath.Join(d, strings.NewReplacer(" ", "_", "(", "", ")", "", ":", "_", "/", "_").Replace(p.Name)+".log"), []byte(p.Output()), 0o644)
 		}
-		if tb.Failed() || os.Getenv(logEnv) != "" {
+		if tb.Failed() || (logs.Always != "" && os.Getenv(logs.Always) != "") {
 			tb.Logf("--- output of %s:\n%s", p.Name, Tail(p.Output(), 6000))
 		}
 	})
