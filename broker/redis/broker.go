@@ -59,6 +59,10 @@ type Broker struct {
 	kick    chan struct{}          // wakes the router
 
 	appends *groupcommit.Keyed[*pubReq, pubResult] // this node's appends in flight, by channel
+
+	// testCatchUpHook, set by tests before Start, runs before each
+	// catch-up's history read with the channel's name.
+	testCatchUpHook func(channel string)
 }
 
 // chState is a channel this node is subscribed to.

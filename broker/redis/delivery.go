@@ -95,6 +95,9 @@ func (b *Broker) resync(name string) {
 // subscribed) everything in the current stream is new, and so it is when
 // a catch-up after a reconnect finds a new epoch. st.mu must be held.
 func (b *Broker) catchUpLocked(st *chState, from broker.StreamPosition, upTo uint64) {
+	if b.testCatchUpHook != nil {
+		b.testCatchUpHook(st.channel)
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.DialTimeout+b.cfg.ReadTimeout)
 	defer cancel()
 	opts := broker.HistoryOptions{Limit: -1}
