@@ -60,6 +60,11 @@ type Broker struct {
 
 	appends *groupcommit.Keyed[*pubReq, pubResult] // this node's appends in flight, by channel
 
+	// Catch-ups from history, run by up to maxCatchUpWorkers goroutines.
+	cuMu      sync.Mutex
+	cuQueue   []catchUp
+	cuWorkers int
+
 	// testCatchUpHook, set by tests before Start, runs before each
 	// catch-up's history read with the channel's name.
 	testCatchUpHook func(channel string)
@@ -81,6 +86,13 @@ type chState struct {
 	synced bool                  // base is set: catch-ups may run
 	base   broker.StreamPosition // stream position right after the subscription was confirmed
 	last   broker.StreamPosition // last publication with history delivered
+	// A catch-up from history is queued or running: live publications
+	// with history wait in held (at most maxHeld) and follow it; again
+	// asks for another catch-up to the head after it.
+	catching bool
+	again    bool
+	held     []heldPub
+	gone     bool // unsubscribed: nothing more is delivered
 }
 
 // New returns a broker for cfg. It does not connect: Start does, and
@@ -257,6 +269,10 @@ func (b *Broker) Unsubscribe(ctx context.Context, ch string) error {
 	sub := st.sub
 	st.sub = nil
 	b.mu.Unlock()
+	// A catch-up worker delivers under st.mu, and checks gone first.
+	st.mu.Lock()
+	st.gone = true
+	st.mu.Unlock()
 	if sub == nil {
 		return nil
 	}

@@ -107,7 +107,11 @@
 // live message; live messages already delivered that way are skipped. A
 // live message whose offset jumps ahead of the last delivered one (for
 // example after Redis cut off a slow subscriber) triggers the same
-// catch-up. What history no longer holds cannot be delivered: Herald's hub
+// catch-up. Catch-ups run on up to 8 worker goroutines of the broker, not
+// on the reader: other channels' live messages are delivered meanwhile,
+// while the channel's own wait (up to 4096; beyond that they are read
+// from history too) and follow its catch-up in offset order. What
+// history no longer holds cannot be delivered: Herald's hub
 // then sees the offset gap or epoch change in the next publication and
 // makes clients recover, so a gap is never silent. Channels without
 // history have no offsets, and their messages lost during an outage are
