@@ -50,10 +50,11 @@ test-package:
 # Long fault-injection runs (chaos/): per engine, schedules of
 # CHAOS_SCHEDULE (default 2m) for CHAOS_DURATION (default 30m), or
 # CHAOS_COUNT schedules; CHAOS_ENGINES=nats,redis,rediscluster,embedded
-# picks engines, CHAOS_SEED the first seed. `make test` runs one short
-# schedule per engine. Each engine ends with a "TABLE |" line.
+# picks engines, CHAOS_SEED the first seed; CHAOS_PARALLEL engines run at
+# once (default 4: all). `make test` runs one short schedule per engine.
+# Each engine ends with a "TABLE |" line (the docs/guarantees.md table).
 chaos:
-	CHAOS_LONG=1 go test -count=1 -timeout 0 -run '^TestChaosLong$$' -v ./chaos/
+	CHAOS_LONG=1 go test -count=1 -timeout 0 -parallel $${CHAOS_PARALLEL:-4} -run '^TestChaosLong$$' -v ./chaos/
 
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh
