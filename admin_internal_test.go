@@ -6,6 +6,8 @@ import (
 	"go/token"
 	"testing"
 	"unsafe"
+
+	"github.com/heraldhq/herald/internal/transport"
 )
 
 // TestAdminPasswordCompareConstantTime checks the password comparison by
@@ -73,21 +75,17 @@ func isConstantTimeResult(b *ast.BinaryExpr) bool {
 	return ok && sel.Sel.Name == "ConstantTimeCompare"
 }
 
-// TestAdminFlagCostsNoMemory: the admin flag sits in the padding after
-// userSlot, so a session is no larger for it.
-func TestAdminFlagCostsNoMemory(t *testing.T) {
-	var ss session
-	slot, flag, mu := unsafe.Offsetof(ss.userSlot), unsafe.Offsetof(ss.admin), unsafe.Offsetof(ss.mu)
-	if flag != slot+1 || mu != (slot+unsafe.Alignof(ss.mu))&^(unsafe.Alignof(ss.mu)-1) {
-		t.Fatalf("userSlot at %d, admin at %d, mu at %d: the flag takes more than padding", slot, flag, mu)
-	}
-}
-
-// TestSessionSizeClass: a session, the HTTP fallbacks' stream pointer
-// included, still fits the allocator's 224-byte size class it took
-// before that pointer.
+// TestSessionSizeClass: a node holds a session, a connection and a
+// subscription per subscribed connection; each must stay in its size
+// class of the allocator (192, 192 and 64 bytes).
 func TestSessionSizeClass(t *testing.T) {
-	if n := unsafe.Sizeof(session{}); n > 224 {
-		t.Fatalf("a session is %d bytes: past the 224-byte size class", n)
+	if n := unsafe.Sizeof(session{}); n > 192 {
+		t.Errorf("a session is %d bytes: past the 192-byte size class", n)
+	}
+	if n := unsafe.Sizeof(transport.Conn{}); n > 192 {
+		t.Errorf("a connection is %d bytes: past the 192-byte size class", n)
+	}
+	if n := unsafe.Sizeof(subscription{}); n > 64 {
+		t.Errorf("a subscription is %d bytes: past the 64-byte size class", n)
 	}
 }

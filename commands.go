@@ -212,7 +212,7 @@ func (ss *session) refresh(ctx context.Context, req *protocol.RefreshRequest) (*
 		return nil, protocol.NewError(protocol.ErrPermissionDenied, "invalid token")
 	}
 	res := &protocol.RefreshResult{}
-	ss.proxyExpiry.Store(false)
+	ss.flags.set(flagProxyExpiry, false)
 	if c.ExpiresAt != nil {
 		ss.setExpiry(c.ExpiresAt.Time)
 		res.Expires = true
@@ -230,5 +230,5 @@ func (ss *session) setExpiry(t time.Time) {
 	} else {
 		ss.expires.Store(t.Unix())
 	}
-	ss.notified.Store(false)
+	ss.flags.set(flagNotified, false)
 }

@@ -41,7 +41,9 @@ func (ss *session) connect(id uint64, req *protocol.ConnectRequest) {
 	if !ok {
 		return
 	}
-	ss.headers = nil
+	if ss.peer != nil {
+		ss.peer.headers = nil
+	}
 	if who.user == "" && !s.cfg.AllowAnonymous && !ss.observer() {
 		ss.disconnect(protocol.DisconnectUnauthorized, 0, true)
 		return
@@ -111,7 +113,7 @@ func (ss *session) authenticate(ctx context.Context, id uint64, req *protocol.Co
 		return who, true
 	case s.cfg.Proxy.ConnectURL != "":
 		r, err := s.callProxy(ctx, s.cfg.Proxy.ConnectURL, &proxyRequest{
-			Client: ss.id, Encoding: ss.codec.Name(), Name: req.Name, Remote: ss.ip, Headers: ss.headers,
+			Client: ss.id, Encoding: ss.codec().Name(), Name: req.Name, Remote: ss.ip(), Headers: peerHeaders(ss.peer),
 		})
 		if err != nil {
 			if perr := ss.proxyError(err); perr != nil {
@@ -138,7 +140,7 @@ func (ss *session) establish(who authResult) *protocol.ConnectResult {
 	ss.mu.Unlock()
 	if !who.expires.IsZero() {
 		ss.expires.Store(who.expires.Unix())
-		ss.proxyExpiry.Store(who.proxied)
+		ss.flags.set(flagProxyExpiry, who.proxied)
 		res.Expires = true
 		res.TTL = uint32(max(time.Until(who.expires)/time.Second, 0))
 	}
@@ -240,4 +242,11 @@ func (s *Server) personalChannels(user string) []string {
 		out = append(out, ch)
 	}
 	return out
+}
+
+func peerHeaders(p *peerInfo) map[string]string {
+	if p == nil {
+		return nil
+	}
+	return p.headers
 }

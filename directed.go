@@ -129,9 +129,9 @@ func (s *Server) localAct(a *act) actAnswer {
 				ans.Found-- // not subscribed: not reached
 			}
 		case "send":
-			ci := int(ss.conn.Framing())*protocol.NumCodecs + protocol.CodecIndex(ss.codec)
+			ci := int(ss.conn.Framing())*protocol.NumCodecs + int(ss.ci)
 			if frames[ci] == nil {
-				payload, err := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Message: &protocol.MessagePush{Data: protocol.Data(a.Data)}})
+				payload, err := ss.codec().AppendServerMessage(nil, &protocol.ServerMessage{Message: &protocol.MessagePush{Data: protocol.Data(a.Data)}})
 				if err != nil {
 					return actAnswer{Found: ans.Found, Failed: ans.Found, Error: protocol.NewError(protocol.ErrBadRequest, "data cannot be encoded")}
 				}
@@ -168,7 +168,7 @@ func (ss *session) serverRefresh(expireAt int64, expired bool) {
 		ss.disconnect(protocol.DisconnectTokenExpired, 0, true)
 		return
 	}
-	ss.proxyExpiry.Store(false)
+	ss.flags.set(flagProxyExpiry, false)
 	if expireAt == 0 {
 		ss.setExpiry(time.Time{})
 		return
@@ -232,7 +232,7 @@ func (s *Server) refreshGrants(ss *session, add func(entryWrite)) {
 	user := ss.user
 	var chans []string
 	for _, sub := range ss.subs {
-		if sub.grant == grantAPI {
+		if sub.grant() == grantAPI {
 			chans = append(chans, sub.Channel)
 		}
 	}

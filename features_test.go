@@ -283,6 +283,13 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("Serve returned %v", err)
 	}
 	t.Logf("drain took %v", time.Since(start))
+	// Shutdown returns once the server is done; each client reports its
+	// disconnect when it has read the close, which may come just after.
+	eventually(t, 5*time.Second, "every client's disconnect event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(events) == n
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	for i := 0; i < n; i++ {

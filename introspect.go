@@ -315,7 +315,7 @@ func (ss *session) matches(q *ConnectionsQuery) bool {
 func (ss *session) describe() ConnectionInfo {
 	ss.mu.Lock()
 	ci := ConnectionInfo{
-		Node: ss.s.nodeID, Client: ss.id, User: ss.user, Transport: "websocket", Codec: ss.codec.Name(),
+		Node: ss.s.nodeID, Client: ss.id, User: ss.user, Transport: "websocket", Codec: ss.codec().Name(),
 		ConnectedAt: time.Unix(0, ss.created).UTC(), Subscriptions: make([]string, 0, len(ss.subs)), Admin: ss.admin,
 	}
 	for _, sub := range ss.subs {

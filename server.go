@@ -156,11 +156,11 @@ func New(cfg Config) (*Server, error) {
 	s.nodes.init()
 	s.tracer = newTracer(cfg.TracerProvider)
 	s.hub = hub.New(hub.Options{
-		OnSlow: func(owner any) {
-			owner.(*session).disconnect(protocol.DisconnectSlow, 0, true)
+		OnSlow: func(sub *hub.Sub) {
+			sub.Conn.Handler().(*session).disconnect(protocol.DisconnectSlow, 0, true)
 		},
-		OnGap: func(owner any) {
-			owner.(*session).disconnect(protocol.DisconnectInsufficientState, 0, false)
+		OnGap: func(sub *hub.Sub) {
+			sub.Conn.Handler().(*session).disconnect(protocol.DisconnectInsufficientState, 0, false)
 		},
 		SSEEvent: sseEvent,
 	})
@@ -454,9 +454,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 // expires.
 func (s *Server) startSession(nc net.Conn, in []byte, sub string, deflate bool, ip string, headers map[string]string, adminUntil time.Time) {
 	codec, _ := protocol.CodecFor(sub)
+	if sub != "" {
+		sub = codec.Name() // the constant: no string per connection
+	}
 	ss := newSession(s, codec)
-	ss.ip = ip // "" unless something needs it (see admit)
-	ss.headers = headers
+	ss.setPeer(ip, headers) // "" unless something needs it (see admit)
 	if !adminUntil.IsZero() {
 		ss.admin = true
 		ss.expires.Store(adminUntil.Unix())

@@ -26,32 +26,27 @@ const (
 type session struct {
 	s       *Server
 	conn    *transport.Conn
-	codec   protocol.Codec
 	id      string
 	created int64
 
-	ip      string
-	headers map[string]string // for the connect proxy, dropped at connect
-	bucket  bucket            // command rate; used by the reader only
+	peer   *peerInfo // nil unless the configuration needs it
+	bucket bucket    // command rate; used by the reader only
 
-	state    atomic.Int32
-	nextPing atomic.Int64 // unix nanos
-	pongDue  atomic.Int64 // unix nanos; 0: no ping outstanding
-	expires  atomic.Int64 // unix seconds; 0: never
-	notified atomic.Bool  // the refresh push for the current expiry went out
-	// proxyExpiry: the connect proxy set the expiry, so the refresh proxy
-	// (not the client) extends it.
-	proxyExpiry atomic.Bool
-	refreshing  atomic.Bool
-	userSlot    bool // holds a per-user connection slot (guarded by mu)
+	state atomic.Int32
+	flags sessionFlags
+	ci    uint8 // protocol.CodecIndex of the connection's codec
+	// userSlot: holds a per-user connection slot (guarded by mu).
+	userSlot bool
 	// admin: a session of the admin UI's /admin/ws (admin_ws.go). Set
-	// before the session starts, then only read. It fills padding before
-	// mu: a session is no larger for it.
+	// before the session starts, then only read.
 	admin bool
 	// backend: connected with an API key (connect.api_key): like the
 	// admin's, a read-only observer of every channel, the events channel
-	// included. Guarded by mu; it too fills padding.
-	backend bool
+	// included. Guarded by mu.
+	backend  bool
+	nextPing atomic.Int64 // unix nanos
+	pongDue  atomic.Int64 // unix nanos; 0: no ping outstanding
+	expires  atomic.Int64 // unix seconds; 0: never
 
 	mu   sync.Mutex
 	user string
@@ -65,9 +60,60 @@ type session struct {
 	stream *stream
 }
 
-func newSession(s *Server, codec protocol.Codec) *session {
-	return &session{s: s, codec: codec, id: newClientID(), created: time.Now().UnixNano()}
+// peerInfo is what the handshake learned that only some configurations
+// need: the client's IP (per-IP limits, the connect proxy) and forwarded
+// headers (the connect proxy; dropped at connect).
+type peerInfo struct {
+	ip      string
+	headers map[string]string
 }
+
+// setPeer keeps ip and headers, if any.
+func (ss *session) setPeer(ip string, headers map[string]string) {
+	if ip != "" || headers != nil {
+		ss.peer = &peerInfo{ip: ip, headers: headers}
+	}
+}
+
+func (ss *session) ip() string {
+	if ss.peer == nil {
+		return ""
+	}
+	return ss.peer.ip
+}
+
+// sessionFlags are a session's atomic booleans in one word (a node holds a
+// session per connection, so its size counts).
+type sessionFlags struct{ v atomic.Uint32 }
+
+const (
+	// flagNotified: the refresh push for the current expiry went out.
+	flagNotified uint32 = 1 << iota
+	// flagProxyExpiry: the connect proxy set the expiry, so the refresh
+	// proxy (not the client) extends it.
+	flagProxyExpiry
+	// flagRefreshing: a refresh proxy call is in flight.
+	flagRefreshing
+)
+
+func (f *sessionFlags) has(b uint32) bool { return f.v.Load()&b != 0 }
+
+func (f *sessionFlags) set(b uint32, on bool) {
+	if on {
+		f.v.Or(b)
+	} else {
+		f.v.And(^b)
+	}
+}
+
+// setIfClear sets b and reports whether it was clear.
+func (f *sessionFlags) setIfClear(b uint32) bool { return f.v.Or(b)&b == 0 }
+
+func newSession(s *Server, codec protocol.Codec) *session {
+	return &session{s: s, ci: uint8(protocol.CodecIndex(codec)), id: newClientID(), created: time.Now().UnixNano()}
+}
+
+func (ss *session) codec() protocol.Codec { return protocol.CodecAt(ss.ci) }
 
 func (ss *session) clientInfo() *protocol.ClientInfo {
 	ss.mu.Lock()
@@ -109,11 +155,11 @@ func (ss *session) OnMessage(_ *transport.Conn, msg []byte, _ bool) {
 	m.bytesIn.Add(float64(len(msg)))
 	// Any traffic proves the client alive.
 	ss.pongDue.Store(0)
-	if isPong(ss.codec, msg) {
+	if isPong(ss.codec(), msg) {
 		return // the most frequent message by far: no decoding
 	}
 	var cmd protocol.Command
-	if err := ss.codec.DecodeCommand(msg, &cmd); err != nil {
+	if err := ss.codec().DecodeCommand(msg, &cmd); err != nil {
 		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
 		return
 	}
@@ -184,7 +230,7 @@ func (ss *session) cleanup(wasConnected bool, code uint32) {
 			ss.s.notifyProxy(u, &proxyRequest{Client: ss.id, User: user, Code: code, Reason: reason})
 		}
 	}
-	ss.s.perIP.release(ss.ip)
+	ss.s.perIP.release(ss.ip())
 	if ss.stream != nil {
 		ss.s.streams.remove(ss)
 	}
@@ -192,11 +238,11 @@ func (ss *session) cleanup(wasConnected bool, code uint32) {
 }
 
 // frame frames an encoded message for the session's connection.
-func (ss *session) frame(payload []byte) []byte { return ss.conn.Frame(ss.codec.Binary(), payload) }
+func (ss *session) frame(payload []byte) []byte { return ss.conn.Frame(ss.codec().Binary(), payload) }
 
 // reply queues a reply, or a push, for the connection.
 func (ss *session) reply(m *protocol.ServerMessage) {
-	payload, err := ss.codec.AppendServerMessage(nil, m)
+	payload, err := ss.codec().AppendServerMessage(nil, m)
 	if err != nil {
 		ss.s.log.Error("encode reply", "err", err)
 		ss.disconnect(protocol.DisconnectServerError, 0, true)
@@ -229,7 +275,7 @@ func (ss *session) disconnectWith(code uint32, reason string, after time.Duratio
 	if after > 0 {
 		push.ReconnectAfter = uint32(after / time.Millisecond)
 	}
-	payload, _ := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Disconnect: push})
+	payload, _ := ss.codec().AppendServerMessage(nil, &protocol.ServerMessage{Disconnect: push})
 	if !ss.conn.Closed() {
 		ss.s.metrics.disconnect(code)
 	}

@@ -215,7 +215,7 @@ func (ss *session) activateSSE(ctx context.Context, reply *protocol.ServerMessag
 		}
 		st.set(p.sub.Channel, res.Epoch, start)
 	}
-	payload, err := ss.codec.AppendServerMessage(nil, reply)
+	payload, err := ss.codec().AppendServerMessage(nil, reply)
 	if err != nil {
 		st.mu.Unlock()
 		ss.s.log.Error("encode reply", "err", err)
@@ -233,7 +233,7 @@ func (ss *session) activateSSE(ctx context.Context, reply *protocol.ServerMessag
 	for i, p := range pending {
 		st.mu.Lock()
 		for _, pub := range recovered[i] {
-			push, _ := ss.codec.AppendPublicationPush(nil, pub)
+			push, _ := ss.codec().AppendPublicationPush(nil, pub)
 			st.advance(p.sub.Channel, pub.Offset)
 			if err = ss.conn.Enqueue(transport.SSEEvent(nil, st.id(), push), nil); err != nil {
 				break
@@ -259,7 +259,7 @@ func (ss *session) activateSSE(ctx context.Context, reply *protocol.ServerMessag
 // sseEvent is the hub's SSEEvent: a live publication for a subscriber on
 // Server-Sent Events, with the connection's positions in its id.
 func sseEvent(s *hub.Sub, pub *protocol.Publication, payload []byte) error {
-	ss, ok := s.Owner.(*session)
+	ss, ok := s.Conn.Handler().(*session)
 	if !ok || ss.stream == nil || ss.stream.sse == nil {
 		return s.Conn.Enqueue(s.Conn.Frame(false, payload), s)
 	}

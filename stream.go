@@ -175,8 +175,7 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, f transport.
 		}
 	}
 	ss := newSession(s, protocol.JSON)
-	ss.ip = ip
-	ss.headers = headers
+	ss.setPeer(ip, headers)
 	ss.stream = &stream{key: key, next: 1}
 	if start != nil {
 		ss.stream.sse = &sseState{}

@@ -50,10 +50,11 @@ import (
 // subscription is one of the session's channels: the hub's registration,
 // the namespace it belongs to, and who granted it, in one allocation.
 type subscription struct {
-	hub.Sub
-	ns    *namespace
-	grant grant
+	hub.Sub // its Aux holds the grant
+	ns      *namespace
 }
+
+func (sub *subscription) grant() grant { return grant(sub.Aux) }
 
 // grant is who allowed a subscription.
 type grant uint8
@@ -123,7 +124,7 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, grant: g, Sub: hub.Sub{Conn: ss.conn, Codec: ss.codec, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Owner: ss}}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Aux: uint8(g)}}
 	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, brokerError(err, "subscribe failed")
@@ -206,7 +207,7 @@ func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, 
 		ss.activateSSE(ctx, reply, pending)
 		return
 	}
-	payload, err := ss.codec.AppendServerMessage(nil, reply)
+	payload, err := ss.codec().AppendServerMessage(nil, reply)
 	if err != nil {
 		ss.s.log.Error("encode reply", "err", err)
 		ss.disconnect(protocol.DisconnectServerError, 0, true)

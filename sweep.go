@@ -51,7 +51,7 @@ func (s *Server) sweepOnce(now time.Time) {
 					// keep proxies from timing the stream out.
 					ss.pongDue.CompareAndSwap(0, n+pong)
 				}
-				if err := ss.conn.EnqueueSmall(s.pingFrames[ss.conn.Framing()][protocol.CodecIndex(ss.codec)]); err != nil {
+				if err := ss.conn.EnqueueSmall(s.pingFrames[ss.conn.Framing()][int(ss.ci)]); err != nil {
 					ss.disconnect(protocol.DisconnectSlow, 0, true)
 				}
 			}
@@ -65,22 +65,22 @@ func (s *Server) sweepOnce(now time.Time) {
 // the connection was closed.
 func (s *Server) checkExpiry(ss *session, exp int64, now time.Time) bool {
 	left := time.Unix(exp, 0).Sub(now)
-	if left <= -s.cfg.TokenExpiryGrace || (left <= 0 && ss.proxyExpiry.Load() && s.cfg.Proxy.RefreshURL == "") {
+	if left <= -s.cfg.TokenExpiryGrace || (left <= 0 && ss.flags.has(flagProxyExpiry) && s.cfg.Proxy.RefreshURL == "") {
 		ss.disconnect(protocol.DisconnectTokenExpired, 0, true)
 		return true
 	}
 	if left > s.cfg.TokenRefreshNotice {
 		return false
 	}
-	if ss.proxyExpiry.Load() {
-		if s.cfg.Proxy.RefreshURL != "" && ss.refreshing.CompareAndSwap(false, true) {
+	if ss.flags.has(flagProxyExpiry) {
+		if s.cfg.Proxy.RefreshURL != "" && ss.flags.setIfClear(flagRefreshing) {
 			s.goTracked(func() { s.proxyRefresh(ss) })
 		}
 		return false
 	}
-	if ss.notified.CompareAndSwap(false, true) {
+	if ss.flags.setIfClear(flagNotified) {
 		ttl := uint32(max(left/time.Second, 0))
-		payload, _ := ss.codec.AppendServerMessage(nil, &protocol.ServerMessage{Refresh: &protocol.RefreshResult{Expires: true, TTL: ttl}})
+		payload, _ := ss.codec().AppendServerMessage(nil, &protocol.ServerMessage{Refresh: &protocol.RefreshResult{Expires: true, TTL: ttl}})
 		_ = ss.conn.Enqueue(ss.frame(payload), nil)
 	}
 	return false
@@ -89,7 +89,7 @@ func (s *Server) checkExpiry(ss *session, exp int64, now time.Time) bool {
 // proxyRefresh asks the application to extend a proxy-authenticated
 // connection.
 func (s *Server) proxyRefresh(ss *session) {
-	defer ss.refreshing.Store(false)
+	defer ss.flags.set(flagRefreshing, false)
 	info := ss.clientInfo()
 	r, err := s.callProxy(s.ctx, s.cfg.Proxy.RefreshURL, &proxyRequest{Client: ss.id, User: info.User})
 	switch {

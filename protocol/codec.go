@@ -41,6 +41,11 @@ func CodecIndex(c Codec) int {
 	return 0
 }
 
+// CodecAt returns the codec of index i (CodecIndex's inverse).
+func CodecAt[I ~uint8 | ~int](i I) Codec { return codecs[i] }
+
+var codecs = [NumCodecs]Codec{JSON, Msgpack}
+
 // CodecFor returns the codec of a negotiated subprotocol; "" selects JSON.
 func CodecFor(subprotocol string) (Codec, bool) {
 	switch subprotocol {

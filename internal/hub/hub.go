@@ -46,26 +46,32 @@ const (
 	PolicyDrop
 )
 
-// Sub is one connection's subscription to one channel.
+// Sub is one connection's subscription to one channel. It is kept small:
+// a node holds one per subscribed connection.
 type Sub struct {
-	Conn      *transport.Conn
-	Codec     protocol.Codec
-	Channel   string
+	Conn    *transport.Conn
+	Channel string
+
+	gap atomic.Bool // the next publication goes out marked Gap
+
+	// Codec is protocol.CodecIndex of the connection's codec.
+	Codec     uint8
 	Policy    Policy
 	JoinLeave bool
 	// Compress sends the channel's publications compressed when the
 	// connection negotiated permessage-deflate: the channel's namespace
 	// compresses.
 	Compress bool
-	ci       uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
-	Owner    any   // passed to the callbacks
-
-	gap atomic.Bool // the next publication goes out marked Gap
+	// Aux is the owner's: the hub never reads or writes it.
+	Aux uint8
+	ci  uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
 
 	// Guarded by the channel lock.
-	idx        int
 	recovering bool
-	buf        []*protocol.Publication
+	idx        int32
+	// held are the live publications kept while recovering (nil until the
+	// first).
+	held *[]*protocol.Publication
 	// after is the offset the subscription started after (the position its
 	// subscribe reply gave). A live publication at or before it is already
 	// in what the reply carried: brokers may deliver a publication to the
@@ -77,11 +83,11 @@ type Sub struct {
 type Options struct {
 	// OnSlow is called when a subscriber's connection must be closed as
 	// slow. It must not block or call into the hub.
-	OnSlow func(owner any)
+	OnSlow func(sub *Sub)
 	// OnGap is called for each subscriber of a channel whose live stream
 	// skipped offsets or changed epoch: it must be disconnected so that it
 	// recovers. It must not block or call into the hub.
-	OnGap func(owner any)
+	OnGap func(sub *Sub)
 	// SSEEvent queues a publication with an offset for a subscriber on a
 	// Server-Sent Events stream: its event id carries the connection's
 	// positions, so the event is built per connection around payload (the
@@ -120,11 +126,11 @@ const compressedVariants = protocol.NumCodecs * transport.NumFramings
 
 // variant is the frame variant of a codec on a framing, compressed or not
 // (WebSocket only).
-func variant(c protocol.Codec, f transport.Framing, compressed bool) uint8 {
+func variant(codec uint8, f transport.Framing, compressed bool) uint8 {
 	if compressed && f == transport.FramingWebSocket {
-		return uint8(compressedVariants + protocol.CodecIndex(c))
+		return uint8(compressedVariants + int(codec))
 	}
-	return uint8(int(f)*protocol.NumCodecs + protocol.CodecIndex(c))
+	return uint8(int(f)*protocol.NumCodecs + int(codec))
 }
 
 // Hub is the subscription registry. Create it with New.
@@ -143,6 +149,7 @@ type shard struct {
 }
 
 type channel struct {
+	name   string // shared by the subscriptions' Channel: one copy per node
 	mu     sync.Mutex
 	subs   []*Sub
 	epoch  string
@@ -155,10 +162,10 @@ func New(opts Options) *Hub {
 		opts.MaxRecoveryBuffer = 10000
 	}
 	if opts.OnSlow == nil {
-		opts.OnSlow = func(any) {}
+		opts.OnSlow = func(*Sub) {}
 	}
 	if opts.OnGap == nil {
-		opts.OnGap = func(any) {}
+		opts.OnGap = func(*Sub) {}
 	}
 	h := &Hub{opts: opts, seed: maphash.MakeSeed()}
 	for i := range h.shards {
@@ -187,12 +194,13 @@ func (h *Hub) Add(sub *Sub) (first bool) {
 	s.mu.Lock()
 	ch := s.chans[sub.Channel]
 	if ch == nil {
-		ch = &channel{}
+		ch = &channel{name: sub.Channel}
 		s.chans[sub.Channel] = ch
 	}
+	sub.Channel = ch.name
 	ch.mu.Lock()
 	s.mu.Unlock()
-	sub.idx = len(ch.subs)
+	sub.idx = int32(len(ch.subs))
 	sub.ci = variant(sub.Codec, sub.Conn.Framing(), sub.Compress && sub.Conn.Deflate())
 	sub.recovering = true
 	ch.subs = append(ch.subs, sub)
@@ -214,16 +222,16 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	i := sub.idx
+	i := int(sub.idx)
 	if i >= len(ch.subs) || ch.subs[i] != sub {
 		return false
 	}
 	n := len(ch.subs) - 1
 	ch.subs[i] = ch.subs[n]
-	ch.subs[i].idx = i
+	ch.subs[i].idx = int32(i)
 	ch.subs[n] = nil
 	ch.subs = ch.subs[:n]
-	sub.buf = nil
+	sub.held = nil
 	h.numSubs.Add(-1)
 	if n == 0 {
 		delete(s.chans, sub.Channel)
@@ -247,13 +255,16 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if sub.idx >= len(ch.subs) || ch.subs[sub.idx] != sub {
+	if int(sub.idx) >= len(ch.subs) || ch.subs[sub.idx] != sub {
 		return false // removed meanwhile
 	}
 	sub.recovering = false
 	sub.after = after
-	held := sub.buf
-	sub.buf = nil
+	var held []*protocol.Publication
+	if sub.held != nil {
+		held = *sub.held
+		sub.held = nil
+	}
 	if first != nil {
 		if err := sub.Conn.Enqueue(first, nil); err != nil {
 			if err == transport.ErrQueueFull {
@@ -270,7 +281,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 			}
 			if p.Offset > next {
 				h.gaps.Add(1)
-				h.opts.OnGap(sub.Owner)
+				h.opts.OnGap(sub)
 				return false
 			}
 			next = p.Offset + 1
@@ -309,7 +320,7 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 			// would jump the gap. Disconnected, they recover from history.
 			h.gaps.Add(1)
 			for _, s := range ch.subs {
-				h.opts.OnGap(s.Owner)
+				h.opts.OnGap(s)
 			}
 			return f
 		}
@@ -318,11 +329,14 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 	var queued [numVariants]int
 	for _, s := range ch.subs {
 		if s.recovering {
-			if len(s.buf) >= h.opts.MaxRecoveryBuffer {
+			if s.held == nil {
+				s.held = new([]*protocol.Publication)
+			}
+			if len(*s.held) >= h.opts.MaxRecoveryBuffer {
 				h.slowClose(s)
 				continue
 			}
-			s.buf = append(s.buf, pub)
+			*s.held = append(*s.held, pub)
 			continue
 		}
 		if pub.Offset != 0 && pub.Offset <= s.after {
@@ -377,10 +391,11 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 		b = h.compressedFrame(s, pub, frames)
 	}
 	if b == nil {
-		payload, _ := s.Codec.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
+		c := protocol.CodecAt(s.Codec)
+		payload, _ := c.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
 		b = payload
 		if !sse {
-			b = s.Conn.Frame(s.Codec.Binary(), payload)
+			b = s.Conn.Frame(c.Binary(), payload)
 		}
 		if frames != nil {
 			frames[s.ci] = b
@@ -402,9 +417,9 @@ func (h *Hub) compressedFrame(s *Sub, pub *protocol.Publication, frames *[numVar
 	if plain := frames[variant(s.Codec, transport.FramingWebSocket, false)]; plain != nil {
 		payload = transport.FramePayload(plain)
 	} else {
-		payload, _ = s.Codec.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
+		payload, _ = protocol.CodecAt(s.Codec).AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
 	}
-	f, z := transport.CompressedMessageFrame(s.Codec.Binary(), payload)
+	f, z := transport.CompressedMessageFrame(protocol.CodecAt(s.Codec).Binary(), payload)
 	if z {
 		h.compressed.Add(1)
 	}
@@ -441,7 +456,7 @@ func (h *Hub) overflow(s *Sub, pub *protocol.Publication) bool {
 
 func (h *Hub) slowClose(s *Sub) {
 	h.slow.Add(1)
-	h.opts.OnSlow(s.Owner)
+	h.opts.OnSlow(s)
 }
 
 // Broadcast queues a push (join or leave) on the channel's active
@@ -461,11 +476,12 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 		}
 		ci := s.ci
 		if frames[ci] == nil {
-			payload, err := s.Codec.AppendServerMessage(nil, msg)
+			c := protocol.CodecAt(s.Codec)
+			payload, err := c.AppendServerMessage(nil, msg)
 			if err != nil {
 				return
 			}
-			frames[ci] = s.Conn.Frame(s.Codec.Binary(), payload)
+			frames[ci] = s.Conn.Frame(c.Binary(), payload)
 		}
 		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy != PolicyDrop {
 			h.slowClose(s)

@@ -109,7 +109,7 @@ func TestFanOutOrderAndRecoverySeam(t *testing.T) {
 	peers := newPeers(t, 3, transport.Options{}, false)
 	subs := make([]*hub.Sub, len(peers))
 	for i, p := range peers {
-		subs[i] = &hub.Sub{Conn: p.c, Codec: protocol.JSON, Channel: "c"}
+		subs[i] = &hub.Sub{Conn: p.c, Channel: "c"}
 		first := h.Add(subs[i])
 		if first != (i == 0) {
 			t.Fatalf("Add %d: first=%v", i, first)
@@ -131,8 +131,8 @@ func TestFanOutOrderAndRecoverySeam(t *testing.T) {
 	}
 	// A redelivered offset is ignored; a gap disconnects everyone.
 	var gaps atomic.Int32
-	h2 := hub.New(hub.Options{OnGap: func(any) { gaps.Add(1) }})
-	s := &hub.Sub{Conn: peers[1].c, Codec: protocol.JSON, Channel: "g", Owner: 1}
+	h2 := hub.New(hub.Options{OnGap: func(*hub.Sub) { gaps.Add(1) }})
+	s := &hub.Sub{Conn: peers[1].c, Channel: "g"}
 	h2.Add(s)
 	h2.Activate(s, nil, 0)
 	for _, o := range []uint64{1, 2, 2, 3} {
@@ -161,11 +161,11 @@ func TestFanOutOrderAndRecoverySeam(t *testing.T) {
 
 func TestSlowPolicies(t *testing.T) {
 	var slow atomic.Int32
-	h := hub.New(hub.Options{OnSlow: func(any) { slow.Add(1) }})
+	h := hub.New(hub.Options{OnSlow: func(*hub.Sub) { slow.Add(1) }})
 	opts := transport.Options{QueueMaxMessages: 4, QueueMaxBytes: 1 << 20}
 	peers := newPeers(t, 2, opts, true) // nobody reads: the socket buffers fill, then the queues
-	disc := &hub.Sub{Conn: peers[0].c, Codec: protocol.JSON, Channel: "d", Policy: hub.PolicyDisconnect}
-	drop := &hub.Sub{Conn: peers[1].c, Codec: protocol.JSON, Channel: "p", Policy: hub.PolicyDrop}
+	disc := &hub.Sub{Conn: peers[0].c, Channel: "d", Policy: hub.PolicyDisconnect}
+	drop := &hub.Sub{Conn: peers[1].c, Channel: "p", Policy: hub.PolicyDrop}
 	for _, s := range []*hub.Sub{disc, drop} {
 		h.Add(s)
 		h.Activate(s, nil, 0)
@@ -202,7 +202,7 @@ func BenchmarkFanOut(b *testing.B) {
 			h := hub.New(hub.Options{})
 			peers := newPeersWith(b, "epoll", n, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false, bc.deflate)
 			for _, p := range peers {
-				s := &hub.Sub{Conn: p.c, Codec: protocol.JSON, Channel: "c", Compress: bc.deflate}
+				s := &hub.Sub{Conn: p.c, Channel: "c", Compress: bc.deflate}
 				h.Add(s)
 				h.Activate(s, nil, 0)
 			}
@@ -236,7 +236,7 @@ func itoa(n int) string {
 func TestLiveAfterHistorySeam(t *testing.T) {
 	h := hub.New(hub.Options{})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Codec: protocol.JSON, Channel: "c"}
+	s := &hub.Sub{Conn: peers[0].c, Channel: "c"}
 	h.Add(s)
 	h.Activate(s, nil, 32) // the reply said offset 32
 	h.Publish("c", &protocol.Publication{Offset: 32, Data: protocol.Data("1")}, "e")
@@ -265,7 +265,7 @@ func TestCompressedOnce(t *testing.T) {
 	var subs []*hub.Sub
 	var all []want
 	add := func(p *peer, c protocol.Codec, compress bool) {
-		s := &hub.Sub{Conn: p.c, Codec: c, Channel: "c", Compress: compress}
+		s := &hub.Sub{Conn: p.c, Codec: uint8(protocol.CodecIndex(c)), Channel: "c", Compress: compress}
 		h.Add(s)
 		h.Activate(s, nil, 0)
 		subs = append(subs, s)

@@ -56,11 +56,11 @@ type Conn struct {
 	mu     sync.Mutex
 	q      queue
 	qbytes int
-	woff   int // bytes of q[0] already written
+	woff   int32 // bytes of q[0] already written (a frame is under 2 GiB)
 	// inflight is how many frames at the front of q the writer took for
 	// the write in progress (takeBatch to commit): they may be in the
 	// kernel already, so nothing may remove them.
-	inflight int
+	inflight int32
 	wstate   uint8
 	closing  bool // a close frame is queued: nothing else is accepted
 	// peerClosed: the peer sent its close frame (or failed); once ours is
@@ -99,6 +99,9 @@ func (c *Conn) SetDeflate() { c.deflate = true }
 
 // Deflate reports whether permessage-deflate was negotiated.
 func (c *Conn) Deflate() bool { return c.deflate }
+
+// Handler returns the handler the connection was created with.
+func (c *Conn) Handler() Handler { return c.h }
 
 // Subprotocol returns the negotiated subprotocol ("" if none).
 func (c *Conn) Subprotocol() string { return c.sub }
@@ -154,7 +157,7 @@ func (c *Conn) enqueue(frame []byte, tag any, direct bool) error {
 func (c *Conn) QueueLen() (frames, bytes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.q.len(), c.qbytes - c.woff
+	return c.q.len(), c.qbytes - int(c.woff)
 }
 
 // DropQueued removes the queued frames whose tag satisfies drop (frames
@@ -303,7 +306,7 @@ func (c *Conn) Closed() bool {
 // those of the write in progress, or the one partly written. (c.mu held.)
 func (c *Conn) held() int {
 	if c.inflight > 0 {
-		return c.inflight
+		return int(c.inflight)
 	}
 	if c.woff > 0 {
 		return 1
@@ -332,7 +335,7 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 		i++
 		return true
 	})
-	c.inflight = i
+	c.inflight = int32(i)
 	return iov
 }
 
@@ -351,9 +354,9 @@ func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
 	sentClose := false
 	for n > 0 && c.q.len() > 0 {
 		it := c.q.front()
-		rest := len(it.b) - c.woff
+		rest := len(it.b) - int(c.woff)
 		if n < rest {
-			c.woff += n
+			c.woff += int32(n)
 			break
 		}
 		n -= rest
