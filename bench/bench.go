@@ -39,7 +39,8 @@ Several nodes: --url takes a comma-separated list; the subscribers of each
 channel are spread round-robin over the URLs (connection i, the k-th
 subscriber of channel c = i mod channels, goes to URL (c + k) mod URLs), so
 that every channel has subscribers on every node. Publishing stays on one
-node: --api (default: the first URL's host). The servers' RSS and CPU are
+node: --api (default: the first URL's host), unless --spread-publish
+spreads the API requests over every node. The servers' RSS and CPU are
 the sums over their processes (--server-pid P1,P2,..., or each node's API),
 with each node's share in the report; --broker-pid gives the broker's
 process (a nats-server or redis-server on this machine), whose CPU is
@@ -71,36 +72,39 @@ Flags:
 
 // options are the command-line flags.
 type options struct {
-	Scenario    string
-	Target      string
-	URL         string
-	API         string
-	Key         string
-	Conns       int
-	Channels    int
-	Rate        float64
-	Duration    time.Duration
-	Messages    uint64
-	Size        int
-	Payload     string
-	Compression bool
-	Publish     string
-	Batch       int
-	Inflight    int
-	Window      int
-	Procs       int
-	SourceIPs   string
-	Concurrency int
-	ConnTimeout time.Duration
-	ReadBuffer  int
-	Settle      time.Duration
-	Drain       time.Duration
-	Setup       time.Duration
-	ServerPIDs  string
-	BrokerPIDs  string
-	Prefix      string
-	JSON        bool
-	Quiet       bool
+	Scenario string
+	Target   string
+	URL      string
+	API      string
+	// SpreadPublish: API publishes go to every node of --url, round-robin
+	// over the concurrent requests, rather than to --api.
+	SpreadPublish bool
+	Key           string
+	Conns         int
+	Channels      int
+	Rate          float64
+	Duration      time.Duration
+	Messages      uint64
+	Size          int
+	Payload       string
+	Compression   bool
+	Publish       string
+	Batch         int
+	Inflight      int
+	Window        int
+	Procs         int
+	SourceIPs     string
+	Concurrency   int
+	ConnTimeout   time.Duration
+	ReadBuffer    int
+	Settle        time.Duration
+	Drain         time.Duration
+	Setup         time.Duration
+	ServerPIDs    string
+	BrokerPIDs    string
+	Prefix        string
+	JSON          bool
+	Quiet         bool
 
 	args       []string // as given, for the report
 	sourceIPs  []string
@@ -197,6 +201,7 @@ func parseFlags(args []string, errw io.Writer) (*options, error) {
 	fs.StringVar(&o.Target, "target", "herald", "server protocol: herald or centrifugo")
 	fs.StringVar(&o.URL, "url", "", "WebSocket endpoint, or several nodes' as a comma list (default ws://127.0.0.1:8000/ws, centrifugo: ws://127.0.0.1:8000/connection/websocket)")
 	fs.StringVar(&o.API, "api", "", "server API base URL, where the bench publishes (default: from the first --url, http://HOST)")
+	fs.BoolVar(&o.SpreadPublish, "spread-publish", false, "publish through every --url node's API (concurrent requests round-robin over the nodes) rather than --api")
 	fs.StringVar(&o.Key, "key", os.Getenv("HERALD_API_KEY"), "API key (default $HERALD_API_KEY)")
 	fs.IntVar(&o.Conns, "conns", 1000, "subscriber connections")
 	fs.IntVar(&o.Channels, "channels", 0, "channels; connection i subscribes to channel i mod channels (default: fanout 1, channels --conns, idle and connect --conns/100)")

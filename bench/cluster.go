@@ -59,7 +59,16 @@ var clusterRuns = []compareRun{
 	{Name: "fanout-1x1000-rate100", Args: strings.Fields("--scenario fanout --conns 1000 --channels 1 --rate 100 --duration 20s --settle 3s")},
 	{Name: "fanout-1x1000-saturated", Args: strings.Fields("--scenario fanout --conns 1000 --channels 1 --rate 0 --duration 20s --settle 3s")},
 	{Name: "channels-10k-broadcast", Extra: true, Args: strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 100 --inflight 8 --window 20000 --duration 8s --settle 5s --source-ips 4")},
+	{Name: "hot-1x10", Extra: true, Args: strings.Fields(hotArgs)},
+	// The same with the publish requests spread over every node.
+	{Name: "hot-1x10-spread", Extra: true, Args: strings.Fields(hotArgs + " --spread-publish")},
 }
+
+// hotArgs is the hot channel run: one channel with history (the config's
+// default namespace), 10 subscribers that check the offsets are gap-free
+// and in order, one publication per API request from 32 concurrent
+// clients, as fast as they go.
+const hotArgs = "--scenario fanout --conns 10 --channels 1 --rate 0 --batch 1 --inflight 32 --window 5000 --duration 15s --settle 2s"
 
 var clusterSetupNames = []string{"memory", "nats", "redis"}
 

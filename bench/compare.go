@@ -59,6 +59,9 @@ var compareRuns = []compareRun{
 	{Name: "channels-10k-broadcast", Args: strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 100 --inflight 8 --window 20000 --duration 20s --settle 5s --source-ips 4")},
 	{Name: "channels-10k-publish", Args: strings.Fields("--scenario channels --conns 10000 --rate 0 --batch 1 --inflight 32 --window 20000 --duration 20s --settle 5s --source-ips 4")},
 	{Name: "connect-10k", Args: strings.Fields("--scenario connect --conns 10000 --source-ips 4")},
+	// A hot channel: one channel with history, 10 subscribers checking
+	// offsets, one publication per API request from 32 concurrent clients.
+	{Name: "hot-1x10", Extra: true, Args: strings.Fields(hotArgs)},
 	// channels-10k-broadcast for 8 s: fewer publications than Herald's
 	// memory broker holds within its 256 MiB history bound. Until da6dee4
 	// the broker dropped whole streams beyond it, and the new epoch

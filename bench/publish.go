@@ -40,6 +40,7 @@ type publisher struct {
 	plan      pubPlan
 	tgt       target
 	api       *apiClient
+	apis      []*apiClient // if set, worker slot uses apis[slot%len(apis)] rather than api
 	d         *dialer
 	delivered func() uint64 // deliveries so far, over all workers
 
@@ -275,6 +276,10 @@ func (p *publisher) work(ctx context.Context, slot int, c *wsConn, tasks <-chan 
 	names := make([]string, 0, max(plan.batch, 1))
 	var nextID uint64 = 1 // ids 1 went to connect
 	lat := p.rtt.shard(slot)
+	api := p.api
+	if len(p.apis) > 0 {
+		api = p.apis[slot%len(p.apis)]
+	}
 	for t := range tasks {
 		t0 := time.Now()
 		payload = appendPayloadShape(payload[:0], plan.shape, t.seq, t0.UnixNano(), plan.size)
@@ -286,7 +291,7 @@ func (p *publisher) work(ctx context.Context, slot int, c *wsConn, tasks <-chan 
 				names = append(names, plan.channels[ch])
 			}
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = p.tgt.Publish(rctx, p.api, names, payload)
+			err = p.tgt.Publish(rctx, api, names, payload)
 			cancel()
 			var be *batchError
 			if errors.As(err, &be) {

@@ -38,23 +38,25 @@ type Report struct {
 
 // Params are the run's parameters, defaults applied.
 type Params struct {
-	URL         string  `json:"url"`
-	API         string  `json:"api,omitempty"`
-	Conns       int     `json:"conns"`
-	Channels    int     `json:"channels"`
-	Rate        float64 `json:"rate"`
-	Duration    float64 `json:"duration_s"`
-	Messages    uint64  `json:"messages,omitempty"`
-	Size        int     `json:"size"`
-	Payload     string  `json:"payload,omitempty"`     // --payload shape
-	Compression bool    `json:"compression,omitempty"` // permessage-deflate offered
-	Publish     string  `json:"publish,omitempty"`
-	Batch       int     `json:"batch,omitempty"`
-	Inflight    int     `json:"inflight,omitempty"`
-	Window      int     `json:"window,omitempty"`
-	Procs       int     `json:"procs"`
-	SourceIPs   int     `json:"source_ips,omitempty"`
-	Concurrency int     `json:"connect_concurrency"`
+	URL string `json:"url"`
+	API string `json:"api,omitempty"`
+	// SpreadPublish: publishes went to every node's API.
+	SpreadPublish bool    `json:"spread_publish,omitempty"`
+	Conns         int     `json:"conns"`
+	Channels      int     `json:"channels"`
+	Rate          float64 `json:"rate"`
+	Duration      float64 `json:"duration_s"`
+	Messages      uint64  `json:"messages,omitempty"`
+	Size          int     `json:"size"`
+	Payload       string  `json:"payload,omitempty"`     // --payload shape
+	Compression   bool    `json:"compression,omitempty"` // permessage-deflate offered
+	Publish       string  `json:"publish,omitempty"`
+	Batch         int     `json:"batch,omitempty"`
+	Inflight      int     `json:"inflight,omitempty"`
+	Window        int     `json:"window,omitempty"`
+	Procs         int     `json:"procs"`
+	SourceIPs     int     `json:"source_ips,omitempty"`
+	Concurrency   int     `json:"connect_concurrency"`
 }
 
 // ServerStats are read from the server process (/proc) and its API.

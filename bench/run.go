@@ -38,7 +38,7 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 		Scenario: o.Scenario, Target: tgt.Name(), Command: o.commandLine(),
 		Started: time.Now().UTC().Format(time.RFC3339),
 		Params: Params{
-			URL: o.URL, API: o.API, Conns: o.Conns, Channels: o.Channels,
+			URL: o.URL, API: o.API, SpreadPublish: o.SpreadPublish, Conns: o.Conns, Channels: o.Channels,
 			Rate: o.Rate, Duration: o.Duration.Seconds(), Messages: o.Messages, Size: o.Size,
 			Payload: o.Payload, Compression: o.Compression,
 			Procs: o.Procs, SourceIPs: len(o.sourceIPs), Concurrency: o.Concurrency,

@@ -97,6 +97,19 @@ func (r *runner) publish(ctx context.Context) error {
 			sourceIPs: ips, compression: o.Compression},
 		delivered: func() uint64 { return r.progress().Delivered },
 	}
+	if o.SpreadPublish && o.Publish == "api" {
+		seen := map[string]bool{}
+		for _, u := range o.urls {
+			base, _ := apiBase(u) // checked by validate
+			if !seen[base] {
+				seen[base] = true
+				c := newAPIClient(base, o.Key, o.Inflight+2)
+				defer c.Close()
+				p.apis = append(p.apis, c)
+			}
+		}
+		r.logf("publishing through %d nodes' APIs", len(p.apis))
+	}
 	srv := r.rep.Server
 	var rssMu sync.Mutex
 	sampleRSS := func() {
