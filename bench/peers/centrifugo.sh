@@ -14,10 +14,13 @@
 # and HISTORY_TTL (default 1h) as in bench/peers/herald-bench.yaml,
 # LOG_LEVEL (default warn), ADDRESS (default 127.0.0.1), COMPRESSION (1:
 # WebSocket permessage-deflate on, at Centrifugo's default level 1 and no
-# minimum size; default off).
+# minimum size; default off), ENGINE (memory, the default, or redis:
+# Centrifugo's Redis engine on REDIS_ADDRESS, default
+# redis://127.0.0.1:6379, keys under REDIS_PREFIX, default centrifugo-bench).
 #
 # The config is the equivalent of bench/peers/herald-bench.yaml: memory
-# engine; channels without a namespace (the bench's channels) keep a
+# engine (or ENGINE=redis, to compare with Herald on its Redis broker:
+# HERALD_BROKER=redis://...); channels without a namespace (the bench's channels) keep a
 # history of HISTORY_SIZE publications for HISTORY_TTL; anonymous
 # connections without a token, anonymous subscribe and client publish
 # allowed; presence and join/leave off; ping every 25s, pong timeout 10s
@@ -35,6 +38,9 @@ HISTORY_TTL=${HISTORY_TTL:-1h}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 ADDRESS=${ADDRESS:-127.0.0.1}
 COMPRESSION=${COMPRESSION:-}
+ENGINE=${ENGINE:-memory}
+REDIS_ADDRESS=${REDIS_ADDRESS:-redis://127.0.0.1:6379}
+REDIS_PREFIX=${REDIS_PREFIX:-centrifugo-bench}
 
 die() { echo "centrifugo.sh: $*" >&2; exit 1; }
 
@@ -61,17 +67,25 @@ install() {
 }
 
 config() {
-	local port=$1 cfg="$CACHE/config-$1.json" ws=""
+	local port=$1 cfg="$CACHE/config-$1.json" ws="" engine
 	if [ "$COMPRESSION" = 1 ]; then
 		cfg="$CACHE/config-$1-deflate.json"
 		ws='"websocket": {"compression": true},'
 	fi
+	case "$ENGINE" in
+	memory) engine='{"type": "memory"}' ;;
+	redis)
+		cfg="${cfg%.json}-redis.json"
+		engine="{\"type\": \"redis\", \"redis\": {\"address\": [\"$REDIS_ADDRESS\"], \"prefix\": \"$REDIS_PREFIX\"}}"
+		;;
+	*) die "ENGINE=$ENGINE: want memory or redis" ;;
+	esac
 	mkdir -p "$CACHE"
 	cat >"$cfg.tmp.$$" <<JSON
 {
   "log": {"level": "$LOG_LEVEL"},
   "http_server": {"address": "$ADDRESS", "port": $port},
-  "engine": {"type": "memory"},
+  "engine": $engine,
   "health": {"enabled": true},
   "usage_stats": {"disabled": true},
   "http_api": {"key": "$KEY"},$ws
