@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +108,8 @@ var compareFigures = []compareFigure{
 			}
 			return r.Connect.Rate, true
 		}, met: func(h, _ float64) bool { return h >= 10000 }},
+	{Name: "hot channel: 1 channel with history x 10 subscribers, one publication per API request, 32 clients", Run: "hot-1x10", Unit: "publications/s",
+		Goal: ">= 1.5x Centrifugo", get: publicationRate, met: func(h, c float64) bool { return h >= 1.5*c }},
 	{Name: "server CPU per delivery, fan-out 1 x 1,000 saturated", Run: "fanout-1x1000-saturated", Unit: "us", Lower: true,
 		Goal: "<= 2 us", get: cpuPerDelivery, met: func(h, _ float64) bool { return h <= 2 }},
 
@@ -142,6 +145,16 @@ func deliveryRate(r *Report) (float64, bool) {
 		return 0, false
 	}
 	return r.Delivery.Rate, true
+}
+
+// publicationRate is the rate of publications delivered to every
+// subscriber of their channel: deliveries/s over subscribers per channel.
+func publicationRate(r *Report) (float64, bool) {
+	d, ok := deliveryRate(r)
+	if !ok || r.Params.Conns <= 0 || r.Params.Channels <= 0 || r.Params.Conns < r.Params.Channels {
+		return 0, false
+	}
+	return math.Round(d / float64(r.Params.Conns/r.Params.Channels)), true
 }
 
 func latencyP99(r *Report) (float64, bool) {
@@ -336,11 +349,11 @@ func runCompare(ctx context.Context, o *compareOptions, logw io.Writer) (*Compar
 		},
 	}
 	cmp.Servers["herald"] = ServerSetup{
-		Command: "HERALD_API_KEY=K " + commandLine(servers["herald"].argv), Binary: o.HeraldBin,
+		Command: envPrefix("HERALD_BROKER") + "HERALD_API_KEY=K " + commandLine(servers["herald"].argv), Binary: o.HeraldBin,
 		Version: strings.TrimSpace(string(hver)), ConfigFile: heraldCfg, Config: o.heraldConfigText, URL: servers["herald"].url,
 	}
 	cmp.Servers["centrifugo"] = ServerSetup{
-		Command: "KEY=K " + commandLine(servers["centrifugo"].argv) + "   # exec " + cbin + " --config " + ccfg,
+		Command: envPrefix("ENGINE") + "KEY=K " + commandLine(servers["centrifugo"].argv) + "   # exec " + cbin + " --config " + ccfg,
 		Binary:  cbin, Version: strings.TrimSpace(string(cver)), ConfigFile: ccfg,
 		Config: redactKey(string(ccfgText), o.Key), URL: servers["centrifugo"].url,
 	}
@@ -475,4 +488,14 @@ func summaryLine(r *Report) string {
 		parts = append(parts, fmt.Sprintf("other %.2f cores", m.Other))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// envPrefix returns "NAME=VALUE " if the environment, which the servers
+// inherit, sets NAME (HERALD_BROKER puts Herald on a broker, ENGINE
+// Centrifugo on its Redis engine), else "".
+func envPrefix(name string) string {
+	if v := os.Getenv(name); v != "" {
+		return name + "=" + strconv.Quote(v) + " "
+	}
+	return ""
 }
