@@ -342,8 +342,10 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	}
 	b.smu.Lock()
 	sub, ok := b.subs[ch]
+	var ls *liveState
 	if !ok {
-		sub, err = b.nc.Subscribe(b.names.live+tok, b.liveHandler(ch))
+		ls = &liveState{}
+		sub, err = b.nc.Subscribe(b.names.live+tok, b.liveHandler(ch, ls))
 		if err != nil {
 			b.smu.Unlock()
 			return fmt.Errorf("nats subscribe %q: %w", ch, err)
@@ -366,6 +368,9 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		}
 		return fmt.Errorf("nats subscribe %q: flush: %w", ch, err)
 	}
+	if ls != nil {
+		b.syncLive(ctx, b.names.hist+tok, ls)
+	}
 	return nil
 }
 
@@ -387,46 +392,6 @@ func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
 		return fmt.Errorf("nats unsubscribe %q: %w", ch, err)
 	}
 	return nil
-}
-
-// liveHandler handles one channel's live subject. nats.go runs it on the
-// subscription's own goroutine, one message at a time, in the order the
-// server sent them: that is what keeps HandlePublication in offset order.
-func (b *Broker) liveHandler(ch string) natsgo.MsgHandler {
-	return func(m *natsgo.Msg) {
-		switch kind := m.Header.Get(hdrKind); kind {
-		case kindPub:
-			ws, first, epoch, err := decodeEntries(m.Header, m.Data)
-			if err != nil {
-				b.log.Warn("nats: dropping a bad publication", "channel", ch, "err", err)
-				return
-			}
-			b.handle(func(h broker.Handler) {
-				for i := range ws {
-					off := first
-					if epoch != "" {
-						off += uint64(i)
-					}
-					h.HandlePublication(ch, ws[i].pub(ch, off), epoch)
-				}
-			})
-		case kindJoin, kindLeave:
-			info := new(protocol.ClientInfo)
-			if err := msgpack.Unmarshal(m.Data, info); err != nil {
-				b.log.Warn("nats: dropping a bad join/leave", "channel", ch, "err", err)
-				return
-			}
-			b.handle(func(h broker.Handler) {
-				if kind == kindJoin {
-					h.HandleJoin(ch, info)
-				} else {
-					h.HandleLeave(ch, info)
-				}
-			})
-		case kindMark:
-			// An epoch marker written by History: not a publication.
-		}
-	}
 }
 
 // PublishJoin sends a join event to the nodes subscribed to the channel.

@@ -55,8 +55,16 @@
 // only accepted appends reach subscribers, in stored (thus offset) order,
 // with the offset they have in history, and a retried or deduplicated
 // publish is never delivered twice. nats.go runs each subscription's
-// handler on its own goroutine, one message at a time, so HandlePublication
-// is called in offset order per channel. Publications of channels without
+// handler on its own goroutine, one message at a time. Republished order
+// is stored order as a rule, but not always: a node that lost a race reads
+// the subject's last message and may append after it, and see its own
+// message republished before that one (seen under load, a few times in
+// 100,000 publications from three nodes). So each subscription tracks the
+// last offset it delivered: a message that jumps ahead is preceded by the
+// missing publications, read from history, and the late one is skipped
+// when it comes; HandlePublication is called in offset order per channel.
+// Its starting point is the subject's head, read when the subscription is
+// registered. Publications of channels without
 // history skip JetStream: a core NATS publish to the same live subject,
 // offset 0, epoch "".
 //
