@@ -18,7 +18,7 @@ import (
 
 const defaultURL = "ws://localhost:8000/ws"
 
-const subUsage = `usage: herald sub [--url URL] [--token T | --key K] [--recover FILE] [--binary] [CHANNEL...]
+const subUsage = `usage: herald sub [--url URL] [--token T | --key K] [--recover FILE] [--binary] [--transport ws|http-stream|sse] [CHANNEL...]
 
 Subscribes to each CHANNEL and prints, one JSON object a line:
 
@@ -96,7 +96,7 @@ func runSub(args []string) error {
 	key := fs.String("key", "", "connect as a backend with an API key (reads any channel, e.g. the lifecycle events channel $events)")
 	recoverFile := fs.String("recover", "", "file that keeps the CHANNELs' positions across runs: recover what was missed")
 	binary := fs.Bool("binary", false, "use the MessagePack encoding")
-	transport := fs.String("transport", "ws", "ws (WebSocket), http-stream (HTTP streaming: one long response, commands as POSTs)")
+	transport := fs.String("transport", "ws", "ws (WebSocket), http-stream (HTTP streaming: one long response, commands as POSTs) or sse (Server-Sent Events: CHANNELs only, JSON; recovers by event id)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), subUsage)
 		fs.PrintDefaults()
@@ -107,8 +107,15 @@ func runSub(args []string) error {
 	case "ws", "websocket":
 	case "http-stream":
 		tr = client.TransportHTTPStream
+	case "sse":
+		if *key != "" || *recoverFile != "" || *binary {
+			return errors.New("--transport sse takes no --key, --recover or --binary")
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return subSSE(ctx, *url, *tok, fs.Args())
 	default:
-		return fmt.Errorf("--transport: %q is not ws or http-stream", *transport)
+		return fmt.Errorf("--transport: %q is not ws, http-stream or sse", *transport)
 	}
 	positions := map[string]protocol.StreamPosition{}
 	if *recoverFile != "" {

@@ -132,3 +132,31 @@ func TestSubEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestSubSSE: herald sub --transport sse prints a channel's publications
+// like the other transports and, after the server ends its stream,
+// reconnects with the last event id and prints what it missed, once.
+func TestSubSSE(t *testing.T) {
+	t.Parallel()
+	_, addr := serve(t, []string{"HERALD_API_KEY=k"}, "--dev", "--token-secret", "s3cret")
+	url, api := "ws://"+addr+"/ws", "http://"+addr
+	tok, err := run(t, nil, "token", "--secret", "s3cret", "--user", "sse-user", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := start(t, nil, "sub", "--transport", "sse", "--url", url, "--token", strings.TrimSpace(tok), "feed-sse")
+	waitSubscribed(t, api, "feed-sse", 1)
+	apiPost(t, api, "publish", `{"channel":"feed-sse","data":{"n":1}}`)
+	if got, w := sub.line(t), `{"channel":"feed-sse","offset":1,"epoch":"*","data":{"n":1}}`; !matchLine(got, w) {
+		t.Fatalf("%s\nwant %s", got, w)
+	}
+	apiPost(t, api, "disconnect", `{"user":"sse-user","code":3007,"reason":"test"}`)
+	apiPost(t, api, "publish", `{"channel":"feed-sse","data":{"n":2}}`)
+	apiPost(t, api, "publish", `{"channel":"feed-sse","data":{"n":3}}`)
+	for i := 2; i <= 3; i++ {
+		w := `{"channel":"feed-sse","offset":` + string(rune('0'+i)) + `,"epoch":"*","data":{"n":` + string(rune('0'+i)) + `}}`
+		if got := sub.line(t); !matchLine(got, w) {
+			t.Fatalf("after the reconnect: %s\nwant %s", got, w)
+		}
+	}
+}
