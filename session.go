@@ -279,5 +279,11 @@ func (ss *session) disconnectWith(code uint32, reason string, after time.Duratio
 	if !ss.conn.Closed() {
 		ss.s.metrics.disconnect(code)
 	}
-	ss.conn.Close(ws.StatusCode(code), reason, ss.frame(payload), discard)
+	last := ss.frame(payload)
+	if ss.conn.Framing() == transport.FramingSSE && push.ReconnectAfter > 0 {
+		// An EventSource reconnects by itself: its retry field makes it
+		// wait out the hint, so a drain spreads SSE reconnects too.
+		last = transport.SSEEventRetry(nil, push.ReconnectAfter, payload)
+	}
+	ss.conn.Close(ws.StatusCode(code), reason, last, discard)
 }

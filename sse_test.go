@@ -17,8 +17,9 @@ import (
 
 // sseEvent is one Server-Sent Event.
 type sseEvent struct {
-	id   string
-	data string
+	id    string
+	data  string
+	retry string
 }
 
 // sseStream reads events like a browser's EventSource: it remembers the
@@ -62,6 +63,8 @@ func openSSE(t *testing.T, ts *testServer, query, lastID string) (*sseStream, in
 			case strings.HasPrefix(line, ":"):
 			case strings.HasPrefix(line, "id: "):
 				ev.id = line[4:]
+			case strings.HasPrefix(line, "retry: "):
+				ev.retry = line[7:]
 			case strings.HasPrefix(line, "data: "):
 				ev.data = line[6:]
 			}
@@ -274,4 +277,38 @@ func TestSameOffsetsOnEveryTransport(t *testing.T) {
 		}
 	}
 	var _ = json.Marshal
+}
+
+// TestSSEDrain: Shutdown ends an SSE stream with the shutdown disconnect,
+// whose retry field carries the reconnect-after hint, so that browsers
+// spread their reconnects over the drain window.
+func TestSSEDrain(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, devConfig())
+	st, code := openSSE(t, ts, "channel=drain:1", "")
+	if code != 200 {
+		t.Fatalf("HTTP %d", code)
+	}
+	if ev := <-st.events; !strings.Contains(ev.data, `"connect"`) {
+		t.Fatalf("first event %+v", ev)
+	}
+	ts.stop(t)
+	for ev := range st.events {
+		var m protocol.ServerMessage
+		if err := protocol.JSON.DecodeServerMessage([]byte(ev.data), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Disconnect == nil {
+			continue
+		}
+		want := fmt.Sprint(m.Disconnect.ReconnectAfter)
+		if m.Disconnect.ReconnectAfter == 0 {
+			want = "" // a hint under a millisecond: no retry field
+		}
+		if m.Disconnect.Code != protocol.DisconnectShutdown || ev.retry != want {
+			t.Fatalf("disconnect %+v with retry %q: want 3000 and the hint as retry", m.Disconnect, ev.retry)
+		}
+		return
+	}
+	t.Fatal("the stream ended without a disconnect")
 }

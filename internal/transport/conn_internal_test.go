@@ -98,6 +98,7 @@ func TestFrames(t *testing.T) {
 		{string(FramingStream.Frame(false, []byte(`{"a":1}`))), "8\r\n{\"a\":1}\n\r\n"},
 		{string(FramingSSE.Frame(false, []byte(`{"a":1}`))), "f\r\ndata: {\"a\":1}\n\n\r\n"},
 		{string(SSEEvent(nil, "e:1", []byte(`{}`))), "12\r\nid: e:1\ndata: {}\n\n\r\n"},
+		{string(SSEEventRetry(nil, 1500, []byte(`{}`))), "16\r\nretry: 1500\ndata: {}\n\n\r\n"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -87,6 +87,20 @@ func SSEEvent(dst []byte, id string, data []byte) []byte {
 	return dst
 }
 
+// SSEEventRetry appends one chunk holding a Server-Sent Event with a
+// retry field (the reconnection delay an EventSource adopts, in
+// milliseconds) and data.
+func SSEEventRetry(dst []byte, retryMs uint32, data []byte) []byte {
+	retry := strconv.AppendUint(nil, uint64(retryMs), 10)
+	n := len("retry: ") + len(retry) + 1 + len("data: ") + len(data) + 2
+	dst = strconv.AppendInt(dst, int64(n), 16)
+	dst = append(dst, "\r\nretry: "...)
+	dst = append(dst, retry...)
+	dst = append(dst, "\ndata: "...)
+	dst = append(dst, data...)
+	return append(dst, "\n\n\r\n"...)
+}
+
 // lastChunk ends a chunked response body.
 var lastChunk = []byte("0\r\n\r\n")
 
