@@ -54,9 +54,8 @@ type session struct {
 	subs []*subscription // few per connection: a slice is smaller than a map
 
 	// stream is the state of a session on an HTTP fallback (stream.go),
-	// nil on WebSocket; set before the session starts. A session is 216
-	// bytes without it, allocated in the 224-byte size class: it costs
-	// WebSocket sessions nothing (TestSessionSizeClass).
+	// nil on WebSocket; set before the session starts. The session stays
+	// in its size class with it (TestSessionSizeClass).
 	stream *stream
 }
 
