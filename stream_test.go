@@ -227,3 +227,92 @@ func TestStreamDrain(t *testing.T) {
 	var _ = json.Marshal
 	var _ = herald.ErrServerClosed
 }
+
+// TestStreamPings: a stream gets the server's pings like a WebSocket
+// connection; the Go SDK answers them by POST and stays connected, and a
+// stream whose client never answers is closed with 3004.
+func TestStreamPings(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.PingInterval, cfg.PongTimeout = time.Second, time.Second
+	ts := startServer(t, cfg)
+	var mu sync.Mutex
+	var ends []client.DisconnectEvent
+	c := dial(t, ts, &client.Options{Transport: client.TransportHTTPStream, PingMargin: time.Second, OnDisconnect: func(e client.DisconnectEvent) {
+		mu.Lock()
+		ends = append(ends, e)
+		mu.Unlock()
+	}})
+	id := c.ID()
+
+	rs := openRawStream(t, ts)
+	if code := rs.post(t, ts.addr, 1, `{"id":1,"connect":{}}`); code != 204 {
+		t.Fatalf("connect POST: HTTP %d", code)
+	}
+	pings := 0
+	for {
+		m := rs.next(t)
+		if m.Ping != nil {
+			pings++
+			continue
+		}
+		if m.Disconnect != nil {
+			if m.Disconnect.Code != protocol.DisconnectNoPong || pings == 0 {
+				t.Fatalf("disconnect %+v after %d pings, want 3004 after a ping", m.Disconnect, pings)
+			}
+			break
+		}
+	}
+	// By now the SDK client has had pings for at least two seconds.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ends) != 0 || c.ID() != id || c.State() != client.StateConnected {
+		t.Fatalf("the SDK client's stream ended %v (id %s, was %s, state %v): its pongs did not keep it", ends, c.ID(), id, c.State())
+	}
+}
+
+// TestStreamSlowClient: a stream whose client stops reading is handled by
+// its channel's slow policy like a WebSocket connection: with the default
+// policy its queue overflows and the session ends (a POST then finds no
+// stream), while memory stays bounded by the queue.
+func TestStreamSlowClient(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.QueueMaxBytes = 64 << 10
+	ts := startServer(t, cfg)
+	resp, err := http.Get("http://" + ts.addr + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // never read
+	token := resp.Header.Get("Herald-Session")
+	post := func(seq int, body string) int {
+		r, err := http.Post(fmt.Sprintf("http://%s/stream/send?session=%s&seq=%d", ts.addr, token, seq), "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if code := post(1, `{"id":1,"connect":{}}`+"\n"+`{"id":2,"subscribe":{"channel":"slow:1"}}`); code != 204 {
+		t.Fatalf("POST: HTTP %d", code)
+	}
+	eventually(t, 10*time.Second, "the subscription", func() bool {
+		var res struct {
+			Channels map[string]any `json:"channels"`
+		}
+		ts.api(t, "channels", map[string]any{}, &res)
+		return len(res.Channels) > 0
+	})
+	big := strings.Repeat("x", 30<<10)
+	gone := false
+	for i := 0; i < 2000 && !gone; i++ {
+		ts.publish(t, "slow:1", map[string]string{"pad": big})
+		if i%50 == 49 {
+			gone = post(2, `{"id":3,"ping":{}}`) == 404
+		}
+	}
+	if !gone {
+		eventually(t, 10*time.Second, "the slow stream to end", func() bool { return post(2, `{"id":3,"ping":{}}`) == 404 })
+	}
+}
