@@ -18,6 +18,8 @@ type metrics struct {
 	messagesIn    prometheus.Counter
 	brokerLatency *prometheus.HistogramVec
 	apiRequests   *prometheus.CounterVec
+	streams       *prometheus.CounterVec // HTTP fallback streams opened, by transport
+	streamPosts   *prometheus.CounterVec // command POSTs of HTTP streaming, by where they went
 
 	webhookEvents, webhookFailures, webhookLost *prometheus.CounterVec
 	webhookBacklog                              *prometheus.GaugeVec
@@ -36,10 +38,10 @@ func newMetrics(s *Server) *metrics {
 		Name: "herald_publications_total", Help: "Publications accepted, by source (client or api).",
 	}, []string{"source"})
 	m.bytesIn = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "herald_bytes_in_total", Help: "WebSocket message bytes received from clients.",
+		Name: "herald_bytes_in_total", Help: "Message bytes received from clients (WebSocket messages, HTTP streaming commands).",
 	})
 	m.messagesIn = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "herald_messages_in_total", Help: "WebSocket messages received from clients.",
+		Name: "herald_messages_in_total", Help: "Messages received from clients (WebSocket messages, HTTP streaming commands).",
 	})
 	m.brokerLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "herald_broker_latency_seconds", Help: "Broker call latency, by operation.",
@@ -48,6 +50,12 @@ func newMetrics(s *Server) *metrics {
 	m.apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_api_requests_total", Help: "Server API requests, by method and outcome code (0 is success).",
 	}, []string{"method", "code"})
+	m.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_http_streams_total", Help: "HTTP fallback streams opened, by transport (http-stream or sse).",
+	}, []string{"transport"})
+	m.streamPosts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_stream_posts_total", Help: "Command POSTs of HTTP streaming taken by this node, by route: local (it holds the stream) or forwarded (handed to the node that does, through the broker).",
+	}, []string{"route"})
 	m.webhookEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "herald_webhook_events_total", Help: "Lifecycle events delivered to a webhook (answered 2xx), by webhook URL.",
 	}, []string{"url"})
@@ -79,7 +87,7 @@ func newMetrics(s *Server) *metrics {
 	hubStat := func(name, help string, f func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
 	}
-	m.reg.MustRegister(m.commands, m.disconnects, m.publications, m.bytesIn, m.messagesIn, m.brokerLatency, m.apiRequests,
+	m.reg.MustRegister(m.commands, m.disconnects, m.publications, m.bytesIn, m.messagesIn, m.brokerLatency, m.apiRequests, m.streams, m.streamPosts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_connections", Help: "Open client connections."},
 			func() float64 { return float64(s.sessions.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_subscriptions", Help: "Channel subscriptions on this node."},

@@ -191,6 +191,7 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, f transport.
 		nc.Close()
 		return
 	}
+	s.metrics.streams.WithLabelValues(f.String()).Inc()
 	// The head goes out through the engine, first: nothing else can be
 	// queued before, as no one knows the key yet and the sweep and
 	// Shutdown leave new sessions alone until then.
@@ -252,8 +253,10 @@ func (s *Server) serveStreamSend(w http.ResponseWriter, r *http.Request) {
 	}
 	var ans streamAnswer
 	if node == s.nodeID {
+		s.metrics.streamPosts.WithLabelValues("local").Inc()
 		ans = s.takeBatch(key, seq, body)
 	} else {
+		s.metrics.streamPosts.WithLabelValues("forwarded").Inc()
 		ans = s.forwardBatch(r.Context(), node, &streamSend{Key: key, Seq: seq, Body: body})
 	}
 	if ans.Status == http.StatusNoContent {

@@ -166,6 +166,23 @@ func TestStreamCommandOrder(t *testing.T) {
 			t.Fatalf("publish %d got offset %d: not run in order", i, o)
 		}
 	}
+	m := metricsText(t, ts)
+	for _, want := range []string{`herald_http_streams_total{transport="http-stream"} 1`, `herald_stream_posts_total{route="local"} 22`} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func metricsText(t *testing.T, ts *testServer) string {
+	t.Helper()
+	resp, err := http.Get("http://" + ts.addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // TestStreamSendErrors: what a bad POST gets.
