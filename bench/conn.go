@@ -313,16 +313,57 @@ func (c *wsConn) readRaw() (_ []byte, z bool, err error) {
 	}
 }
 
-var inflaters = sync.Pool{New: func() any { return flate.NewReader(nil) }}
+// inflater is a flate reader with its input: a message's bytes, then
+// deflateTail. Its input is an io.ByteReader, so the flate reader needs no
+// bufio.Reader of its own; inflaters are pooled, not kept per connection.
+type inflater struct {
+	fr   io.ReadCloser
+	data []byte
+	tail int
+}
 
+func (f *inflater) Read(p []byte) (int, error) {
+	if len(f.data) > 0 {
+		n := copy(p, f.data)
+		f.data = f.data[n:]
+		return n, nil
+	}
+	if f.tail == len(deflateTail) {
+		return 0, io.EOF
+	}
+	n := copy(p, deflateTail[f.tail:])
+	f.tail += n
+	return n, nil
+}
+
+func (f *inflater) ReadByte() (byte, error) {
+	if len(f.data) > 0 {
+		b := f.data[0]
+		f.data = f.data[1:]
+		return b, nil
+	}
+	if f.tail == len(deflateTail) {
+		return 0, io.EOF
+	}
+	f.tail++
+	return deflateTail[f.tail-1], nil
+}
+
+var inflaters = sync.Pool{New: func() any { return new(inflater) }}
+
+// deflateTail ends a permessage-deflate message for the flate reader: the
+// four octets the sender removed, then an empty final block.
 var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
 // inflateMessage appends the inflated permessage-deflate message z to dst
 // (at most maxMessage bytes).
 func inflateMessage(dst, z []byte) ([]byte, error) {
-	fr := inflaters.Get().(io.ReadCloser)
-	defer inflaters.Put(fr)
-	if err := fr.(flate.Resetter).Reset(io.MultiReader(bytes.NewReader(z), bytes.NewReader(deflateTail)), nil); err != nil {
+	f := inflaters.Get().(*inflater)
+	defer func() { f.data = nil; inflaters.Put(f) }()
+	f.data, f.tail = z, 0
+	if f.fr == nil {
+		f.fr = flate.NewReader(f)
+	} else if err := f.fr.(flate.Resetter).Reset(f, nil); err != nil {
 		return nil, err
 	}
 	for {
@@ -332,7 +373,7 @@ func inflateMessage(dst, z []byte) ([]byte, error) {
 			}
 			dst = append(dst, 0)[:len(dst)]
 		}
-		n, err := fr.Read(dst[len(dst):cap(dst)])
+		n, err := f.fr.Read(dst[len(dst):cap(dst)])
 		dst = dst[:len(dst)+n]
 		if err == io.EOF {
 			return dst, nil

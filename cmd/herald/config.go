@@ -151,7 +151,8 @@ func applyEnvPrefix(v reflect.Value, prefix string, getenv func(string) string) 
 }
 
 // applyDev sets the development defaults: anonymous clients, every channel
-// open, history and presence on, the admin UI on. It returns the API key,
+// open, history and presence on (and compression, when it is on), the
+// admin UI on. It returns the API key,
 // token secret and admin password it generated (empty if they were
 // configured).
 func applyDev(fc *fileConfig) (genKey, genSecret, genAdmin string) {
@@ -175,9 +176,12 @@ func applyDev(fc *fileConfig) (genKey, genSecret, genAdmin string) {
 		c.Admin.Password = genAdmin
 		fc.AdminSection.Password = genAdmin
 	}
+	// With compression on (HERALD_COMPRESSION or the file's), the dev
+	// namespace compresses its publications too.
 	dev := herald.Namespace{
 		HistorySize: 1000, HistoryTTL: time.Hour, Presence: true, JoinLeave: true,
 		AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
+		Compression: c.Compression,
 	}
 	for i := range c.Namespaces {
 		if c.Namespaces[i].Name == "" {

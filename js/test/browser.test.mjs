@@ -300,3 +300,84 @@ describe('browser: HTTP fallbacks in headless Chromium', () => {
     assert.deepEqual(errors, []);
   });
 });
+
+describe('browser: permessage-deflate with Chromium', () => {
+  let srv;
+  let browser;
+
+  before(async () => {
+    const exe = chromiumPath();
+    assert.ok(exe, 'chromium is not installed (apt-get install -y chromium)');
+    // --dev with compression on: the dev namespace compresses its
+    // publications for the connections that negotiated permessage-deflate.
+    srv = await startServer({ env: { HERALD_COMPRESSION: 'true' } });
+    browser = await chromium.launch({ executablePath: exe, headless: true, args: ARGS, timeout: 60000 });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await srv?.stop('SIGKILL');
+  });
+
+  const compressedFrames = async () => {
+    const text = await (await fetch(`${srv.base}/metrics`)).text();
+    const m = /^herald_compressed_frames_total (\S+)$/m.exec(text);
+    assert.ok(m, 'herald_compressed_frames_total in /metrics');
+    return Number(m[1]);
+  };
+
+  test('Chromium negotiates it; compressed commands are inflated and publications arrive compressed', { timeout: 60000 }, async () => {
+    const page = await browser.newPage();
+    await page.goto(`${srv.base}/herald-client.js`); // any same-origin document
+    const before = await compressedFrames();
+    const big = 'the same words again and again, '.repeat(100);
+    // A raw WebSocket: its extensions attribute tells what was negotiated.
+    const ext = await page.evaluate(async (big) => {
+      const ws = new WebSocket(`ws://${location.host}/ws`, 'herald.json');
+      window.msgs = [];
+      ws.onmessage = (e) => window.msgs.push(JSON.parse(e.data));
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = reject;
+      });
+      // Chromium compresses what it sends once the extension is on: a
+      // publish command of several KiB goes in a few hundred bytes.
+      ws.send(JSON.stringify({ id: 1, connect: {} }));
+      ws.send(JSON.stringify({ id: 2, subscribe: { channel: 'deflate:raw' } }));
+      ws.send(JSON.stringify({ id: 3, publish: { channel: 'deflate:raw', data: { from: 'page', big } } }));
+      window.ws = ws;
+      return ws.extensions;
+    }, big);
+    assert.match(ext, /^permessage-deflate/);
+    assert.match(ext, /server_no_context_takeover/);
+    assert.match(ext, /client_no_context_takeover/);
+    await api(srv, 'publish', { channel: 'deflate:raw', data: { from: 'api', big } });
+    await waitFor(() => page.evaluate(() => window.msgs.filter((m) => m.pub).length === 2), { message: 'both publications in the page' });
+    const pubs = await page.evaluate(() => window.msgs.filter((m) => m.pub).map((m) => m.pub.data));
+    assert.deepEqual(pubs, [{ from: 'page', big }, { from: 'api', big }]);
+    const replies = await page.evaluate(() => window.msgs.filter((m) => m.id).map((m) => [m.id, !!m.error]));
+    assert.deepEqual(replies, [[1, false], [2, false], [3, false]]);
+    assert.ok((await compressedFrames()) >= before + 2, 'the publications went compressed');
+    await page.close();
+  });
+
+  test('the SDK works over a compressed connection', { timeout: 30000 }, async () => {
+    const page = await browser.newPage();
+    await page.goto(`${srv.base}/herald-client.js`);
+    await page.evaluate(async () => {
+      const { Herald } = await import('/herald-client.js');
+      const c = new Herald(`ws://${location.host}/ws`);
+      window.got = [];
+      const sub = c.newSubscription('deflate:sdk');
+      sub.on('publication', (p) => window.got.push(p.data));
+      c.connect();
+      await sub.subscribe();
+      window.c = c;
+    });
+    const data = { rows: Array.from({ length: 50 }, (_, i) => ({ id: i, name: `row ${i}`, ok: i % 2 === 0 })) };
+    await api(srv, 'publish', { channel: 'deflate:sdk', data });
+    await waitFor(() => page.evaluate(() => window.got.length === 1), { message: 'publication in the page' });
+    assert.deepEqual(await page.evaluate(() => window.got[0]), data);
+    await page.close();
+  });
+});
