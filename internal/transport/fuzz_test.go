@@ -31,8 +31,9 @@ func (h *countHandler) OnMessage(c *Conn, msg []byte, binary bool) {
 func (h *countHandler) OnClose(*Conn, ws.StatusCode, error) {}
 
 // FuzzFrameReader feeds arbitrary bytes, split at an arbitrary point, to the
-// frame reader: it must never panic, never deliver more than the limit, and
-// never hold more than one frame's worth of pending input.
+// frame reader, with permessage-deflate negotiated on odd splits: it must
+// never panic, never deliver more than the limit (inflated messages
+// included), and never hold more than one frame's worth of pending input.
 func FuzzFrameReader(f *testing.F) {
 	mask := func(b []byte) []byte { // a valid masked text frame
 		out := []byte{0x81, 0x80 | byte(len(b)), 1, 2, 3, 4}
@@ -44,6 +45,10 @@ func FuzzFrameReader(f *testing.F) {
 	f.Add(append(mask([]byte("a")), 0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8), 7)
 	f.Add([]byte{0x02, 0x85, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e', 0x80, 0x81, 0, 0, 0, 0, 'z'}, 5)
 	f.Add([]byte{0x82, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4}, 9)
+	// A compressed text frame ("hello" deflated), negotiated (odd split).
+	z := []byte{0xc1, 0x87, 0, 0, 0, 0, 0xca, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}
+	f.Add(z, 1)
+	f.Add(append(z, z...), 13)
 	f.Fuzz(func(t *testing.T, data []byte, split int) {
 		const max = 256
 		near, far := net.Pipe()
@@ -52,6 +57,7 @@ func FuzzFrameReader(f *testing.F) {
 		h := &countHandler{max: max, t: t}
 		c := NewConn(near, "", &Options{MaxMessageSize: max}, h)
 		c.eng = stubEngine{}
+		c.deflate = split%2 != 0 // odd splits: permessage-deflate negotiated
 		if split < 0 {
 			split = -split
 		}
