@@ -44,6 +44,7 @@ func wantJoinLeave(s *hub.Sub) bool { return s.JoinLeave }
 //	hello       a node's description and last second's sample (nodes.go)
 //	hello?      a node that just started: every node answers with hello
 //	bye         a node stopping: forget it
+//	presence_sync  From could not publish joins/leaves of the channels in Body (a JSON list; empty: all): send presence_sync for them
 //	query       From asks every node Query with Body (only node To, if set); ID names the query
 //	answer      From answers query ID of node To with Body
 type control struct {
@@ -82,6 +83,8 @@ func (n nodeHandler) HandleControl(data []byte) {
 		for _, ss := range targets {
 			ss.disconnectWith(c.Code, c.Reason, 0, true)
 		}
+	case "presence_sync":
+		s.onPresenceSync(c)
 	case "hello", "hello?":
 		if c.Hello == nil || c.Hello.Node == s.nodeID {
 			return

@@ -68,6 +68,7 @@ type Server struct {
 	notifying   chan struct{}   // disconnect and unsubscribe proxy calls in flight
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
+	outage      presenceOutage  // the broker's connection, for presence (presence_sync.go)
 
 	gate     sync.RWMutex // draining flips under the write lock
 	draining bool

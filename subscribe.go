@@ -268,6 +268,7 @@ func (ss *session) join(ctx context.Context, sub *subscription, info *protocol.C
 	if sub.ns.JoinLeave {
 		if err := s.broker.PublishJoin(ctx, sub.Channel, info); err != nil {
 			s.log.Warn("publish join", "channel", sub.Channel, "err", err)
+			s.unannounced(sub.Channel)
 		}
 	}
 }
@@ -324,6 +325,7 @@ func (ss *session) release(ctx context.Context, sub *subscription, code uint32, 
 	if sub.ns.JoinLeave {
 		if err := s.broker.PublishLeave(ctx, sub.Channel, ss.clientInfo()); err != nil {
 			s.log.Warn("publish leave", "channel", sub.Channel, "err", err)
+			s.unannounced(sub.Channel)
 		}
 	}
 }

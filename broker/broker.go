@@ -91,6 +91,16 @@ type Broker interface {
 	Close(ctx context.Context) error
 }
 
+// OutageHandler is implemented by handlers that want to know when the
+// broker loses its connection and when it has it again. In between,
+// join/leave events (and live publications) published by other nodes may
+// not reach this node, and its own may not reach them. Brokers call them
+// from their own goroutines; a handler must return quickly.
+type OutageHandler interface {
+	HandleBrokerDown()
+	HandleBrokerUp()
+}
+
 // Readier is implemented by brokers that can tell whether they serve
 // calls now. A server whose broker implements it answers /readyz with
 // "ready" only while Ready returns nil, so that a node is not sent

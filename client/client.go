@@ -559,6 +559,20 @@ func (c *Client) push(conn *wsConn, m *protocol.ServerMessage) {
 		if s != nil {
 			s.onPresence(m.Join != nil, ev.Info)
 		}
+	case m.PresenceStale != nil:
+		c.mu.Lock()
+		s := c.subs[m.PresenceStale.Channel]
+		c.mu.Unlock()
+		if s != nil {
+			s.onPresenceStale()
+		}
+	case m.PresenceSync != nil:
+		c.mu.Lock()
+		s := c.subs[m.PresenceSync.Channel]
+		c.mu.Unlock()
+		if s != nil {
+			s.onPresenceSync(m.PresenceSync.Presence)
+		}
 	case m.Unsubscribe != nil:
 		c.mu.Lock()
 		s := c.subs[m.Unsubscribe.Channel]

@@ -146,6 +146,16 @@ type SubscribeOptions struct {
 	OnSubscribed  func(SubscribedEvent)
 	OnJoin        func(ClientInfo)
 	OnLeave       func(ClientInfo)
+	// OnPresenceStale is called when the server may lose join and leave
+	// events of the channel (its node lost the broker): members kept from
+	// OnJoin and OnLeave may be wrong until OnPresenceSync.
+	OnPresenceStale func()
+	// OnPresenceSync is called with the channel's current members, by
+	// client id, once the server's broker is back after OnPresenceStale
+	// (or after another node could not announce its joins and leaves):
+	// they replace the members kept; OnJoin and OnLeave after it apply to
+	// them.
+	OnPresenceSync func(members map[string]ClientInfo)
 	// OnUnsubscribed is called when the subscription ends for good other
 	// than by Unsubscribe: a resubscription was refused (err is the *Error
 	// reply), or the server ended it with an unsubscribe code in
@@ -455,6 +465,26 @@ func (s *Subscription) onPresence(join bool, info ClientInfo) {
 	if f != nil {
 		f(info)
 	}
+}
+
+func (s *Subscription) onPresenceStale() {
+	if f := s.opts.OnPresenceStale; f != nil {
+		f()
+	}
+}
+
+func (s *Subscription) onPresenceSync(members map[string]*protocol.ClientInfo) {
+	f := s.opts.OnPresenceSync
+	if f == nil {
+		return
+	}
+	out := make(map[string]ClientInfo, len(members))
+	for id, info := range members {
+		if info != nil {
+			out[id] = *info
+		}
+	}
+	f(out)
 }
 
 func (s *Subscription) deliver(p Publication) {

@@ -74,6 +74,25 @@ type ServerMessage struct {
 	Leave      *PresenceEvent  `json:"leave,omitempty" msgpack:"leave,omitempty"`
 	Message    *MessagePush    `json:"message,omitempty" msgpack:"message,omitempty"`
 	Disconnect *DisconnectPush `json:"disconnect,omitempty" msgpack:"disconnect,omitempty"`
+	// PresenceStale and PresenceSync go to subscribers with join/leave.
+	PresenceStale *PresenceStale `json:"presence_stale,omitempty" msgpack:"presence_stale,omitempty"`
+	PresenceSync  *PresenceSync  `json:"presence_sync,omitempty" msgpack:"presence_sync,omitempty"`
+}
+
+// PresenceStale tells a subscriber with join/leave that join and leave
+// events of the channel may be lost from now on (the node lost its
+// broker): the members it keeps may be wrong until a PresenceSync.
+type PresenceStale struct {
+	Channel string `json:"channel" msgpack:"channel"`
+}
+
+// PresenceSync carries the channel's current members, by client id, once
+// the broker is back after a PresenceStale (or after another node could
+// not announce its joins and leaves). It replaces the members the
+// subscriber keeps; join and leave events after it apply to it.
+type PresenceSync struct {
+	Channel  string                 `json:"channel" msgpack:"channel"`
+	Presence map[string]*ClientInfo `json:"presence" msgpack:"presence"`
 }
 
 // Empty is the body of ping and pong.

@@ -134,9 +134,11 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		natsgo.ClosedHandler(func(*natsgo.Conn) { once.Do(func() { close(b.connClosed) }) }),
 		natsgo.DisconnectErrHandler(func(_ *natsgo.Conn, err error) {
 			b.log.Warn("nats disconnected", "err", err)
+			b.outage(true)
 		}),
 		natsgo.ReconnectHandler(func(nc *natsgo.Conn) {
 			b.log.Info("nats reconnected", "server", nc.ConnectedUrl())
+			b.outage(false)
 		}),
 		natsgo.ErrorHandler(func(_ *natsgo.Conn, sub *natsgo.Subscription, err error) {
 			subj := ""
@@ -312,6 +314,20 @@ func (b *Broker) handle(f func(broker.Handler)) {
 	if b.handler != nil && !b.stopped {
 		f(b.handler)
 	}
+}
+
+// outage tells the handler, if it wants to know (broker.OutageHandler),
+// that the connection was lost (down) or is back.
+func (b *Broker) outage(down bool) {
+	b.handle(func(h broker.Handler) {
+		if oh, ok := h.(broker.OutageHandler); ok {
+			if down {
+				oh.HandleBrokerDown()
+			} else {
+				oh.HandleBrokerUp()
+			}
+		}
+	})
 }
 
 // sleep waits for d, ctx or Close, and reports whether d passed.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/broker/brokertest"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
 	"github.com/heraldhq/herald/protocol"
 )
@@ -94,4 +96,44 @@ func TestPublishDuringLeaderElection(t *testing.T) {
 	}
 	t.Logf("leader %s killed: first success after %v, %d calls, %d refused as unavailable, longest call %v",
 		leader, firstOK.Round(time.Millisecond), calls, refused, longest.Round(time.Millisecond))
+}
+
+// outageRecorder records the outage calls among what it is handed.
+type outageRecorder struct {
+	*brokertest.Recorder
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *outageRecorder) HandleBrokerDown() { r.add("down") }
+func (r *outageRecorder) HandleBrokerUp()   { r.add("up") }
+func (r *outageRecorder) add(s string) {
+	r.mu.Lock()
+	r.calls = append(r.calls, s)
+	r.mu.Unlock()
+}
+
+func (r *outageRecorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+// TestOutageReported: when the connection to NATS is lost and comes back,
+// a handler that implements broker.OutageHandler is told down, then up.
+func TestOutageReported(t *testing.T) {
+	t.Parallel()
+	store := t.TempDir()
+	s := startServer(t, -1, store)
+	port := serverPort(t, s)
+	rec := &outageRecorder{Recorder: brokertest.NewRecorder()}
+	newBroker(t, natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: randomPrefix("outage"), ReconnectWait: 20 * time.Millisecond}, rec)
+	s.Shutdown()
+	s.WaitForShutdown()
+	brokertest.Eventually(t, 10*time.Second, "down", func() bool { return len(rec.get()) >= 1 })
+	startServer(t, port, store)
+	brokertest.Eventually(t, 15*time.Second, "down, then up", func() bool { return len(rec.get()) >= 2 })
+	if got := rec.get(); got[0] != "down" || got[1] != "up" {
+		t.Fatalf("outage calls %v, want down then up", got)
+	}
 }

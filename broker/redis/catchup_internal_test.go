@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,4 +140,69 @@ func offsets(pubs []*protocol.Publication) []uint64 {
 		out = append(out, p.Offset)
 	}
 	return out
+}
+
+// outageRecorder records the outage calls among what it is handed.
+type outageRecorder struct {
+	*brokertest.Recorder
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *outageRecorder) HandleBrokerDown() { r.add("down") }
+func (r *outageRecorder) HandleBrokerUp()   { r.add("up") }
+func (r *outageRecorder) add(s string) {
+	r.mu.Lock()
+	r.calls = append(r.calls, s)
+	r.mu.Unlock()
+}
+
+func (r *outageRecorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.calls...)
+}
+
+// TestOutageReported: when the pub/sub connection is lost and replaced,
+// a handler that implements broker.OutageHandler is told down, then up.
+func TestOutageReported(t *testing.T) {
+	t.Parallel()
+	addr := os.Getenv("HERALD_TEST_REDIS")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prefix := brokertest.Channel(t, "outage")
+	prefix = "heraldtest-" + prefix[2:14]
+	b, err := New(Config{Addrs: []string{addr}, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &outageRecorder{Recorder: brokertest.NewRecorder()}
+	if err := b.Start(ctx, rec); err != nil {
+		if os.Getenv("CI") != "true" {
+			t.Skipf("no Redis at %s: %v", addr, err)
+		}
+		t.Fatal(err)
+	}
+	defer func() { _ = b.Close(context.Background()) }()
+	if err := b.Subscribe(ctx, "room"); err != nil {
+		t.Fatal(err)
+	}
+	s := b.subs[""]
+	s.mu.Lock()
+	ps := s.ps
+	s.mu.Unlock()
+	_ = ps.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for got := rec.get(); len(got) < 2; got = rec.get() {
+		if time.Now().After(deadline) {
+			t.Fatalf("outage calls %v, want down then up", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := rec.get(); got[0] != "down" || got[1] != "up" {
+		t.Fatalf("outage calls %v, want down then up", got)
+	}
 }

@@ -38,6 +38,20 @@ func (b *Broker) dispatch(m *goredis.Message) {
 	}
 }
 
+// outage tells the handler, if it wants to know (broker.OutageHandler),
+// that a pub/sub connection was lost (down) or is back.
+func (b *Broker) outage(down bool) {
+	oh, ok := b.handler.(broker.OutageHandler)
+	if !ok || b.closed.Load() {
+		return
+	}
+	if down {
+		oh.HandleBrokerDown()
+	} else {
+		oh.HandleBrokerUp()
+	}
+}
+
 // deliverLive delivers a live publication. It runs on the reader
 // goroutine. Live messages of a channel arrive in offset order; a jump
 // means some were lost (a pub/sub connection dropped, or Redis cut a slow

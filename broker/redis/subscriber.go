@@ -316,6 +316,7 @@ func (s *subscriber) current() *goredis.PubSub {
 // every name on the new one. Pending unsubscribes are done: the new
 // connection never had those names.
 func (s *subscriber) reset(reason error) {
+	s.b.outage(true)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -331,16 +332,21 @@ func (s *subscriber) reset(reason error) {
 		names = append(names, name)
 	}
 	s.partial = false
+	up := true
 	for _, g := range s.groups(names) {
 		if err := s.write(true, g...); err != nil {
 			// The connection is down. The next receive fails and resets
 			// again, unless go-redis reconnects first: then partial
 			// makes the reader reset once it reads from the new one.
 			s.partial = true
+			up = false
 			break
 		}
 	}
 	s.mu.Unlock()
+	if up {
+		s.b.outage(false)
+	}
 	_ = old.Close()
 	level := slog.LevelWarn
 	if len(names) == 0 {
