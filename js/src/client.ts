@@ -526,6 +526,10 @@ export class Herald extends Emitter<ClientEvents> {
       const s = this.#live(ev.channel);
       if (s) s._onJoinLeave(!!m.join, ev.info);
       else this.emit(m.join ? 'join' : 'leave', { channel: ev.channel, info: decodeClientInfo(conn.codec, ev.info)! });
+    } else if (m.presence_stale) {
+      this.#live(m.presence_stale.channel)?._onPresenceStale();
+    } else if (m.presence_sync) {
+      this.#live(m.presence_sync.channel)?._onPresenceSync(m.presence_sync.presence ?? {});
     } else if (m.unsubscribe) {
       const u = m.unsubscribe;
       const ch = u.channel ?? '';

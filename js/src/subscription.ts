@@ -69,6 +69,19 @@ export interface SubscriptionEvents {
   publication: Publication;
   join: { channel: string; info: ClientInfo };
   leave: { channel: string; info: ClientInfo };
+  /**
+   * Join and leave events of the channel may be lost from now on (the
+   * server's node lost its broker): members kept from join and leave may
+   * be wrong until presence_sync.
+   */
+  presence_stale: { channel: string };
+  /**
+   * The channel's current members, by client id, once the server's broker
+   * is back (or after another node could not announce its joins and
+   * leaves): they replace the members kept; join and leave after it apply
+   * to them.
+   */
+  presence_sync: { channel: string; presence: Record<string, ClientInfo> };
   /** A failed subscribe that the SDK retries, or the error that ended the subscription. */
   error: SubscriptionErrorEvent;
 }
@@ -279,6 +292,20 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   _onJoinLeave(join: boolean, info: WireClientInfo): void {
     if (this.#state !== 'subscribed') return;
     this.emit(join ? 'join' : 'leave', { channel: this.channel, info: this.#host.decodeClientInfo(info) });
+  }
+
+  /** @internal */
+  _onPresenceStale(): void {
+    if (this.#state !== 'subscribed') return;
+    this.emit('presence_stale', { channel: this.channel });
+  }
+
+  /** @internal */
+  _onPresenceSync(presence: Record<string, WireClientInfo>): void {
+    if (this.#state !== 'subscribed') return;
+    const out: Record<string, ClientInfo> = {};
+    for (const [id, info] of Object.entries(presence)) out[id] = this.#host.decodeClientInfo(info);
+    this.emit('presence_sync', { channel: this.channel, presence: out });
   }
 
   /**

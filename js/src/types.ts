@@ -353,6 +353,8 @@ export interface WireServerMessage {
   pub?: WirePublication;
   join?: { channel: string; info: WireClientInfo };
   leave?: { channel: string; info: WireClientInfo };
+  presence_stale?: { channel: string };
+  presence_sync?: { channel: string; presence?: Record<string, WireClientInfo> };
   message?: { data?: unknown; b64?: boolean };
   disconnect?: WireDisconnect;
 }

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TerminalError } from '../dist/index.js';
 import WebSocket from 'ws';
-import { startServer, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
+import { startServer, startRedis, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
 
 describe('e2e: one dev server', () => {
   let srv;
@@ -585,4 +585,57 @@ describe('e2e: server API on connections', () => {
       client.disconnect();
     });
   }
+});
+
+describe('e2e: presence across a broker outage', () => {
+  let redis;
+  let srv;
+  before(async () => {
+    redis = await startRedis();
+    if (redis) srv = await startServer({ args: ['--broker', `${redis.url}?prefix=e2e`] });
+  });
+  after(async () => {
+    stopClients();
+    await srv?.stop('SIGKILL');
+    await redis?.kill();
+  });
+
+  test('presence_stale when the node loses Redis, presence_sync once it is back', { timeout: 60000 }, async (t) => {
+    if (!redis) {
+      t.skip('redis-server not found');
+      return;
+    }
+    const ch = 'room:outage';
+    const { client: a } = newClient(srv, { token: mintToken(srv.secret, { user: 'alice' }) });
+    const { client: b } = newClient(srv, { token: mintToken(srv.secret, { user: 'bob' }) });
+    const sa = a.newSubscription(ch);
+    const events = [];
+    let synced = null;
+    sa.on('join', (e) => events.push(`join ${e.info.user}`));
+    sa.on('presence_stale', (e) => {
+      assert.equal(e.channel, ch);
+      events.push('stale');
+    });
+    sa.on('presence_sync', (e) => {
+      assert.equal(e.channel, ch);
+      synced = e.presence;
+      events.push('sync');
+    });
+    await a.connect();
+    await sa.subscribe();
+    await b.connect();
+    await b.newSubscription(ch).subscribe();
+    await waitFor(() => events.includes('join bob'), { message: 'join of bob' });
+
+    await redis.kill();
+    await waitFor(() => events.includes('stale'), { timeout: 20000, message: 'presence_stale' });
+    await redis.start();
+    await waitFor(() => events.includes('sync'), { timeout: 30000, message: 'presence_sync' });
+    assert.ok(events.indexOf('stale') < events.indexOf('sync'), `events ${events}`);
+    const users = Object.values(synced).map((i) => i.user).sort();
+    assert.deepEqual(users, ['alice', 'bob']);
+    for (const [id, info] of Object.entries(synced)) assert.equal(id, info.client);
+    a.disconnect();
+    b.disconnect();
+  });
 });

@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { Herald } from '../dist/index.js';
@@ -269,4 +269,46 @@ export function checkSequence(pubs, count) {
   for (let i = 1; i <= count; i++) if (!seen.has(i)) gaps++;
   const ordered = ns.every((n, i) => i === 0 || n > ns[i - 1]);
   return { gaps, dups, ordered, received: ns.length };
+}
+
+/**
+ * Starts redis-server without persistence on a free loopback port, or
+ * returns null when there is none (the caller skips; with CI=true it
+ * throws). kill() stops it with SIGKILL; start() starts it again on the
+ * same port.
+ */
+export async function startRedis() {
+  const bin = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'].find((p) => existsSync(p));
+  if (!bin) {
+    if (process.env.CI === 'true') throw new Error('redis-server not found (required when CI=true)');
+    return null;
+  }
+  const port = await freePort();
+  const r = { port, url: `redis://127.0.0.1:${port}`, proc: null };
+  r.start = async () => {
+    const proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    children.add(proc);
+    proc.on('exit', () => children.delete(proc));
+    r.proc = proc;
+    await waitFor(
+      () =>
+        new Promise((resolve) => {
+          const s = net.connect(port, '127.0.0.1', () => {
+            s.end();
+            resolve(true);
+          });
+          s.on('error', () => resolve(false));
+        }),
+      { timeout: 10000, message: `redis-server on port ${port}` },
+    );
+  };
+  r.kill = async () => {
+    const p = r.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    const gone = new Promise((resolve) => p.on('exit', resolve));
+    p.kill('SIGKILL');
+    await gone;
+  };
+  await r.start();
+  return r;
 }

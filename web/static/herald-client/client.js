@@ -474,6 +474,12 @@ export class Herald extends Emitter {
             else
                 this.emit(m.join ? 'join' : 'leave', { channel: ev.channel, info: decodeClientInfo(conn.codec, ev.info) });
         }
+        else if (m.presence_stale) {
+            this.#live(m.presence_stale.channel)?._onPresenceStale();
+        }
+        else if (m.presence_sync) {
+            this.#live(m.presence_sync.channel)?._onPresenceSync(m.presence_sync.presence ?? {});
+        }
         else if (m.unsubscribe) {
             const u = m.unsubscribe;
             const ch = u.channel ?? '';

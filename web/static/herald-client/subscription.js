@@ -205,6 +205,21 @@ export class Subscription extends Emitter {
             return;
         this.emit(join ? 'join' : 'leave', { channel: this.channel, info: this.#host.decodeClientInfo(info) });
     }
+    /** @internal */
+    _onPresenceStale() {
+        if (this.#state !== 'subscribed')
+            return;
+        this.emit('presence_stale', { channel: this.channel });
+    }
+    /** @internal */
+    _onPresenceSync(presence) {
+        if (this.#state !== 'subscribed')
+            return;
+        const out = {};
+        for (const [id, info] of Object.entries(presence))
+            out[id] = this.#host.decodeClientInfo(info);
+        this.emit('presence_sync', { channel: this.channel, presence: out });
+    }
     /**
      * @internal The server ended the subscription (an unsubscribe push).
      * Codes 2500-2999: subscribe again, recovering from the last position
