@@ -5,7 +5,7 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { encode as mpEncode, decode as mpDecode } from '@msgpack/msgpack';
-import { Herald, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, DisconnectedError, TerminalError, TimeoutError, UnauthorizedError } from '../dist/index.js';
+import { Herald, streamUrls, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, DisconnectedError, TerminalError, TimeoutError, UnauthorizedError } from '../dist/index.js';
 import { base64ToBytes, bytesToBase64 } from '../dist/codec.js';
 import { fakeWebSocket, acceptConnect } from './fake-ws.mjs';
 import { waitFor, sleep } from './helpers.mjs';
@@ -110,12 +110,30 @@ afterEach(() => {
 /** A client over a fake socket with fast backoff. */
 function fakeClient(opts = {}) {
   const { ctor, sockets } = fakeWebSocket({ msgpack: opts.msgpack });
-  const client = new Herald('ws://fake/ws', { websocket: ctor, reconnect: { baseMs: 5, maxMs: 20 }, timeoutMs: 2000, ...opts });
+  // WebSocket only: the fake plays the server; HTTP streaming is tested
+  // end to end.
+  const client = new Herald('ws://fake/ws', { websocket: ctor, transports: ['websocket'], reconnect: { baseMs: 5, maxMs: 20 }, timeoutMs: 2000, ...opts });
   live.push(client);
   const disconnects = [];
   client.on('disconnect', (e) => disconnects.push(e));
   return { client, sockets, disconnects, ctor };
 }
+
+describe('transports', { timeout: 15000 }, () => {
+  test('HTTP streaming URLs come from the WebSocket URL', () => {
+    assert.deepEqual(streamUrls('ws://h:8000/ws'), { stream: 'http://h:8000/stream', send: 'http://h:8000/stream/send' });
+    assert.deepEqual(streamUrls('wss://h/herald/ws?x=1'), { stream: 'https://h/herald/stream', send: 'https://h/herald/stream/send' });
+    assert.deepEqual(streamUrls('https://h/stream'), { stream: 'https://h/stream', send: 'https://h/stream/send' });
+  });
+
+  test('msgpack and a missing WebSocket narrow the transports', () => {
+    const { ctor } = fakeWebSocket();
+    assert.equal(new Herald('ws://fake/ws', { websocket: ctor }).transport, 'websocket');
+    assert.equal(new Herald('ws://fake/ws', { websocket: ctor, transports: ['http-stream', 'websocket'] }).transport, 'http-stream');
+    assert.equal(new Herald('ws://fake/ws', { websocket: ctor, codec: 'msgpack', transports: ['http-stream', 'websocket'] }).transport, 'websocket');
+    assert.throws(() => new Herald('ws://fake/ws', { websocket: ctor, codec: 'msgpack', transports: ['http-stream'] }), /no usable transport/);
+  });
+});
 
 describe('client state machine', { timeout: 15000 }, () => {
   test('connects, answers pings with pong, sends commands with unique ids', async () => {
