@@ -595,11 +595,19 @@ func (b *Broker) repair(i int) {
 // temporarily unavailable" or one that finds the stream missing (see
 // retry).
 func (b *Broker) read(ctx context.Context, i int, f func(context.Context) error) error {
+	if !b.clustered() {
+		return b.retry(ctx, i, func() error { return f(ctx) })
+	}
 	actx, cancel := context.WithTimeout(ctx, b.cfg.LeaderTimeout)
 	defer cancel()
 	err := b.retry(ctx, i, func() error { return f(actx) })
 	return b.unavailable(ctx, actx, err)
 }
+
+// clustered reports whether the server is part of a NATS cluster. A
+// single server elects no leaders: a slow answer there is only slow (a
+// loaded server), and reads wait for it as long as their caller does.
+func (b *Broker) clustered() bool { return b.nc.ConnectedClusterName() != "" }
 
 // unavailable wraps err in broker.ErrUnavailable when it means the stream
 // could not answer for now: actx, bounded by LeaderTimeout, ended before
@@ -769,6 +777,14 @@ func (b *Broker) readSubject(ctx context.Context, i int, filter string, last uin
 // with broker.ErrUnavailable. A consumer created on a dead server is
 // removed by its InactiveThreshold.
 func (b *Broker) createReader(ctx context.Context, i int, s jetstream.Stream, cc jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	if !b.clustered() {
+		var cons jetstream.Consumer
+		err := b.retry(ctx, i, func() (err error) {
+			cons, err = s.CreateConsumer(ctx, cc)
+			return err
+		})
+		return cons, err
+	}
 	lctx, cancel := context.WithTimeout(ctx, b.cfg.LeaderTimeout)
 	defer cancel()
 	for {

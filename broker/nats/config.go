@@ -69,11 +69,12 @@ type Config struct {
 	// 10s.
 	RequestTimeout time.Duration
 	// LeaderTimeout bounds the wait for a stream's leader to answer one
-	// read. While a stream elects a new leader (its leader's server died)
-	// nobody answers; a call whose read got no answer within LeaderTimeout
-	// fails with broker.ErrUnavailable, which clients may retry, rather
-	// than wait out its deadline. Publishes find no leader at once. Default
-	// 2s.
+	// read, on a NATS cluster. While a stream elects a new leader (its
+	// leader's server died) nobody answers; a call whose read got no
+	// answer within LeaderTimeout fails with broker.ErrUnavailable, which
+	// clients may retry, rather than wait out its deadline. Publishes find
+	// no leader at once. On a single server (no elections) reads wait as
+	// long as their caller. Default 2s.
 	LeaderTimeout time.Duration
 	// ReconnectWait is the pause between reconnect attempts. Default 2s.
 	ReconnectWait time.Duration

@@ -141,7 +141,8 @@
 // server died has no leader until the others elect one (seconds): a
 // publish to it finds no responder at once, and a read (only the leader
 // answers reads) gets no answer. Publishes then fail at once, and reads
-// after Config.LeaderTimeout, with an error wrapping
+// after Config.LeaderTimeout (on a cluster; a single server elects no
+// leaders, and a slow answer there is only slow), with an error wrapping
 // broker.ErrUnavailable: nothing was stored, and the same call may be
 // retried. A stream that is gone (deleted, or lost by a NATS restart
 // without persistence) fails calls the same way while a goroutine of the
