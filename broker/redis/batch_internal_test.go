@@ -70,6 +70,8 @@ func TestBatchedPublish(t *testing.T) {
 		t.Fatalf("first message %v, %v", m, err)
 	}
 
+	// Two blockers take both in-flight slots: the first until the n
+	// publications queue, the second until they are done.
 	blocked := make(chan error, 1)
 	leading := make(chan struct{})
 	go func() {
@@ -86,6 +88,19 @@ func TestBatchedPublish(t *testing.T) {
 		blocked <- err
 	}()
 	<-leading
+	if appendsInFlight != 2 {
+		t.Fatalf("the test holds 2 in-flight slots, appendsInFlight is %d", appendsInFlight)
+	}
+	release2, blocked2, leading2 := make(chan struct{}), make(chan error, 1), make(chan struct{})
+	go func() {
+		_, err := b.appends.Do(ctx, ch, &pubReq{}, takeBatch, func([]*pubReq) ([]pubResult, error) {
+			close(leading2)
+			<-release2
+			return []pubResult{{}}, nil
+		})
+		blocked2 <- err
+	}()
+	<-leading2
 	type result struct {
 		pos broker.StreamPosition
 		dup bool
@@ -111,8 +126,11 @@ func TestBatchedPublish(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if err := <-blocked; err != nil {
-		t.Fatal(err)
+	close(release2)
+	for _, c := range []chan error{blocked, blocked2} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
 	}
 	if t.Failed() {
 		t.FailNow()

@@ -112,7 +112,7 @@ func New(cfg Config) (*Broker, error) {
 		hints:   make(map[int]slotHint),
 		kick:    make(chan struct{}, 1),
 		pubCmd:  "PUBLISH",
-		appends: groupcommit.NewKeyed[*pubReq, pubResult](),
+		appends: groupcommit.NewKeyed[*pubReq, pubResult](appendsInFlight),
 	}
 	if cfg.ShardedPubSub {
 		b.sharded, b.pubCmd = true, "SPUBLISH"

@@ -18,6 +18,13 @@ const (
 	maxBatchBytes = 1 << 20
 )
 
+// appendsInFlight is how many publish script calls of one channel a node
+// has in flight at once. The script orders concurrent calls itself (each
+// runs atomically and takes the next offsets), so a second call need not
+// wait for the first: it halves what a publication waits for, and a group
+// still forms behind them.
+const appendsInFlight = 2
+
 // pubReq is a publication waiting for its channel's next publish script
 // call.
 type pubReq struct {
@@ -36,8 +43,9 @@ type pubResult struct {
 
 // Publish implements broker.Broker. A channel's publications that need the
 // publish script (history or an idempotency key) are appended in groups:
-// while this node's script call for the channel is in flight, its next
-// publications of the channel queue and go together in the next call, which
+// while this node has appendsInFlight script calls for the channel in
+// flight, its next publications of the channel queue and go together in the
+// next call, which
 // appends each with its own offset and idempotency record and publishes
 // them in one pub/sub message.
 func (b *Broker) Publish(ctx context.Context, ch string, pub *protocol.Publication, opts broker.PublishOptions) (broker.StreamPosition, bool, error) {

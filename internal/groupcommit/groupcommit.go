@@ -21,12 +21,19 @@ import (
 // item went in a group: the item was not committed, and never will be.
 var ErrNotCommitted = errors.New("herald: not committed")
 
-// Group commits items of one resource. The zero value is ready. It is safe
-// for concurrent use; a Group must not be copied after first use.
+// Group commits items of one resource. The zero value is ready and commits
+// one group at a time. It is safe for concurrent use; a Group must not be
+// copied after first use.
 type Group[T, R any] struct {
-	mu   sync.Mutex
-	q    []*waiter[T, R]
-	busy bool // a caller leads: it commits the head of q
+	// Concurrent is how many groups may be committed at once; 0 means 1.
+	// Set it before first use. More than one suits resources that order
+	// concurrent commits themselves (a Redis script), not those where a
+	// commit needs the previous one's outcome.
+	Concurrent int
+
+	mu      sync.Mutex
+	q       []*waiter[T, R] // waiting for a group, oldest first
+	leaders int             // callers committing a group (or handed the lead); q is empty unless leaders is Concurrent
 }
 
 type waiter[T, R any] struct {
@@ -60,46 +67,53 @@ const maxLook = 1024
 func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T, R]) (R, error) {
 	w := &waiter[T, R]{v: v, done: make(chan outcome[R], 1)}
 	g.mu.Lock()
+	if g.leaders < max(g.Concurrent, 1) {
+		g.leaders++
+		w.leading = true
+		g.mu.Unlock()
+		return g.lead(w, take, commit)
+	}
 	g.q = append(g.q, w)
-	lead := !g.busy
-	g.busy = true
-	w.leading = lead
 	g.mu.Unlock()
-	if !lead {
-		var o outcome[R]
-		select {
-		case o = <-w.done:
-		case <-ctx.Done():
-			g.mu.Lock()
-			if !w.leading {
-				if i := slices.Index(g.q, w); i >= 0 {
-					g.q = slices.Delete(g.q, i, i+1)
-					g.mu.Unlock()
-					var zero R
-					return zero, fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
-				}
+	var o outcome[R]
+	select {
+	case o = <-w.done:
+	case <-ctx.Done():
+		g.mu.Lock()
+		if !w.leading {
+			if i := slices.Index(g.q, w); i >= 0 {
+				g.q = slices.Delete(g.q, i, i+1)
+				g.mu.Unlock()
+				var zero R
+				return zero, fmt.Errorf("%w: %w", ErrNotCommitted, ctx.Err())
 			}
-			g.mu.Unlock()
-			o = <-w.done // in a group being committed, or given the lead
 		}
-		if !o.lead {
-			return o.r, o.err
-		}
+		g.mu.Unlock()
+		o = <-w.done // in a group being committed, or given the lead
+	}
+	if !o.lead {
+		return o.r, o.err
 	}
 	return g.lead(w, take, commit)
 }
 
-// lead commits the group headed by w (w is g.q[0]), delivers its results
-// and hands the lead on.
+// lead commits a group of w's item and the items queued after it (w is no
+// longer queued: a caller leads when fewer than Concurrent do, or is
+// handed the lead, taken off the queue, by a leader that finished),
+// delivers its results and hands the lead on to the next queued item.
 func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R]) (R, error) {
 	g.mu.Lock()
-	vs := make([]T, min(len(g.q), maxLook))
-	for i := range vs {
-		vs[i] = g.q[i].v
+	look := min(len(g.q), maxLook-1)
+	vs := make([]T, 1+look)
+	vs[0] = w.v
+	for i := range look {
+		vs[i+1] = g.q[i].v
 	}
 	n := min(max(take(vs), 1), len(vs))
-	group := slices.Clone(g.q[:n])
-	g.q = slices.Delete(g.q, 0, n)
+	group := make([]*waiter[T, R], n)
+	group[0] = w
+	copy(group[1:], g.q[:n-1])
+	g.q = slices.Delete(g.q, 0, n-1)
 	g.mu.Unlock()
 
 	rs, err := commit(vs[:n])
@@ -116,10 +130,11 @@ func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R]) (
 	}
 	if len(g.q) > 0 {
 		next := g.q[0]
+		g.q = slices.Delete(g.q, 0, 1)
 		next.leading = true
 		next.done <- outcome[R]{lead: true}
 	} else {
-		g.busy = false
+		g.leaders--
 	}
 	g.mu.Unlock()
 	if err != nil {
@@ -140,8 +155,9 @@ func (g *Group[T, R]) Queued() int {
 // Keyed holds a Group per key, for as long as a call on the key is in
 // progress. The zero value is not ready: use NewKeyed.
 type Keyed[T, R any] struct {
-	seed   maphash.Seed
-	shards [32]keyedShard[T, R]
+	concurrent int
+	seed       maphash.Seed
+	shards     [32]keyedShard[T, R]
 }
 
 type keyedShard[T, R any] struct {
@@ -154,9 +170,10 @@ type keyedGroup[T, R any] struct {
 	refs int // guarded by the shard's mu
 }
 
-// NewKeyed returns an empty Keyed.
-func NewKeyed[T, R any]() *Keyed[T, R] {
-	k := &Keyed[T, R]{seed: maphash.MakeSeed()}
+// NewKeyed returns an empty Keyed whose groups commit up to concurrent
+// groups at once (Group.Concurrent).
+func NewKeyed[T, R any](concurrent int) *Keyed[T, R] {
+	k := &Keyed[T, R]{concurrent: concurrent, seed: maphash.MakeSeed()}
 	for i := range k.shards {
 		k.shards[i].m = make(map[string]*keyedGroup[T, R])
 	}
@@ -169,7 +186,7 @@ func (k *Keyed[T, R]) Do(ctx context.Context, key string, v T, take Take[T], com
 	s.mu.Lock()
 	kg := s.m[key]
 	if kg == nil {
-		kg = &keyedGroup[T, R]{}
+		kg = &keyedGroup[T, R]{g: Group[T, R]{Concurrent: k.concurrent}}
 		s.m[key] = kg
 	}
 	kg.refs++

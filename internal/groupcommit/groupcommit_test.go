@@ -262,7 +262,7 @@ func TestCanceledWhileQueuedIsNotCommitted(t *testing.T) {
 
 func TestKeyedForgetsIdleKeys(t *testing.T) {
 	t.Parallel()
-	k := groupcommit.NewKeyed[int, int]()
+	k := groupcommit.NewKeyed[int, int](2)
 	c := &counter{}
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -278,5 +278,57 @@ func TestKeyedForgetsIdleKeys(t *testing.T) {
 	wg.Wait()
 	if n := k.Len(); n != 0 {
 		t.Fatalf("%d keys held after every call returned", n)
+	}
+}
+
+// TestConcurrentGroups: with Concurrent 2, two groups are committed at
+// once, never three, and every item gets its result.
+func TestConcurrentGroups(t *testing.T) {
+	t.Parallel()
+	g := groupcommit.Group[int, int]{Concurrent: 2}
+	var mu sync.Mutex
+	in, most, total := 0, 0, 0
+	release := make(chan struct{})
+	commit := func(group []int) ([]int, error) {
+		mu.Lock()
+		in++
+		most = max(most, in)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		in--
+		total += len(group)
+		mu.Unlock()
+		return make([]int, len(group)), nil
+	}
+	const callers = 12
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := g.Do(context.Background(), i, all, commit); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// Two leaders block in their commits; the other ten queue.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := in
+		mu.Unlock()
+		if n == 2 && g.Queued() == callers-2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commits running, %d queued; want 2 and %d", n, g.Queued(), callers-2)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if most != 2 || total != callers {
+		t.Fatalf("at most %d commits at once (want 2), %d items committed (want %d)", most, total, callers)
 	}
 }
