@@ -15,6 +15,7 @@ type registry struct {
 	shards [registryShards]registryShard
 	seed   maphash.Seed
 	n      atomic.Int64
+	added  atomic.Int64 // sessions registered so far
 
 	// emptyCh is closed while no session is registered. Whoever moves
 	// the count to or from zero then brings it in line with the count
@@ -55,6 +56,7 @@ func (r *registry) add(ss *session) {
 	sh.mu.Lock()
 	sh.m[ss.id] = ss
 	sh.mu.Unlock()
+	r.added.Add(1)
 	if r.n.Add(1) == 1 {
 		r.syncEmpty()
 	}

@@ -464,7 +464,7 @@ func (s *Server) startSession(nc net.Conn, in []byte, sub string, deflate bool, 
 		ss.admin = true
 		ss.expires.Store(adminUntil.Unix())
 	}
-	c := transport.NewConn(nc, sub, s.topts, ss)
+	c := transport.NewConn(nc, s.topts, ss)
 	if deflate {
 		c.SetDeflate()
 	}
@@ -483,11 +483,11 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.handlers.Done()
-	nc, in, sub, deflate, err := s.upgrader.UpgradeDeflate(w, r)
+	nc, in, _, deflate, err := s.upgrader.UpgradeDeflate(w, r)
 	if err != nil {
 		return
 	}
-	c := transport.NewConn(nc, sub, s.topts, echoHandler{s})
+	c := transport.NewConn(nc, s.topts, echoHandler{s})
 	if deflate {
 		c.SetDeflate()
 	}

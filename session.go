@@ -53,25 +53,43 @@ type session struct {
 	info protocol.Data
 	subs []*subscription // few per connection: a slice is smaller than a map
 
-	// stream is the state of a session on an HTTP fallback (stream.go),
-	// nil on WebSocket; set before the session starts. The session stays
-	// in its size class with it (TestSessionSizeClass).
-	stream *stream
 }
 
-// peerInfo is what the handshake learned that only some configurations
-// need: the client's IP (per-IP limits, the connect proxy) and forwarded
-// headers (the connect proxy; dropped at connect).
+// peerInfo is what only some sessions need, kept apart so that the
+// others (a node holds a session per connection) do without: the
+// client's IP (per-IP limits, the connect proxy), forwarded headers (the
+// connect proxy; dropped at connect), and the state of a session on an
+// HTTP fallback (stream.go). Set before the session starts.
 type peerInfo struct {
 	ip      string
 	headers map[string]string
+	stream  *stream
 }
 
 // setPeer keeps ip and headers, if any.
 func (ss *session) setPeer(ip string, headers map[string]string) {
 	if ip != "" || headers != nil {
-		ss.peer = &peerInfo{ip: ip, headers: headers}
+		if ss.peer == nil {
+			ss.peer = &peerInfo{}
+		}
+		ss.peer.ip, ss.peer.headers = ip, headers
 	}
+}
+
+// setStream makes ss a session of an HTTP fallback.
+func (ss *session) setStream(st *stream) {
+	if ss.peer == nil {
+		ss.peer = &peerInfo{}
+	}
+	ss.peer.stream = st
+}
+
+// stream is the session's HTTP fallback state, nil on WebSocket.
+func (ss *session) stream() *stream {
+	if ss.peer == nil {
+		return nil
+	}
+	return ss.peer.stream
 }
 
 func (ss *session) ip() string {
@@ -230,7 +248,7 @@ func (ss *session) cleanup(wasConnected bool, code uint32) {
 		}
 	}
 	ss.s.perIP.release(ss.ip())
-	if ss.stream != nil {
+	if ss.stream() != nil {
 		ss.s.streams.remove(ss)
 	}
 	ss.s.sessions.remove(ss)

@@ -176,7 +176,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		subs[ch] = req
 	}
 	s.openStream(w, r, transport.FramingSSE, "text/event-stream", func(ss *session) {
-		st := ss.stream.sse
+		st := ss.stream().sse
 		st.chans = chans
 		st.pos = make([]ssePos, len(chans))
 		cmd := &protocol.Command{ID: 1, Connect: &protocol.ConnectRequest{Token: tok, Subs: subs}}
@@ -199,7 +199,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 // queued, under the state's lock, so no event's id is ahead of what was
 // queued before it.
 func (ss *session) activateSSE(ctx context.Context, reply *protocol.ServerMessage, pending []*pendingSub) {
-	st := ss.stream.sse
+	st := ss.stream().sse
 	recovered := make([][]*protocol.Publication, len(pending))
 	st.mu.Lock()
 	for i, p := range pending {
@@ -260,10 +260,10 @@ func (ss *session) activateSSE(ctx context.Context, reply *protocol.ServerMessag
 // Server-Sent Events, with the connection's positions in its id.
 func sseEvent(s *hub.Sub, pub *protocol.Publication, payload []byte) error {
 	ss, ok := s.Conn.Handler().(*session)
-	if !ok || ss.stream == nil || ss.stream.sse == nil {
+	if !ok || ss.stream() == nil || ss.stream().sse == nil {
 		return s.Conn.Enqueue(s.Conn.Frame(false, payload), s)
 	}
-	st := ss.stream.sse
+	st := ss.stream().sse
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	undo := st.advance(s.Channel, pub.Offset)

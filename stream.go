@@ -53,7 +53,7 @@ const (
 
 // stream is the state of a session on an HTTP fallback: its key, and the
 // command batches taken from POSTs that wait to run in order. A session
-// holds one only on those transports (session.stream is nil on WebSocket).
+// holds one only on those transports (session.stream() is nil on WebSocket).
 type stream struct {
 	key string
 
@@ -77,14 +77,14 @@ func (t *streams) add(ss *session) {
 	if t.m == nil {
 		t.m = make(map[string]*session)
 	}
-	t.m[ss.stream.key] = ss
+	t.m[ss.stream().key] = ss
 	t.mu.Unlock()
 }
 
 func (t *streams) remove(ss *session) {
 	t.mu.Lock()
-	if t.m[ss.stream.key] == ss {
-		delete(t.m, ss.stream.key)
+	if t.m[ss.stream().key] == ss {
+		delete(t.m, ss.stream().key)
 	}
 	t.mu.Unlock()
 }
@@ -176,11 +176,11 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, f transport.
 	}
 	ss := newSession(s, protocol.JSON)
 	ss.setPeer(ip, headers)
-	ss.stream = &stream{key: key, next: 1}
+	ss.setStream(&stream{key: key, next: 1})
 	if start != nil {
-		ss.stream.sse = &sseState{}
+		ss.stream().sse = &sseState{}
 	}
-	c := transport.NewStreamConn(nc, protocol.SubprotocolJSON, f, s.topts, ss)
+	c := transport.NewStreamConn(nc, f, s.topts, ss)
 	ss.conn = c
 	s.sessions.add(ss)
 	s.streams.add(ss) // the key is known once the head is out
@@ -285,7 +285,7 @@ func (s *Server) takeBatch(key string, seq uint64, body []byte) streamAnswer {
 	if ss == nil || ss.state.Load() == stateClosed {
 		return streamAnswer{Status: http.StatusNotFound, Error: "no such stream"}
 	}
-	st := ss.stream
+	st := ss.stream()
 	st.mu.Lock()
 	switch {
 	case seq < st.next:
@@ -325,7 +325,7 @@ func (s *Server) takeBatch(key string, seq uint64, body []byte) streamAnswer {
 // runBatches runs the stream's ready batches in order, one command at a
 // time, like a WebSocket connection's reader; it ends when none is left.
 func (ss *session) runBatches() {
-	st := ss.stream
+	st := ss.stream()
 	for {
 		st.mu.Lock()
 		if len(st.ready) == 0 {

@@ -203,7 +203,7 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 // first subscription's activation, under its channel's lock, so no live
 // publication of that channel can overtake it.
 func (ss *session) activate(ctx context.Context, reply *protocol.ServerMessage, pending []*pendingSub) {
-	if ss.stream != nil && ss.stream.sse != nil {
+	if ss.stream() != nil && ss.stream().sse != nil {
 		ss.activateSSE(ctx, reply, pending)
 		return
 	}

@@ -2,6 +2,7 @@ package herald
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -15,14 +16,51 @@ import (
 func (s *Server) sweep() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var rel releaser
 	for {
 		select {
 		case <-s.quit:
 			return
 		case now := <-t.C:
 			s.sweepOnce(now)
+			if rel.due(s.sessions.added.Load(), now) {
+				s.goTracked(debug.FreeOSMemory)
+			}
 		}
 	}
+}
+
+// A burst of connections leaves the heap with free pages: the garbage of
+// thousands of handshakes, collected, but kept by the runtime for a heap
+// that may grow again (up to twice the live heap). Once such a burst has
+// settled, the node returns them to the operating system, so that its RSS
+// comes down to what the connections hold. It happens once per burst, not
+// under steady traffic: a forced collection costs a few milliseconds of CPU.
+const (
+	releaseBurst = 1000             // connections accepted since the last release
+	releaseQuiet = 30 * time.Second // with none accepted for this long
+)
+
+// releaser decides when to return free memory after a burst; the sweep
+// owns it.
+type releaser struct {
+	atRelease int64     // connections accepted when memory was last returned
+	seen      int64     // connections accepted at the last check
+	since     time.Time // when seen last changed
+}
+
+// due reports whether memory should be returned now, given the number of
+// connections accepted so far.
+func (r *releaser) due(accepted int64, now time.Time) bool {
+	if accepted != r.seen {
+		r.seen, r.since = accepted, now
+		return false
+	}
+	if accepted-r.atRelease < releaseBurst || now.Sub(r.since) < releaseQuiet {
+		return false
+	}
+	r.atRelease = accepted
+	return true
 }
 
 func (s *Server) sweepOnce(now time.Time) {

@@ -70,7 +70,7 @@ func newPeersWith(tb testing.TB, engine string, n int, opts transport.Options, s
 			tb.Fatal(err)
 		}
 		p := &peer{far: far}
-		p.c = transport.NewConn(near, "", &opts, nopHandler{})
+		p.c = transport.NewConn(near, &opts, nopHandler{})
 		if deflate {
 			p.c.SetDeflate()
 		}

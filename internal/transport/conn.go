@@ -51,7 +51,6 @@ type Conn struct {
 	eng  engine
 	opts *Options
 	h    Handler
-	sub  string
 
 	mu     sync.Mutex
 	q      queue
@@ -86,9 +85,9 @@ type Conn struct {
 	poller  *poller
 }
 
-// NewConn wraps an upgraded connection. sub is the negotiated subprotocol.
-func NewConn(nc net.Conn, sub string, opts *Options, h Handler) *Conn {
-	return &Conn{nc: nc, sub: sub, opts: opts.withDefaults(), h: h}
+// NewConn wraps an upgraded connection.
+func NewConn(nc net.Conn, opts *Options, h Handler) *Conn {
+	return &Conn{nc: nc, opts: opts.withDefaults(), h: h}
 }
 
 // SetDeflate records that the handshake negotiated permessage-deflate
@@ -102,9 +101,6 @@ func (c *Conn) Deflate() bool { return c.deflate }
 
 // Handler returns the handler the connection was created with.
 func (c *Conn) Handler() Handler { return c.h }
-
-// Subprotocol returns the negotiated subprotocol ("" if none).
-func (c *Conn) Subprotocol() string { return c.sub }
 
 // Enqueue appends a complete frame to the outbound queue. The frame's bytes
 // must not change afterwards; they may be shared with other connections.

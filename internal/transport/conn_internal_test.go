@@ -14,7 +14,7 @@ import (
 func TestDiscardKeepsFramesInFlight(t *testing.T) {
 	a, b, push := []byte("frame-a"), []byte("frame-b"), []byte("disconnect push")
 	for _, how := range []string{"close", "drop"} {
-		c := NewConn(nil, "", &Options{}, &countHandler{})
+		c := NewConn(nil, &Options{}, &countHandler{})
 		c.eng = stubEngine{}
 		if err := c.Enqueue(a, "a"); err != nil {
 			t.Fatal(err)
@@ -56,7 +56,7 @@ func TestDiscardKeepsFramesInFlight(t *testing.T) {
 // for the peer; input on a stream closes it.
 func TestStreamClose(t *testing.T) {
 	head, pub, push := []byte("HTTP/1.1 200 OK\r\n\r\n"), FramingStream.Frame(false, []byte(`{"pub":{}}`)), []byte("bye")
-	c := NewStreamConn(nil, "", FramingStream, &Options{}, &countHandler{})
+	c := NewStreamConn(nil, FramingStream, &Options{}, &countHandler{})
 	c.eng = stubEngine{}
 	if err := c.EnqueueHead(head); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func TestStreamClose(t *testing.T) {
 	}
 	c.shutdown(nil)
 
-	c = NewStreamConn(nil, "", FramingSSE, &Options{}, &countHandler{})
+	c = NewStreamConn(nil, FramingSSE, &Options{}, &countHandler{})
 	c.eng = stubEngine{}
 	if err := c.feed([]byte("GET / HTTP/1.1\r\n")); err == nil || !c.Closed() {
 		t.Errorf("input on a stream: err %v, closed %v", err, c.Closed())

@@ -336,8 +336,14 @@ func (c *Conn) peerAddr() string {
 	return ""
 }
 
-// readBufs16 are the buffers reads borrow.
-var readBufs16 = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+// Reads borrow a small buffer first and a large one only when the small one
+// came back full: most reads are a pong or a short command, and a burst of
+// them (every connection's pong, a ping interval after a burst of
+// connects) then takes kilobytes, not a 16 KiB buffer per reader.
+var (
+	readBufsSmall = sync.Pool{New: func() any { b := make([]byte, 1<<10); return &b }}
+	readBufs16    = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+)
 
 // read reads until the socket has no more input, then goes idle unless more
 // arrived meanwhile.
@@ -345,8 +351,9 @@ func (e *epollEngine) read(c *Conn, in []byte) {
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
 	}
-	bp := readBufs16.Get().(*[]byte)
-	defer readBufs16.Put(bp)
+	pool := &readBufsSmall
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	buf := *bp
 	for {
 		for {
@@ -355,6 +362,23 @@ func (e *epollEngine) read(c *Conn, in []byte) {
 			}
 			n, err := unix.Read(int(c.fd), buf)
 			c.releaseFD()
+			if n == len(buf) && pool == &readBufsSmall {
+				// More may be waiting: go on with a large buffer, these
+				// bytes first, so that the frame reader sees as much at
+				// once as it would have.
+				big := readBufs16.Get().(*[]byte)
+				copy(*big, buf[:n])
+				pool.Put(bp)
+				pool, bp, buf = &readBufs16, big, *big
+				if !c.acquireFD() {
+					return
+				}
+				// An error or the peer's end shows again on the next read.
+				if m, err := unix.Read(int(c.fd), buf[n:]); err == nil && m > 0 {
+					n += m
+				}
+				c.releaseFD()
+			}
 			if err == unix.EAGAIN {
 				break
 			}

@@ -55,7 +55,7 @@ func FuzzFrameReader(f *testing.F) {
 		defer near.Close()
 		defer far.Close()
 		h := &countHandler{max: max, t: t}
-		c := NewConn(near, "", &Options{MaxMessageSize: max}, h)
+		c := NewConn(near, &Options{MaxMessageSize: max}, h)
 		c.eng = stubEngine{}
 		c.deflate = split%2 != 0 // odd splits: permessage-deflate negotiated
 		if split < 0 {

@@ -110,9 +110,9 @@ var ErrUnexpectedInput = errors.New("herald: unexpected input on an HTTP stream"
 
 // NewStreamConn wraps a connection whose request was answered with the
 // head of a chunked response (already written): the engine writes the
-// body in framing f and ends it on Close. sub names the encoding.
-func NewStreamConn(nc net.Conn, sub string, f Framing, opts *Options, h Handler) *Conn {
-	c := NewConn(nc, sub, opts, h)
+// body in framing f and ends it on Close.
+func NewStreamConn(nc net.Conn, f Framing, opts *Options, h Handler) *Conn {
+	c := NewConn(nc, opts, h)
 	c.framing = f
 	return c
 }

@@ -74,11 +74,11 @@ func newServerUp(t *testing.T, engine string, opts transport.Options, up *transp
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.handlers.Add(1)
 		defer s.handlers.Done()
-		nc, in, sub, deflate, err := up.UpgradeDeflate(w, r)
+		nc, in, _, deflate, err := up.UpgradeDeflate(w, r)
 		if err != nil {
 			return
 		}
-		c := transport.NewConn(nc, sub, &opts, recordingEcho{s: s})
+		c := transport.NewConn(nc, &opts, recordingEcho{s: s})
 		if deflate {
 			c.SetDeflate()
 		}
