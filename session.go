@@ -52,7 +52,6 @@ type session struct {
 	user string
 	info protocol.Data
 	subs []*subscription // few per connection: a slice is smaller than a map
-
 }
 
 // peerInfo is what only some sessions need, kept apart so that the
