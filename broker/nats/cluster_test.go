@@ -266,3 +266,66 @@ func TestPublishThroughStepDown(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishWhileStreamRecreated: three nodes, each on its own server of
+// a NATS cluster with replicated streams, find the idempotency stream
+// gone (deleted underneath them) as they publish with idempotency keys,
+// all at once, each call with the 3 s deadline of a server API call. No
+// publish may wait for the stream's re-creation, which several nodes
+// attempting at once can leave unanswered: a call fails at once with a
+// retryable error (broker.ErrUnavailable) while the stream is recreated
+// in the background, or succeeds; retried with its key, it succeeds.
+func TestPublishWhileStreamRecreated(t *testing.T) {
+	t.Parallel()
+	urls := startNATSCluster(t)
+	prefix := randomPrefix("recreate")
+	var bs []*natsbroker.Broker
+	for _, u := range urls {
+		bs = append(bs, newBroker(t, natsbroker.Config{Servers: []string{u}, Prefix: prefix, Replicas: 3}, nil))
+	}
+	nc, err := natsgo.Connect(urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Request("$JS.API.STREAM.DELETE."+prefix+"-idempotency", nil, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const perNode = 5
+	errs := make(chan error, perNode*len(bs))
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		for k := 0; k < perNode; k++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				o := broker.PublishOptions{IdempotencyKey: fmt.Sprintf("key-%d-%d", i, k)}
+				if k%2 == 0 {
+					o.HistorySize, o.HistoryTTL = 100, time.Hour
+				}
+				var err error
+				for attempt := 0; attempt < 50; attempt++ {
+					c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+					_, _, err = b.Publish(c, fmt.Sprintf("recreate-%d-%d", i, k), &protocol.Publication{Data: protocol.Data(`{}`)}, o)
+					cancel()
+					if err == nil {
+						break
+					}
+					if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, broker.ErrUnavailable) {
+						err = fmt.Errorf("attempt %d ran into its deadline: %w", attempt, err)
+						break
+					}
+					time.Sleep(100 * time.Millisecond) // a client's retry pause
+				}
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
