@@ -136,7 +136,32 @@ func StartNATSCluster(tb testing.TB, logs Logs, n int) []*Server {
 	for _, s := range servers {
 		s.WaitReady(60 * time.Second)
 	}
+	// Each server answering is not enough: a stream with n replicas can
+	// be placed only once every peer is known to the meta leader.
+	CheckFor(tb, 60*time.Second, "a stream with every server as a replica", func() error {
+		return natsPlace("nats://"+servers[0].Addr(), n)
+	})
 	return servers
+}
+
+// natsPlace creates a stream with replicas replicas and deletes it.
+func natsPlace(url string, replicas int) error {
+	nc, err := natsgo.Connect(url, natsgo.Timeout(2*time.Second), natsgo.NoReconnect())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	name := "testproc_ready_" + RandomHex(4)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name}, Replicas: replicas, Storage: jetstream.MemoryStorage}); err != nil {
+		return err
+	}
+	return js.DeleteStream(ctx, name)
 }
 
 // RedisServer returns a redis-server without persistence on a spare
