@@ -312,3 +312,33 @@ func TestSSEDrain(t *testing.T) {
 	}
 	t.Fatal("the stream ended without a disconnect")
 }
+
+// TestSSETokenCookie: where anonymous connections are refused, the token
+// may come in the herald_token cookie instead of the URL.
+func TestSSETokenCookie(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.AllowAnonymous = false
+	ts := startServer(t, cfg)
+	req, _ := http.NewRequest("GET", "http://"+ts.addr+"/sse?channel=cookie:1", nil)
+	req.AddCookie(&http.Cookie{Name: "herald_token", Value: token(t, "carl", 0)})
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if l, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			var m protocol.ServerMessage
+			if err := protocol.JSON.DecodeServerMessage([]byte(l), &m); err != nil {
+				t.Fatal(err)
+			}
+			if m.Connect == nil || m.Connect.Subs["cookie:1"] == nil {
+				t.Fatalf("first message %s, want the connect reply with the channel", l)
+			}
+			return
+		}
+	}
+	t.Fatal("the stream ended without a message")
+}
