@@ -346,13 +346,18 @@ describe('browser: permessage-deflate with Chromium', () => {
       ws.send(JSON.stringify({ id: 2, subscribe: { channel: 'deflate:raw' } }));
       ws.send(JSON.stringify({ id: 3, publish: { channel: 'deflate:raw', data: { from: 'page', big } } }));
       window.ws = ws;
+      // The subscription is in place once its reply is in: only then may
+      // the API publish (the channel has history, but this subscribe asks
+      // for no recovery).
+      const deadline = Date.now() + 20000;
+      while (!window.msgs.some((m) => m.id === 3) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
       return ws.extensions;
     }, big);
     assert.match(ext, /^permessage-deflate/);
     assert.match(ext, /server_no_context_takeover/);
     assert.match(ext, /client_no_context_takeover/);
     await api(srv, 'publish', { channel: 'deflate:raw', data: { from: 'api', big } });
-    await waitFor(() => page.evaluate(() => window.msgs.filter((m) => m.pub).length === 2), { message: 'both publications in the page' });
+    await waitFor(() => page.evaluate(() => window.msgs.filter((m) => m.pub).length === 2), { timeout: 20000, message: 'both publications in the page' });
     const pubs = await page.evaluate(() => window.msgs.filter((m) => m.pub).map((m) => m.pub.data));
     assert.deepEqual(pubs, [{ from: 'page', big }, { from: 'api', big }]);
     const replies = await page.evaluate(() => window.msgs.filter((m) => m.id).map((m) => [m.id, !!m.error]));
