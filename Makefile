@@ -54,7 +54,7 @@ test-package:
 # once (default 4: all). `make test` runs one short schedule per engine.
 # Each engine ends with a "TABLE |" line (the docs/guarantees.md table).
 chaos:
-	CHAOS_LONG=1 go test -count=1 -timeout 0 -parallel $${CHAOS_PARALLEL:-4} -run '^TestChaosLong$$' -v ./chaos/
+	go test -tags chaos_long -count=1 -timeout 0 -parallel $${CHAOS_PARALLEL:-4} -run '^TestChaosLong$$' -v ./chaos/
 
 fuzz:
 	FUZZTIME=60s ./scripts/test.sh

@@ -17,7 +17,11 @@ func TestCheckerCatchesBrokenBuild(t *testing.T) {
 		caught[v.Kind]++
 	}
 	t.Logf("broken build: %d violations %v", len(r.violations), caught)
-	if caught["silent-gap"] == 0 || caught["lost"] == 0 {
-		t.Fatalf("the checker did not catch a server that skips the history read on recovery (want silent-gap and lost violations):\n%s", r.report)
+	// Which promise shows the broken recovery first depends on the
+	// schedule: a silent gap, an acknowledged publication never
+	// delivered, or, after the broker lost its data, recovered:true into
+	// a new epoch.
+	if caught["silent-gap"]+caught["lost"]+caught["silent-epoch"] == 0 {
+		t.Fatalf("the checker did not catch a server that skips the history read on recovery (want silent-gap, lost or silent-epoch violations):\n%s", r.report)
 	}
 }
