@@ -30,9 +30,9 @@ func TestMatch(t *testing.T) {
 		{`price < 101.5`, false},
 		{`price <= 1e3`, true},
 		{`price == 101.50`, true},
-		{`n > 0`, false},        // not a number
-		{`n != 0`, true},        // not a number is not equal
-		{`missing < 5`, false},  // missing
+		{`n > 0`, false},       // not a number
+		{`n != 0`, true},       // not a number is not equal
+		{`missing < 5`, false}, // missing
 		{`type == "trade" and price > 200`, false},
 		{`type == "trade" && price > 100`, true},
 		{`type == "quote" or price > 100`, true},
