@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
 )
@@ -69,14 +70,34 @@ type Sub struct {
 	// Guarded by the channel lock.
 	recovering bool
 	idx        int32
-	// held are the live publications kept while recovering (nil until the
-	// first).
-	held *[]*protocol.Publication
+	// x holds what few subscriptions need: the live publications kept
+	// while recovering, the filter group (nil until needed).
+	x *subExt
 	// after is the offset the subscription started after (the position its
 	// subscribe reply gave). A live publication at or before it is already
 	// in what the reply carried: brokers may deliver a publication to the
 	// node after a history read has seen it.
 	after uint64
+}
+
+// subExt is the part of a Sub that few subscriptions need, kept out of
+// Sub so that it stays in its size class.
+type subExt struct {
+	held []*protocol.Publication // live publications kept while recovering
+	grp  *group                  // the subscription's filter group, nil if unfiltered
+}
+
+// group is the subscribers of a channel that share one filter (by its
+// normalized text). Publish evaluates the filter once per publication for
+// all of them and skips them all when it does not match.
+type group struct {
+	f    *filter.Filter
+	subs []*Sub
+	idx  int // in channel.groups
+	// recovering counts the subscribers still recovering, which hold the
+	// publications their filter skips: without any, a skipped publication
+	// costs one evaluation whatever the number of subscribers.
+	recovering int
 }
 
 // Options configure a Hub.
@@ -110,6 +131,10 @@ type Stats struct {
 	// publication and codec whose channel has subscribers on this node
 	// that take it compressed, whatever their number.
 	Compressed uint64
+	// FilterEvals counts filter evaluations: one per publication and
+	// distinct filter of its channel on this node, whatever the number of
+	// subscribers that share the filter.
+	FilterEvals uint64
 }
 
 const numShards = 256
@@ -139,8 +164,8 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 
-	delivered, dropped, slow, gaps, compressed atomic.Uint64
-	numSubs                                    atomic.Int64
+	delivered, dropped, slow, gaps, compressed, evals atomic.Uint64
+	numSubs                                           atomic.Int64
 }
 
 type shard struct {
@@ -149,11 +174,41 @@ type shard struct {
 }
 
 type channel struct {
-	name   string // shared by the subscriptions' Channel: one copy per node
-	mu     sync.Mutex
-	subs   []*Sub
-	epoch  string
-	offset uint64
+	name string // shared by the subscriptions' Channel: one copy per node
+	mu   sync.Mutex
+	subs []*Sub // the unfiltered subscribers
+	// groups are the filtered subscribers, one group per distinct filter;
+	// byFilter finds a group by its filter's normalized text.
+	groups    []*group
+	byFilter  map[string]*group
+	nfiltered int // subscribers in groups
+	epoch     string
+	offset    uint64
+}
+
+// count returns the channel's subscribers on this node.
+func (ch *channel) count() int { return len(ch.subs) + ch.nfiltered }
+
+// each calls fn for every subscriber of the channel.
+func (ch *channel) each(fn func(*Sub)) {
+	for _, s := range ch.subs {
+		fn(s)
+	}
+	for _, g := range ch.groups {
+		for _, s := range g.subs {
+			fn(s)
+		}
+	}
+}
+
+// has reports whether sub is registered in ch.
+func (ch *channel) has(sub *Sub) bool {
+	subs := ch.subs
+	if sub.x != nil && sub.x.grp != nil {
+		subs = sub.x.grp.subs
+	}
+	i := int(sub.idx)
+	return i < len(subs) && subs[i] == sub
 }
 
 // New returns an empty hub.
@@ -189,7 +244,13 @@ func (h *Hub) lookup(name string) *channel {
 // Add registers sub in recovering state: live publications are held for it
 // until Activate. first reports that it is the node's only subscriber of
 // the channel, so the caller must subscribe the node at the broker.
-func (h *Hub) Add(sub *Sub) (first bool) {
+func (h *Hub) Add(sub *Sub) (first bool) { return h.AddFiltered(sub, nil) }
+
+// AddFiltered is Add for a subscription that receives only the
+// publications f matches (all of them if f is nil). Subscribers of a
+// channel whose filters have the same normalized text share one
+// evaluation per publication.
+func (h *Hub) AddFiltered(sub *Sub, f *filter.Filter) (first bool) {
 	s := h.shard(sub.Channel)
 	s.mu.Lock()
 	ch := s.chans[sub.Channel]
@@ -200,11 +261,31 @@ func (h *Hub) Add(sub *Sub) (first bool) {
 	sub.Channel = ch.name
 	ch.mu.Lock()
 	s.mu.Unlock()
-	sub.idx = int32(len(ch.subs))
 	sub.ci = variant(sub.Codec, sub.Conn.Framing(), sub.Compress && sub.Conn.Deflate())
 	sub.recovering = true
-	ch.subs = append(ch.subs, sub)
-	first = len(ch.subs) == 1
+	if f == nil {
+		sub.idx = int32(len(ch.subs))
+		ch.subs = append(ch.subs, sub)
+	} else {
+		g := ch.byFilter[f.String()]
+		if g == nil {
+			if ch.byFilter == nil {
+				ch.byFilter = make(map[string]*group)
+			}
+			g = &group{f: f, idx: len(ch.groups)}
+			ch.byFilter[f.String()] = g
+			ch.groups = append(ch.groups, g)
+		}
+		if sub.x == nil {
+			sub.x = &subExt{}
+		}
+		sub.x.grp = g
+		g.recovering++
+		sub.idx = int32(len(g.subs))
+		g.subs = append(g.subs, sub)
+		ch.nfiltered++
+	}
+	first = ch.count() == 1
 	ch.mu.Unlock()
 	h.numSubs.Add(1)
 	return first
@@ -222,25 +303,49 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	i := int(sub.idx)
-	if i >= len(ch.subs) || ch.subs[i] != sub {
+	if !ch.has(sub) {
 		return false
 	}
-	n := len(ch.subs) - 1
-	ch.subs[i] = ch.subs[n]
-	ch.subs[i].idx = int32(i)
-	ch.subs[n] = nil
-	ch.subs = ch.subs[:n]
-	sub.held = nil
+	if sub.x != nil && sub.x.grp != nil {
+		g := sub.x.grp
+		if sub.recovering {
+			g.recovering--
+		}
+		g.subs = cut(g.subs, int(sub.idx))
+		ch.nfiltered--
+		if len(g.subs) == 0 {
+			// The group goes with its last subscriber.
+			last := len(ch.groups) - 1
+			ch.groups[g.idx] = ch.groups[last]
+			ch.groups[g.idx].idx = g.idx
+			ch.groups[last] = nil
+			ch.groups = ch.groups[:last]
+			delete(ch.byFilter, g.f.String())
+		}
+	} else {
+		ch.subs = cut(ch.subs, int(sub.idx))
+	}
+	sub.x = nil
 	h.numSubs.Add(-1)
-	if n == 0 {
+	if ch.count() == 0 {
 		delete(s.chans, sub.Channel)
 		return true
 	}
-	if cap(ch.subs) > 64 && n < cap(ch.subs)/4 {
-		ch.subs = append([]*Sub(nil), ch.subs...)
-	}
 	return false
+}
+
+// cut removes subs[i], moving the last subscriber into its place, and
+// shrinks the array when it has become mostly empty.
+func cut(subs []*Sub, i int) []*Sub {
+	n := len(subs) - 1
+	subs[i] = subs[n]
+	subs[i].idx = int32(i)
+	subs[n] = nil
+	subs = subs[:n]
+	if cap(subs) > 64 && n < cap(subs)/4 {
+		subs = append([]*Sub(nil), subs...)
+	}
+	return subs
 }
 
 // Activate ends sub's recovery: it queues first (the subscribe reply frame,
@@ -255,15 +360,22 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if int(sub.idx) >= len(ch.subs) || ch.subs[sub.idx] != sub {
+	if !ch.has(sub) {
 		return false // removed meanwhile
 	}
 	sub.recovering = false
 	sub.after = after
 	var held []*protocol.Publication
-	if sub.held != nil {
-		held = *sub.held
-		sub.held = nil
+	var f *filter.Filter
+	if sub.x != nil {
+		held = sub.x.held
+		sub.x.held = nil
+		if sub.x.grp != nil {
+			f = sub.x.grp.f
+			sub.x.grp.recovering--
+		} else {
+			sub.x = nil
+		}
 	}
 	if first != nil {
 		if err := sub.Conn.Enqueue(first, nil); err != nil {
@@ -285,6 +397,9 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 				return false
 			}
 			next = p.Offset + 1
+		}
+		if f != nil && !f.Match(p.Tags) {
+			continue // filtered out
 		}
 		var frames [numVariants][]byte
 		if !h.send(sub, p, &frames) {
@@ -319,31 +434,31 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 			// Subscribers must not see this publication: their positions
 			// would jump the gap. Disconnected, they recover from history.
 			h.gaps.Add(1)
-			for _, s := range ch.subs {
-				h.opts.OnGap(s)
-			}
+			ch.each(h.opts.OnGap)
 			return f
 		}
 	}
 	var frames [numVariants][]byte
 	var queued [numVariants]int
-	for _, s := range ch.subs {
-		if s.recovering {
-			if s.held == nil {
-				s.held = new([]*protocol.Publication)
-			}
-			if len(*s.held) >= h.opts.MaxRecoveryBuffer {
-				h.slowClose(s)
+	h.fan(ch.subs, pub, &frames, &queued)
+	if len(ch.groups) > 0 {
+		h.evals.Add(uint64(len(ch.groups)))
+		for _, g := range ch.groups {
+			if g.f.Match(pub.Tags) {
+				h.fan(g.subs, pub, &frames, &queued)
 				continue
 			}
-			*s.held = append(*s.held, pub)
-			continue
-		}
-		if pub.Offset != 0 && pub.Offset <= s.after {
-			continue // the subscribe reply covered it
-		}
-		if h.send(s, pub, &frames) {
-			queued[s.ci]++
+			if g.recovering == 0 {
+				continue
+			}
+			// Filtered out: subscribers still recovering keep it, as
+			// Activate checks the held offsets for gaps before it
+			// filters.
+			for _, s := range g.subs {
+				if s.recovering {
+					h.hold(s, pub)
+				}
+			}
 		}
 	}
 	for i, n := range queued {
@@ -351,6 +466,36 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 		f.Bytes += n * len(frames[i])
 	}
 	return f
+}
+
+// fan queues pub for subs, or holds it for those still recovering, and
+// counts in queued the subscribers it was queued for per frame variant.
+func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, frames *[numVariants][]byte, queued *[numVariants]int) {
+	for _, s := range subs {
+		if s.recovering {
+			h.hold(s, pub)
+			continue
+		}
+		if pub.Offset != 0 && pub.Offset <= s.after {
+			continue // the subscribe reply covered it
+		}
+		if h.send(s, pub, frames) {
+			queued[s.ci]++
+		}
+	}
+}
+
+// hold keeps pub for s until its recovery ends, or closes s as slow when
+// it holds too many.
+func (h *Hub) hold(s *Sub, pub *protocol.Publication) {
+	if s.x == nil {
+		s.x = &subExt{}
+	}
+	if len(s.x.held) >= h.opts.MaxRecoveryBuffer {
+		h.slowClose(s)
+		return
+	}
+	s.x.held = append(s.x.held, pub)
 }
 
 // send queues pub on s's connection, encoding it once per frame variant
@@ -470,9 +615,9 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	var frames [numVariants][]byte
-	for _, s := range ch.subs {
+	ch.each(func(s *Sub) {
 		if s.recovering || !want(s) {
-			continue
+			return
 		}
 		ci := s.ci
 		if frames[ci] == nil {
@@ -486,7 +631,7 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy != PolicyDrop {
 			h.slowClose(s)
 		}
-	}
+	})
 }
 
 // ChannelInfo describes one channel with subscribers on this node.
@@ -507,7 +652,7 @@ func (h *Hub) Channels(match func(string) bool) []ChannelInfo {
 				continue
 			}
 			ch.mu.Lock()
-			n := len(ch.subs)
+			n := ch.count()
 			ch.mu.Unlock()
 			out = append(out, ChannelInfo{Name: name, Subscribers: n})
 		}
@@ -534,5 +679,5 @@ func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
 
 // Stats returns the cumulative counters.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load()}
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load()}
 }
