@@ -58,10 +58,15 @@ func (s *Server) history(ctx context.Context, ns *namespace, req *protocol.Histo
 	if !ns.history {
 		return nil, protocol.NewError(protocol.ErrNotAvailable, "channel keeps no history")
 	}
+	f, perr := parseFilter(req.Filter)
+	if perr != nil {
+		return nil, perr
+	}
 	pubs, pos, perr := s.readHistory(ctx, req.Channel, broker.HistoryOptions{Since: req.Since, Limit: int(req.Limit), Reverse: req.Reverse})
 	if perr != nil {
 		return nil, perr
 	}
+	pubs = filterPubs(f, pubs)
 	if pubs == nil {
 		pubs = []*protocol.Publication{}
 	}

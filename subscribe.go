@@ -3,9 +3,11 @@ package herald
 import (
 	"context"
 	"hash/maphash"
+	"strings"
 	"time"
 
 	"github.com/heraldhq/herald/broker"
+	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/hub"
 	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
@@ -121,17 +123,21 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 			return nil, perr
 		}
 	}
+	f, perr := parseFilter(req.Filter)
+	if perr != nil {
+		return nil, perr
+	}
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
 	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Aux: uint8(g)}}
-	if err := s.hubAdd(ctx, &sub.Sub); err != nil {
+	if err := s.hubAdd(ctx, &sub.Sub, f); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, brokerError(err, "subscribe failed")
 	}
-	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave}}
+	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil}}
 	if ns.history {
-		if perr := s.readPosition(ctx, req, p); perr != nil {
+		if perr := s.readPosition(ctx, req, f, p); perr != nil {
 			s.hubRemove(&sub.Sub)
 			return nil, perr
 		}
@@ -170,8 +176,10 @@ func (ss *session) addSub(sub *subscription) bool {
 
 // readPosition reads the stream position of p's channel and, when req
 // recovers, the publications after the client's position, and records in
-// p's reply whether they are all of them.
-func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeRequest, p *pendingSub) *protocol.Error {
+// p's reply whether they are all of them. With a filter f the reply
+// carries only those f matches: whether all were recovered is decided on
+// the stream's own offsets, before the filter.
+func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeRequest, f *filter.Filter, p *pendingSub) *protocol.Error {
 	opts := broker.HistoryOptions{} // Limit 0: the position only
 	var since protocol.StreamPosition
 	if req.Recover {
@@ -192,7 +200,7 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 		p.res.WasRecovering = true
 		p.res.Recovered = brokenRecovery || broker.Recovered(since, pubs, pos)
 		if p.res.Recovered {
-			p.res.Publications = pubs
+			p.res.Publications = filterPubs(f, pubs)
 		}
 	}
 	return nil
@@ -374,9 +382,9 @@ func (ss *session) removeSub(ch string) *subscription {
 // (see "Why this order" above). Broker subscribes and unsubscribes of one
 // channel are serialised, so the node's broker interest always matches
 // whether the hub has subscribers.
-func (s *Server) hubAdd(ctx context.Context, hs *hub.Sub) error {
+func (s *Server) hubAdd(ctx context.Context, hs *hub.Sub, f *filter.Filter) error {
 	defer s.subLock(hs.Channel)()
-	if !s.hub.Add(hs) {
+	if !s.hub.AddFiltered(hs, f) {
 		return nil
 	}
 	start := time.Now()
@@ -411,3 +419,31 @@ func (s *Server) subLock(ch string) func() {
 }
 
 var subLockSeed = maphash.MakeSeed()
+
+// parseFilter parses a subscription or history filter: nil for none, and
+// a bad filter is refused with ErrBadFilter and the parser's message.
+func parseFilter(text string) (*filter.Filter, *protocol.Error) {
+	if text == "" {
+		return nil, nil
+	}
+	f, err := filter.Parse(text)
+	if err != nil {
+		return nil, protocol.NewError(protocol.ErrBadFilter, strings.TrimPrefix(err.Error(), "herald: "))
+	}
+	return f, nil
+}
+
+// filterPubs returns the publications of pubs that f matches (all of them
+// if f is nil), in order.
+func filterPubs(f *filter.Filter, pubs []*protocol.Publication) []*protocol.Publication {
+	if f == nil {
+		return pubs
+	}
+	out := pubs[:0:0]
+	for _, p := range pubs {
+		if f.Match(p.Tags) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -43,6 +43,7 @@ func subscribedEvent(ch string, r *protocol.SubscribeResult) SubscribedEvent {
 	return SubscribedEvent{
 		Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
 		Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
+		Filtered: r.Filtered,
 	}
 }
 
@@ -93,6 +94,9 @@ type SubscribedEvent struct {
 	WasRecovering bool
 	Recovered     bool
 	Position      StreamPosition
+	// Filtered: the subscription has a filter (SubscribeOptions.Filter),
+	// so its publications' offsets skip those filtered out.
+	Filtered bool
 }
 
 // UnsubscribedEvent reports that the server ended a subscription: an
@@ -170,6 +174,13 @@ type SubscribeOptions struct {
 	OnServerUnsubscribed func(UnsubscribedEvent)
 	// Buffer is the capacity of C. Default 1024.
 	Buffer int
+	// Filter, when set, makes the server send only the publications whose
+	// tags it matches, live, recovered and after a reconnect, for example
+	// `type == "trade" and price > 100` (syntax in docs/protocol.md). A
+	// filter the server cannot parse fails Subscribe with an *Error of
+	// code 118. The offsets of a filtered subscription skip those of the
+	// publications filtered out: they are not treated as a gap.
+	Filter string
 }
 
 // subscription states
@@ -343,7 +354,7 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 		return attemptDone
 	}
 	s.state = subPending
-	req := &protocol.SubscribeRequest{Channel: s.channel}
+	req := &protocol.SubscribeRequest{Channel: s.channel, Filter: s.opts.Filter}
 	if s.positioned {
 		req.Recover, req.Epoch, req.Offset = true, s.pos.Epoch, s.pos.Offset
 	}
@@ -433,7 +444,13 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 		return
 	}
 	if p.Offset != 0 && s.recoverable {
-		switch classifyOffset(s.pos.Offset, p.Offset) {
+		v := classifyOffset(s.pos.Offset, p.Offset)
+		if v == offsetGap && s.opts.Filter != "" {
+			// The server skips the offsets its filter leaves out, and
+			// announces a real loss (Gap, or a disconnect) on its own.
+			v = offsetNext
+		}
+		switch v {
 		case offsetDuplicate:
 			s.mu.Unlock()
 			return // already delivered

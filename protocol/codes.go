@@ -29,6 +29,7 @@ const (
 	ErrTimeout               = 115 // temporary
 	ErrNotConnected          = 116 // a command other than connect before connect
 	ErrUnavailable           = 117 // temporary: the broker cannot serve it now (leader election, outage)
+	ErrBadFilter             = 118 // a subscription or history filter does not parse
 )
 
 // Error is an error reply. Temporary errors may be retried as they are.

@@ -167,6 +167,11 @@ type SubscribeRequest struct {
 	Recover bool   `json:"recover,omitempty" msgpack:"recover,omitempty"`
 	Epoch   string `json:"epoch,omitempty" msgpack:"epoch,omitempty"`
 	Offset  uint64 `json:"offset,omitempty" msgpack:"offset,omitempty"`
+	// Filter, when set, makes the subscription receive only the
+	// publications whose tags it matches, live and recovered (the filter
+	// syntax is in docs/protocol.md). A filter that does not parse is
+	// refused with ErrBadFilter.
+	Filter string `json:"filter,omitempty" msgpack:"filter,omitempty"`
 }
 
 // SubscribeResult is the reply to subscribe, and the server-side subscribe
@@ -185,6 +190,10 @@ type SubscribeResult struct {
 	Recovered     bool           `json:"recovered,omitempty" msgpack:"recovered,omitempty"`
 	Publications  []*Publication `json:"publications,omitempty" msgpack:"publications,omitempty"`
 	JoinLeave     bool           `json:"join_leave,omitempty" msgpack:"join_leave,omitempty"`
+	// Filtered: the subscription has a filter, so the offsets it receives
+	// skip those of the publications filtered out; a skipped offset is not
+	// a gap (a lost publication is always announced: Gap, or a disconnect).
+	Filtered bool `json:"filtered,omitempty" msgpack:"filtered,omitempty"`
 }
 
 // UnsubscribeRequest leaves a channel.
@@ -243,6 +252,9 @@ type HistoryRequest struct {
 	Since   *StreamPosition `json:"since,omitempty" msgpack:"since,omitempty"`
 	Limit   int32           `json:"limit,omitempty" msgpack:"limit,omitempty"`
 	Reverse bool            `json:"reverse,omitempty" msgpack:"reverse,omitempty"`
+	// Filter, when set, keeps only the publications read whose tags it
+	// matches (Limit counts the publications read, before the filter).
+	Filter string `json:"filter,omitempty" msgpack:"filter,omitempty"`
 }
 
 // HistoryResult holds publications and the stream's current position.
