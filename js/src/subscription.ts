@@ -105,6 +105,7 @@ export function subscribeOutcome(
     recovered: !!res.recovered && !streamReset,
     streamReset,
     recoveredCount: pubs.length,
+    filtered: !!res.filtered,
   };
   if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
   return { ev, pubs };
@@ -216,6 +217,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     clearTimeout(this.#retryTimer);
     const seq = ++this.#seq;
     const req: WireSubscribeRequest = { channel: this.channel };
+    if (this.#opts.filter) req.filter = this.#opts.filter;
     if (this.#opts.recover !== false && this.#pos) {
       req.recover = true;
       req.epoch = this.#pos.epoch;
@@ -276,7 +278,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       if (this.#opts.recover !== false) {
         const v = classifyOffset(this.#pos.offset, off);
         if (v === 'duplicate') return;
-        if (v === 'gap') {
+        // A filtered subscription's offsets skip the publications filtered
+        // out; the server announces a real loss itself (gap, disconnect).
+        if (v === 'gap' && !this.#opts.filter) {
           // Never deliver past a gap: resubscribe from the last position
           // delivered and let the server replay what is missing.
           this.#resync(conn);

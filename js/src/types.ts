@@ -94,6 +94,11 @@ export interface SubscribedEvent {
   recoveredCount: number;
   /** The stream position after the subscribe (recoverable channels). */
   position?: StreamPosition;
+  /**
+   * The subscription has a filter: its publications' offsets skip those
+   * of the publications filtered out, which is not a gap.
+   */
+  filtered: boolean;
 }
 
 export interface SubscribingEvent {
@@ -273,6 +278,14 @@ export interface SubscriptionOptions {
    * epoch, deliver the new stream from its beginning. Default true.
    */
   recoverNewStream?: boolean;
+  /**
+   * A filter over the publications' tags: the server sends only the
+   * publications it matches, live and recovered, for example
+   * `type == "trade" and price > 100` (syntax in docs/protocol.md). A filter
+   * the server cannot parse fails subscribe() with error code 118
+   * (ErrorCode.BadFilter). Skipped offsets are not treated as a gap.
+   */
+  filter?: string;
 }
 
 // ---- wire shapes ----
@@ -306,6 +319,7 @@ export interface WireSubscribeRequest {
   recover?: boolean;
   epoch?: string;
   offset?: number;
+  filter?: string;
 }
 
 export interface WireSubscribeResult {
@@ -317,6 +331,7 @@ export interface WireSubscribeResult {
   recovered?: boolean;
   publications?: WirePublication[];
   join_leave?: boolean;
+  filtered?: boolean;
 }
 
 export interface WireConnectResult {

@@ -430,6 +430,36 @@ describe('subscriptions', { timeout: 15000 }, () => {
     client.disconnect();
   });
 
+  test('a filtered subscription sends its filter and takes skipped offsets for filtered out, not for a gap', async () => {
+    const f = fakeClient();
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('room', { filter: 'kind == "a"' });
+    const got = [];
+    const events = [];
+    sub.on('publication', (p) => got.push(p.offset));
+    sub.on('subscribed', (e) => events.push(e));
+    const ready = sub.subscribe();
+    const cmd = await ws.waitCommand('subscribe');
+    assert.deepEqual(cmd.subscribe, { channel: 'room', filter: 'kind == "a"' });
+    ws.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 5, filtered: true } });
+    await ready;
+    assert.equal(events[0].filtered, true);
+    ws.deliver({ pub: { channel: 'room', offset: 7, data: 1 } });
+    ws.deliver({ pub: { channel: 'room', offset: 7, data: 1 } }); // duplicate
+    ws.deliver({ pub: { channel: 'room', offset: 12, data: 1 } });
+    assert.deepEqual(got, [7, 12]);
+    assert.equal(sub.state, 'subscribed');
+    assert.equal(ws.commands('subscribe').length, 1);
+    assert.deepEqual(sub.position(), { epoch: 'E', offset: 12 });
+    // A reconnect recovers from the last offset, with the filter.
+    ws.serverClose(1006);
+    const ws1 = await acceptConnect(f.sockets, 1);
+    const re = await ws1.waitCommand('subscribe');
+    assert.deepEqual(re.subscribe, { channel: 'room', filter: 'kind == "a"', recover: true, epoch: 'E', offset: 12 });
+    f.client.disconnect();
+  });
+
   test('reconnect resubscribes from the last position and reports recovered', async () => {
     const { client, sockets, ws, sub, got } = await subscribed();
     ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
@@ -440,7 +470,7 @@ describe('subscriptions', { timeout: 15000 }, () => {
     assert.deepEqual(cmd.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
     ws1.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
     assert.deepEqual(got.pubs, [6, 7]);
-    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined });
+    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false });
     client.disconnect();
   });
 
