@@ -67,6 +67,8 @@ export const ErrorCode = {
     NotConnected: 116,
     /** Temporary: the broker could not serve the command now (a leader election, an outage); retry. */
     Unavailable: 117,
+    /** A subscribe or history filter does not parse. */
+    BadFilter: 118,
 };
 /** Disconnect codes of protocol v1 (and the client-side ones the SDK reports). */
 export const DisconnectCode = {

@@ -22,6 +22,7 @@ export function subscribeOutcome(channel, res, streamReset = false) {
         recovered: !!res.recovered && !streamReset,
         streamReset,
         recoveredCount: pubs.length,
+        filtered: !!res.filtered,
     };
     if (res.recoverable)
         ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
@@ -128,6 +129,8 @@ export class Subscription extends Emitter {
         clearTimeout(this.#retryTimer);
         const seq = ++this.#seq;
         const req = { channel: this.channel };
+        if (this.#opts.filter)
+            req.filter = this.#opts.filter;
         if (this.#opts.recover !== false && this.#pos) {
             req.recover = true;
             req.epoch = this.#pos.epoch;
@@ -188,7 +191,9 @@ export class Subscription extends Emitter {
                 const v = classifyOffset(this.#pos.offset, off);
                 if (v === 'duplicate')
                     return;
-                if (v === 'gap') {
+                // A filtered subscription's offsets skip the publications filtered
+                // out; the server announces a real loss itself (gap, disconnect).
+                if (v === 'gap' && !this.#opts.filter) {
                     // Never deliver past a gap: resubscribe from the last position
                     // delivered and let the server replay what is missing.
                     this.#resync(conn);
