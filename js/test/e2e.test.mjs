@@ -28,6 +28,39 @@ describe('e2e: one dev server', () => {
     await srv?.stop('SIGKILL');
   });
 
+  test('filters: a filtered subscriber gets the matching publications, live and recovered, with no resubscribe; a bad filter gets 118', { timeout: 30000 }, async () => {
+    const ch = 'filtered:1';
+    const filter = 'kind == "a" and n >= 3 or kind in ("z")';
+    const kind = (i) => (i === 10 ? 'z' : i % 3 === 0 ? 'a' : 'b');
+    const want = [3, 6, 9, 10, 12];
+    const { client: a } = track(newClient(srv));
+    await a.connect();
+    const sf = a.newSubscription(ch, { filter });
+    const gf = collect(sf);
+    await sf.subscribe();
+    assert.equal(gf.subscribed[0].filtered, true);
+    for (let i = 1; i <= 12; i++) {
+      await api(srv, 'publish', { channel: ch, data: { n: i }, tags: { kind: kind(i), n: String(i) } });
+    }
+    await waitFor(() => gf.pubs.length >= want.length, { message: 'matching publications' });
+    assert.deepEqual(gf.pubs.map((p) => p.data.n), want);
+    assert.equal(gf.subscribed.length, 1, 'skipped offsets taken for a gap: the subscription resubscribed');
+
+    // Recovery from offset 2 applies the filter.
+    const { client: b } = track(newClient(srv));
+    await b.connect();
+    const sr = b.newSubscription(ch, { filter, since: { epoch: sf.position().epoch, offset: 2 } });
+    const gr = collect(sr);
+    await sr.subscribe();
+    assert.equal(gr.subscribed[0].recovered, true);
+    assert.deepEqual(gr.pubs.map((p) => p.data.n), want);
+
+    const bad = b.newSubscription('filtered:2', { filter: 'kind ==' });
+    await assert.rejects(bad.subscribe(), (e) => e.code === 118);
+    a.disconnect();
+    b.disconnect();
+  });
+
   for (const codec of ['json', 'msgpack']) {
     test(`publish/subscribe, presence, history (${codec})`, { timeout: 30000 }, async () => {
       const ch = `pubsub:${codec}`;
