@@ -109,6 +109,24 @@ func TestFilteredSubscription(t *testing.T) {
 				t.Fatalf("recovered %v, want %v", got, want)
 			}
 
+			// History with the filter.
+			pubs, _, err := c2.History(ctxT(t), ch, client.HistoryOptions{Limit: -1, Filter: flt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var hist []int
+			for _, p := range pubs {
+				hist = append(hist, seqOf(t, p.Data))
+			}
+			if !slices.Equal(hist, want) {
+				t.Fatalf("history with the filter: %v, want %v", hist, want)
+			}
+			_, _, err = c2.History(ctxT(t), ch, client.HistoryOptions{Filter: `n >`})
+			var he *protocol.Error
+			if !errors.As(err, &he) || he.Code != protocol.ErrBadFilter {
+				t.Fatalf("history with a bad filter: %v, want error %d", err, protocol.ErrBadFilter)
+			}
+
 			// A bad filter is refused with 118, and the connection lives on.
 			_, err = c2.Subscribe(ctxT(t), "f:2", client.SubscribeOptions{Filter: `kind == `})
 			var pe *protocol.Error

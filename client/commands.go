@@ -33,12 +33,16 @@ type HistoryOptions struct {
 	Since   *StreamPosition
 	Limit   int
 	Reverse bool
+	// Filter keeps only the publications read whose tags it matches (the
+	// syntax of SubscribeOptions.Filter); Limit counts those read.
+	Filter string
 }
 
 // History reads a channel's history.
 func (c *Client) History(ctx context.Context, channel string, opts HistoryOptions) ([]Publication, StreamPosition, error) {
 	m, err := c.call(ctx, &protocol.Command{History: &protocol.HistoryRequest{
 		Channel: channel, Since: opts.Since, Limit: int32(opts.Limit), Reverse: opts.Reverse,
+		Filter: opts.Filter,
 	}})
 	if err != nil {
 		return nil, StreamPosition{}, err

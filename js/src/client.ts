@@ -269,6 +269,7 @@ export class Herald extends Emitter<ClientEvents> {
       since: opts.since,
       limit: opts.limit || undefined,
       reverse: opts.reverse || undefined,
+      filter: opts.filter || undefined,
     }))) as NonNullable<WireServerMessage['history']>;
     const codec = this.#codec ?? jsonCodec;
     return {

@@ -165,6 +165,11 @@ export interface HistoryOptions {
   /** 0: only the current position; negative: everything retained. */
   limit?: number;
   reverse?: boolean;
+  /**
+   * Keep only the publications read whose tags match this filter (the
+   * syntax of the subscribe option filter); limit counts those read.
+   */
+  filter?: string;
 }
 
 export interface HistoryResult<T = unknown> {

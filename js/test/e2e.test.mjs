@@ -55,6 +55,9 @@ describe('e2e: one dev server', () => {
     assert.equal(gr.subscribed[0].recovered, true);
     assert.deepEqual(gr.pubs.map((p) => p.data.n), want);
 
+    const h = await b.history(ch, { limit: -1, filter });
+    assert.deepEqual(h.publications.map((p) => p.data.n), want);
+
     const bad = b.newSubscription('filtered:2', { filter: 'kind ==' });
     await assert.rejects(bad.subscribe(), (e) => e.code === 118);
     a.disconnect();

@@ -203,6 +203,7 @@ export class Herald extends Emitter {
             since: opts.since,
             limit: opts.limit || undefined,
             reverse: opts.reverse || undefined,
+            filter: opts.filter || undefined,
         })));
         const codec = this.#codec ?? jsonCodec;
         return {
