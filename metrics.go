@@ -99,6 +99,7 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_dropped_publications_total", "Publications dropped for slow clients (drop policy).", func() uint64 { return s.hub.Stats().Dropped }),
 		hubStat("herald_stream_gaps_total", "Gaps detected in channel streams from the broker.", func() uint64 { return s.hub.Stats().Gaps }),
 		hubStat("herald_compressed_frames_total", "Publication frames compressed (permessage-deflate): one per publication and encoding, whatever the number of subscribers.", func() uint64 { return s.hub.Stats().Compressed }),
+		hubStat("herald_filter_evaluations_total", "Subscription filter evaluations: one per publication and distinct filter of its channel on the node, whatever the number of subscribers sharing the filter.", func() uint64 { return s.hub.Stats().FilterEvals }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
 	return m
