@@ -420,7 +420,7 @@ func (b *Broker) History(ctx context.Context, ch string, opts broker.HistoryOpti
 	if lo > hi {
 		return nil, pos, nil
 	}
-	msgs, err := b.readSubject(ctx, histStream, subj, hd.seq, time.Time{})
+	msgs, err := b.readHead(ctx, subj, hd.seq)
 	if err != nil {
 		return nil, protocol.StreamPosition{}, fmt.Errorf("nats history %q: %w", ch, err)
 	}
@@ -485,4 +485,34 @@ func (b *Broker) RemoveHistory(ctx context.Context, ch string) error {
 	}
 	b.invalidate(ch)
 	return nil
+}
+
+// readHead reads a history subject up to its head, the message of stream
+// sequence seq, which the read must include: the head is never trimmed.
+// A read that ends before it was served by a replica that has not caught
+// up yet (a consumer may be placed on any server of the stream): it is
+// read again, a few times, and then fails with broker.ErrUnavailable
+// rather than answer with a history that misses publications the
+// position counts.
+func (b *Broker) readHead(ctx context.Context, subj string, seq uint64) ([]jetstream.Msg, error) {
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		msgs, err := b.readSubject(ctx, histStream, subj, seq, time.Time{})
+		if err != nil {
+			return nil, err
+		}
+		if n := len(msgs); n > 0 {
+			if md, err := msgs[n-1].Metadata(); err == nil && md.Sequence.Stream == seq {
+				return msgs, nil
+			}
+		}
+		if attempt == 5 {
+			return nil, fmt.Errorf("%w: a read of %s ended before its head (stream sequence %d): a replica behind", broker.ErrUnavailable, subj, seq)
+		}
+		b.log.Debug("nats: a history read ended before its head; reading again", "subject", subj, "seq", seq)
+		if err := b.sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+		wait *= 2
+	}
 }
