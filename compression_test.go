@@ -337,6 +337,12 @@ func TestCompressionThirdPartyClients(t *testing.T) {
 // compressedFrames reads herald_compressed_frames_total from /metrics.
 func compressedFrames(t *testing.T, ts *testServer) float64 {
 	t.Helper()
+	return metric(t, ts, "herald_compressed_frames_total")
+}
+
+// metric reads the value of an unlabelled metric from /metrics.
+func metric(t *testing.T, ts *testServer, name string) float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + ts.addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +350,7 @@ func compressedFrames(t *testing.T, ts *testServer) float64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "herald_compressed_frames_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			var f float64
 			if err := json.Unmarshal([]byte(v), &f); err != nil {
 				t.Fatal(err)
@@ -352,7 +358,7 @@ func compressedFrames(t *testing.T, ts *testServer) float64 {
 			return f
 		}
 	}
-	t.Fatal("no herald_compressed_frames_total in /metrics")
+	t.Fatalf("no %s in /metrics", name)
 	return 0
 }
 

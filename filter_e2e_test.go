@@ -76,6 +76,12 @@ func TestFilteredSubscription(t *testing.T) {
 			if e := <-events; !e.Filtered {
 				t.Fatalf("subscribed event %+v: not filtered", e)
 			}
+			// The same filter spelled otherwise.
+			c3 := dial(t, ts, &client.Options{Transport: tr})
+			var same seqs
+			if _, err := c3.Subscribe(ctxT(t), ch, client.SubscribeOptions{Filter: `(kind=="a" && n>=3.0) || kind in ("z")`, OnPublication: same.on(t)}); err != nil {
+				t.Fatal(err)
+			}
 			var want []int
 			for i := 1; i <= 12; i++ {
 				ts.publishTagged(t, ch, i, tags(i))
@@ -87,6 +93,14 @@ func TestFilteredSubscription(t *testing.T) {
 			eventually(t, 10*time.Second, "the matching publications", func() bool { return len(some.get()) >= len(want) })
 			if got := some.get(); !slices.Equal(got, want) {
 				t.Fatalf("filtered subscriber got %v, want %v", got, want)
+			}
+			eventually(t, 10*time.Second, "the matching publications, same filter", func() bool { return len(same.get()) >= len(want) })
+			if got := same.get(); !slices.Equal(got, want) {
+				t.Fatalf("subscriber with the same filter got %v, want %v", got, want)
+			}
+			// Two subscriptions, one filter: one evaluation per publication.
+			if n := metric(t, ts, "herald_filter_evaluations_total"); n != 12 {
+				t.Errorf("herald_filter_evaluations_total %v after 12 publications, want 12", n)
 			}
 			if len(events) != 0 {
 				t.Fatalf("the filtered subscriber subscribed again (%+v): a skipped offset taken for a gap", <-events)
