@@ -82,8 +82,10 @@ func (r *rawConn) closeCode() (ws.StatusCode, *protocol.DisconnectPush) {
 func (r *rawConn) tryCloseCode() (ws.StatusCode, *protocol.DisconnectPush, bool) {
 	r.t.Helper()
 	var push *protocol.DisconnectPush
-	_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	for {
+		// Open means silent for 10 s: a long backlog may take longer than
+		// that to read on a loaded machine.
+		_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		f, err := ws.ReadFrame(r.nc)
 		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {

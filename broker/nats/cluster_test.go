@@ -152,7 +152,10 @@ func TestHistoryReadsInCluster(t *testing.T) {
 	log := slog.New(countingHandler{sub: "no responder", n: &retries})
 	var bs []*natsbroker.Broker
 	for _, u := range urls {
-		b, err := natsbroker.New(natsbroker.Config{Servers: []string{u}, Prefix: prefix, Replicas: 3, Logger: log})
+		// Reads are what this test checks, not the bound on a leader's
+		// answer (TestPublishDuringLeaderElection): a loaded machine may
+		// take longer than the default 2 s.
+		b, err := natsbroker.New(natsbroker.Config{Servers: []string{u}, Prefix: prefix, Replicas: 3, Logger: log, LeaderTimeout: 15 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +186,7 @@ func TestHistoryReadsInCluster(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for k := 0; k < 30; k++ {
-					c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 					pubs, pos, err := b.History(c, ch, broker.HistoryOptions{Limit: -1})
 					cancel()
 					switch {
