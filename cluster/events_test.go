@@ -55,7 +55,11 @@ func TestLifecycleAfterKill(t *testing.T) {
 			}
 			// The embedded cluster loses one of its three NATS servers
 			// with the node: JetStream elects new stream leaders first.
-			slack := 2 * time.Second
+			// Elsewhere the slack is for a loaded machine, where the
+			// survivors' sweeps and the broker's answers run late (the
+			// first offline came 8.5 and 12.1 s after the kill with the
+			// whole suite running, against presence_ttl + grace = 6 s).
+			slack := 10 * time.Second
 			if engine == "embedded" {
 				slack = 20 * time.Second
 			}

@@ -658,13 +658,22 @@ func migrateSlot(t *testing.T, addrs []string, key string) {
 // processes are killed when the test ends.
 func startCluster(t *testing.T) []string {
 	t.Helper()
-	addrs, _ := startClusterWith(t, 0)
+	// A master that misses the cluster bus for the node timeout is failed
+	// by the others (CLUSTERDOWN): 1 s is short on a loaded machine, and
+	// no test on this cluster kills a master.
+	addrs, _ := startClusterTimeout(t, 0, "5000")
 	return addrs
 }
 
 // startClusterWith starts 3 masters with replicas replicas each and
-// returns the addresses and servers (by address).
+// returns the addresses and servers (by address). The node timeout is 1 s,
+// so that a killed master is noticed soon.
 func startClusterWith(t *testing.T, replicas int) ([]string, map[string]*server) {
+	t.Helper()
+	return startClusterTimeout(t, replicas, "1000")
+}
+
+func startClusterTimeout(t *testing.T, replicas int, nodeTimeout string) ([]string, map[string]*server) {
 	t.Helper()
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
@@ -679,7 +688,7 @@ func startClusterWith(t *testing.T, replicas int) ([]string, map[string]*server)
 		addrs[i] = "127.0.0.1:" + p
 		servers[addrs[i]] = startServer(t, dir, port,
 			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+p+".conf"),
-			"--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0")
+			"--cluster-node-timeout", nodeTimeout, "--repl-diskless-sync-delay", "0")
 	}
 	clients := make([]*goredis.Client, len(addrs))
 	for i, a := range addrs {
