@@ -113,7 +113,7 @@ func (ss *session) authenticate(ctx context.Context, id uint64, req *protocol.Co
 		return who, true
 	case s.cfg.Proxy.ConnectURL != "":
 		r, err := s.callProxy(ctx, s.cfg.Proxy.ConnectURL, &proxyRequest{
-			Client: ss.id, Encoding: ss.codec().Name(), Name: req.Name, Remote: ss.ip(), Headers: peerHeaders(ss.peer),
+			Client: ss.id, Encoding: ss.codec().Name(), Name: req.Name, Remote: ss.ip(), Headers: ss.headers(),
 		})
 		if err != nil {
 			if perr := ss.proxyError(err); perr != nil {
@@ -242,11 +242,4 @@ func (s *Server) personalChannels(user string) []string {
 		out = append(out, ch)
 	}
 	return out
-}
-
-func peerHeaders(p *peerInfo) map[string]string {
-	if p == nil {
-		return nil
-	}
-	return p.headers
 }

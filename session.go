@@ -98,6 +98,15 @@ func (ss *session) ip() string {
 	return ss.peer.ip
 }
 
+// headers are the forwarded headers for the connect proxy (nil after
+// connect).
+func (ss *session) headers() map[string]string {
+	if ss.peer == nil {
+		return nil
+	}
+	return ss.peer.headers
+}
+
 // sessionFlags are a session's atomic booleans in one word (a node holds a
 // session per connection, so its size counts).
 type sessionFlags struct{ v atomic.Uint32 }

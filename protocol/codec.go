@@ -42,7 +42,7 @@ func CodecIndex(c Codec) int {
 }
 
 // CodecAt returns the codec of index i (CodecIndex's inverse).
-func CodecAt[I ~uint8 | ~int](i I) Codec { return codecs[i] }
+func CodecAt(i uint8) Codec { return codecs[i] }
 
 var codecs = [NumCodecs]Codec{JSON, Msgpack}
 

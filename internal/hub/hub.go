@@ -558,13 +558,14 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 // compressed: replies, other pushes and a subscriber's own gap-marked
 // publication stay plain, which permessage-deflate allows.
 func (h *Hub) compressedFrame(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) []byte {
+	c := protocol.CodecAt(s.Codec)
 	var payload []byte
 	if plain := frames[variant(s.Codec, transport.FramingWebSocket, false)]; plain != nil {
 		payload = transport.FramePayload(plain)
 	} else {
-		payload, _ = protocol.CodecAt(s.Codec).AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
+		payload, _ = c.AppendPublicationPush(make([]byte, 0, 64+len(pub.Data)), pub)
 	}
-	f, z := transport.CompressedMessageFrame(protocol.CodecAt(s.Codec).Binary(), payload)
+	f, z := transport.CompressedMessageFrame(c.Binary(), payload)
 	if z {
 		h.compressed.Add(1)
 	}
