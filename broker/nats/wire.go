@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
@@ -175,9 +176,20 @@ func decodeEntries(h natsgo.Header, body []byte) (ws []wirePub, first uint64, ep
 		ws = make([]wirePub, 1)
 		err = msgpack.Unmarshal(body, &ws[0])
 	} else {
-		err = msgpack.Unmarshal(body, &ws)
-		if err == nil && len(ws) != n {
-			err = fmt.Errorf("%d publications, %s says %d", len(ws), hdrCount, n)
+		// The array's length is checked against the count before anything
+		// is allocated: a corrupt length must not size the slice.
+		dec := msgpack.NewDecoder(bytes.NewReader(body))
+		var l int
+		if l, err = dec.DecodeArrayLen(); err == nil && l != n {
+			err = fmt.Errorf("%d publications, %s says %d", l, hdrCount, n)
+		}
+		if err == nil {
+			ws = make([]wirePub, n)
+			for i := range ws {
+				if err = dec.Decode(&ws[i]); err != nil {
+					break
+				}
+			}
 		}
 	}
 	if err != nil {
