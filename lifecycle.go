@@ -417,7 +417,9 @@ func (e *events) checkNodes(now time.Time) {
 	grace := max(e.cfg.OfflineGrace, e.cfg.VacatedGrace)
 	for n, silent := range dead {
 		// Its users had the grace, counted from its death, to come back.
-		e.sweepOnce(n, max(grace-silent, 0))
+		// It was last heard from up to a sample before it died: the
+		// grace counts from the latest it may have died, not from then.
+		e.sweepOnce(n, max(grace-silent+sampleEvery, 0))
 	}
 }
 
@@ -533,7 +535,12 @@ func (e *events) sweepHolders(ctx context.Context, node string, users, chans map
 		e.do(u, func() {
 			ctx, cancel := e.ctx()
 			defer cancel()
-			e.settle(ctx, userKey(u), p, e.cfg.OfflineGrace, Event{Type: EventOffline, User: u}, node)
+			// A connection of the user that came to this node after the
+			// answers were gathered may not have written its entry yet:
+			// the user's worker runs its arrival after this.
+			if len(e.localHolders(&holdersQuery{Users: []string{u}}).Users) == 0 {
+				e.settle(ctx, userKey(u), p, e.cfg.OfflineGrace, Event{Type: EventOffline, User: u}, node)
+			}
 			e.remove(ctx, userNodeKey(node), u)
 		})
 	}
@@ -551,7 +558,9 @@ func (e *events) sweepHolders(ctx context.Context, node string, users, chans map
 		e.do(c, func() {
 			ctx, cancel := e.ctx()
 			defer cancel()
-			e.settle(ctx, chanKey(c), p, e.cfg.VacatedGrace, Event{Type: EventVacated, Channel: c}, node)
+			if !e.localMembers(c) {
+				e.settle(ctx, chanKey(c), p, e.cfg.VacatedGrace, Event{Type: EventVacated, Channel: c}, node)
+			}
 			e.remove(ctx, chanNodeKey(node), c)
 		})
 	}
