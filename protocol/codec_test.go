@@ -47,6 +47,7 @@ func TestPublicationPush(t *testing.T) {
 		{Channel: "room:1", Data: protocol.Data("\x00\xffbinary"), Info: &protocol.ClientInfo{Client: "c1", User: "u1", ConnInfo: protocol.Data(`{"n":1}`)}, Tags: map[string]string{"k": "v"}, Gap: true},
 		{Channel: "chan\"quote", Offset: 1, Data: protocol.Data(`[1]`)},
 		{Channel: "日本", Offset: 1, Data: protocol.Data(`1`)},
+		{Channel: "room:1", Offset: 8, Data: protocol.Data("3\n3:abcFqg;"), Delta: true},
 	}
 	for _, c := range codecs {
 		for _, p := range pubs {

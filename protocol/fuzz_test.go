@@ -39,6 +39,7 @@ func FuzzDecodeCommandJSON(f *testing.F) {
 	// an empty map.
 	f.Add([]byte(`{"id":3,"publish":{"channel":"a","data":{ "x" : "<&>` + "\u2028" + `" }}}`))
 	f.Add([]byte(`{"id":4,"connect":{"subs":{}}}`))
+	f.Add([]byte(`{"id":5,"subscribe":{"channel":"a","delta":"fossil"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) { fuzzCommand(t, protocol.JSON, b) })
 }
 
@@ -156,6 +157,7 @@ func dump(cmd *protocol.Command) string {
 
 func FuzzDecodeServerMessage(f *testing.F) {
 	f.Add([]byte(`{"pub":{"channel":"a","offset":1,"data":"AAE=","b64":true}}`))
+	f.Add([]byte(`{"pub":{"channel":"a","offset":2,"data":"MwoxOmEzOw==","b64":true,"delta":true}}`))
 	f.Add([]byte(`{"id":3,"subscribe":{"recovered":true,"publications":[{"offset":2,"data":1}]}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, c := range codecs {

@@ -131,6 +131,9 @@ func appendPublicationJSON(dst []byte, p *Publication) []byte {
 	if p.Gap {
 		dst = append(dst, `,"gap":true`...)
 	}
+	if p.Delta {
+		dst = append(dst, `,"delta":true`...)
+	}
 	return append(dst, '}')
 }
 

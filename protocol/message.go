@@ -126,6 +126,11 @@ type Publication struct {
 	// dropped publications of this channel for it (slow-client policy
 	// "drop"). The client should recover from its last position.
 	Gap bool `json:"gap,omitempty" msgpack:"gap,omitempty"`
+	// Delta marks a publication whose Data is a Fossil delta (package
+	// protocol/fossil) against the Data of the previous publication the
+	// subscription received, not the data itself. Only subscriptions that
+	// asked for deltas receive such publications.
+	Delta bool `json:"delta,omitempty" msgpack:"delta,omitempty"`
 	// Trace is the W3C traceparent of a traced publish, which brokers
 	// carry between nodes so that each node's fan-out joins the trace.
 	// It is never sent to clients.
@@ -172,7 +177,17 @@ type SubscribeRequest struct {
 	// syntax is in docs/protocol.md). A filter that does not parse is
 	// refused with ErrBadFilter.
 	Filter string `json:"filter,omitempty" msgpack:"filter,omitempty"`
+	// Delta asks for publications as deltas against the previous one the
+	// subscription received, in the named format: DeltaFossil is the only
+	// one. The server grants it (SubscribeResult.Delta) in namespaces with
+	// deltas on, and ignores it elsewhere; another format is refused with
+	// ErrBadRequest.
+	Delta string `json:"delta,omitempty" msgpack:"delta,omitempty"`
 }
+
+// DeltaFossil is the delta format of protocol v1: the Fossil delta
+// format (package protocol/fossil).
+const DeltaFossil = "fossil"
 
 // SubscribeResult is the reply to subscribe, and the server-side subscribe
 // push (with Channel set).
@@ -194,6 +209,9 @@ type SubscribeResult struct {
 	// skip those of the publications filtered out; a skipped offset is not
 	// a gap (a lost publication is always announced: Gap, or a disconnect).
 	Filtered bool `json:"filtered,omitempty" msgpack:"filtered,omitempty"`
+	// Delta: the subscription receives publications as deltas (those
+	// marked Delta) in the format it asked for.
+	Delta bool `json:"delta,omitempty" msgpack:"delta,omitempty"`
 }
 
 // UnsubscribeRequest leaves a channel.

@@ -19,6 +19,19 @@
 // P. Publish and Activate both hold the channel lock, so nothing is queued
 // between the reply and the held publications, and nothing twice.
 //
+// Deltas. A subscription with Delta set receives a publication as a
+// Fossil delta (package protocol/fossil) against the data of the previous
+// publication of the channel when, and only when, it received that
+// previous publication itself (full or as a delta): the channel keeps the
+// previous publication's data while it has delta subscribers, Publish
+// computes the delta once for all of them (Stats.Deltas) and encodes it
+// once per frame variant. Every other case goes full: the first
+// publication after subscribe (and so after recovery), after a
+// publication the subscription did not get (filtered out, skipped,
+// dropped by the slow policy, or marked Gap), every DeltaFullEvery-th
+// publication of the channel, and when the delta is longer than half the
+// data.
+//
 // Lock order: shard.mu, then channel.mu, then the connection's queue lock.
 // Callbacks (OnSlow, OnGap) run under channel.mu and must not call back
 // into the hub.
@@ -33,6 +46,7 @@ import (
 	"github.com/heraldhq/herald/internal/filter"
 	"github.com/heraldhq/herald/internal/transport"
 	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/protocol/fossil"
 )
 
 // Policy is what happens when a subscriber's queue is full.
@@ -67,9 +81,17 @@ type Sub struct {
 	Aux uint8
 	ci  uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
 
+	// Delta sends the channel's publications as deltas against the
+	// previous one the subscription received, when it received it. Set
+	// before Add.
+	Delta bool
+
 	// Guarded by the channel lock.
 	recovering bool
 	idx        int32
+	// prev is the channel sequence (channel.seq) of the last publication
+	// queued for a delta subscription, 0 for none.
+	prev uint64
 	// x holds what few subscriptions need: the live publications kept
 	// while recovering, the filter group (nil until needed).
 	x *subExt
@@ -119,6 +141,10 @@ type Options struct {
 	// MaxRecoveryBuffer bounds the live publications held for a subscriber
 	// while its recovery runs. Default 10,000.
 	MaxRecoveryBuffer int
+	// DeltaFullEvery sends every DeltaFullEvery-th publication of a
+	// channel full to its delta subscribers, whatever they received
+	// before. Default 100.
+	DeltaFullEvery int
 }
 
 // Stats are cumulative counters.
@@ -135,6 +161,12 @@ type Stats struct {
 	// distinct filter of its channel on this node, whatever the number of
 	// subscribers that share the filter.
 	FilterEvals uint64
+	// Deltas counts the deltas computed: at most one per publication of a
+	// channel with delta subscribers on this node, whatever their number.
+	Deltas uint64
+	// DeltaFrames counts the publication frames queued as deltas (they are
+	// also in Delivered).
+	DeltaFrames uint64
 }
 
 const numShards = 256
@@ -164,8 +196,8 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 
-	delivered, dropped, slow, gaps, compressed, evals atomic.Uint64
-	numSubs                                           atomic.Int64
+	delivered, dropped, slow, gaps, compressed, evals, deltas, deltaFrames atomic.Uint64
+	numSubs                                                                atomic.Int64
 }
 
 type shard struct {
@@ -184,6 +216,14 @@ type channel struct {
 	nfiltered int // subscribers in groups
 	epoch     string
 	offset    uint64
+	// seq numbers the publications fanned out (and gaps), so that a delta
+	// subscriber knows whether it got the previous one (Sub.prev).
+	seq uint64
+	// ndelta counts the delta subscribers; while there are any, prevData
+	// (with hasPrev) is the data of publication seq.
+	ndelta   int
+	hasPrev  bool
+	prevData protocol.Data
 }
 
 // count returns the channel's subscribers on this node.
@@ -215,6 +255,9 @@ func (ch *channel) has(sub *Sub) bool {
 func New(opts Options) *Hub {
 	if opts.MaxRecoveryBuffer <= 0 {
 		opts.MaxRecoveryBuffer = 10000
+	}
+	if opts.DeltaFullEvery <= 0 {
+		opts.DeltaFullEvery = 100
 	}
 	if opts.OnSlow == nil {
 		opts.OnSlow = func(*Sub) {}
@@ -263,6 +306,10 @@ func (h *Hub) AddFiltered(sub *Sub, f *filter.Filter) (first bool) {
 	s.mu.Unlock()
 	sub.ci = variant(sub.Codec, sub.Conn.Framing(), sub.Compress && sub.Conn.Deflate())
 	sub.recovering = true
+	sub.prev = 0
+	if sub.Delta {
+		ch.ndelta++
+	}
 	if f == nil {
 		sub.idx = int32(len(ch.subs))
 		ch.subs = append(ch.subs, sub)
@@ -326,6 +373,12 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 		ch.subs = cut(ch.subs, int(sub.idx))
 	}
 	sub.x = nil
+	if sub.Delta {
+		ch.ndelta--
+		if ch.ndelta == 0 {
+			ch.hasPrev, ch.prevData = false, nil
+		}
+	}
 	h.numSubs.Add(-1)
 	if ch.count() == 0 {
 		delete(s.chans, sub.Channel)
@@ -415,6 +468,20 @@ type Fanout struct {
 	Bytes  int // frame bytes queued in all
 }
 
+// fanout is one publication's fan-out in progress: its frames, encoded
+// once per variant, and for delta subscribers its delta, computed once.
+type fanout struct {
+	frames [numVariants][]byte
+	queued [numVariants]int
+	// Deltas: dpub is the publication as a delta (nil until computed, or
+	// when not worth it), tried says the delta was considered.
+	ch      *channel
+	dpub    *protocol.Publication
+	tried   bool
+	dframes [numVariants][]byte
+	dqueued [numVariants]int
+}
+
 // Publish fans a publication of the node's broker stream out to the
 // channel's subscribers. The broker calls it in offset order per channel.
 func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f Fanout) {
@@ -434,18 +501,21 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 			// Subscribers must not see this publication: their positions
 			// would jump the gap. Disconnected, they recover from history.
 			h.gaps.Add(1)
+			ch.seq++
+			ch.hasPrev, ch.prevData = false, nil
 			ch.each(h.opts.OnGap)
 			return f
 		}
 	}
-	var frames [numVariants][]byte
-	var queued [numVariants]int
-	h.fan(ch.subs, pub, &frames, &queued)
+	ch.seq++
+	var st fanout
+	st.ch = ch
+	h.fan(ch.subs, pub, &st)
 	if len(ch.groups) > 0 {
 		h.evals.Add(uint64(len(ch.groups)))
 		for _, g := range ch.groups {
 			if g.f.Match(pub.Tags) {
-				h.fan(g.subs, pub, &frames, &queued)
+				h.fan(g.subs, pub, &st)
 				continue
 			}
 			if g.recovering == 0 {
@@ -461,16 +531,23 @@ func (h *Hub) Publish(name string, pub *protocol.Publication, epoch string) (f F
 			}
 		}
 	}
-	for i, n := range queued {
+	if ch.ndelta > 0 {
+		ch.hasPrev, ch.prevData = true, pub.Data
+	}
+	for i, n := range st.queued {
 		f.Queued += n
-		f.Bytes += n * len(frames[i])
+		f.Bytes += n * len(st.frames[i])
+	}
+	for i, n := range st.dqueued {
+		f.Queued += n
+		f.Bytes += n * len(st.dframes[i])
 	}
 	return f
 }
 
 // fan queues pub for subs, or holds it for those still recovering, and
-// counts in queued the subscribers it was queued for per frame variant.
-func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, frames *[numVariants][]byte, queued *[numVariants]int) {
+// counts in st the subscribers it was queued for per frame variant.
+func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, st *fanout) {
 	for _, s := range subs {
 		if s.recovering {
 			h.hold(s, pub)
@@ -479,9 +556,54 @@ func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, frames *[numVariants][
 		if pub.Offset != 0 && pub.Offset <= s.after {
 			continue // the subscribe reply covered it
 		}
-		if h.send(s, pub, frames) {
-			queued[s.ci]++
+		if s.Delta {
+			h.sendDelta(s, pub, st)
+			continue
 		}
+		if h.send(s, pub, &st.frames) {
+			st.queued[s.ci]++
+		}
+	}
+}
+
+// sendDelta queues pub for the delta subscriber s: as the channel's delta
+// when s received the previous publication and the delta is worth it,
+// else full. The delta is computed on the first subscriber that can take
+// it and shared by the others.
+func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
+	ch := st.ch
+	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint64(h.opts.DeltaFullEvery) != 0 {
+		if !st.tried {
+			st.tried = true
+			h.deltas.Add(1)
+			d := fossil.Create(ch.prevData, pub.Data)
+			if 2*len(d) <= len(pub.Data) {
+				p := *pub
+				p.Data, p.Delta, p.Gap = d, true, false
+				st.dpub = &p
+			}
+		}
+		if st.dpub != nil {
+			switch h.enqueue(s, st.dpub, &st.dframes) {
+			case nil:
+				h.delivered.Add(1)
+				h.deltaFrames.Add(1)
+				st.dqueued[s.ci]++
+				s.prev = ch.seq
+				return
+			case transport.ErrQueueFull:
+				// The policy's publication goes full (marked Gap).
+				if h.overflow(s, pub) {
+					s.prev = ch.seq
+				}
+				return
+			}
+			return // closing
+		}
+	}
+	if h.send(s, pub, &st.frames) {
+		st.queued[s.ci]++
+		s.prev = ch.seq
 	}
 }
 
@@ -680,5 +802,5 @@ func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
 
 // Stats returns the cumulative counters.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load()}
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load(), Deltas: h.deltas.Load(), DeltaFrames: h.deltaFrames.Load()}
 }
