@@ -219,6 +219,13 @@ type Namespace struct {
 	// once per subscriber. Replies and other pushes go uncompressed.
 	// Default false.
 	Compression bool `yaml:"compression" json:"compression"`
+	// Delta lets subscribers ask for delta compression (subscribe option
+	// "delta": "fossil"): each publication then reaches them as a Fossil
+	// delta against the previous one they received, computed once per
+	// channel and node, or full when they did not receive that one (see
+	// docs/protocol.md, "Delta compression"). Subscribers that do not ask
+	// get full publications. Default false.
+	Delta bool `yaml:"delta" json:"delta"`
 }
 
 // ErrConfig wraps every configuration error.

@@ -100,6 +100,8 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_stream_gaps_total", "Gaps detected in channel streams from the broker.", func() uint64 { return s.hub.Stats().Gaps }),
 		hubStat("herald_compressed_frames_total", "Publication frames compressed (permessage-deflate): one per publication and encoding, whatever the number of subscribers.", func() uint64 { return s.hub.Stats().Compressed }),
 		hubStat("herald_filter_evaluations_total", "Subscription filter evaluations: one per publication and distinct filter of its channel on the node, whatever the number of subscribers sharing the filter.", func() uint64 { return s.hub.Stats().FilterEvals }),
+		hubStat("herald_deltas_total", "Publication deltas computed: at most one per publication of a channel with delta subscribers on the node, whatever their number.", func() uint64 { return s.hub.Stats().Deltas }),
+		hubStat("herald_delta_frames_total", "Publication frames queued as deltas (also counted in herald_messages_out_total).", func() uint64 { return s.hub.Stats().DeltaFrames }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
 	return m

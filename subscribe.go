@@ -2,6 +2,7 @@ package herald
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"strings"
 	"time"
@@ -127,15 +128,19 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr != nil {
 		return nil, perr
 	}
+	delta, perr := wantsDelta(ns, req.Delta)
+	if perr != nil {
+		return nil, perr
+	}
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Aux: uint8(g)}}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Delta: delta, Aux: uint8(g)}}
 	if err := s.hubAdd(ctx, &sub.Sub, f); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, brokerError(err, "subscribe failed")
 	}
-	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil}}
+	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta}}
 	if ns.history {
 		if perr := s.readPosition(ctx, req, f, p); perr != nil {
 			s.hubRemove(&sub.Sub)
@@ -419,6 +424,20 @@ func (s *Server) subLock(ch string) func() {
 }
 
 var subLockSeed = maphash.MakeSeed()
+
+// wantsDelta reports whether a subscription that asked for the delta
+// format format gets deltas: in a namespace with deltas on, and for the
+// one format of the protocol. A namespace without deltas ignores the
+// request (the reply does not confirm it); an unknown format is refused.
+func wantsDelta(ns *namespace, format string) (bool, *protocol.Error) {
+	switch format {
+	case "":
+		return false, nil
+	case protocol.DeltaFossil:
+		return ns.Delta, nil
+	}
+	return false, protocol.NewError(protocol.ErrBadRequest, fmt.Sprintf("unknown delta format %q (want %q)", format, protocol.DeltaFossil))
+}
 
 // parseFilter parses a subscription or history filter: nil for none, and
 // a bad filter is refused with ErrBadFilter and the parser's message.

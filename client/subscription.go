@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/protocol/fossil"
 )
 
 // StreamPosition is a position in a channel's history stream.
@@ -43,7 +44,7 @@ func subscribedEvent(ch string, r *protocol.SubscribeResult) SubscribedEvent {
 	return SubscribedEvent{
 		Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
 		Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
-		Filtered: r.Filtered,
+		Filtered: r.Filtered, Delta: r.Delta,
 	}
 }
 
@@ -97,6 +98,9 @@ type SubscribedEvent struct {
 	// Filtered: the subscription has a filter (SubscribeOptions.Filter),
 	// so its publications' offsets skip those filtered out.
 	Filtered bool
+	// Delta: the server granted SubscribeOptions.Delta (the channel's
+	// namespace has deltas on).
+	Delta bool
 }
 
 // UnsubscribedEvent reports that the server ended a subscription: an
@@ -181,7 +185,19 @@ type SubscribeOptions struct {
 	// code 118. The offsets of a filtered subscription skip those of the
 	// publications filtered out: they are not treated as a gap.
 	Filter string
+	// Delta asks the server for delta compression: where the channel's
+	// namespace has it on (SubscribedEvent.Delta), publications travel as
+	// Fossil deltas against the previous one received, and the client
+	// applies them, so Publication.Data is always the full data. A delta
+	// that does not apply (its checksum fails) is handled as a gap: the
+	// client subscribes again, recovering from the last position
+	// delivered. Elsewhere the option is ignored.
+	Delta bool
 }
+
+// maxDeltaTarget bounds the data a delta may make: a corrupt delta that
+// states more fails like one whose checksum does not match.
+const maxDeltaTarget = 64 << 20
 
 // subscription states
 const (
@@ -213,6 +229,10 @@ type Subscription struct {
 	subscribedOnce bool
 	ready          chan struct{} // closed at the first subscribe result
 	readyErr       error
+	// delta: the last subscribe reply granted deltas; base is the data of
+	// the last publication received since, the source of the next delta.
+	delta bool
+	base  []byte
 
 	dmu     sync.Mutex // held while delivering to C
 	gone    chan struct{}
@@ -355,6 +375,9 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 	}
 	s.state = subPending
 	req := &protocol.SubscribeRequest{Channel: s.channel, Filter: s.opts.Filter}
+	if s.opts.Delta {
+		req.Delta = protocol.DeltaFossil
+	}
 	if s.positioned {
 		req.Recover, req.Epoch, req.Offset = true, s.pos.Epoch, s.pos.Offset
 	}
@@ -415,6 +438,9 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	s.subscribedOnce = true
 	s.conn = conn
 	s.recoverable = res.Recoverable
+	// The server sends the first live publication after a subscribe
+	// reply full.
+	s.delta, s.base = res.Delta, nil
 	var recovered []*protocol.Publication
 	if res.Recoverable {
 		recovered = recoveredPublications(s.channel, res)
@@ -443,6 +469,23 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 		s.mu.Unlock()
 		return
 	}
+	// Deltas apply to the previous publication received, delivered or
+	// not (a duplicate is still the server's source of the next one).
+	if p.Delta {
+		var data []byte
+		err := errNoDeltaBase
+		if s.delta && s.base != nil {
+			data, err = fossil.Apply(s.base, p.Data, maxDeltaTarget)
+		}
+		if err != nil {
+			s.resyncLocked(conn)
+			return
+		}
+		p.Data, p.Delta = data, false
+	}
+	if s.delta {
+		s.base = append(s.base[:0], p.Data...)
+	}
 	if p.Offset != 0 && s.recoverable {
 		v := classifyOffset(s.pos.Offset, p.Offset)
 		if v == offsetGap && s.opts.Filter != "" {
@@ -457,16 +500,26 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 		case offsetGap:
 			// A gap: never deliver past it. Resubscribe from the last
 			// position delivered; the server replays what is missing.
-			s.state = subResyncing
-			s.mu.Unlock()
-			s.c.wg.Add(1)
-			go s.resync(conn)
+			s.resyncLocked(conn)
 			return
 		}
 		s.pos.Offset = p.Offset
 	}
 	s.mu.Unlock()
 	s.deliver(toPublication(p))
+}
+
+// errNoDeltaBase: a delta arrived without a publication to apply it to.
+var errNoDeltaBase = errors.New("herald client: delta without a previous publication")
+
+// resyncLocked, with s.mu held, unlocks it and resubscribes on conn,
+// recovering from the last position delivered.
+func (s *Subscription) resyncLocked(conn *wsConn) {
+	s.state = subResyncing
+	s.base = nil
+	s.mu.Unlock()
+	s.c.wg.Add(1)
+	go s.resync(conn)
 }
 
 func (s *Subscription) resync(conn *wsConn) {
