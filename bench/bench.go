@@ -27,8 +27,9 @@ Usage:
   herald bench --show REPORT.json     print a report saved with --json as a table
   herald bench --compare [flags]      run Herald and Centrifugo alternately and
                                       print the ratio table (--compare --help)
-  herald bench --cluster [flags]      cross-node fan-out: one memory node, and
-                                      clusters on NATS and Redis (--cluster --help)
+  herald bench --cluster [flags]      cross-node fan-out: one memory node,
+                                      clusters on NATS and Redis, and Centrifugo
+                                      on Redis (--cluster --help)
 
 Targets: --target herald (default) speaks Herald's protocol at /ws and its
 API; --target centrifugo speaks Centrifugo's JSON client protocol at
@@ -172,6 +173,7 @@ func show(path string, w io.Writer) error {
 			}
 		}
 		c.Rows = clusterRows(c.Runs, setups, c.Setups)
+		c.Ratios = clusterRatios(c.Rows)
 		return c.writeText(w)
 	}
 	if json.Unmarshal(b, &probe) == nil && probe.Rows != nil {

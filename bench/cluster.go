@@ -24,14 +24,16 @@ import (
 )
 
 // `herald bench --cluster` measures cross-node fan-out: the same bench
-// runs against one Herald node on the memory broker and against clusters
-// of --nodes nodes on NATS and on Redis (the brokers already running on
-// this machine), alternately, each run on freshly started nodes under a
+// runs against one Herald node on the memory broker, against clusters of
+// --nodes nodes on NATS and on Redis (the brokers already running on this
+// machine), and against --nodes Centrifugo nodes on its Redis engine (the
+// same Redis), alternately, each run on freshly started nodes under a
 // broker prefix of its own. The subscribers are spread over the nodes
 // (--url with every node's address), publishes go through the first
-// node's API, and the broker process's CPU is measured beside the nodes'.
+// node's API (or every node's, --spread-publish), and the broker process's
+// CPU is measured beside the nodes'.
 
-const clusterUsage = `herald bench --cluster: cross-node fan-out, memory vs NATS vs Redis
+const clusterUsage = `herald bench --cluster: cross-node fan-out, memory vs NATS vs Redis vs Centrifugo on Redis
 
 Usage:
   herald bench --cluster [flags]
@@ -42,12 +44,16 @@ HERALD-CONFIG); nats and redis are --nodes nodes started with --broker
 URL?prefix=RANDOM (a fresh prefix per run, whose streams or keys are deleted
 afterwards) against the broker at --nats or --redis, whose process
 (--nats-pid, --redis-pid; default: the nats-server or redis-server that pgrep
-finds on the URL's port) is measured apart. Each run starts fresh nodes,
-runs one bench scenario as a child process (--url with every node, --api
-on the first node, --server-pid with every node, --broker-pid), and stops
-them. Runs alternate between the setups; the order rotates on each repeat.
+finds on the URL's port) is measured apart; centrifugo is --nodes Centrifugo
+nodes on its Redis engine at --redis (CENTRIFUGO exec PORT with ENGINE=redis,
+REDIS_ADDRESS, REDIS_PREFIX=RANDOM and KEY; see bench/peers/centrifugo.sh),
+their keys deleted afterwards too. Each run starts fresh nodes, runs one
+bench scenario as a child process (--url with every node, --api on the
+first node, --server-pid with every node, --broker-pid), and stops them.
+Runs alternate between the setups; the order rotates on each repeat.
 Results in --out: one bench report per run (NAME.SETUP.N.json), its log,
-the nodes' logs, cluster.json and cluster.txt (the tables).
+the nodes' logs, cluster.json and cluster.txt (the tables, and the ratios
+of the clusters to one memory node and to Centrifugo, against the goals).
 
 Runs:
 %s
@@ -62,6 +68,27 @@ var clusterRuns = []compareRun{
 	{Name: "hot-1x10", Extra: true, Args: strings.Fields(hotArgs)},
 	// The same with the publish requests spread over every node.
 	{Name: "hot-1x10-spread", Extra: true, Args: strings.Fields(hotArgs + " --spread-publish")},
+	// One channel with 1,000 subscribers on each of 3 nodes: saturated,
+	// and at a fixed rate for the latency.
+	{Name: "fanout-1x3000-saturated", Extra: true, Args: strings.Fields("--scenario fanout --conns 3000 --channels 1 --rate 0 --duration 20s --settle 3s")},
+	{Name: "fanout-1x3000-rate100", Extra: true, Args: strings.Fields("--scenario fanout --conns 3000 --channels 1 --rate 100 --duration 20s --settle 3s")},
+	// Connect + subscribe, the clients spread over the nodes.
+	{Name: "connect-10k", Extra: true, Args: strings.Fields("--scenario connect --conns 10000 --source-ips 4")},
+}
+
+// clusterGoal is what the clusters' figures in a run are held to: at
+// least VsMemory times one memory node's, at least VsCentrifugo times
+// Centrifugo's on the same number of nodes (0: no goal).
+type clusterGoal struct{ VsMemory, VsCentrifugo float64 }
+
+// clusterGoals are the scale-out goals (docs/BENCHMARKS.md): cross-node
+// fan-out at 70 % of one node and 3x Centrifugo, a hot channel at 1.5x
+// Centrifugo.
+var clusterGoals = map[string]clusterGoal{
+	"fanout-1x1000-saturated": {VsMemory: 0.7, VsCentrifugo: 3},
+	"fanout-1x3000-saturated": {VsMemory: 0.7, VsCentrifugo: 3},
+	"hot-1x10":                {VsCentrifugo: 1.5},
+	"hot-1x10-spread":         {VsCentrifugo: 1.5},
 }
 
 // hotArgs is the hot channel run: one channel with history (the config's
@@ -70,7 +97,7 @@ var clusterRuns = []compareRun{
 // clients, as fast as they go.
 const hotArgs = "--scenario fanout --conns 10 --channels 1 --rate 0 --batch 1 --inflight 32 --window 5000 --duration 15s --settle 2s"
 
-var clusterSetupNames = []string{"memory", "nats", "redis"}
+var clusterSetupNames = []string{"memory", "nats", "redis", "centrifugo"}
 
 // clusterOptions are the flags of --cluster.
 type clusterOptions struct {
@@ -82,6 +109,8 @@ type clusterOptions struct {
 	Redis    string
 	NATSPID  int
 	RedisPID int
+	// Centrifugo is the script that installs and runs Centrifugo.
+	Centrifugo string
 
 	setups []string
 	// cleanup deletes what a run left in the broker under its prefix
@@ -104,13 +133,14 @@ var clusterFlags = seriesFlags{
 func parseClusterFlags(args []string, errw io.Writer) (*clusterOptions, error) {
 	o := &clusterOptions{cleanup: cleanupBroker}
 	err := o.parse(args, errw, clusterFlags, func(fs *flag.FlagSet) {
-		fs.StringVar(&o.Setups, "setups", strings.Join(clusterSetupNames, ","), "comma-separated: memory (one node), nats, redis")
-		fs.IntVar(&o.Nodes, "nodes", 3, "nodes of the nats and redis setups")
+		fs.StringVar(&o.Setups, "setups", strings.Join(clusterSetupNames, ","), "comma-separated: memory (one node), nats, redis, centrifugo (Centrifugo on its Redis engine)")
+		fs.IntVar(&o.Nodes, "nodes", 3, "nodes of the nats, redis and centrifugo setups")
 		fs.IntVar(&o.Port, "port", 27900, "node i listens on 127.0.0.1:PORT+i")
 		fs.StringVar(&o.NATS, "nats", "nats://127.0.0.1:4222", "NATS server (with JetStream) of the nats setup")
 		fs.StringVar(&o.Redis, "redis", "redis://127.0.0.1:6379", "Redis of the redis setup")
 		fs.IntVar(&o.NATSPID, "nats-pid", 0, "the NATS server's process (default: pgrep -x nats-server, on the URL's port)")
 		fs.IntVar(&o.RedisPID, "redis-pid", 0, "the Redis server's process (default: pgrep -x redis-server, on the URL's port)")
+		fs.StringVar(&o.Centrifugo, "centrifugo", "bench/peers/centrifugo.sh", "script run as SCRIPT install, SCRIPT config PORT and SCRIPT exec PORT (the centrifugo setup)")
 	}, func() error {
 		if o.Repeat < 1 || o.Retries < 1 || o.Scale <= 0 || o.Nodes < 1 {
 			return errors.New("--repeat, --retries and --nodes must be at least 1, --scale positive")
@@ -118,7 +148,7 @@ func parseClusterFlags(args []string, errw io.Writer) (*clusterOptions, error) {
 		for _, s := range strings.Split(o.Setups, ",") {
 			s = strings.TrimSpace(s)
 			if !slices.Contains(clusterSetupNames, s) {
-				return fmt.Errorf("--setups: unknown setup %q (memory, nats, redis)", s)
+				return fmt.Errorf("--setups: unknown setup %q (memory, nats, redis, centrifugo)", s)
 			}
 			if !slices.Contains(o.setups, s) {
 				o.setups = append(o.setups, s)
@@ -138,7 +168,23 @@ type Cluster struct {
 	Setups map[string]ClusterSetup `json:"setups"`
 	Params CompareParams           `json:"params"`
 	Rows   []ClusterRow            `json:"cluster_rows"`
+	Ratios []ClusterRatio          `json:"ratios,omitempty"`
 	Runs   []ClusterRunResult      `json:"runs"`
+}
+
+// ClusterRatio is a Herald cluster's figure in one run over one memory
+// node's or over Centrifugo's (Versus), and the goal it is held to.
+type ClusterRatio struct {
+	Run    string  `json:"run"`
+	Setup  string  `json:"setup"`
+	Versus string  `json:"versus"`
+	Figure string  `json:"figure"` // deliveries/s or connects/s
+	Ratio  float64 `json:"ratio"`
+	// Goal is the least ratio the goals ask for; GoalMet is false too
+	// when the Herald runs had issues (lost deliveries, failed
+	// connections).
+	Goal    *float64 `json:"goal,omitempty"`
+	GoalMet *bool    `json:"goal_met,omitempty"`
 }
 
 // ClusterSetup is how one setup's nodes were run.
@@ -171,6 +217,8 @@ type ClusterRow struct {
 	BrokerPerDelivery *float64  `json:"broker_cpu_per_delivery_us,omitempty"`
 	BenchCores        *float64  `json:"bench_cores"`
 	OtherCores        *float64  `json:"other_cores"`
+	ConnectRate       *float64  `json:"connects_per_s,omitempty"`
+	ConnectCPU        *float64  `json:"server_cpu_per_connect_us,omitempty"`
 	Lost              uint64    `json:"lost"`
 	Duplicates        uint64    `json:"duplicates"`
 	OutOfOrder        uint64    `json:"out_of_order"`
@@ -201,9 +249,34 @@ func (r *ClusterRunResult) setAttempts(n int)          { r.Attempts = n }
 // clusterSetup is one setup's way to start its nodes.
 type clusterSetup struct {
 	name   string
+	target string // the bench's --target: herald or centrifugo
 	nodes  int
-	broker string // --broker without the prefix; "" for memory
+	kind   string // the broker: "nats", "redis", "" for memory
+	broker string // the broker's URL without the prefix
 	pid    int    // the broker's process, 0: find it per run
+}
+
+// clusterNode is how one node of a setup runs.
+type clusterNode struct {
+	argv, env []string
+	url       string // the client WebSocket URL
+	ready     string // the readiness URL
+}
+
+func newClusterSetup(o *clusterOptions, name string) *clusterSetup {
+	s := &clusterSetup{name: name, target: "herald", nodes: o.Nodes}
+	switch name {
+	case "memory":
+		s.nodes = 1
+	case "nats":
+		s.kind, s.broker, s.pid = "nats", o.NATS, o.NATSPID
+	case "redis":
+		s.kind, s.broker, s.pid = "redis", o.Redis, o.RedisPID
+	case "centrifugo":
+		s.target = "centrifugo"
+		s.kind, s.broker, s.pid = "redis", o.Redis, o.RedisPID
+	}
+	return s
 }
 
 func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluster, error) {
@@ -217,21 +290,32 @@ func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluste
 	c := &Cluster{SeriesHeader: o.header("cluster"), Setups: map[string]ClusterSetup{}, Params: o.params()}
 	setups := map[string]*clusterSetup{}
 	for _, name := range o.setups {
-		s := &clusterSetup{name: name, nodes: o.Nodes}
-		switch name {
-		case "memory":
-			s.nodes = 1
-		case "nats":
-			s.broker, s.pid = o.NATS, o.NATSPID
-		case "redis":
-			s.broker, s.pid = o.Redis, o.RedisPID
-		}
+		s := newClusterSetup(o, name)
 		setups[name] = s
+		n0 := s.node(o, cfgPath, 0, "PREFIX")
 		cs := ClusterSetup{
 			Nodes: s.nodes, Binary: o.HeraldBin, Version: strings.TrimSpace(string(hver)),
 			ConfigFile: cfgPath, Config: string(cfgText), Broker: s.broker,
-			Command: "HERALD_API_KEY=K " + commandLine(nodeArgv(o, s, cfgPath, 0, "PREFIX")),
+			Command: strings.Join(n0.env, " ") + " " + commandLine(n0.argv),
 		}
+		if s.target == "centrifugo" {
+			// Install (cached) and write node 0's config once, to record them.
+			logf("installing Centrifugo if needed: %s install", o.Centrifugo)
+			env := centrifugoEnv(o.Key, s.broker, "PREFIX")
+			cbin, err := scriptOutput(ctx, o.Centrifugo, env, "install")
+			if err != nil {
+				return nil, fmt.Errorf("centrifugo install: %w", err)
+			}
+			ccfg, err := scriptOutput(ctx, o.Centrifugo, env, "config", strconv.Itoa(o.Port))
+			if err != nil {
+				return nil, fmt.Errorf("centrifugo config: %w", err)
+			}
+			ccfgText, _ := os.ReadFile(ccfg)
+			cver, _ := exec.CommandContext(ctx, cbin, "version").Output()
+			cs.Binary, cs.Version, cs.ConfigFile = cbin, strings.TrimSpace(string(cver)), ccfg
+			cs.Config = redactKey(string(ccfgText), o.Key)
+		}
+		cs.Command = strings.ReplaceAll(cs.Command, "KEY="+o.Key+" ", "KEY=K ")
 		if s.broker != "" {
 			pid, err := brokerPID(s)
 			if err != nil {
@@ -245,6 +329,7 @@ func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluste
 	save := func() {
 		c.Finished = time.Now().UTC().Format(time.RFC3339)
 		c.Rows = clusterRows(c.Runs, o.setups, c.Setups)
+		c.Ratios = clusterRatios(c.Rows)
 		o.save("cluster", c, c.writeText)
 	}
 	err = o.runSeries(ctx, "cluster", o.setups, logf, save, func(run compareRun, name string, rep int) string {
@@ -255,13 +340,36 @@ func runCluster(ctx context.Context, o *clusterOptions, logw io.Writer) (*Cluste
 	return c, err
 }
 
-// nodeArgv is node i's command line.
-func nodeArgv(o *clusterOptions, s *clusterSetup, cfg string, i int, prefix string) []string {
-	argv := []string{o.HeraldBin, "serve", "--config", cfg, "--listen", nodeAddr(o, i)}
+// node is how node i of the setup runs, under the broker prefix prefix.
+// Herald nodes take the API key in HERALD_API_KEY; Centrifugo nodes run
+// as CENTRIFUGO exec PORT, configured by the script's environment.
+func (s *clusterSetup) node(o *clusterOptions, cfg string, i int, prefix string) clusterNode {
+	addr := nodeAddr(o, i)
+	if s.target == "centrifugo" {
+		return clusterNode{
+			argv:  []string{o.Centrifugo, "exec", strconv.Itoa(o.Port + i)},
+			env:   centrifugoEnv(o.Key, s.broker, prefix),
+			url:   "ws://" + addr + "/connection/websocket",
+			ready: "http://" + addr + "/health",
+		}
+	}
+	argv := []string{o.HeraldBin, "serve", "--config", cfg, "--listen", addr}
 	if s.broker != "" {
 		argv = append(argv, "--broker", withPrefix(s.broker, prefix))
 	}
-	return argv
+	return clusterNode{
+		argv:  argv,
+		env:   []string{"HERALD_API_KEY=" + o.Key},
+		url:   "ws://" + addr + "/ws",
+		ready: "http://" + addr + "/readyz",
+	}
+}
+
+// centrifugoEnv configures bench/peers/centrifugo.sh for a node of a
+// Centrifugo cluster: its Redis engine at redisURL, keys and channels
+// under prefix.
+func centrifugoEnv(key, redisURL, prefix string) []string {
+	return []string{"KEY=" + key, "ENGINE=redis", "REDIS_ADDRESS=" + redisURL, "REDIS_PREFIX=" + prefix}
 }
 
 func nodeAddr(o *clusterOptions, i int) string { return fmt.Sprintf("127.0.0.1:%d", o.Port+i) }
@@ -314,35 +422,36 @@ func clusterAttempt(ctx context.Context, o *clusterOptions, s *clusterSetup, cfg
 		if s.broker != "" {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
-			if err := o.cleanup(cctx, s.name, s.broker, prefix); err != nil {
+			if err := o.cleanup(cctx, s.cleanupKind(), s.broker, prefix); err != nil {
 				logf("%s on %s: cleaning up prefix %s: %v", run.Name, s.name, prefix, err)
 			}
 		}
 	}()
-	var urls, pids []string
+	var urls, readys, pids []string
 	for i := 0; i < s.nodes; i++ {
 		if err := portFree(o.Port + i); err != nil {
 			return fail(err)
 		}
-		argv := nodeArgv(o, s, cfg, i, prefix)
+		nd := s.node(o, cfg, i, prefix)
 		lf, err := os.Create(filepath.Join(o.Out, fmt.Sprintf("%s.node%d.log", base, i)))
 		if err != nil {
 			return fail(err)
 		}
-		n, err := startServerProc(argv, []string{"HERALD_API_KEY=" + o.Key}, lf)
+		n, err := startServerProc(nd.argv, nd.env, lf)
 		if err != nil {
 			return fail(fmt.Errorf("start node %d: %w", i, err))
 		}
 		nodes = append(nodes, n)
-		urls = append(urls, "ws://"+nodeAddr(o, i)+"/ws")
+		urls = append(urls, nd.url)
+		readys = append(readys, nd.ready)
 		pids = append(pids, strconv.Itoa(n.cmd.Process.Pid))
 	}
 	for i, n := range nodes {
-		if err := waitReady(ctx, "http://"+nodeAddr(o, i)+"/readyz", o.ReadyTimeout, n.exited); err != nil {
+		if err := waitReady(ctx, readys[i], o.ReadyTimeout, n.exited); err != nil {
 			return fail(fmt.Errorf("node %d not ready (see %s.node%d.log): %w", i, base, i, err))
 		}
 	}
-	args := append(slices.Clone(run.Args), "--url", strings.Join(urls, ","), "--api", "http://"+nodeAddr(o, 0),
+	args := append(slices.Clone(run.Args), "--target", s.target, "--url", strings.Join(urls, ","), "--api", "http://"+nodeAddr(o, 0),
 		"--key", o.Key, "--server-pid", strings.Join(pids, ","), "--json")
 	if s.broker != "" {
 		pid, err := brokerPID(s)
@@ -390,7 +499,7 @@ func brokerPID(s *clusterSetup) (int, error) {
 		return s.pid, nil
 	}
 	name, port := "nats-server", "4222"
-	if s.name == "redis" {
+	if s.kind == "redis" {
 		name, port = "redis-server", "6379"
 	}
 	u, err := url.Parse(strings.Split(s.broker, ",")[0])
@@ -418,7 +527,7 @@ func brokerPID(s *clusterSetup) (int, error) {
 	case len(all) == 1 && len(onPort) == 0:
 		return all[0], nil
 	}
-	return 0, fmt.Errorf("pgrep -x %s: %d processes (%v), %d on port %s: give --%s-pid", name, len(all), all, len(onPort), port, s.name)
+	return 0, fmt.Errorf("pgrep -x %s: %d processes (%v), %d on port %s: give --%s-pid", name, len(all), all, len(onPort), port, s.kind)
 }
 
 // processCmdline is a process's command line, arguments joined by spaces.
@@ -430,9 +539,26 @@ func processCmdline(pid int) string {
 	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 }
 
+// cleanupKind is what cleanupBroker deletes after a run of the setup: a
+// Herald broker's layout (nats, redis) or Centrifugo's keys (centrifugo).
+func (s *clusterSetup) cleanupKind() string {
+	if s.target == "centrifugo" {
+		return "centrifugo"
+	}
+	return s.kind
+}
+
 // cleanupBroker deletes what the nodes of one run created in the broker
-// under prefix (the layouts of broker/nats and broker/redis).
+// under prefix (the layouts of broker/nats and broker/redis, or every
+// Redis key that starts with the prefix for Centrifugo, whose prefixes
+// are as unique as Herald's).
 func cleanupBroker(ctx context.Context, kind, brokerURL, prefix string) error {
+	pattern := prefix + ":*"
+	switch kind {
+	case "centrifugo":
+		pattern = prefix + "*"
+		kind = "redis"
+	}
 	switch kind {
 	case "nats":
 		nc, err := natsgo.Connect(brokerURL, natsgo.Timeout(5*time.Second), natsgo.NoReconnect())
@@ -458,7 +584,7 @@ func cleanupBroker(ctx context.Context, kind, brokerURL, prefix string) error {
 		}
 		c := goredis.NewClient(opt)
 		defer c.Close()
-		iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 		var keys []string
 		for iter.Next(ctx) {
 			keys = append(keys, iter.Val())
@@ -536,6 +662,16 @@ func clusterRows(runs []ClusterRunResult, setups []string, info map[string]Clust
 				if p := rep.Publish; p != nil {
 					row.FailedPublishes += p.Failed
 				}
+				if cs := rep.Connect; cs != nil && cs.Rate > 0 && rep.Scenario == "connect" {
+					add("conn", cs.Rate, true)
+					if l := cs.Latency; l.Count > 0 && (rep.Latency == nil || rep.Latency.Count == 0) {
+						add("p50", l.P50, true) // dial to subscribe reply
+						add("p99", l.P99, true)
+					}
+					if cs.ServerCPU != nil && cs.Connected > 0 {
+						add("connpc", cs.ServerCPU.Total*1e6/float64(cs.Connected), true)
+					}
+				}
 				if is := runIssues(rep); is != "" {
 					row.Issues = append(row.Issues, is)
 				}
@@ -553,11 +689,68 @@ func clusterRows(runs []ClusterRunResult, setups []string, info map[string]Clust
 			row.ServerCores, row.ServerPerDelivery = med("srv"), med("srvpd")
 			row.BrokerCores, row.BrokerShare, row.BrokerPerDelivery = med("brk"), med("share"), med("brkpd")
 			row.BenchCores, row.OtherCores = med("bench"), med("other")
+			row.ConnectRate, row.ConnectCPU = med("conn"), med("connpc")
 			row.ValuesRate = vals["rate"]
 			rows = append(rows, row)
 		}
 	}
 	return rows
+}
+
+// clusterRatios computes, for each run, each Herald cluster's figure
+// (connects/s in a connect run, else deliveries/s) over one memory node's
+// and over Centrifugo's, with the goals of clusterGoals.
+func clusterRatios(rows []ClusterRow) []ClusterRatio {
+	type key struct{ run, setup string }
+	byKey := map[key]ClusterRow{}
+	var runs []string
+	for _, r := range rows {
+		byKey[key{r.Run, r.Setup}] = r
+		if !slices.Contains(runs, r.Run) {
+			runs = append(runs, r.Run)
+		}
+	}
+	figure := func(r ClusterRow) (string, *float64) {
+		if r.ConnectRate != nil {
+			return "connects/s", r.ConnectRate
+		}
+		return "deliveries/s", r.Rate
+	}
+	var out []ClusterRatio
+	for _, run := range runs {
+		goal := clusterGoals[run]
+		for _, setup := range []string{"nats", "redis"} {
+			h, ok := byKey[key{run, setup}]
+			if !ok {
+				continue
+			}
+			name, hv := figure(h)
+			if hv == nil || *hv <= 0 {
+				continue
+			}
+			for _, vs := range []string{"memory", "centrifugo"} {
+				v, ok := byKey[key{run, vs}]
+				if !ok {
+					continue
+				}
+				_, vv := figure(v)
+				if vv == nil || *vv <= 0 {
+					continue
+				}
+				r := ClusterRatio{Run: run, Setup: setup, Versus: vs, Figure: name, Ratio: roundSig(*hv / *vv)}
+				g := goal.VsMemory
+				if vs == "centrifugo" {
+					g = goal.VsCentrifugo
+				}
+				if g > 0 {
+					r.Goal = ptr(g)
+					r.GoalMet = ptr(*hv / *vv >= g && len(h.Issues) == 0)
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 // writeText prints one table per run (a row per setup), then every run.
@@ -605,11 +798,21 @@ func (c *Cluster) writeText(w io.Writer) error {
 			run = r.Run
 			fmt.Fprintf(w, "\n%s: %s\n", run, strings.Join(c.Params.Runs[run], " "))
 			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "setup\tnodes\tdeliveries/s\tp50 ms\tp99 ms\tnodes cores\tnodes us/deliv\tbroker cores\tbroker share\tbroker us/deliv\tbench cores\tother cores\tlost\tdup\tooo\tlost conns\truns\t")
+			if strings.HasPrefix(run, "connect") {
+				fmt.Fprintln(tw, "setup\tnodes\tconnects/s\tp50 ms\tp99 ms\tnodes cores\tnodes us/connect\tbroker cores\tbroker share\tbench cores\tother cores\tlost conns\truns\t")
+			} else {
+				fmt.Fprintln(tw, "setup\tnodes\tdeliveries/s\tp50 ms\tp99 ms\tnodes cores\tnodes us/deliv\tbroker cores\tbroker share\tbroker us/deliv\tbench cores\tother cores\tlost\tdup\tooo\tlost conns\truns\t")
+			}
 		}
 		pct := "-"
 		if r.BrokerShare != nil {
 			pct = strconv.FormatFloat(*r.BrokerShare*100, 'f', 1, 64) + "%"
+		}
+		if strings.HasPrefix(run, "connect") {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t\n", r.Setup, r.Nodes,
+				fmtFigure(r.ConnectRate), fmtFigure(r.P50), fmtFigure(r.P99), fmtFigure(r.ServerCores), fmtFigure(r.ConnectCPU),
+				fmtFigure(r.BrokerCores), pct, fmtFigure(r.BenchCores), fmtFigure(r.OtherCores), r.LostConns, r.Runs)
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\n", r.Setup, r.Nodes,
 			fmtFigure(r.Rate), fmtFigure(r.P50), fmtFigure(r.P99), fmtFigure(r.ServerCores), fmtFigure(r.ServerPerDelivery),
@@ -622,6 +825,28 @@ func (c *Cluster) writeText(w io.Writer) error {
 	for _, r := range c.Rows {
 		for _, is := range r.Issues {
 			fmt.Fprintf(w, "issue: %s on %s: %s\n", r.Run, r.Setup, is)
+		}
+	}
+	if len(c.Ratios) > 0 {
+		fmt.Fprintln(w, "\nratios (medians over medians; a goal is not met on a run with issues):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "run\tsetup\tover\tfigure\tratio\tgoal\tmet")
+		for _, r := range c.Ratios {
+			goal, met := "-", ""
+			if r.Goal != nil {
+				goal = ">= " + strconv.FormatFloat(*r.Goal, 'g', 3, 64)
+			}
+			if r.GoalMet != nil {
+				met = "no"
+				if *r.GoalMet {
+					met = "yes"
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Run, r.Setup, r.Versus, r.Figure,
+				strconv.FormatFloat(r.Ratio, 'g', 3, 64), goal, met)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintln(w, "\nruns (node cores: each node's CPU; the first node serves the publish API):")

@@ -16,7 +16,9 @@
 # WebSocket permessage-deflate on, at Centrifugo's default level 1 and no
 # minimum size; default off), ENGINE (memory, the default, or redis:
 # Centrifugo's Redis engine on REDIS_ADDRESS, default
-# redis://127.0.0.1:6379, keys under REDIS_PREFIX, default centrifugo-bench).
+# redis://127.0.0.1:6379, keys under REDIS_PREFIX, default centrifugo-bench;
+# `herald bench --cluster` runs several nodes, one per PORT, on one Redis
+# with a REDIS_PREFIX of each run's own).
 #
 # The config is the equivalent of bench/peers/herald-bench.yaml: memory
 # engine (or ENGINE=redis, to compare with Herald on its Redis broker:
