@@ -20,8 +20,12 @@
 #
 # Environment: BROKER (nats or redis), NODES (6), CONNS (comma list,
 # 10000,100000), PROCS (default: one per 16,000 connections, at least 2),
-# SOURCE_IPS (8), DURATION (20s per publishing run, idle holds 60s), PORT
+# SOURCE_IPS (8), DURATION (20s per publishing run, idle holds 60s),
+# CONNECT_CONCURRENCY (connections being opened at once per bench process,
+# 64), SCENARIOS (the runs, comma list: idle,broadcast,channels), PORT
 # (first node's port, 28000), COMMIT, BIN, WORK, OUT as in cluster.sh.
+# summary.txt holds scale-summary.py's tables, which it prints again from a
+# results directory: bench/peers/scale-summary.py OUT BROKER NODES.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 name=scale
@@ -33,6 +37,8 @@ conns_list=${CONNS:-10000,100000}
 source_ips=${SOURCE_IPS:-8}
 duration=${DURATION:-20s}
 port=${PORT:-28000}
+concurrency=${CONNECT_CONCURRENCY:-64}
+scenarios=${SCENARIOS:-idle,broadcast,channels}
 case $broker in
 nats) url=${NATS_URL:-nats://127.0.0.1:4222}; bpid=$(pgrep -x nats-server | head -1) ;;
 redis) url=${REDIS_URL:-redis://127.0.0.1:6379}; bpid=$(pgrep -x redis-server | head -1) ;;
@@ -78,41 +84,16 @@ run() { # label args...
 }
 
 IFS=, read -r -a counts <<<"$conns_list"
+want() { [[ ",$scenarios," == *",$1,"* ]]; }
 for c in "${counts[@]}"; do
 	procs=${PROCS:-$(( (c + 15999) / 16000 ))}
 	[ "$procs" -lt 2 ] && procs=2
-	common=(--conns "$c" --procs "$procs" --source-ips "$source_ips" --connect-timeout 60s --setup-timeout 10m)
-	run "idle-$c" --scenario idle "${common[@]}" --duration 60s --settle 10s
-	run "broadcast-$c" --scenario fanout --channels 1 --rate 0 --window 4 "${common[@]}" --duration "$duration" --settle 10s
-	run "channels-$c" --scenario channels --channels 10000 --rate 0 --inflight 16 --window 20000 "${common[@]}" --duration "$duration" --settle 10s
+	common=(--conns "$c" --procs "$procs" --source-ips "$source_ips" --connect-concurrency "$concurrency" --connect-timeout 60s --setup-timeout 10m)
+	want idle && run "idle-$c" --scenario idle "${common[@]}" --duration 60s --settle 10s
+	want broadcast && run "broadcast-$c" --scenario fanout --channels 1 --rate 0 --window 4 "${common[@]}" --duration "$duration" --settle 10s
+	want channels && run "channels-$c" --scenario channels --channels 10000 --rate 0 --inflight 16 --window 20000 "${common[@]}" --duration "$duration" --settle 10s
 done
 
-python3 - "$OUT" "$broker" "$nodes" "${counts[@]}" >"$OUT/summary.txt" <<'EOF'
-import json, os, sys
-out, broker, nodes, counts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-def load(name):
-    try:
-        return json.load(open(os.path.join(out, name + ".json")))
-    except Exception:
-        return None
-print(f"{nodes} nodes on {broker}")
-print("| connections | RSS per idle connection (KiB, per node) | broadcast deliveries/s | p50 | p99 | broker CPU (cores) | 10k channels publishes/s | p99 |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-for c in counts:
-    idle, bc, ch = load(f"idle-{c}"), load(f"broadcast-{c}"), load(f"channels-{c}")
-    per = "-"
-    if idle and idle.get("idle"):
-        srv = idle.get("server") or {}
-        nodes_ = srv.get("nodes") or []
-        per = f'{idle["idle"].get("rss_per_conn_kib", 0):.2f}'
-        if nodes_:
-            per += " (" + ", ".join(f'{(n.get("rss_kib",0))/1024:.0f} MiB' for n in nodes_) + ")"
-    def d(r, k):
-        return (r or {}).get("delivery", {}).get(k) if r else None
-    def lat(r, k):
-        return (r or {}).get("latency", {}).get(k) if r else None
-    bcpu = ((bc or {}).get("broker") or {}).get("cpu", {}).get("cores") if bc else None
-    print(f"| {c} | {per} | {d(bc,'per_s')} | {lat(bc,'p50_ms')} ms | {lat(bc,'p99_ms')} ms | {bcpu} | {d(ch,'per_s')} | {lat(ch,'p99_ms')} ms |")
-EOF
+"$here/scale-summary.py" "$OUT" "$broker" "$nodes" >"$OUT/summary.txt"
 cat "$OUT/summary.txt"
 echo "reports in $OUT" >&2
