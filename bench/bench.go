@@ -30,6 +30,9 @@ Usage:
   herald bench --cluster [flags]      cross-node fan-out: one memory node,
                                       clusters on NATS and Redis, and Centrifugo
                                       on Redis (--cluster --help)
+  herald bench --cleanup-broker URL PREFIX
+                                      delete the streams (NATS) or keys (Redis)
+                                      that nodes on URL?prefix=PREFIX left
 
 Targets: --target herald (default) speaks Herald's protocol at /ws and its
 API; --target centrifugo speaks Centrifugo's JSON client protocol at
@@ -127,6 +130,9 @@ func Main(args []string) error {
 	}
 	if len(args) > 0 && (args[0] == "--cluster" || args[0] == "-cluster") {
 		return seriesMain(args[1:], os.Stdout, os.Stderr, parseClusterFlags, runCluster)
+	}
+	if len(args) > 0 && (args[0] == "--cleanup-broker" || args[0] == "-cleanup-broker") {
+		return cleanupMain(args[1:])
 	}
 	o, err := parseFlags(args, os.Stderr)
 	if err != nil {

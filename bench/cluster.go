@@ -548,6 +548,40 @@ func (s *clusterSetup) cleanupKind() string {
 	return s.kind
 }
 
+// cleanupMain runs `herald bench --cleanup-broker URL PREFIX`: it deletes
+// what nodes started with --broker URL?prefix=PREFIX left in the broker
+// (bench/peers/scale.sh runs it after each run's nodes stopped).
+func cleanupMain(args []string) error {
+	kind, brokerURL, prefix, err := parseCleanupArgs(args)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return cleanupBroker(ctx, kind, brokerURL, prefix)
+}
+
+// parseCleanupArgs checks --cleanup-broker's arguments, URL and PREFIX,
+// and says which broker the URL's scheme names.
+func parseCleanupArgs(args []string) (kind, brokerURL, prefix string, err error) {
+	if len(args) != 2 {
+		return "", "", "", errors.New("usage: herald bench --cleanup-broker URL PREFIX (nats://... or redis://...)")
+	}
+	brokerURL, prefix = args[0], args[1]
+	switch {
+	case strings.HasPrefix(brokerURL, "nats://"):
+		kind = "nats"
+	case strings.HasPrefix(brokerURL, "redis://"), strings.HasPrefix(brokerURL, "rediss://"):
+		kind = "redis"
+	default:
+		return "", "", "", fmt.Errorf("--cleanup-broker: %q is neither a nats:// nor a redis:// URL", brokerURL)
+	}
+	if prefix == "" || strings.ContainsAny(prefix, "*?[]: ") || strings.Contains(brokerURL, "?") {
+		return "", "", "", fmt.Errorf("--cleanup-broker: the prefix %q must be non-empty, without wildcards, and apart from the URL", prefix)
+	}
+	return kind, brokerURL, prefix, nil
+}
+
 // cleanupBroker deletes what the nodes of one run created in the broker
 // under prefix (the layouts of broker/nats and broker/redis, or every
 // Redis key that starts with the prefix for Centrifugo, whose prefixes

@@ -294,3 +294,31 @@ esac
 	}
 	t.Logf("\n%s", direct.String())
 }
+
+func TestParseCleanupArgs(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		kind string // "" for an error
+	}{
+		{[]string{"nats://127.0.0.1:4222", "scale-1-2"}, "nats"},
+		{[]string{"redis://127.0.0.1:6379", "scale-1-2"}, "redis"},
+		{[]string{"rediss://h:6380/0", "p"}, "redis"},
+		{[]string{"nats://127.0.0.1:4222"}, ""},
+		{[]string{"http://127.0.0.1:4222", "p"}, ""},
+		{[]string{"redis://127.0.0.1:6379", ""}, ""},
+		{[]string{"redis://127.0.0.1:6379", "*"}, ""},
+		{[]string{"redis://127.0.0.1:6379", "a:b"}, ""},
+		{[]string{"redis://127.0.0.1:6379?prefix=x", "x"}, ""},
+	} {
+		kind, url, prefix, err := parseCleanupArgs(c.args)
+		if c.kind == "" {
+			if err == nil {
+				t.Errorf("%q: no error, want one", c.args)
+			}
+			continue
+		}
+		if err != nil || kind != c.kind || url != c.args[0] || prefix != c.args[1] {
+			t.Errorf("%q: %q %q %q %v, want %q", c.args, kind, url, prefix, err, c.kind)
+		}
+	}
+}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scale.sh measures Herald at size on this machine: NODES nodes on one
 # broker (the NATS with JetStream or the Redis of this machine, under a
-# fresh prefix), and for each connection count in CONNS three runs, every
-# run on fresh nodes:
+# fresh prefix, deleted afterwards), and for each connection count in CONNS
+# three runs, every run on fresh nodes:
 #
 #   idle       CONNS subscribed connections held, RSS per connection per node
 #   broadcast  CONNS subscribers of one channel, publications as fast as the
@@ -23,7 +23,9 @@
 # SOURCE_IPS (8), DURATION (20s per publishing run, idle holds 60s),
 # CONNECT_CONCURRENCY (connections being opened at once per bench process,
 # 64), SCENARIOS (the runs, comma list: idle,broadcast,channels), PORT
-# (first node's port, 28000), COMMIT, BIN, WORK, OUT as in cluster.sh.
+# (first node's port, 28000), DEBUG_PORT (if set, node i serves
+# /debug/pprof on 127.0.0.1:DEBUG_PORT+i), COMMIT, BIN, WORK, OUT as in
+# cluster.sh.
 # summary.txt holds scale-summary.py's tables, which it prints again from a
 # results directory: bench/peers/scale-summary.py OUT BROKER NODES.
 set -euo pipefail
@@ -39,6 +41,7 @@ duration=${DURATION:-20s}
 port=${PORT:-28000}
 concurrency=${CONNECT_CONCURRENCY:-64}
 scenarios=${SCENARIOS:-idle,broadcast,channels}
+debug_port=${DEBUG_PORT:-}
 case $broker in
 nats) url=${NATS_URL:-nats://127.0.0.1:4222}; bpid=$(pgrep -x nats-server | head -1) ;;
 redis) url=${REDIS_URL:-redis://127.0.0.1:6379}; bpid=$(pgrep -x redis-server | head -1) ;;
@@ -47,17 +50,23 @@ esac
 ulimit -n 20000 2>/dev/null || true
 
 pids=()
+prefix=
 stop_nodes() {
 	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	pids=()
+	# What the run left in the broker under its prefix goes.
+	[ -z "$prefix" ] || "$BIN" bench --cleanup-broker "$url" "$prefix" || true
+	prefix=
 }
 trap stop_nodes EXIT
 
 start_nodes() { # label
-	local prefix="scale-$(date +%s)-$RANDOM" urls=() i
+	local urls=() i debug=()
+	prefix="scale-$(date +%s)-$RANDOM"
 	for i in $(seq 0 $((nodes - 1))); do
-		HERALD_API_KEY=k "$BIN" serve --config "$here/herald-bench.yaml" --listen "127.0.0.1:$((port + i))" \
+		[ -n "$debug_port" ] && debug=(--debug-listen "127.0.0.1:$((debug_port + i))")
+		HERALD_API_KEY=k "$BIN" serve --config "$here/herald-bench.yaml" --listen "127.0.0.1:$((port + i))" "${debug[@]}" \
 			--broker "$url?prefix=$prefix" >"$OUT/$1.node$i.log" 2>&1 &
 		pids+=($!)
 		urls+=("ws://127.0.0.1:$((port + i))/ws")
