@@ -18,7 +18,7 @@ import (
 // adminMay lists the commands an admin session may send.
 func adminMay(method string) bool {
 	switch method {
-	case "connect", "subscribe", "unsubscribe", "history", "presence", "presence_stats", "ping":
+	case "connect", "subscribe", "unsubscribe", "history", "presence", "presence_stats", "ping", "ack":
 		return true
 	}
 	return false

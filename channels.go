@@ -19,6 +19,9 @@ type namespace struct {
 
 func compileNamespace(ns Namespace) *namespace {
 	n := &namespace{Namespace: ns, history: ns.HistorySize > 0 || ns.HistoryTTL > 0}
+	if ns.Ack {
+		n.setAckDefaults()
+	}
 	if ns.SlowPolicy == "drop" {
 		n.policy = hub.PolicyDrop
 	}

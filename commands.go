@@ -26,7 +26,7 @@ func (ss *session) handle(cmd *protocol.Command) {
 	if method == "pong" {
 		return // OnMessage already cleared the pending pong
 	}
-	if cmd.ID == 0 {
+	if cmd.ID == 0 && method != "ack" {
 		ss.disconnect(protocol.DisconnectBadRequest, 0, true)
 		return
 	}
@@ -35,7 +35,9 @@ func (ss *session) handle(cmd *protocol.Command) {
 			ss.disconnect(protocol.DisconnectTooManyRequests, time.Second, false)
 			return
 		}
-		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrTooManyRequests, "too many requests"))
+		if cmd.ID != 0 {
+			ss.replyError(cmd.ID, protocol.NewError(protocol.ErrTooManyRequests, "too many requests"))
+		}
 		return
 	}
 	if method == "" {
@@ -52,7 +54,18 @@ func (ss *session) handle(cmd *protocol.Command) {
 		return
 	}
 	if ss.state.Load() != stateConnected {
-		ss.replyError(cmd.ID, protocol.NewError(protocol.ErrNotConnected, "send connect first"))
+		if cmd.ID != 0 {
+			ss.replyError(cmd.ID, protocol.NewError(protocol.ErrNotConnected, "send connect first"))
+		}
+		return
+	}
+	if method == "ack" {
+		// The most frequent command of ack namespaces: no context, and
+		// no reply unless asked for one.
+		ss.ack(cmd.Ack)
+		if cmd.ID != 0 {
+			ss.reply(&protocol.ServerMessage{ID: cmd.ID, Ack: &protocol.Empty{}})
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(ss.s.ctx, commandTimeout)

@@ -226,6 +226,69 @@ type Namespace struct {
 	// docs/protocol.md, "Delta compression"). Subscribers that do not ask
 	// get full publications. Default false.
 	Delta bool `yaml:"delta" json:"delta"`
+	// Ack makes subscribers acknowledge the namespace's publications
+	// (cumulatively per channel; both SDKs do it after the application's
+	// handler returns). The server sends again, on the live connection,
+	// what is not acknowledged within AckTimeout; a client that resumes
+	// after a reconnect, on any node, starts after the offset it
+	// acknowledged; and an authenticated user's acknowledged offset per
+	// channel is kept in the broker, so that a subscribe with "acked"
+	// resumes from it on another device. Needs history (HistorySize or
+	// HistoryTTL). WebSocket connections only: on the HTTP fallbacks
+	// publications go unacknowledged. Default false.
+	Ack bool `yaml:"ack" json:"ack"`
+	// AckTimeout is how long a publication may stay unacknowledged before
+	// it is sent again (with every later unacknowledged one, in order).
+	// Default 5s.
+	AckTimeout time.Duration `yaml:"ack_timeout" json:"ack_timeout"`
+	// AckDeadline is how long after it was first sent a publication may
+	// stay unacknowledged before it is reported undelivered (lifecycle
+	// event "undelivered", metric herald_undelivered_total, a log line),
+	// once per user, channel and offset on a node. Default 60s.
+	AckDeadline time.Duration `yaml:"ack_deadline" json:"ack_deadline"`
+	// AckMaxUnacked bounds the publications sent to one subscription and
+	// not yet acknowledged. Past it SlowPolicy applies: disconnect closes
+	// the connection with 3002; drop skips publications until
+	// acknowledgements make room, and marks the next one sent with gap.
+	// Default 1000.
+	AckMaxUnacked int `yaml:"ack_max_unacked" json:"ack_max_unacked"`
+	// AckCursorTTL is how long a user's acknowledged offset in a channel
+	// is kept in the broker after its last change. Default 24h.
+	AckCursorTTL time.Duration `yaml:"ack_cursor_ttl" json:"ack_cursor_ttl"`
+}
+
+// setAckDefaults fills the acknowledgement options' zero values.
+func (ns *Namespace) setAckDefaults() {
+	if ns.AckTimeout == 0 {
+		ns.AckTimeout = 5 * time.Second
+	}
+	if ns.AckDeadline == 0 {
+		ns.AckDeadline = time.Minute
+	}
+	if ns.AckMaxUnacked == 0 {
+		ns.AckMaxUnacked = 1000
+	}
+	if ns.AckCursorTTL == 0 {
+		ns.AckCursorTTL = 24 * time.Hour
+	}
+}
+
+// validateAck checks the acknowledgement options.
+func (ns Namespace) validateAck() error {
+	if ns.AckTimeout < 0 || ns.AckDeadline < 0 || ns.AckMaxUnacked < 0 || ns.AckCursorTTL < 0 {
+		return fmt.Errorf("%w: namespace %q: ack options must not be negative", ErrConfig, ns.Name)
+	}
+	if !ns.Ack {
+		return nil
+	}
+	if ns.HistorySize <= 0 && ns.HistoryTTL <= 0 {
+		return fmt.Errorf("%w: namespace %q: ack needs history (history_size or history_ttl): acknowledgements are of offsets", ErrConfig, ns.Name)
+	}
+	ns.setAckDefaults()
+	if ns.AckTimeout < time.Millisecond || ns.AckCursorTTL < time.Second {
+		return fmt.Errorf("%w: namespace %q: ack_timeout must be at least 1ms and ack_cursor_ttl at least 1s", ErrConfig, ns.Name)
+	}
+	return nil
 }
 
 // ErrConfig wraps every configuration error.
@@ -334,6 +397,9 @@ func (c Config) Validate() error {
 		case "", "disconnect", "drop":
 		default:
 			return fmt.Errorf("%w: namespace %q: slow_policy %q: want disconnect or drop", ErrConfig, ns.Name, ns.SlowPolicy)
+		}
+		if err := ns.validateAck(); err != nil {
+			return err
 		}
 		if ns.Compression && !c.Compression {
 			return fmt.Errorf("%w: namespace %q: compression needs compression on at the top level", ErrConfig, ns.Name)

@@ -40,6 +40,8 @@ const (
 	EventDisconnect  = "disconnect"  // its end (Events.Connections)
 	EventSubscribe   = "subscribe"   // a subscription (Namespace.SubscriptionEvents)
 	EventUnsubscribe = "unsubscribe" // its end (Namespace.SubscriptionEvents)
+	// EventUndelivered (acks.go): a publication unacknowledged past
+	// Namespace.AckDeadline.
 )
 
 // Event is a lifecycle event, as published to EventsChannel (JSON) and
@@ -55,6 +57,10 @@ type Event struct {
 	// Code and Reason say why a connection or subscription ended.
 	Code   uint32 `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Offset and Epoch are the position of the publication an undelivered
+	// event is about.
+	Offset uint64 `json:"offset,omitempty"`
+	Epoch  string `json:"epoch,omitempty"`
 }
 
 // EventsConfig configures lifecycle events. The zero value: off.

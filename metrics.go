@@ -20,6 +20,7 @@ type metrics struct {
 	apiRequests   *prometheus.CounterVec
 	streams       *prometheus.CounterVec // HTTP fallback streams opened, by transport
 	streamPosts   *prometheus.CounterVec // command POSTs of HTTP streaming, by where they went
+	undelivered   prometheus.Counter     // publications unacknowledged past their deadline
 
 	webhookEvents, webhookFailures, webhookLost *prometheus.CounterVec
 	webhookBacklog                              *prometheus.GaugeVec
@@ -87,7 +88,10 @@ func newMetrics(s *Server) *metrics {
 	hubStat := func(name, help string, f func() uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
 	}
-	m.reg.MustRegister(m.commands, m.disconnects, m.publications, m.bytesIn, m.messagesIn, m.brokerLatency, m.apiRequests, m.streams, m.streamPosts,
+	m.undelivered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herald_undelivered_total", Help: "Publications of ack namespaces unacknowledged past ack_deadline, once per user (or anonymous connection), channel and offset on the node.",
+	})
+	m.reg.MustRegister(m.undelivered, m.commands, m.disconnects, m.publications, m.bytesIn, m.messagesIn, m.brokerLatency, m.apiRequests, m.streams, m.streamPosts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_connections", Help: "Open client connections."},
 			func() float64 { return float64(s.sessions.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "herald_subscriptions", Help: "Channel subscriptions on this node."},
@@ -102,6 +106,8 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_filter_evaluations_total", "Subscription filter evaluations: one per publication and distinct filter of its channel on the node, whatever the number of subscribers sharing the filter.", func() uint64 { return s.hub.Stats().FilterEvals }),
 		hubStat("herald_deltas_total", "Publication deltas computed: at most one per publication of a channel with delta subscribers on the node, whatever their number.", func() uint64 { return s.hub.Stats().Deltas }),
 		hubStat("herald_delta_frames_total", "Publication frames queued as deltas (also counted in herald_messages_out_total).", func() uint64 { return s.hub.Stats().DeltaFrames }),
+		hubStat("herald_redelivered_total", "Publications sent again to a subscriber of an ack namespace that did not acknowledge them within ack_timeout.", func() uint64 { return s.hub.Stats().Redelivered }),
+		hubStat("herald_unacked_overflows_total", "Publications refused to a subscriber of an ack namespace with ack_max_unacked unacknowledged (its slow policy applied).", func() uint64 { return s.hub.Stats().Unacked }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
 	return m

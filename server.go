@@ -65,6 +65,7 @@ type Server struct {
 	fanout      fanoutHist
 	tracer      trace.Tracer    // nil without tracing (tracing.go)
 	events      *events         // nil without lifecycle events (events.go)
+	acks        *ackTracker     // nil without ack namespaces (acks.go)
 	notifying   chan struct{}   // disconnect and unsubscribe proxy calls in flight
 	presenceTTL time.Duration   // 0: entries never expire (in-process store)
 	subLocks    [256]sync.Mutex // serialise broker (un)subscribe per channel
@@ -193,6 +194,9 @@ func New(cfg Config) (*Server, error) {
 		s.events = newEvents(s, cfg.Events)
 		s.events.start()
 		s.events.startWebhooks()
+	}
+	if s.acks = newAckTracker(s); s.acks != nil {
+		s.goTracked(s.acks.run)
 	}
 	s.goTracked(s.sampleLoop)
 	s.goTracked(s.refreshPresence)

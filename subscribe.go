@@ -74,6 +74,7 @@ type pendingSub struct {
 	sub   *subscription
 	res   *protocol.SubscribeResult
 	after uint64 // the position the reply carries: held publications after it follow
+	since uint64 // the offset recovered from, when recovering
 }
 
 // subscribe runs the subscribe command. The reply goes out through the hub
@@ -132,15 +133,27 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr != nil {
 		return nil, perr
 	}
+	// Acknowledgements need a connection that can send them, and offsets
+	// without holes: a filter's skipped offsets would look like losses.
+	ack := ns.Ack && ss.stream() == nil && !ss.observer()
+	if ack && f != nil {
+		return nil, protocol.NewError(protocol.ErrNotAvailable, "filters are not available on channels with acknowledgements")
+	}
+	if ack {
+		// Redelivered publications go full, so the server could not know
+		// which publication a client's delta base is: deltas are not
+		// granted with acknowledgements.
+		delta = false
+	}
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Delta: delta, Aux: uint8(g)}}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Delta: delta, Aux: uint8(g), Ack: ack}}
 	if err := s.hubAdd(ctx, &sub.Sub, f); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, brokerError(err, "subscribe failed")
 	}
-	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta}}
+	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta, Ack: ack}}
 	if ns.history {
 		if perr := s.readPosition(ctx, req, f, p); perr != nil {
 			s.hubRemove(&sub.Sub)
@@ -150,6 +163,15 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if !ss.addSub(sub) {
 		s.hubRemove(&sub.Sub)
 		return nil, protocol.NewError(protocol.ErrInternal, "connection closed")
+	}
+	if ack {
+		// The client has acknowledged what it recovered from, or, without
+		// recovery, starts at the stream's position.
+		acked := p.res.Offset
+		if p.res.Recovered {
+			acked = p.since
+		}
+		ss.startAck(p, acked, p.res.Epoch)
 	}
 	return p, nil
 }
@@ -189,6 +211,7 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 	var since protocol.StreamPosition
 	if req.Recover {
 		since = protocol.StreamPosition{Epoch: req.Epoch, Offset: req.Offset}
+		p.since = req.Offset
 		opts = broker.HistoryOptions{Since: &since, Limit: -1}
 		if brokenRecovery {
 			opts = broker.HistoryOptions{}
@@ -319,6 +342,9 @@ func (ss *session) serverUnsubscribe(ctx context.Context, ch string, code uint32
 // and lifecycle events learn why it ended (code, reason).
 func (ss *session) release(ctx context.Context, sub *subscription, code uint32, reason string) {
 	s := ss.s
+	if sub.Ack {
+		s.acks.remove(sub)
+	}
 	s.hubRemove(&sub.Sub)
 	if ss.observer() {
 		return // it never joined
@@ -350,6 +376,9 @@ func (ss *session) drop(pending []*pendingSub) {
 		ss.mu.Lock()
 		ss.removeSub(p.sub.Channel)
 		ss.mu.Unlock()
+		if p.sub.Ack {
+			ss.s.acks.remove(p.sub)
+		}
 		ss.s.hubRemove(&p.sub.Sub)
 	}
 }

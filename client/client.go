@@ -48,6 +48,12 @@ type Client struct {
 	// API's subscribe) and its position, so that the next connect asks for
 	// them again and recovers what was missed in between.
 	serverSubs map[string]serverSub
+
+	// Acknowledgements batched for the next ack command (ack.go).
+	ackMu    sync.Mutex
+	acks     map[string]uint64
+	ackCount int
+	ackTimer *time.Timer
 }
 
 // wsConn is one WebSocket connection and its reader.
@@ -157,6 +163,7 @@ func (c *Client) Close() error {
 		}
 	})
 	c.wg.Wait()
+	c.stopAcks()
 	c.mu.Lock()
 	if c.posts != nil {
 		c.posts.CloseIdleConnections()

@@ -70,6 +70,10 @@ type Options struct {
 	// JSON and is decoded). Messages are not stored: one sent while the
 	// client is disconnected is lost. Client.OnMessage replaces it later.
 	OnMessage func(data []byte)
+	// AckDelay batches acknowledgements (channels with acknowledgements):
+	// those made within it go in one ack command, or at once when 256
+	// publications are waiting. Default 10ms.
+	AckDelay time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -81,6 +85,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 10 * time.Second
+	}
+	if o.AckDelay <= 0 {
+		o.AckDelay = 10 * time.Millisecond
 	}
 	if o.PingMargin <= 0 {
 		o.PingMargin = 10 * time.Second

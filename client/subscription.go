@@ -29,10 +29,15 @@ type Publication struct {
 	// recover them from. On channels with history the client recovers
 	// instead and Gap is never seen.
 	Gap bool
+	// Redelivered: on a channel with acknowledgements, the server sent
+	// this publication again because its acknowledgement was late. The
+	// client hands each offset to the application once, so the
+	// application sees it only when the first sending was lost.
+	Redelivered bool
 }
 
 func toPublication(p *protocol.Publication) Publication {
-	out := Publication{Channel: p.Channel, Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Gap: p.Gap}
+	out := Publication{Channel: p.Channel, Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Gap: p.Gap, Redelivered: p.Redelivered}
 	if p.Time != 0 {
 		out.Time = time.UnixMilli(p.Time)
 	}
@@ -44,7 +49,7 @@ func subscribedEvent(ch string, r *protocol.SubscribeResult) SubscribedEvent {
 	return SubscribedEvent{
 		Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
 		Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
-		Filtered: r.Filtered, Delta: r.Delta,
+		Filtered: r.Filtered, Delta: r.Delta, Ack: r.Ack,
 	}
 }
 
@@ -101,6 +106,10 @@ type SubscribedEvent struct {
 	// Delta: the server granted SubscribeOptions.Delta (the channel's
 	// namespace has deltas on).
 	Delta bool
+	// Ack: the channel's namespace wants acknowledgements. The client
+	// acknowledges each publication after OnPublication returns (or once
+	// it is queued on C), unless SubscribeOptions.ManualAck is set.
+	Ack bool
 }
 
 // UnsubscribedEvent reports that the server ended a subscription: an
@@ -193,6 +202,18 @@ type SubscribeOptions struct {
 	// client subscribes again, recovering from the last position
 	// delivered. Elsewhere the option is ignored.
 	Delta bool
+	// ManualAck, on a channel with acknowledgements, leaves them to the
+	// application: it calls Subscription.Ack with the offset of the last
+	// publication it has processed. By default the client acknowledges a
+	// publication once OnPublication returns, or once it is queued on C.
+	ManualAck bool
+	// FromAcked, on a channel with acknowledgements, resumes from the last
+	// offset the connection's user acknowledged on any device or
+	// connection (the server keeps it per user and channel, for the
+	// namespace's ack_cursor_ttl) when it is further than the
+	// subscription's own position: a second device, or a fresh page,
+	// receives what no device of the user acknowledged.
+	FromAcked bool
 }
 
 // maxDeltaTarget bounds the data a delta may make: a corrupt delta that
@@ -224,6 +245,12 @@ type Subscription struct {
 	recoverable bool
 	positioned  bool
 	pos         StreamPosition
+	// ack: the server wants acknowledgements; acked is the offset (of
+	// pos.Epoch) acknowledged, which a resubscription recovers from.
+	// pos.Offset is the last offset handed to the application, after
+	// which publications are duplicates.
+	ack   bool
+	acked uint64
 	// subscribedOnce: a subscribe succeeded before (the static Token, bound
 	// to the first connection, is spent).
 	subscribedOnce bool
@@ -374,12 +401,18 @@ func (s *Subscription) subscribeOnce(conn *wsConn) int {
 		return attemptDone
 	}
 	s.state = subPending
-	req := &protocol.SubscribeRequest{Channel: s.channel, Filter: s.opts.Filter}
+	req := &protocol.SubscribeRequest{Channel: s.channel, Filter: s.opts.Filter, Acked: s.opts.FromAcked}
 	if s.opts.Delta {
 		req.Delta = protocol.DeltaFossil
 	}
 	if s.positioned {
 		req.Recover, req.Epoch, req.Offset = true, s.pos.Epoch, s.pos.Offset
+		if s.ack {
+			// Resume from what was acknowledged, not from what was
+			// received: what was received and not processed comes again
+			// (and is not handed to the application twice).
+			req.Offset = min(s.acked, s.pos.Offset)
+		}
 	}
 	first := !s.subscribedOnce
 	s.mu.Unlock()
@@ -443,9 +476,14 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	s.delta, s.base = res.Delta, nil
 	var recovered []*protocol.Publication
 	if res.Recoverable {
+		prev, had := s.pos, s.positioned
 		recovered = recoveredPublications(s.channel, res)
 		s.pos = StreamPosition{Epoch: res.Epoch, Offset: res.Offset}
 		s.positioned = true
+		s.ack = res.Ack
+		if res.Ack {
+			recovered = s.resumeAcks(prev, had, res, recovered)
+		}
 	}
 	s.mu.Unlock()
 	if s.opts.OnSubscribed != nil {
@@ -453,6 +491,7 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	}
 	for _, p := range recovered {
 		s.deliver(toPublication(p))
+		s.handled(p.Offset)
 	}
 	select {
 	case <-s.ready:
@@ -488,6 +527,11 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 	}
 	if p.Offset != 0 && s.recoverable {
 		v := classifyOffset(s.pos.Offset, p.Offset)
+		if s.ack && v != offsetNext {
+			s.mu.Unlock()
+			s.ackOutOfOrder(conn, p, v)
+			return
+		}
 		if v == offsetGap && s.opts.Filter != "" {
 			// The server skips the offsets its filter leaves out, and
 			// announces a real loss (Gap, or a disconnect) on its own.
@@ -507,6 +551,7 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 	}
 	s.mu.Unlock()
 	s.deliver(toPublication(p))
+	s.handled(p.Offset)
 }
 
 // errNoDeltaBase: a delta arrived without a publication to apply it to.

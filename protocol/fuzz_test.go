@@ -28,6 +28,9 @@ var seedCommands = []string{
 	`{"id":9,"refresh":{"token":"t2"}}`,
 	`{"id":10,"ping":{}}`,
 	`{"pong":{}}`,
+	`{"id":11,"ack":{"offsets":{"room:1":7,"b":18446744073709551615}}}`,
+	`{"ack":{"offsets":{"room:1":1}}}`,
+	`{"id":12,"subscribe":{"channel":"room:1","acked":true,"recover":true,"epoch":"e","offset":2}}`,
 }
 
 func FuzzDecodeCommandJSON(f *testing.F) {
@@ -159,6 +162,9 @@ func FuzzDecodeServerMessage(f *testing.F) {
 	f.Add([]byte(`{"pub":{"channel":"a","offset":1,"data":"AAE=","b64":true}}`))
 	f.Add([]byte(`{"pub":{"channel":"a","offset":2,"data":"MwoxOmEzOw==","b64":true,"delta":true}}`))
 	f.Add([]byte(`{"id":3,"subscribe":{"recovered":true,"publications":[{"offset":2,"data":1}]}}`))
+	f.Add([]byte(`{"pub":{"channel":"a","offset":4,"data":{},"redelivered":true}}`))
+	f.Add([]byte(`{"id":4,"subscribe":{"ack":true,"recoverable":true,"epoch":"e","offset":9}}`))
+	f.Add([]byte(`{"id":5,"ack":{}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, c := range codecs {
 			var m protocol.ServerMessage

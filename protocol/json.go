@@ -134,6 +134,9 @@ func appendPublicationJSON(dst []byte, p *Publication) []byte {
 	if p.Delta {
 		dst = append(dst, `,"delta":true`...)
 	}
+	if p.Redelivered {
+		dst = append(dst, `,"redelivered":true`...)
+	}
 	return append(dst, '}')
 }
 

@@ -17,6 +17,10 @@ type Command struct {
 	Refresh       *RefreshRequest       `json:"refresh,omitempty" msgpack:"refresh,omitempty"`
 	Ping          *Empty                `json:"ping,omitempty" msgpack:"ping,omitempty"`
 	Pong          *Empty                `json:"pong,omitempty" msgpack:"pong,omitempty"`
+	// Ack acknowledges publications of channels whose subscribe result
+	// had Ack set. Unlike other requests it may come without ID: it then
+	// gets no reply.
+	Ack *AckRequest `json:"ack,omitempty" msgpack:"ack,omitempty"`
 }
 
 // Method returns the name of the request the command carries, or "" if it
@@ -45,6 +49,8 @@ func (c *Command) Method() string {
 		return "ping"
 	case c.Pong != nil:
 		return "pong"
+	case c.Ack != nil:
+		return "ack"
 	}
 	return ""
 }
@@ -67,6 +73,7 @@ type ServerMessage struct {
 	RPC           *RPCResult           `json:"rpc,omitempty" msgpack:"rpc,omitempty"`
 	Refresh       *RefreshResult       `json:"refresh,omitempty" msgpack:"refresh,omitempty"`
 	Ping          *Empty               `json:"ping,omitempty" msgpack:"ping,omitempty"`
+	Ack           *Empty               `json:"ack,omitempty" msgpack:"ack,omitempty"`
 
 	// Pushes only.
 	Pub        *Publication    `json:"pub,omitempty" msgpack:"pub,omitempty"`
@@ -131,6 +138,11 @@ type Publication struct {
 	// subscription received, not the data itself. Only subscriptions that
 	// asked for deltas receive such publications.
 	Delta bool `json:"delta,omitempty" msgpack:"delta,omitempty"`
+	// Redelivered marks a publication of a channel with acknowledgements
+	// sent again because it was not acknowledged in time. The client may
+	// have received it before: it hands each offset to the application
+	// once.
+	Redelivered bool `json:"redelivered,omitempty" msgpack:"redelivered,omitempty"`
 	// Trace is the W3C traceparent of a traced publish, which brokers
 	// carry between nodes so that each node's fan-out joins the trace.
 	// It is never sent to clients.
@@ -183,6 +195,17 @@ type SubscribeRequest struct {
 	// deltas on, and ignores it elsewhere; another format is refused with
 	// ErrBadRequest.
 	Delta string `json:"delta,omitempty" msgpack:"delta,omitempty"`
+	// Acked, on a channel with acknowledgements, recovers from the last
+	// offset the connection's user acknowledged on any connection (kept
+	// by the server per user and channel) when it is further than the
+	// request's own position, or when the request has none.
+	Acked bool `json:"acked,omitempty" msgpack:"acked,omitempty"`
+}
+
+// AckRequest acknowledges, per channel, every publication up to and
+// including an offset (cumulative). Offsets maps channel to offset.
+type AckRequest struct {
+	Offsets map[string]uint64 `json:"offsets" msgpack:"offsets"`
 }
 
 // DeltaFossil is the delta format of protocol v1: the Fossil delta
@@ -212,6 +235,9 @@ type SubscribeResult struct {
 	// Delta: the subscription receives publications as deltas (those
 	// marked Delta) in the format it asked for.
 	Delta bool `json:"delta,omitempty" msgpack:"delta,omitempty"`
+	// Ack: the channel wants its publications acknowledged (ack command);
+	// those not acknowledged in time are sent again, marked Redelivered.
+	Ack bool `json:"ack,omitempty" msgpack:"ack,omitempty"`
 }
 
 // UnsubscribeRequest leaves a channel.

@@ -7,7 +7,11 @@
 package faultnet
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -25,6 +29,13 @@ type Faults struct {
 	// turned off: peers see a silent connection, and their own timeouts
 	// decide what happens.
 	Blackhole bool
+	// DropServerFrames discards, whole, the WebSocket data frames a
+	// backend sends to its client (after the HTTP upgrade response),
+	// without closing anything: messages silently lost on a live
+	// connection. Control frames pass. It applies only to connections
+	// whose backend answered with "HTTP/1.1 101"; other connections are
+	// forwarded as they are.
+	DropServerFrames bool
 }
 
 // Proxy listens on a loopback port and forwards each connection to a
@@ -239,7 +250,7 @@ func (p *Proxy) serve(c net.Conn) {
 	var dirs sync.WaitGroup
 	dirs.Add(2)
 	go func() { defer dirs.Done(); p.copy(s, c, ended); end() }()
-	go func() { defer dirs.Done(); p.copy(c, s, ended); end() }()
+	go func() { defer dirs.Done(); p.copyFromServer(c, s, ended); end() }()
 	dirs.Wait()
 	p.mu.Lock()
 	delete(p.conns, l)
@@ -276,6 +287,97 @@ func (p *Proxy) copy(dst, src net.Conn, ended func() bool) {
 		if err != nil {
 			// One direction ended (a process died or closed): end both,
 			// as a load balancer does.
+			return
+		}
+	}
+}
+
+// copyFromServer forwards a backend's bytes to its client. Once the
+// backend answered a WebSocket upgrade it forwards frame by frame, so
+// that DropServerFrames can discard whole frames; otherwise it is copy.
+func (p *Proxy) copyFromServer(dst, src net.Conn, ended func() bool) {
+	// The first chunk tells (a backend that answers with a few bytes,
+	// such as Redis, must not be waited on for more).
+	first := make([]byte, 32<<10)
+	k, err := src.Read(first)
+	first = first[:k]
+	if !bytes.HasPrefix(first, []byte("HTTP/1.1 101")) {
+		if k > 0 {
+			if !p.waitOpen(ended) {
+				return
+			}
+			if f := p.Faults(); f.Latency > 0 {
+				time.Sleep(f.Latency)
+			}
+			if _, werr := dst.Write(first); werr != nil {
+				return
+			}
+		}
+		if err == nil {
+			p.copy(dst, src, ended)
+		}
+		return
+	}
+	r := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(first), src), 32<<10)
+	// The upgrade response, up to its blank line.
+	var resp []byte
+	for !bytes.HasSuffix(resp, []byte("\r\n\r\n")) {
+		line, err := r.ReadSlice('\n')
+		resp = append(resp, line...)
+		if err != nil {
+			return
+		}
+	}
+	if !p.waitOpen(ended) {
+		return
+	}
+	if _, err := dst.Write(resp); err != nil {
+		return
+	}
+	var frame []byte
+	for {
+		frame = frame[:0]
+		hdr := make([]byte, 2, 14)
+		if _, err := io.ReadFull(r, hdr); err != nil {
+			return
+		}
+		n := uint64(hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			hdr = hdr[:4]
+			if _, err := io.ReadFull(r, hdr[2:]); err != nil {
+				return
+			}
+			n = uint64(binary.BigEndian.Uint16(hdr[2:]))
+		case 127:
+			hdr = hdr[:10]
+			if _, err := io.ReadFull(r, hdr[2:]); err != nil {
+				return
+			}
+			n = binary.BigEndian.Uint64(hdr[2:])
+		}
+		if hdr[1]&0x80 != 0 {
+			n += 4 // a mask key (servers send none)
+		}
+		if n > 64<<20 {
+			return
+		}
+		frame = append(frame, hdr...)
+		frame = append(frame, make([]byte, n)...)
+		if _, err := io.ReadFull(r, frame[len(hdr):]); err != nil {
+			return
+		}
+		if !p.waitOpen(ended) {
+			return
+		}
+		f := p.Faults()
+		if f.DropServerFrames && hdr[0]&0x08 == 0 {
+			continue // a data frame (text, binary, continuation): lost
+		}
+		if f.Latency > 0 {
+			time.Sleep(f.Latency)
+		}
+		if _, err := dst.Write(frame); err != nil {
 			return
 		}
 	}

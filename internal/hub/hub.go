@@ -79,6 +79,9 @@ type Sub struct {
 	Compress bool
 	// Aux is the owner's: the hub never reads or writes it.
 	Aux uint8
+	// Ack tracks the subscription's publications until the client
+	// acknowledges them (ack.go). Set before Add.
+	Ack bool
 	ci  uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
 
 	// Delta sends the channel's publications as deltas against the
@@ -107,6 +110,7 @@ type Sub struct {
 type subExt struct {
 	held []*protocol.Publication // live publications kept while recovering
 	grp  *group                  // the subscription's filter group, nil if unfiltered
+	ack  *ackState               // what an Ack subscription was sent and not acknowledged
 }
 
 // group is the subscribers of a channel that share one filter (by its
@@ -157,6 +161,11 @@ type Stats struct {
 	// publication and codec whose channel has subscribers on this node
 	// that take it compressed, whatever their number.
 	Compressed uint64
+	// Redelivered counts publications sent again for want of an
+	// acknowledgement; Unacked those dropped or refused because a
+	// subscription had MaxUnacked publications unacknowledged.
+	Redelivered uint64
+	Unacked     uint64
 	// FilterEvals counts filter evaluations: one per publication and
 	// distinct filter of its channel on this node, whatever the number of
 	// subscribers that share the filter.
@@ -197,6 +206,7 @@ type Hub struct {
 	shards [numShards]shard
 
 	delivered, dropped, slow, gaps, compressed, evals, deltas, deltaFrames atomic.Uint64
+	redelivered, unacked                                                   atomic.Uint64
 	numSubs                                                                atomic.Int64
 }
 
@@ -426,7 +436,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 		if sub.x.grp != nil {
 			f = sub.x.grp.f
 			sub.x.grp.recovering--
-		} else {
+		} else if sub.x.ack == nil {
 			sub.x = nil
 		}
 	}
@@ -624,6 +634,14 @@ func (h *Hub) hold(s *Sub, pub *protocol.Publication) {
 // into frames. It applies s's slow policy when the queue is full and
 // reports whether the publication was queued.
 func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) bool {
+	if s.Ack {
+		return h.sendAcked(s, pub, frames)
+	}
+	return h.sendPlain(s, pub, frames)
+}
+
+// sendPlain is send without acknowledgements.
+func (h *Hub) sendPlain(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) bool {
 	if s.gap.Load() {
 		p := *pub
 		p.Gap = true
@@ -802,5 +820,5 @@ func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
 
 // Stats returns the cumulative counters.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load(), Deltas: h.deltas.Load(), DeltaFrames: h.deltaFrames.Load()}
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load(), Deltas: h.deltas.Load(), DeltaFrames: h.deltaFrames.Load(), Redelivered: h.redelivered.Load(), Unacked: h.unacked.Load()}
 }
