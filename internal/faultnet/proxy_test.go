@@ -164,6 +164,13 @@ func TestBalancer(t *testing.T) {
 		roundTrip(t, c, "z")
 		c.Close()
 	}
+	// The proxy forgets a closed connection once both its directions end.
+	for deadline := time.Now().Add(5 * time.Second); p.Conns() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d closed connections still open after 5s", p.Conns())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	// An open connection goes to b, none to a.
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
