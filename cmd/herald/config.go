@@ -151,8 +151,8 @@ func applyEnvPrefix(v reflect.Value, prefix string, getenv func(string) string) 
 }
 
 // applyDev sets the development defaults: anonymous clients, every channel
-// open, history and presence on (and compression, when it is on), the
-// admin UI on. It returns the API key,
+// open, history and presence on, deltas offered (and compression, when
+// it is on), the admin UI on. It returns the API key,
 // token secret and admin password it generated (empty if they were
 // configured).
 func applyDev(fc *fileConfig) (genKey, genSecret, genAdmin string) {
@@ -181,7 +181,7 @@ func applyDev(fc *fileConfig) (genKey, genSecret, genAdmin string) {
 	dev := herald.Namespace{
 		HistorySize: 1000, HistoryTTL: time.Hour, Presence: true, JoinLeave: true,
 		AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
-		Compression: c.Compression,
+		Compression: c.Compression, Delta: true,
 	}
 	for i := range c.Namespaces {
 		if c.Namespaces[i].Name == "" {

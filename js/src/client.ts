@@ -520,7 +520,7 @@ export class Herald extends Emitter<ClientEvents> {
     } else if (m.pub) {
       const ch = m.pub.channel ?? '';
       const s = this.#live(ch);
-      if (s) s._onPublication(conn, m.pub);
+      if (s) s._onPublication(conn, m.pub, () => frameText(data));
       else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0)) this.emit('publication', decodePublication(conn.codec, m.pub, ch));
     } else if (m.join || m.leave) {
       const ev = (m.join ?? m.leave)!;
@@ -856,6 +856,7 @@ export class Herald extends Emitter<ClientEvents> {
       conn: () => (this.#conn?.connected ? this.#conn : null),
       send: (conn: ConnHandle, cmd, onReply, onFail) => this.#send(conn as Conn, cmd, onReply, onFail),
       decodePublication: (p, channel) => decodePublication(this.#codec ?? jsonCodec, p, channel),
+      dataBytes: (p, raw) => (this.#codec ?? jsonCodec).dataBytes(p.data, p.b64, raw),
       decodeClientInfo: (i) => decodeClientInfo(this.#codec ?? jsonCodec, i)!,
       backoffMs: (attempt) => reconnectDelay(attempt, this.#baseMs, this.#maxMs),
       publish: (ch, data, opts) => this.publish(ch, data, opts),
@@ -864,4 +865,14 @@ export class Herald extends Emitter<ClientEvents> {
       presenceStats: (ch) => this.presenceStats(ch),
     };
   }
+}
+
+const frameDecoder = new TextDecoder();
+
+/** The text of a JSON frame (text frames arrive as strings, others as bytes). */
+function frameText(data: unknown): string | undefined {
+  if (typeof data === 'string') return data;
+  if (data instanceof ArrayBuffer) return frameDecoder.decode(data);
+  if (ArrayBuffer.isView(data)) return frameDecoder.decode(data);
+  return undefined;
 }

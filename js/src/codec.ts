@@ -3,6 +3,7 @@
 // carry the same message model with the same keys; they differ in how the
 // opaque application payload `data` travels.
 
+import { pubDataText } from './fossil.js';
 import type { MsgpackImpl, WireClientInfo, WireCommand, WirePublication, WireServerMessage, ClientInfo, Publication } from './types.js';
 
 export interface Codec {
@@ -15,6 +16,12 @@ export interface Codec {
   encodeData(value: unknown): unknown;
   /** Wire form of a data field -> application value. */
   decodeData(wire: unknown, b64?: boolean): unknown;
+  /**
+   * The exact bytes of a publication's data field, as the server has
+   * them (the source of the next delta). raw returns the frame's text
+   * (JSON encoding). Null if they cannot be had.
+   */
+  dataBytes(wire: unknown, b64: boolean | undefined, raw: () => string | undefined): Uint8Array | null;
 }
 
 const utf8enc = new TextEncoder();
@@ -87,6 +94,13 @@ export const jsonCodec: Codec = {
     if (b64 && typeof wire === 'string') return base64ToBytes(wire);
     return wire === undefined ? null : wire;
   },
+  dataBytes(wire, b64, raw) {
+    if (b64 && typeof wire === 'string') return base64ToBytes(wire);
+    if (wire === undefined || wire === null) return new Uint8Array(0);
+    const frame = raw();
+    const text = frame === undefined ? undefined : pubDataText(frame);
+    return text === undefined ? null : utf8enc.encode(text);
+  },
 };
 
 /** The MessagePack codec over an implementation such as @msgpack/msgpack. */
@@ -113,6 +127,12 @@ export function msgpackCodec(impl: MsgpackImpl): Codec {
       if (b) return bytesToValue(b);
       if (typeof wire === 'string') return bytesToValue(utf8enc.encode(wire));
       return wire === undefined ? null : wire;
+    },
+    dataBytes(wire) {
+      const b = toBytes(wire);
+      if (b) return b;
+      if (typeof wire === 'string') return utf8enc.encode(wire);
+      return wire === undefined || wire === null ? new Uint8Array(0) : null;
     },
   };
 }

@@ -99,6 +99,8 @@ export interface SubscribedEvent {
    * of the publications filtered out, which is not a gap.
    */
   filtered: boolean;
+  /** The server granted the delta option: publications may travel as deltas. */
+  delta: boolean;
 }
 
 export interface SubscribingEvent {
@@ -291,6 +293,16 @@ export interface SubscriptionOptions {
    * (ErrorCode.BadFilter). Skipped offsets are not treated as a gap.
    */
   filter?: string;
+  /**
+   * Ask for delta compression: where the channel's namespace has it on
+   * (SubscribedEvent.delta), publications travel as Fossil deltas against
+   * the previous one received and the SDK applies them, so the
+   * application always gets the full data. A delta that does not apply
+   * (its checksum fails) is handled as a gap: the subscription subscribes
+   * again, recovering from the last position delivered. Elsewhere the
+   * option is ignored. Default false.
+   */
+  delta?: boolean;
 }
 
 // ---- wire shapes ----
@@ -316,6 +328,8 @@ export interface WirePublication {
   tags?: Record<string, string>;
   time?: number;
   gap?: boolean;
+  /** data is a Fossil delta against the previous publication received. */
+  delta?: boolean;
 }
 
 export interface WireSubscribeRequest {
@@ -325,6 +339,7 @@ export interface WireSubscribeRequest {
   epoch?: string;
   offset?: number;
   filter?: string;
+  delta?: 'fossil';
 }
 
 export interface WireSubscribeResult {
@@ -337,6 +352,7 @@ export interface WireSubscribeResult {
   publications?: WirePublication[];
   join_leave?: boolean;
   filtered?: boolean;
+  delta?: boolean;
 }
 
 export interface WireConnectResult {

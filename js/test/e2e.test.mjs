@@ -10,6 +10,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { TerminalError } from '../dist/index.js';
+import { pubDataText } from '../dist/fossil.js';
+import { applyDelta as refApplyDelta } from 'fossil-delta';
 import WebSocket from 'ws';
 import { startServer, startRedis, api, mintToken, newClient, collect, waitFor, sleep, recordingWebSocket, checkSequence, publishMarker, stopClients, publishWithKills } from './helpers.mjs';
 
@@ -115,6 +117,57 @@ describe('e2e: one dev server', () => {
       b.disconnect();
     });
   }
+
+  test('deltas: both codecs decode the deltas the server encodes for a random sequence of 1 KiB documents; the application gets every document whole', { timeout: 60000 }, async () => {
+    const ch = 'deltadoc:1';
+    const subs = [];
+    for (const codec of ['json', 'msgpack', 'json']) {
+      const { client } = track(newClient(srv, { codec }));
+      await client.connect();
+      // The third subscriber does not ask: it gets every publication full.
+      const sub = client.newSubscription(ch, { delta: subs.length < 2 });
+      const got = collect(sub);
+      await sub.subscribe();
+      assert.equal(got.subscribed[0].delta, subs.length < 2, `${codec}: subscribed event delta`);
+      subs.push({ codec, got });
+    }
+    // A hand-driven connection checks the server's deltas with an
+    // independent Fossil decoder (npm fossil-delta).
+    const raw = new WebSocket(srv.wsUrl, ['herald.json']);
+    const frames = [];
+    raw.on('message', (b) => frames.push(b.toString()));
+    await new Promise((resolve, reject) => raw.once('open', resolve).once('error', reject));
+    raw.send(JSON.stringify({ id: 1, connect: {} }));
+    raw.send(JSON.stringify({ id: 2, subscribe: { channel: ch, delta: 'fossil' } }));
+    await waitFor(() => frames.some((f) => JSON.parse(f).id === 2), { message: 'raw subscribe reply' });
+    const before = await deltaMetrics(srv);
+    const docs = randomDocs(80);
+    for (const d of docs) await api(srv, 'publish', { channel: ch, data: d });
+    for (const { codec, got } of subs) {
+      await waitFor(() => got.pubs.length === docs.length, { message: `${codec}: ${docs.length} publications (have ${got.pubs.length})` });
+      got.pubs.forEach((p, i) => assert.deepEqual(p.data, docs[i], `${codec}: document ${i + 1}`));
+      assert.deepEqual(got.errors, [], `${codec}: errors`);
+      assert.equal(got.subscribed.length, 1, `${codec}: resubscribed (a delta failed to apply?)`);
+    }
+    const pushes = () => frames.filter((f) => JSON.parse(f).pub);
+    await waitFor(() => pushes().length === docs.length, { message: 'raw publications' });
+    let prev = null;
+    let deltas = 0;
+    pushes().forEach((f, i) => {
+      const p = JSON.parse(f).pub;
+      const bytes = p.delta ? Uint8Array.from(refApplyDelta(prev, Buffer.from(p.data, 'base64'))) : new TextEncoder().encode(pubDataText(f));
+      if (p.delta) deltas++;
+      assert.deepEqual(JSON.parse(new TextDecoder().decode(bytes)), docs[i], `raw: document ${i + 1}`);
+      prev = bytes;
+    });
+    assert.equal(deltas, docs.length - 1, 'raw: every publication after the first came as a delta');
+    raw.close();
+    const after = await deltaMetrics(srv);
+    // One delta per publication after the first, whatever the number of
+    // delta subscribers; both delta subscribers got them.
+    assert.equal(after.deltas - before.deltas, docs.length - 1);
+    assert.equal(after.frames - before.frames, 3 * (docs.length - 1));
+  });
 
   for (const codec of ['json', 'msgpack']) {
   test(`recovery (${codec}): 600 messages over repeatedly killed connections, 0 gaps, 0 duplicates`, { timeout: 90000 }, async () => {
@@ -675,3 +728,41 @@ describe('e2e: presence across a broker outage', () => {
     b.disconnect();
   });
 });
+
+/** Reads herald_deltas_total and herald_delta_frames_total from /metrics. */
+async function deltaMetrics(srv) {
+  const text = await (await fetch(`${srv.base}/metrics`)).text();
+  const value = (name) => Number(text.match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1] ?? NaN);
+  return { deltas: value('herald_deltas_total'), frames: value('herald_delta_frames_total') };
+}
+
+/**
+ * n documents of about 1 KiB, each the previous one with a few fields
+ * changed (prices, quantities, now and then the status or a string with
+ * characters JSON escapes).
+ */
+function randomDocs(n) {
+  let seed = 42;
+  const rnd = (k) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed % k;
+  };
+  const doc = {
+    seq: 0,
+    status: 'open',
+    items: Array.from({ length: 12 }, (_, i) => ({ id: i, name: `item-${i}`, price: rnd(10000) / 100, qty: rnd(100) })),
+    note: 'unchanged text, "quoted" and ünïcödé ✓ '.repeat(4),
+  };
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    doc.seq = i + 1;
+    for (let k = rnd(3) + 1; k > 0; k--) {
+      const it = doc.items[rnd(doc.items.length)];
+      it.price = rnd(10000) / 100;
+      it.qty = rnd(100);
+    }
+    if (rnd(10) === 0) doc.status = ['open', 'held', 'closed', 'a "quoted" \\ state'][rnd(4)];
+    out.push(structuredClone(doc));
+  }
+  return out;
+}

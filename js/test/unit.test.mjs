@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { encode as mpEncode, decode as mpDecode } from '@msgpack/msgpack';
 import { Herald, streamUrls, backoff, reconnectDelay, reconnects, classifyOffset, jsonCodec, msgpackCodec, DisconnectedError, TerminalError, TimeoutError, UnauthorizedError } from '../dist/index.js';
 import { base64ToBytes, bytesToBase64 } from '../dist/codec.js';
+import { applyDelta, fossilChecksum, pubDataText, DeltaError } from '../dist/fossil.js';
+import { createDelta as refCreateDelta, applyDelta as refApplyDelta } from 'fossil-delta';
 import { fakeWebSocket, acceptConnect } from './fake-ws.mjs';
 import { waitFor, sleep } from './helpers.mjs';
 
@@ -389,6 +391,122 @@ describe('client state machine', { timeout: 15000 }, () => {
       delete globalThis.addEventListener;
       delete globalThis.removeEventListener;
     }
+  });
+});
+
+describe('deltas', { timeout: 15000 }, () => {
+  const enc = new TextEncoder();
+  // A pseudo-random sequence of documents, each the previous one edited.
+  function edits(seed, n) {
+    const rnd = (k) => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % k;
+    };
+    let cur = new Uint8Array(rnd(3000));
+    for (let i = 0; i < cur.length; i++) cur[i] = 32 + rnd(20);
+    const out = [cur];
+    for (let i = 1; i < n; i++) {
+      const next = Array.from(cur);
+      for (let k = rnd(6); k > 0; k--) {
+        const at = rnd(next.length + 1);
+        const len = rnd(30);
+        if (rnd(2)) next.splice(at, len);
+        else next.splice(at, 0, ...Array.from({ length: len }, () => rnd(256)));
+      }
+      cur = Uint8Array.from(next);
+      out.push(cur);
+    }
+    return out;
+  }
+
+  test('the decoder applies the deltas of an independent Fossil encoder (npm fossil-delta)', () => {
+    for (const seed of [1, 2, 3, 4]) {
+      const docs = edits(seed, 40);
+      for (let i = 1; i < docs.length; i++) {
+        const d = Uint8Array.from(refCreateDelta(docs[i - 1], docs[i]));
+        assert.deepEqual(applyDelta(docs[i - 1], d), docs[i], `seed ${seed} doc ${i}`);
+      }
+    }
+  });
+
+  test('checksum and hand-written deltas', () => {
+    assert.equal(fossilChecksum(enc.encode('abcd')), 0x61626364);
+    assert.equal(fossilChecksum(enc.encode('abcde')), (0x61626364 + 0x65000000) >>> 0);
+    assert.equal(fossilChecksum(new Uint8Array(8).fill(255)), 0xfffffffe);
+    const src = enc.encode('hello world, hello herald');
+    const want = enc.encode('hello herald, hello world');
+    const digits = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~';
+    const b64 = (v) => {
+      let s = '';
+      do {
+        s = digits[v % 64] + s;
+        v = Math.floor(v / 64);
+      } while (v > 0);
+      return s;
+    };
+    const delta = enc.encode(`P\n6@0,6:herald8@B,5@6,${b64(fossilChecksum(want))};`);
+    assert.deepEqual(applyDelta(src, delta), want);
+    assert.deepEqual(Uint8Array.from(refApplyDelta(src, delta)), want);
+    for (const bad of ['', '5', '2\n2:ab', '2\n2:ab0;', '4\n4@0,0;', '1\n1!a0;', '1\n1@0;', '9\n9:abc', '~~~~~~~~~~~~\n']) {
+      assert.throws(() => applyDelta(enc.encode('abc'), enc.encode(bad)), DeltaError, JSON.stringify(bad));
+    }
+    // The right delta on the wrong source fails its checksum.
+    const d = Uint8Array.from(refCreateDelta(src, want));
+    assert.throws(() => applyDelta(enc.encode('HELLO WORLD, HELLO HERALD'), d), DeltaError);
+  });
+
+  test('pubDataText finds the exact text of a JSON push\'s data', () => {
+    const data = '{ "a" : [1, {"b":"x\\"}{]"}], "s":"\\u00e9é" }';
+    assert.equal(pubDataText(`{"pub":{"channel":"c\\"data\\":","offset":3,"data":${data},"tags":{"data":"no"}}}`), data);
+    assert.equal(pubDataText('{"pub":{"data":12.5e3,"gap":true}}'), '12.5e3');
+    assert.equal(pubDataText('{"pub":{"data":"s"}}'), '"s"');
+    assert.equal(pubDataText('{"pub":{"offset":1}}'), undefined);
+  });
+
+  test('a delta subscription applies deltas; a delta that does not apply resubscribes with recover and delivers nothing wrong', async () => {
+    const f = fakeClient();
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('room', { delta: true });
+    const got = [];
+    const events = [];
+    const reasons = [];
+    sub.on('publication', (p) => got.push(p));
+    sub.on('subscribed', (e) => events.push(e));
+    sub.on('subscribing', (e) => reasons.push(e.reason));
+    sub.on('error', () => {});
+    const ready = sub.subscribe();
+    const cmd = await ws.waitCommand('subscribe');
+    assert.deepEqual(cmd.subscribe, { channel: 'room', delta: 'fossil' });
+    ws.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 5, delta: true } });
+    await ready;
+    assert.equal(events[0].delta, true);
+    const docs = [{ n: 6, text: 'a'.repeat(100) }, { n: 7, text: 'd'.repeat(100) }, { n: 8, text: 'c' + 'a'.repeat(100) }];
+    const bytes = docs.map((d) => enc.encode(JSON.stringify(d)));
+    const deltaPush = (o, from, to) => ({ pub: { channel: 'room', offset: o, data: bytesToBase64(Uint8Array.from(refCreateDelta(from, to))), b64: true, delta: true } });
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: docs[0] } });
+    ws.deliver(deltaPush(7, bytes[0], bytes[1]));
+    assert.ok(refCreateDelta(bytes[0], bytes[2]).length < bytes[2].length / 2, 'the test delta copies from its source');
+    assert.deepEqual(got.map((p) => p.data), docs.slice(0, 2));
+    assert.equal(got[1].offset, 7);
+    assert.equal(got[1].delta, undefined);
+    // A delta against another source: its checksum fails.
+    ws.deliver(deltaPush(8, bytes[0], bytes[2]));
+    assert.equal(got.length, 2);
+    assert.equal(sub.state, 'subscribing');
+    assert.deepEqual(reasons, ['delta did not apply']);
+    const n = ws.sent.length;
+    assert.deepEqual(Object.keys(ws.sent[n - 2]).sort(), ['id', 'unsubscribe']);
+    const re = ws.sent[n - 1];
+    assert.deepEqual(re.subscribe, { channel: 'room', delta: 'fossil', recover: true, epoch: 'E', offset: 7 });
+    ws.deliver({ id: re.id, subscribe: { recoverable: true, epoch: 'E', offset: 8, was_recovering: true, recovered: true, delta: true, publications: [{ offset: 8, data: docs[2] }] } });
+    // After the reply, a delta before any full publication cannot apply either.
+    assert.deepEqual(got.map((p) => p.data), docs);
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: docs[0] } });
+    ws.deliver(deltaPush(10, bytes[0], bytes[2]));
+    assert.deepEqual(got.map((p) => p.offset), [6, 7, 8, 9, 10]);
+    assert.deepEqual(got[4].data, docs[2]);
+    f.client.disconnect();
   });
 });
 

@@ -463,7 +463,7 @@ export class Herald extends Emitter {
             const ch = m.pub.channel ?? '';
             const s = this.#live(ch);
             if (s)
-                s._onPublication(conn, m.pub);
+                s._onPublication(conn, m.pub, () => frameText(data));
             else if (this.#serverFresh(conn, ch, m.pub.offset ?? 0))
                 this.emit('publication', decodePublication(conn.codec, m.pub, ch));
         }
@@ -817,6 +817,7 @@ export class Herald extends Emitter {
             conn: () => (this.#conn?.connected ? this.#conn : null),
             send: (conn, cmd, onReply, onFail) => this.#send(conn, cmd, onReply, onFail),
             decodePublication: (p, channel) => decodePublication(this.#codec ?? jsonCodec, p, channel),
+            dataBytes: (p, raw) => (this.#codec ?? jsonCodec).dataBytes(p.data, p.b64, raw),
             decodeClientInfo: (i) => decodeClientInfo(this.#codec ?? jsonCodec, i),
             backoffMs: (attempt) => reconnectDelay(attempt, this.#baseMs, this.#maxMs),
             publish: (ch, data, opts) => this.publish(ch, data, opts),
@@ -825,4 +826,15 @@ export class Herald extends Emitter {
             presenceStats: (ch) => this.presenceStats(ch),
         };
     }
+}
+const frameDecoder = new TextDecoder();
+/** The text of a JSON frame (text frames arrive as strings, others as bytes). */
+function frameText(data) {
+    if (typeof data === 'string')
+        return data;
+    if (data instanceof ArrayBuffer)
+        return frameDecoder.decode(data);
+    if (ArrayBuffer.isView(data))
+        return frameDecoder.decode(data);
+    return undefined;
 }

@@ -3,6 +3,7 @@
 // herald.json) and MessagePack in binary frames (herald.msgpack). Both
 // carry the same message model with the same keys; they differ in how the
 // opaque application payload `data` travels.
+import { pubDataText } from './fossil.js';
 const utf8enc = new TextEncoder();
 const utf8strict = new TextDecoder('utf-8', { fatal: true });
 const utf8 = new TextDecoder();
@@ -77,6 +78,15 @@ export const jsonCodec = {
             return base64ToBytes(wire);
         return wire === undefined ? null : wire;
     },
+    dataBytes(wire, b64, raw) {
+        if (b64 && typeof wire === 'string')
+            return base64ToBytes(wire);
+        if (wire === undefined || wire === null)
+            return new Uint8Array(0);
+        const frame = raw();
+        const text = frame === undefined ? undefined : pubDataText(frame);
+        return text === undefined ? null : utf8enc.encode(text);
+    },
 };
 /** The MessagePack codec over an implementation such as @msgpack/msgpack. */
 export function msgpackCodec(impl) {
@@ -107,6 +117,14 @@ export function msgpackCodec(impl) {
             if (typeof wire === 'string')
                 return bytesToValue(utf8enc.encode(wire));
             return wire === undefined ? null : wire;
+        },
+        dataBytes(wire) {
+            const b = toBytes(wire);
+            if (b)
+                return b;
+            if (typeof wire === 'string')
+                return utf8enc.encode(wire);
+            return wire === undefined || wire === null ? new Uint8Array(0) : null;
         },
     };
 }

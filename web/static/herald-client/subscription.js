@@ -7,7 +7,9 @@
 import { Emitter } from './emitter.js';
 import { HeraldError, TimeoutError, UnauthorizedError, ErrorCode } from './errors.js';
 import { classifyOffset } from './gap.js';
+import { applyDelta, DeltaError } from './fossil.js';
 import { Waiters, rejected } from './waiters.js';
+import { bytesToValue } from './codec.js';
 const noop = () => { };
 /**
  * The subscribed event of a subscribe result, and the publications it
@@ -23,6 +25,7 @@ export function subscribeOutcome(channel, res, streamReset = false) {
         streamReset,
         recoveredCount: pubs.length,
         filtered: !!res.filtered,
+        delta: !!res.delta,
     };
     if (res.recoverable)
         ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
@@ -48,6 +51,10 @@ export class Subscription extends Emitter {
     /** A recovering subscribe found a new epoch: catching up on the new stream. */
     #streamReset = false;
     #waiters = new Waiters();
+    /** The last subscribe reply granted deltas. */
+    #delta = false;
+    /** The data of the last publication received since: the next delta's source. */
+    #base = null;
     /** @internal Use Herald.newSubscription. */
     constructor(host, channel, opts = {}) {
         super();
@@ -131,6 +138,8 @@ export class Subscription extends Emitter {
         const req = { channel: this.channel };
         if (this.#opts.filter)
             req.filter = this.#opts.filter;
+        if (this.#opts.delta)
+            req.delta = 'fossil';
         if (this.#opts.recover !== false && this.#pos) {
             req.recover = true;
             req.epoch = this.#pos.epoch;
@@ -181,10 +190,34 @@ export class Subscription extends Emitter {
     _clientStopped(err) {
         this.#waiters.rejectAll(err);
     }
-    /** @internal A live publication. Runs in stream order. */
-    _onPublication(conn, wire) {
+    /**
+     * @internal A live publication. Runs in stream order. raw returns the
+     * frame's text (JSON encoding), for the exact bytes of its data.
+     */
+    _onPublication(conn, wire, raw = () => undefined) {
         if (this.#state !== 'subscribed' || this.#conn !== conn)
             return;
+        // Deltas apply to the previous publication received, delivered or
+        // not (a duplicate is still the server's source of the next one).
+        let full = null;
+        if (wire.delta) {
+            try {
+                const d = this.#host.dataBytes(wire, raw);
+                if (!this.#delta || !this.#base || !d)
+                    throw new DeltaError('no previous publication to apply it to');
+                full = applyDelta(this.#base, d);
+            }
+            catch (err) {
+                this.#base = null;
+                this.emit('error', { channel: this.channel, error: err });
+                this.#resync(conn, 'delta did not apply');
+                return;
+            }
+            this.#base = full;
+        }
+        else if (this.#delta) {
+            this.#base = this.#host.dataBytes(wire, raw);
+        }
         const off = wire.offset ?? 0;
         if (off !== 0 && this.#recoverable && this.#pos) {
             if (this.#opts.recover !== false) {
@@ -196,11 +229,17 @@ export class Subscription extends Emitter {
                 if (v === 'gap' && !this.#opts.filter) {
                     // Never deliver past a gap: resubscribe from the last position
                     // delivered and let the server replay what is missing.
-                    this.#resync(conn);
+                    this.#resync(conn, 'gap in offsets');
                     return;
                 }
             }
             this.#pos.offset = off;
+        }
+        if (full) {
+            const p = this.#host.decodePublication({ ...wire, data: undefined, b64: undefined, delta: undefined }, this.channel);
+            p.data = bytesToValue(full);
+            this.#deliver(p);
+            return;
         }
         this.#deliver(this.#host.decodePublication(wire, this.channel));
     }
@@ -284,6 +323,9 @@ export class Subscription extends Emitter {
         }
         this.#conn = conn;
         this.#recoverable = !!res.recoverable;
+        // The server sends the first live publication after the reply full.
+        this.#delta = !!res.delta;
+        this.#base = null;
         this.#retryAttempt = 0;
         if (res.recoverable)
             this.#pos = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
@@ -299,9 +341,9 @@ export class Subscription extends Emitter {
         }
         this.#waiters.resolveAll();
     }
-    #resync(conn) {
+    #resync(conn, reason) {
         this.#setState('subscribing');
-        this.emit('subscribing', { channel: this.channel, code: 0, reason: 'gap in offsets' });
+        this.emit('subscribing', { channel: this.channel, code: 0, reason });
         // Commands run in order: the unsubscribe lands before the subscribe.
         this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
         this._subscribeOn(conn);
