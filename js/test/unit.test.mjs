@@ -588,7 +588,7 @@ describe('subscriptions', { timeout: 15000 }, () => {
     assert.deepEqual(cmd.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
     ws1.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
     assert.deepEqual(got.pubs, [6, 7]);
-    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false });
+    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false, delta: false });
     client.disconnect();
   });
 
