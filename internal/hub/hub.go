@@ -93,8 +93,10 @@ type Sub struct {
 	recovering bool
 	idx        int32
 	// prev is the channel sequence (channel.seq) of the last publication
-	// queued for a delta subscription, 0 for none.
-	prev uint64
+	// queued for a delta subscription, 0 for none. 32 bits keep Sub in
+	// its size class; a sequence that wraps to 0 only costs a full
+	// publication.
+	prev uint32
 	// x holds what few subscriptions need: the live publications kept
 	// while recovering, the filter group (nil until needed).
 	x *subExt
@@ -228,7 +230,7 @@ type channel struct {
 	offset    uint64
 	// seq numbers the publications fanned out (and gaps), so that a delta
 	// subscriber knows whether it got the previous one (Sub.prev).
-	seq uint64
+	seq uint32
 	// ndelta counts the delta subscribers; while there are any, prevData
 	// (with hasPrev) is the data of publication seq.
 	ndelta   int
@@ -566,7 +568,7 @@ func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, st *fanout) {
 		if pub.Offset != 0 && pub.Offset <= s.after {
 			continue // the subscribe reply covered it
 		}
-		if s.Delta {
+		if s.Delta && !s.Ack {
 			h.sendDelta(s, pub, st)
 			continue
 		}
@@ -582,7 +584,7 @@ func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, st *fanout) {
 // it and shared by the others.
 func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
 	ch := st.ch
-	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint64(h.opts.DeltaFullEvery) != 0 {
+	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint32(h.opts.DeltaFullEvery) != 0 {
 		if !st.tried {
 			st.tried = true
 			h.deltas.Add(1)
