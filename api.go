@@ -170,7 +170,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	var req any
 	if m.newRequest != nil {
 		req = m.newRequest()
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAPIBody)).Decode(req); err != nil {
+		if err := decodeAPI(w, r, req); err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
 				s.apiError(w, label, http.StatusRequestEntityTooLarge, protocol.NewError(protocol.ErrLimitExceeded, "request body too large"))
@@ -187,8 +187,28 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.apiError(w, label, apiStatus(perr.Code), perr)
 		return
 	}
+	if pr, ok := res.(*apiResult); ok && label == "publish" {
+		s.metrics.apiPublishOK.get().Inc()
+		writeResult(w, pr)
+		return
+	}
 	s.metrics.apiRequests.WithLabelValues(label, "0").Inc()
 	writeJSON(w, http.StatusOK, res)
+}
+
+// decodeAPI decodes a request body into req: a publish's with
+// decodePublish when it can, otherwise with encoding/json (the first JSON
+// value of the body, at most maxAPIBody bytes).
+func decodeAPI(w http.ResponseWriter, r *http.Request, req any) error {
+	var read []byte
+	if p, ok := req.(*apiPublish); ok {
+		var done bool
+		if read, done = readPublish(r, p); done {
+			return nil
+		}
+		*p = apiPublish{}
+	}
+	return decodeRest(w, r, read, req)
 }
 
 // runAPI resolves the method's channel, if it names one, and runs it.
@@ -311,7 +331,7 @@ func (s *Server) apiPublishOne(ctx context.Context, ch string, data json.RawMess
 	if perr != nil {
 		return nil, perr
 	}
-	s.metrics.publications.WithLabelValues("api").Inc()
+	s.metrics.apiPublications.get().Inc()
 	return &apiResult{Epoch: pos.Epoch, Offset: pos.Offset}, nil
 }
 

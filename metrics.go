@@ -2,6 +2,7 @@ package herald
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,27 @@ type metrics struct {
 
 	webhookEvents, webhookFailures, webhookLost *prometheus.CounterVec
 	webhookBacklog                              *prometheus.GaugeVec
+
+	// The series of the API's publish path, looked up once rather than
+	// by their labels on every publication.
+	apiPublishOK, apiPublications lazy[prometheus.Counter]
+	publishLatency                lazy[prometheus.Observer]
 }
+
+// lazy is a metric vector's child, made on first use (as WithLabelValues
+// makes it: a series never used is not exported) and then kept.
+type lazy[T any] struct {
+	once sync.Once
+	mk   func() T
+	v    T
+}
+
+func (l *lazy[T]) get() T {
+	l.once.Do(l.make)
+	return l.v
+}
+
+func (l *lazy[T]) make() { l.v = l.mk() }
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -110,6 +131,9 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_unacked_overflows_total", "Publications refused to a subscriber of an ack namespace with ack_max_unacked unacknowledged (its slow policy applied).", func() uint64 { return s.hub.Stats().Unacked }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
+	m.apiPublishOK.mk = func() prometheus.Counter { return m.apiRequests.WithLabelValues("publish", "0") }
+	m.apiPublications.mk = func() prometheus.Counter { return m.publications.WithLabelValues("api") }
+	m.publishLatency.mk = func() prometheus.Observer { return m.brokerLatency.WithLabelValues("publish") }
 	return m
 }
 
@@ -119,5 +143,9 @@ func (m *metrics) disconnect(code uint32) {
 
 // observe records a broker call's latency.
 func (s *Server) observe(op string, start time.Time) {
+	if op == "publish" {
+		s.metrics.publishLatency.get().Observe(time.Since(start).Seconds())
+		return
+	}
 	s.metrics.brokerLatency.WithLabelValues(op).Observe(time.Since(start).Seconds())
 }
