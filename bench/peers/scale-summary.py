@@ -15,6 +15,10 @@ import re
 import sys
 
 
+def ran(out, name):
+    return os.path.exists(os.path.join(out, name + ".json"))
+
+
 def load(out, name):
     try:
         with open(os.path.join(out, name + ".json")) as f:
@@ -48,6 +52,8 @@ def main():
     print("| connections | connect phase | connect rate | RSS per connection (KiB) | nodes' RSS in all | RSS per node (MiB) | lost connections | other processes (cores) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for c in counts:
+        if not ran(out, f"idle-{c}"):
+            continue
         r = load(out, f"idle-{c}")
         if not r:
             print(f"| {c:,} | failed (no report) | | | | | | |")
@@ -69,6 +75,8 @@ def main():
         print("| connections | publications/s | deliveries/s | p50 (ms) | p99 (ms) | nodes' CPU (cores) | nodes' CPU per delivery (us) | broker CPU (cores) | broker CPU per publication (us) | lost / dup / out of order | lost connections | other processes (cores) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for c in counts:
+            if not ran(out, f"{kind}-{c}"):
+                continue
             r = load(out, f"{kind}-{c}")
             if not r or not r.get("delivery"):
                 print(f"| {c:,} | failed (no report) | | | | | | | | | | |")
