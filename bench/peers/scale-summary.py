@@ -44,7 +44,7 @@ def main():
     broker = sys.argv[2] if len(sys.argv) > 2 else "?"
     nodes = sys.argv[3] if len(sys.argv) > 3 else "?"
     counts = sorted({int(m.group(2)) for f in os.listdir(out)
-                     for m in [re.match(r"(idle|broadcast|channels)-(\d+)\.json$", f)] if m})
+                     for m in [re.match(r"(idle|broadcast|channels|paced)-(\d+)\.json$", f)] if m})
     print(f"{nodes} nodes on {broker}, results in {out}")
     print()
     print("idle: subscribed connections held 60 s")
@@ -68,7 +68,10 @@ def main():
               f' | {per_node} | {num(g(r, "idle", "lost_conns"))}'
               f' | {num(g(r, "machine", "other_cores"), "{:.2f}")} |')
     for kind, title in (("broadcast", "broadcast: one channel all connections subscribe to"),
-                        ("channels", "channels: 10,000 channels, random publishes")):
+                        ("channels", "channels: 10,000 channels, random publishes"),
+                        ("paced", "paced: the broadcast at a fixed rate below saturation")):
+        if not any(ran(out, f"{kind}-{c}") for c in counts):
+            continue
         print()
         print(title)
         print()

@@ -8,6 +8,9 @@
 #   broadcast  CONNS subscribers of one channel, publications as fast as the
 #              window allows: deliveries/s, end-to-end p50/p99, broker CPU
 #   channels   CONNS subscribers over 10,000 channels, random publishes
+#   paced      (only if named in SCENARIOS) the broadcast at PACED_RATE
+#              publications/s (0.5), below saturation: latency without the
+#              broadcast's queue of 4 publications
 #
 # The clients are spread over PROCS bench processes (the open-file limit is
 # per process) and SOURCE_IPS source addresses (127.0.0.x), the subscribers
@@ -22,11 +25,10 @@
 # 10000,100000), PROCS (default: one per 16,000 connections, at least 2),
 # SOURCE_IPS (8), DURATION (20s per publishing run, idle holds 60s),
 # CONNECT_CONCURRENCY (connections being opened at once per bench process,
-# 64), SCENARIOS (the runs, comma list: idle,broadcast,channels), PORT
-# (first node's port, 28000), DEBUG_PORT (if set, node i serves
-# /debug/pprof on 127.0.0.1:DEBUG_PORT+i), COMMIT, BIN, WORK, OUT as in
-# cluster.sh.
-# summary.txt holds scale-summary.py's tables, which it prints again from a
+# 64), SCENARIOS (the runs, comma list: idle,broadcast,channels; paced),
+# PACED_RATE, PORT (first node's port, 28000), DEBUG_PORT (if set, node i
+# serves /debug/pprof on 127.0.0.1:DEBUG_PORT+i), COMMIT, BIN, WORK, OUT as
+# in cluster.sh. summary.txt holds scale-summary.py's tables, which it prints again from a
 # results directory: bench/peers/scale-summary.py OUT BROKER NODES.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +44,7 @@ port=${PORT:-28000}
 concurrency=${CONNECT_CONCURRENCY:-64}
 scenarios=${SCENARIOS:-idle,broadcast,channels}
 debug_port=${DEBUG_PORT:-}
+paced_rate=${PACED_RATE:-0.5}
 case $broker in
 nats) url=${NATS_URL:-nats://127.0.0.1:4222}; bpid=$(pgrep -x nats-server | head -1) ;;
 redis) url=${REDIS_URL:-redis://127.0.0.1:6379}; bpid=$(pgrep -x redis-server | head -1) ;;
@@ -100,6 +103,7 @@ for c in "${counts[@]}"; do
 	common=(--conns "$c" --procs "$procs" --source-ips "$source_ips" --connect-concurrency "$concurrency" --connect-timeout 60s --setup-timeout 10m)
 	want idle && run "idle-$c" --scenario idle "${common[@]}" --duration 60s --settle 10s
 	want broadcast && run "broadcast-$c" --scenario fanout --channels 1 --rate 0 --window 4 "${common[@]}" --duration "$duration" --settle 10s
+	want paced && run "paced-$c" --scenario fanout --channels 1 --rate "$paced_rate" "${common[@]}" --duration "$duration" --settle 10s
 	want channels && run "channels-$c" --scenario channels --channels 10000 --rate 0 --inflight 16 --window 20000 "${common[@]}" --duration "$duration" --settle 10s
 done
 
