@@ -92,6 +92,7 @@ type options struct {
 	Size          int
 	Payload       string
 	Compression   bool
+	Delta         bool
 	Publish       string
 	Batch         int
 	Inflight      int
@@ -217,8 +218,9 @@ func parseFlags(args []string, errw io.Writer) (*options, error) {
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time, or idle hold")
 	fs.Uint64Var(&o.Messages, "messages", 0, "stop publishing after this many channel messages (0: at --duration)")
 	fs.IntVar(&o.Size, "size", 64, fmt.Sprintf("payload bytes (at least %d)", minPayloadSize))
-	fs.StringVar(&o.Payload, "payload", "pad", `payload shape: pad (x padding, compresses to nothing) or json (varied records, compresses as application JSON does)`)
+	fs.StringVar(&o.Payload, "payload", "pad", `payload shape: pad (x padding, compresses to nothing), json (varied records, compresses as application JSON does) or doc (the same document with a few fields changed at each message, the workload of --delta)`)
 	fs.BoolVar(&o.Compression, "compression", false, "offer permessage-deflate (RFC 7692) on every connection; compressed messages are inflated, and wire bytes per delivery reported")
+	fs.BoolVar(&o.Delta, "delta", false, "subscribe asking for Fossil deltas (the namespace must have delta on; herald only); the subscribers apply them and check the result")
 	fs.StringVar(&o.Publish, "publish", "api", "api (HTTP API) or client (publish commands over WebSocket)")
 	fs.IntVar(&o.Batch, "batch", 1, "channels per publish request: > 1 uses the broadcast API, or pipelines client publishes")
 	fs.IntVar(&o.Inflight, "inflight", 8, "concurrent publish requests (api) or publisher connections (client)")
@@ -295,8 +297,11 @@ func (o *options) validate() error {
 	if o.Publish != "api" && o.Publish != "client" {
 		return fmt.Errorf("--publish %q: want api or client", o.Publish)
 	}
-	if o.Payload != "pad" && o.Payload != "json" {
-		return fmt.Errorf("--payload %q: want pad or json", o.Payload)
+	if o.Payload != "pad" && o.Payload != "json" && o.Payload != "doc" {
+		return fmt.Errorf("--payload %q: want pad, json or doc", o.Payload)
+	}
+	if o.Delta && o.Target != "herald" {
+		return errors.New("--delta needs --target herald")
 	}
 	if o.Batch < 1 || o.Inflight < 1 || o.Window < 1 || o.Procs < 1 || o.Concurrency < 1 {
 		return errors.New("--batch, --inflight, --window, --procs and --connect-concurrency must be at least 1")

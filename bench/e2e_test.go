@@ -28,6 +28,13 @@ func startServer(t *testing.T, b broker.Broker) string {
 // channel when compression is set.
 func startServerWith(t *testing.T, b broker.Broker, compression bool) string {
 	t.Helper()
+	return startServerDelta(t, b, compression, false)
+}
+
+// startServerDelta is startServerWith whose namespace offers deltas when
+// delta is set.
+func startServerDelta(t *testing.T, b broker.Broker, compression, delta bool) string {
+	t.Helper()
 	srv, err := herald.New(herald.Config{
 		AllowAnonymous:             true,
 		UnknownNamespacesAsDefault: true,
@@ -37,7 +44,7 @@ func startServerWith(t *testing.T, b broker.Broker, compression bool) string {
 		Compression:                compression,
 		Namespaces: []herald.Namespace{{
 			HistorySize: 100, AllowSubscribe: true, AllowAnonymousSubscribe: true, AllowPublish: true,
-			Compression: compression,
+			Compression: compression, Delta: delta,
 		}},
 	})
 	if err != nil {
@@ -156,6 +163,32 @@ func TestFanoutCompression(t *testing.T) {
 	}
 	if !z.Params.Compression || z.Params.Payload != "json" {
 		t.Errorf("params %+v", z.Params)
+	}
+}
+
+// TestFanoutDelta: with --delta against a server whose namespace offers
+// deltas, every message of the doc shape arrives (deltas applied and
+// checked like the others), nearly all of them as deltas, in a fraction
+// of the bytes on the wire.
+func TestFanoutDelta(t *testing.T) {
+	url := startServerDelta(t, nil, false, true)
+	args := []string{"--scenario", "fanout", "--conns", "10", "--channels", "1",
+		"--rate", "0", "--messages", "150", "--duration", "20s", "--inflight", "1", "--window", "20",
+		"--payload", "doc", "--size", "1000"}
+	plain := runBench(t, url, args...)
+	checkDelivery(t, plain, 150, 10)
+	d := runBench(t, url, append(args, "--delta")...)
+	checkDelivery(t, d, 150, 10)
+	// The first publication and every 100th go full.
+	if n := d.Delivery.Deltas; n < 10*(150-3) || n > 10*149 {
+		t.Errorf("%d deliveries as deltas, want nearly all of 1500", n)
+	}
+	pw, dw := plain.Delivery.WireBytesPerDelivery, d.Delivery.WireBytesPerDelivery
+	if pw < 900 || dw <= 0 || dw > pw*0.3 {
+		t.Fatalf("wire bytes per delivery: %.1f full, %.1f with deltas", pw, dw)
+	}
+	if !d.Params.Delta || plain.Delivery.Deltas != 0 {
+		t.Errorf("params %+v, deltas without --delta %d", d.Params, plain.Delivery.Deltas)
 	}
 }
 

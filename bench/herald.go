@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/heraldhq/herald/protocol"
 )
@@ -30,7 +31,21 @@ var (
 	hID         = []byte(`{"id":`)
 	hError      = []byte(`,"error":`)
 	hDisconnect = []byte(`{"disconnect":{"code":`)
+	hDeltaEnd   = []byte(`,"delta":true}}`)
+	hB64        = []byte(`,"b64":true`)
 )
+
+// deltaSubscribe is a Herald target whose subscribe asks for Fossil deltas
+// (--delta).
+type deltaSubscribe struct{ target }
+
+func (deltaSubscribe) AppendSubscribe(dst []byte, id uint64, channel string) []byte {
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, id, 10)
+	dst = append(dst, `,"subscribe":{"channel":"`...)
+	dst = append(dst, channel...)
+	return append(dst, `","delta":"fossil"}}`...)
+}
 
 // Next decodes a server message by its leading bytes. The server's JSON
 // encoder writes fields in a fixed order (protocol/json.go), which is what
@@ -47,6 +62,8 @@ func (heraldTarget) Next(frame []byte, ev *event) []byte {
 		}
 		ev.kind = evPub
 		ev.data = frame[i+len(hData):]
+		// "delta" is the last field the server writes.
+		ev.delta = bytes.HasSuffix(frame, hDeltaEnd)
 		if j := bytes.Index(frame[:i], hOffset); j >= 0 {
 			ev.offset, _, _ = parseUint(frame[j+len(hOffset):])
 		}

@@ -48,6 +48,9 @@ func appendPayload(dst []byte, seq uint64, sentNanos int64, size int) []byte {
 // appendPayloadShape appends a payload of the given shape of at most size
 // bytes (exactly size for "pad").
 func appendPayloadShape(dst []byte, shape string, seq uint64, sentNanos int64, size int) []byte {
+	if shape == "doc" {
+		return appendDocPayload(dst, seq, sentNanos, size)
+	}
 	if shape != "json" {
 		return appendPayload(dst, seq, sentNanos, size)
 	}
@@ -124,4 +127,57 @@ func parseUint(b []byte) (v uint64, rest []byte, ok bool) {
 		v = v*10 + uint64(b[i]-'0')
 	}
 	return v, b[i:], i > 0
+}
+
+// The "doc" shape is one document that changes a little at each message,
+// as the state of a dashboard or a game does: fixed-width records whose
+// fields are a function of the record and of its version, where one
+// record (of twelve in a kilobyte) gets a new version at each sequence
+// number: its px, qty and side change, besides "s" and "t":
+//
+//	{"s":42,"t":1764100000000000000,"p":[{"id":10000,"sym":"HRLD","px":101.37,"qty":3000,"side":"buy ","venue":"XNAS"},…]}
+//
+// The same seq gives the same document.
+
+// docRecordLen is the length of one record of the doc shape, comma
+// included.
+const docRecordLen = len(`,{"id":10000,"sym":"HRLD","px":101.37,"qty":3000,"side":"buy ","venue":"XNAS"}`)
+
+func appendDocPayload(dst []byte, seq uint64, sentNanos int64, size int) []byte {
+	start := len(dst)
+	dst = append(dst, payloadPrefix...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"t":`...)
+	dst = strconv.AppendInt(dst, sentNanos, 10)
+	dst = append(dst, `,"p":[`...)
+	n := max((size-(len(dst)-start)-2)/docRecordLen, 1)
+	for k := 0; k < n; k++ {
+		if k > 0 {
+			dst = append(dst, ',')
+		}
+		// Record k changes when seq+k crosses a multiple of n: one record
+		// per sequence number.
+		v := (seq + uint64(k)) / uint64(n)
+		x := uint32(v*2654435761+uint64(k)*40503) | 1
+		next := func() uint32 { x ^= x << 13; x ^= x >> 17; x ^= x << 5; return x }
+		dst = append(dst, `{"id":`...)
+		dst = strconv.AppendUint(dst, 10000+uint64(k), 10)
+		dst = append(dst, `,"sym":"`...)
+		dst = append(dst, jsonSymbols[k%len(jsonSymbols)]...)
+		dst = append(dst, `","px":`...)
+		px := 10000 + next()%90000
+		dst = strconv.AppendUint(dst, uint64(px/100), 10)
+		dst = append(dst, '.', byte('0'+px/10%10), byte('0'+px%10))
+		dst = append(dst, `,"qty":`...)
+		dst = strconv.AppendUint(dst, uint64(1000+next()%9000), 10)
+		if next()%2 == 0 {
+			dst = append(dst, `,"side":"buy "`...)
+		} else {
+			dst = append(dst, `,"side":"sell"`...)
+		}
+		dst = append(dst, `,"venue":"`...)
+		dst = append(dst, jsonVenues[k%len(jsonVenues)]...)
+		dst = append(dst, `"}`...)
+	}
+	return append(dst, `]}`...)
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -167,5 +168,69 @@ func TestJSONPayload(t *testing.T) {
 	}
 	if a, b := appendPayloadShape(nil, "json", 1, 0, 1000), appendPayloadShape(nil, "json", 2, 0, 1000); bytes.Equal(a[10:], b[10:]) {
 		t.Error("payloads of two sequence numbers are the same")
+	}
+}
+
+// TestDocPayload: the doc shape is valid JSON of about the size asked,
+// the same for the same seq, and from one seq to the next changes "s",
+// "t" and one of its records.
+func TestDocPayload(t *testing.T) {
+	type doc struct {
+		S uint64           `json:"s"`
+		T int64            `json:"t"`
+		P []map[string]any `json:"p"`
+	}
+	parse := func(seq uint64) doc {
+		p := appendPayloadShape(nil, "doc", seq, 1764100000000000000+int64(seq), 1000)
+		if len(p) > 1000 || len(p) < 1000-docRecordLen {
+			t.Fatalf("seq %d: %d bytes", seq, len(p))
+		}
+		var v doc
+		if err := json.Unmarshal(p, &v); err != nil {
+			t.Fatalf("seq %d: %q: %v", seq, p, err)
+		}
+		if s, _, ok := parsePayload(p); !ok || s != seq {
+			t.Fatalf("seq %d: parsed %d %v", seq, s, ok)
+		}
+		return v
+	}
+	prev := parse(1)
+	for seq := uint64(2); seq < 200; seq++ {
+		cur := parse(seq)
+		if len(cur.P) != len(prev.P) {
+			t.Fatalf("seq %d: %d records, before %d", seq, len(cur.P), len(prev.P))
+		}
+		n := 0
+		for k := range cur.P {
+			if !reflect.DeepEqual(cur.P[k], prev.P[k]) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("seq %d: %d records changed", seq, n)
+		}
+		prev = cur
+	}
+	if !bytes.Equal(appendPayloadShape(nil, "doc", 7, 1, 1000), appendPayloadShape(nil, "doc", 7, 1, 1000)) {
+		t.Fatal("same seq, different documents")
+	}
+}
+
+func TestJSONValueEnd(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int
+	}{
+		{`{"a":"}"}}`, 9},
+		{`[1,{"b":[2]}],"x":1}`, 13},
+		{`"s\"t",`, 6},
+		{`12,"b64":true}`, 2},
+		{`null}`, 4},
+		{`{"a":1`, -1},
+		{`"open`, -1},
+	} {
+		if got := jsonValueEnd([]byte(c.in)); got != c.want {
+			t.Errorf("jsonValueEnd(%q) = %d, want %d", c.in, got, c.want)
+		}
 	}
 }

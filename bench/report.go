@@ -50,6 +50,7 @@ type Params struct {
 	Size          int     `json:"size"`
 	Payload       string  `json:"payload,omitempty"`     // --payload shape
 	Compression   bool    `json:"compression,omitempty"` // permessage-deflate offered
+	Delta         bool    `json:"delta,omitempty"`       // subscribers asked for deltas
 	Publish       string  `json:"publish,omitempty"`
 	Batch         int     `json:"batch,omitempty"`
 	Inflight      int     `json:"inflight,omitempty"`
@@ -142,6 +143,8 @@ type DeliveryStats struct {
 	Duplicates uint64 `json:"duplicates"`
 	OutOfOrder uint64 `json:"out_of_order"`
 	BadPayload uint64 `json:"bad_payload,omitempty"`
+	// Deltas counts the deliveries that came as deltas (--delta).
+	Deltas uint64 `json:"deltas,omitempty"`
 	// Unexpected counts distinct receptions beyond Expected (publishes
 	// that reported an error but went through).
 	Unexpected uint64 `json:"unexpected,omitempty"`
@@ -256,6 +259,9 @@ func (r *Report) writeText(w io.Writer) error {
 		row("delivery", "%d received of %d expected by %d subscribers in %.3fs: %.0f/s", d.Received, d.Expected, d.Subscribers, d.Elapsed, d.Rate)
 		row("  checks", "lost %d, duplicated %d, out of order %d, bad %d, unexpected %d, drained %v",
 			d.Lost, d.Duplicates, d.OutOfOrder, d.BadPayload, d.Unexpected, d.Drained)
+		if d.Deltas > 0 {
+			row("  received as deltas", "%d", d.Deltas)
+		}
 		if d.WireBytesPerDelivery > 0 {
 			row("  wire bytes per delivery", "%.1f", d.WireBytesPerDelivery)
 		}

@@ -40,7 +40,7 @@ func run(ctx context.Context, o *options, logw io.Writer) (*Report, error) {
 		Params: Params{
 			URL: o.URL, API: o.API, SpreadPublish: o.SpreadPublish, Conns: o.Conns, Channels: o.Channels,
 			Rate: o.Rate, Duration: o.Duration.Seconds(), Messages: o.Messages, Size: o.Size,
-			Payload: o.Payload, Compression: o.Compression,
+			Payload: o.Payload, Compression: o.Compression, Delta: o.Delta,
 			Procs: o.Procs, SourceIPs: len(o.sourceIPs), Concurrency: o.Concurrency,
 		},
 	}
@@ -369,7 +369,7 @@ func (r *runner) connect(ctx context.Context, deadline time.Time) error {
 			Lo: j * o.Conns / o.Procs, Hi: (j + 1) * o.Conns / o.Procs,
 			Channels: o.Channels, Prefix: o.Prefix, SourceIP: o.sourceIPs,
 			Concurrency: o.Concurrency, Timeout: o.ConnTimeout, ReadBuffer: o.ReadBuffer,
-			Compression: o.Compression, Deadline: deadline.UnixNano(),
+			Compression: o.Compression, Delta: o.Delta, Deadline: deadline.UnixNano(),
 		}
 		var (
 			w   workerHandle

@@ -213,7 +213,7 @@ func (r *runner) finish(ctx context.Context) error {
 		return nil
 	}
 	s := merged.Seq
-	d.Received, d.Distinct, d.Duplicates, d.OutOfOrder, d.BadPayload = s.Received, s.Distinct, s.Duplicates, s.OutOfOrder, s.Bad
+	d.Received, d.Distinct, d.Duplicates, d.OutOfOrder, d.BadPayload, d.Deltas = s.Received, s.Distinct, s.Duplicates, s.OutOfOrder, s.Bad, s.Deltas
 	if s.Distinct < d.Expected {
 		d.Lost = d.Expected - s.Distinct
 	} else {

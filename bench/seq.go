@@ -86,6 +86,9 @@ type SeqStats struct {
 	Duplicates uint64 `json:"duplicates"`
 	OutOfOrder uint64 `json:"out_of_order"`
 	Bad        uint64 `json:"bad_payload"` // payloads that did not parse, or numbers out of range
+	// Deltas counts the publications received as deltas (--delta), which
+	// applied: those that did not are in Bad.
+	Deltas uint64 `json:"deltas,omitempty"`
 }
 
 // Add sums o into s.
@@ -95,6 +98,7 @@ func (s *SeqStats) Add(o SeqStats) {
 	s.Duplicates += o.Duplicates
 	s.OutOfOrder += o.OutOfOrder
 	s.Bad += o.Bad
+	s.Deltas += o.Deltas
 }
 
 // stats returns the tracker's counts; Received is the caller's to fill.

@@ -65,6 +65,7 @@ type event struct {
 	failed bool
 	code   uint32
 	data   []byte
+	delta  bool // a publication whose data is a Fossil delta (base64)
 }
 
 func targetFor(name string) (target, error) {

@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldhq/herald/protocol/fossil"
 )
 
 // workerConfig is one worker's share of the subscriber connections. A
@@ -27,6 +32,7 @@ type workerConfig struct {
 	Timeout     time.Duration `json:"timeout"` // per connection: dial, handshake, connect, subscribe
 	ReadBuffer  int           `json:"read_buffer"`
 	Compression bool          `json:"compression,omitempty"` // offer permessage-deflate
+	Delta       bool          `json:"delta,omitempty"`       // subscribe asking for deltas, and apply them
 	// Deadline (unix nanoseconds) is when a child gives up on its parent.
 	Deadline int64 `json:"deadline"`
 }
@@ -78,6 +84,9 @@ func newWorker(cfg workerConfig) (*worker, error) {
 		}
 		ips = append(ips, ip)
 	}
+	if cfg.Delta {
+		tgt = deltaSubscribe{tgt}
+	}
 	w := &worker{
 		cfg: cfg, tgt: tgt,
 		d: &dialer{urls: cfg.URLs, channels: cfg.Channels, tgt: tgt, timeout: cfg.Timeout, readBuf: cfg.ReadBuffer, sourceIPs: ips,
@@ -104,6 +113,11 @@ type subscriber struct {
 	received uint64
 	bad      uint64
 	lastRecv int64 // unix nanos of the last publication
+
+	// With --delta: base is the data of the last publication received,
+	// the source of the next delta; dbuf holds a decoded delta.
+	base, dbuf []byte
+	deltas     uint64
 }
 
 // readyReport is what a worker tells once its connections are open.
@@ -270,7 +284,15 @@ func (s *subscriber) run() {
 				now := time.Now().UnixNano()
 				s.received++
 				s.ctr.delivered.Add(1)
-				seq, sent, ok := parsePayload(ev.data)
+				data := ev.data
+				if w.cfg.Delta {
+					var ok bool
+					if data, ok = s.undelta(&ev); !ok {
+						s.bad++
+						continue
+					}
+				}
+				seq, sent, ok := parsePayload(data)
 				if !ok {
 					s.bad++
 					continue
@@ -365,6 +387,7 @@ func (w *worker) finish() workerResult {
 		st := s.seq.stats()
 		st.Received = s.received
 		st.Bad += s.bad
+		st.Deltas = s.deltas
 		r.Seq.Add(st)
 		r.LastRecv = max(r.LastRecv, s.lastRecv)
 	}
@@ -376,4 +399,87 @@ func (w *worker) finish() workerResult {
 	}
 	w.mu.Unlock()
 	return r
+}
+
+// undelta returns the data of a publication received with --delta: a
+// delta applied to the previous publication's data, or the full data,
+// which becomes the next delta's source. It reports false for a delta
+// that does not apply (or data that does not parse).
+func (s *subscriber) undelta(ev *event) ([]byte, bool) {
+	if !ev.delta {
+		end := jsonValueEnd(ev.data)
+		if end < 0 {
+			s.base = s.base[:0]
+			return nil, false
+		}
+		s.base = append(s.base[:0], ev.data[:end]...)
+		return s.base, true
+	}
+	// "data":"DELTA" (a JSON string), or "data":"BASE64","b64":true
+	d := ev.data
+	end := jsonValueEnd(d)
+	if end < 2 || d[0] != '"' || len(s.base) == 0 {
+		return nil, false
+	}
+	var err error
+	if bytes.HasPrefix(d[end:], hB64) {
+		s.dbuf, err = base64.StdEncoding.AppendDecode(s.dbuf[:0], d[1:end-1])
+	} else if bytes.IndexByte(d[1:end-1], '\\') < 0 {
+		s.dbuf = append(s.dbuf[:0], d[1:end-1]...)
+	} else {
+		var str string
+		err = json.Unmarshal(d[:end], &str)
+		s.dbuf = append(s.dbuf[:0], str...)
+	}
+	if err != nil {
+		return nil, false
+	}
+	full, err := fossil.Apply(s.base, s.dbuf, 0)
+	if err != nil {
+		s.base = s.base[:0]
+		return nil, false
+	}
+	s.base = full
+	s.deltas++
+	return full, true
+}
+
+// jsonValueEnd returns the length of the JSON value at the start of b
+// (an object, array, string or scalar), or -1 if it does not end.
+func jsonValueEnd(b []byte) int {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if i >= len(b) {
+				return -1
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of what holds a scalar
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	if depth == 0 {
+		return len(b)
+	}
+	return -1
 }

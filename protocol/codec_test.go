@@ -48,6 +48,8 @@ func TestPublicationPush(t *testing.T) {
 		{Channel: "chan\"quote", Offset: 1, Data: protocol.Data(`[1]`)},
 		{Channel: "日本", Offset: 1, Data: protocol.Data(`1`)},
 		{Channel: "room:1", Offset: 8, Data: protocol.Data("3\n3:abcFqg;"), Delta: true},
+		{Channel: "room:1", Offset: 9, Data: protocol.Data("9\n9:{\"a\":\"<é>\"}0;"), Delta: true},
+		{Channel: "room:1", Offset: 10, Data: protocol.Data("2\n2:\xff\x00G;"), Delta: true},
 	}
 	for _, c := range codecs {
 		for _, p := range pubs {

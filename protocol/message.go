@@ -136,7 +136,9 @@ type Publication struct {
 	// Delta marks a publication whose Data is a Fossil delta (package
 	// protocol/fossil) against the Data of the previous publication the
 	// subscription received, not the data itself. Only subscriptions that
-	// asked for deltas receive such publications.
+	// asked for deltas receive such publications. In the JSON encoding the
+	// delta travels as a JSON string (its UTF-8 bytes are the delta), or
+	// in base64 with "b64": true when it is not valid UTF-8.
 	Delta bool `json:"delta,omitempty" msgpack:"delta,omitempty"`
 	// Redelivered marks a publication of a channel with acknowledgements
 	// sent again because it was not acknowledged in time. The client may

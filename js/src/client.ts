@@ -856,7 +856,7 @@ export class Herald extends Emitter<ClientEvents> {
       conn: () => (this.#conn?.connected ? this.#conn : null),
       send: (conn: ConnHandle, cmd, onReply, onFail) => this.#send(conn as Conn, cmd, onReply, onFail),
       decodePublication: (p, channel) => decodePublication(this.#codec ?? jsonCodec, p, channel),
-      dataBytes: (p, raw) => (this.#codec ?? jsonCodec).dataBytes(p.data, p.b64, raw),
+      dataBytes: (p, raw) => (this.#codec ?? jsonCodec).dataBytes(p.data, p.b64, raw, p.delta),
       decodeClientInfo: (i) => decodeClientInfo(this.#codec ?? jsonCodec, i)!,
       backoffMs: (attempt) => reconnectDelay(attempt, this.#baseMs, this.#maxMs),
       publish: (ch, data, opts) => this.publish(ch, data, opts),

@@ -21,7 +21,7 @@ export interface Codec {
    * them (the source of the next delta). raw returns the frame's text
    * (JSON encoding). Null if they cannot be had.
    */
-  dataBytes(wire: unknown, b64: boolean | undefined, raw: () => string | undefined): Uint8Array | null;
+  dataBytes(wire: unknown, b64: boolean | undefined, raw: () => string | undefined, delta?: boolean): Uint8Array | null;
 }
 
 const utf8enc = new TextEncoder();
@@ -94,8 +94,10 @@ export const jsonCodec: Codec = {
     if (b64 && typeof wire === 'string') return base64ToBytes(wire);
     return wire === undefined ? null : wire;
   },
-  dataBytes(wire, b64, raw) {
+  dataBytes(wire, b64, raw, delta) {
     if (b64 && typeof wire === 'string') return base64ToBytes(wire);
+    // A delta travels as a string of its UTF-8 bytes.
+    if (delta) return typeof wire === 'string' ? utf8enc.encode(wire) : null;
     if (wire === undefined || wire === null) return new Uint8Array(0);
     const frame = raw();
     const text = frame === undefined ? undefined : pubDataText(frame);

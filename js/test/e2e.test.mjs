@@ -155,7 +155,9 @@ describe('e2e: one dev server', () => {
     let deltas = 0;
     pushes().forEach((f, i) => {
       const p = JSON.parse(f).pub;
-      const bytes = p.delta ? Uint8Array.from(refApplyDelta(prev, Buffer.from(p.data, 'base64'))) : new TextEncoder().encode(pubDataText(f));
+      // A delta comes as a string of its UTF-8 bytes (base64 with b64 if it is not UTF-8).
+      const delta = p.delta && (p.b64 ? Buffer.from(p.data, 'base64') : new TextEncoder().encode(p.data));
+      const bytes = p.delta ? Uint8Array.from(refApplyDelta(prev, delta)) : new TextEncoder().encode(pubDataText(f));
       if (p.delta) deltas++;
       assert.deepEqual(JSON.parse(new TextDecoder().decode(bytes)), docs[i], `raw: document ${i + 1}`);
       prev = bytes;

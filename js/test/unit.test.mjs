@@ -504,8 +504,11 @@ describe('deltas', { timeout: 15000 }, () => {
     assert.deepEqual(got.map((p) => p.data), docs);
     ws.deliver({ pub: { channel: 'room', offset: 9, data: docs[0] } });
     ws.deliver(deltaPush(10, bytes[0], bytes[2]));
-    assert.deepEqual(got.map((p) => p.offset), [6, 7, 8, 9, 10]);
+    // The JSON encoding's usual form: the delta as a string.
+    ws.deliver({ pub: { channel: 'room', offset: 11, data: new TextDecoder().decode(Uint8Array.from(refCreateDelta(bytes[2], bytes[1]))), delta: true } });
+    assert.deepEqual(got.map((p) => p.offset), [6, 7, 8, 9, 10, 11]);
     assert.deepEqual(got[4].data, docs[2]);
+    assert.deepEqual(got[5].data, docs[1]);
     f.client.disconnect();
   });
 });

@@ -78,9 +78,12 @@ export const jsonCodec = {
             return base64ToBytes(wire);
         return wire === undefined ? null : wire;
     },
-    dataBytes(wire, b64, raw) {
+    dataBytes(wire, b64, raw, delta) {
         if (b64 && typeof wire === 'string')
             return base64ToBytes(wire);
+        // A delta travels as a string of its UTF-8 bytes.
+        if (delta)
+            return typeof wire === 'string' ? utf8enc.encode(wire) : null;
         if (wire === undefined || wire === null)
             return new Uint8Array(0);
         const frame = raw();
