@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/broker/memory"
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/internal/faultnet"
 )
@@ -285,4 +286,63 @@ func TestAckMaxUnacked(t *testing.T) {
 		sub.Ack(11)
 		rec.checkOnce(t, 11)
 	})
+}
+
+// A user with two devices, one acknowledging and one away: the one away,
+// when it comes with FromAcked and no position of its own, resumes after
+// what the other acknowledged (the user's cursor, kept in the broker).
+func TestAckUserCursor(t *testing.T) {
+	t.Parallel()
+	b := memory.New(memory.Config{})
+	cfg := ackConfig(nil)
+	cfg.Broker = b
+	ts := startServer(t, cfg)
+	const ch = "acked:devices"
+	phone := dial(t, ts, &client.Options{Token: token(t, "alice", time.Hour)})
+	var got ackRecorder
+	sub, err := phone.Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: got.on(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 10; i++ {
+		ts.publish(t, ch, seqData(i))
+	}
+	eventually(t, 10*time.Second, "the phone's 10", func() bool { return got.len() == 10 })
+	eventually(t, 10*time.Second, "alice's cursor at 10", func() bool {
+		pos, ok, err := b.Cursor(ctxT(t), "alice", ch)
+		return err == nil && ok && pos.Offset == 10
+	})
+	if err := sub.Unsubscribe(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i := 11; i <= 15; i++ {
+		ts.publish(t, ch, seqData(i))
+	}
+	// Another user has no cursor: FromAcked is a plain subscribe.
+	bob := dial(t, ts, &client.Options{Token: token(t, "bob", time.Hour)})
+	var bobGot ackRecorder
+	if _, err := bob.Subscribe(ctxT(t), ch, client.SubscribeOptions{FromAcked: true, OnPublication: bobGot.on(t)}); err != nil {
+		t.Fatal(err)
+	}
+	laptop := dial(t, ts, &client.Options{Token: token(t, "alice", time.Hour)})
+	var lgot ackRecorder
+	var ev client.SubscribedEvent
+	if _, err := laptop.Subscribe(ctxT(t), ch, client.SubscribeOptions{FromAcked: true, OnPublication: lgot.on(t),
+		OnSubscribed: func(e client.SubscribedEvent) { ev = e }}); err != nil {
+		t.Fatal(err)
+	}
+	if !ev.WasRecovering || !ev.Recovered {
+		t.Fatalf("laptop subscribe %+v: want recovered from alice's cursor", ev)
+	}
+	eventually(t, 10*time.Second, "the laptop's 5", func() bool { return lgot.len() >= 5 })
+	if s := lgot.get(); !slices.Equal(s, []int{11, 12, 13, 14, 15}) {
+		t.Fatalf("laptop got %v, want 11-15 (after what the phone acknowledged)", s)
+	}
+	eventually(t, 10*time.Second, "alice's cursor at 15", func() bool {
+		pos, ok, err := b.Cursor(ctxT(t), "alice", ch)
+		return err == nil && ok && pos.Offset == 15
+	})
+	if n := bobGot.len(); n != 0 {
+		t.Fatalf("bob, without a cursor, got %d publications from before his subscribe", n)
+	}
 }

@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"time"
@@ -271,5 +272,45 @@ func (ss *session) startAck(p *pendingSub, acked uint64, epoch string) {
 	ss.s.acks.add(sub, ackSub{ss: ss, user: user, epoch: epoch})
 }
 
-// writeCursor stores a user's acknowledged position in a channel.
-func (s *Server) writeCursor(k cursorKey, c cursorWrite) {}
+// writeCursor stores a user's acknowledged position in a channel. A
+// failed write is logged; the next acknowledgement writes again.
+func (s *Server) writeCursor(k cursorKey, c cursorWrite) {
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	start := time.Now()
+	err := s.broker.SetCursor(ctx, k.user, k.channel, c.pos, c.ttl)
+	s.observe("set_cursor", start)
+	if err != nil {
+		s.log.Warn("write acknowledged position", "user", k.user, "channel", k.channel, "err", err)
+	}
+}
+
+// fromCursor returns req with the position of the user's cursor when the
+// request asks for it (Acked) and the cursor is further than the
+// request's own position: the request has none, or one of the same
+// epoch behind it. A request whose position is of another epoch keeps
+// it. A cursor that cannot be read leaves req as it is (logged).
+func (ss *session) fromCursor(ctx context.Context, ns *namespace, req *protocol.SubscribeRequest) *protocol.SubscribeRequest {
+	if !req.Acked || !ns.Ack {
+		return req
+	}
+	ss.mu.Lock()
+	user := ss.user
+	ss.mu.Unlock()
+	if user == "" {
+		return req
+	}
+	start := time.Now()
+	pos, ok, err := ss.s.broker.Cursor(ctx, user, req.Channel)
+	ss.s.observe("cursor", start)
+	if err != nil {
+		ss.s.log.Warn("read acknowledged position", "user", user, "channel", req.Channel, "err", err)
+		return req
+	}
+	if !ok || (req.Recover && (pos.Epoch != req.Epoch || pos.Offset <= req.Offset)) {
+		return req
+	}
+	r := *req
+	r.Recover, r.Epoch, r.Offset = true, pos.Epoch, pos.Offset
+	return &r
+}

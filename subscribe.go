@@ -155,6 +155,9 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	}
 	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta, Ack: ack}}
 	if ns.history {
+		if ack {
+			req = ss.fromCursor(ctx, ns, req)
+		}
 		if perr := s.readPosition(ctx, req, f, p); perr != nil {
 			s.hubRemove(&sub.Sub)
 			return nil, perr

@@ -605,7 +605,7 @@ func cleanupBroker(ctx context.Context, kind, brokerURL, prefix string) error {
 			return err
 		}
 		var errs []error
-		for _, s := range []string{"history", "presence", "idempotency"} {
+		for _, s := range []string{"history", "presence", "idempotency", "cursors"} {
 			if err := js.DeleteStream(ctx, prefix+"-"+s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 				errs = append(errs, fmt.Errorf("delete stream %s-%s: %w", prefix, s, err))
 			}

@@ -87,6 +87,14 @@ type Broker interface {
 	// RemoveHistory drops the channel's history; its next stream has a new
 	// epoch.
 	RemoveHistory(ctx context.Context, channel string) error
+	// SetCursor records pos as the position user acknowledged in channel
+	// (channels with acknowledgements), kept for ttl after the write. In
+	// one epoch a cursor only moves forward: a lower offset leaves the
+	// stored one as it is; a position of another epoch replaces it.
+	SetCursor(ctx context.Context, user, channel string, pos StreamPosition, ttl time.Duration) error
+	// Cursor returns the position SetCursor stored; ok is false if there
+	// is none (never written, or expired).
+	Cursor(ctx context.Context, user, channel string) (pos StreamPosition, ok bool, err error)
 	// Close releases connections and stops delivery.
 	Close(ctx context.Context) error
 }

@@ -45,6 +45,14 @@ namespaces:
     allow_subscribe: true
     allow_anonymous_subscribe: true
     allow_publish: true
+  - name: acked
+    history_size: 1000
+    history_ttl: 10m
+    allow_subscribe: true
+    allow_anonymous_subscribe: true
+    allow_publish: true
+    ack: true
+    ack_timeout: 200ms
 `, apiKey, tokenSecret, presenceTTL) + brokerYAML
 	path := filepath.Join(t.TempDir(), "herald.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {

@@ -172,6 +172,7 @@ func Run(t *testing.T, s Setup) {
 	t.Run("ManyChannels", func(t *testing.T) { t.Parallel(); testManyChannels(t, s) })
 	t.Run("ConcurrentPublishers", func(t *testing.T) { t.Parallel(); testConcurrent(t, s) })
 	t.Run("JoinLeaveControl", func(t *testing.T) { t.Parallel(); testEvents(t, s) })
+	t.Run("Cursors", func(t *testing.T) { t.Parallel(); testCursors(t, s) })
 	runHot(t, s)
 	if s.NewPresence != nil {
 		t.Run("Presence", func(t *testing.T) { t.Parallel(); testPresence(t, s) })

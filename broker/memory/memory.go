@@ -59,6 +59,7 @@ type Broker struct {
 	stripes [numStripes]sync.Mutex
 	handler broker.Handler
 	closed  atomic.Bool
+	cursors cursors
 }
 
 type shard struct {

@@ -88,6 +88,7 @@ const (
 	histStream = iota
 	presStream
 	idemStream
+	cursStream
 	numStreams
 )
 
@@ -214,6 +215,7 @@ func (b *Broker) Ready(ctx context.Context) error {
 		histStream: b.names.hist + "$ready",
 		presStream: b.names.pres + "$ready.$ready",
 		idemStream: b.names.idem + "$ready.$ready",
+		cursStream: b.names.curs + "$ready.$ready",
 	}
 	for i, subj := range subjects {
 		name := b.streamConfig(i).Name
@@ -489,6 +491,12 @@ func (b *Broker) streamConfig(i int) jetstream.StreamConfig {
 		c.Description = "Herald idempotency keys"
 		c.Subjects = []string{b.names.idem + ">"}
 		c.MaxAge = b.cfg.MaxIdempotencyWindow
+		c.MaxMsgsPerSubject = 1
+	case cursStream:
+		c.Name = b.names.cursStream
+		c.Description = "Herald acknowledged positions per user and channel"
+		c.Subjects = []string{b.names.curs + ">"}
+		c.MaxAge = b.cfg.MaxCursorTTL
 		c.MaxMsgsPerSubject = 1
 	}
 	return c

@@ -62,6 +62,10 @@ type Config struct {
 	// a longer one fails. It bounds how long entries of dead nodes are
 	// stored (they are hidden after their own TTL). Default 10m.
 	MaxPresenceTTL time.Duration
+	// MaxCursorTTL is the longest cursor TTL accepted (acknowledged
+	// positions, Namespace.AckCursorTTL); SetCursor with a longer one
+	// fails. It is the cursor stream's MaxAge. Default 7 days.
+	MaxCursorTTL time.Duration
 
 	// ConnectTimeout bounds the dial of one server. Default 5s.
 	ConnectTimeout time.Duration
@@ -117,6 +121,7 @@ func (c Config) WithDefaults() Config {
 	dur(&c.HistoryMaxAge, 24*time.Hour)
 	dur(&c.MaxIdempotencyWindow, 10*time.Minute)
 	dur(&c.MaxPresenceTTL, 10*time.Minute)
+	dur(&c.MaxCursorTTL, 7*24*time.Hour)
 	dur(&c.ConnectTimeout, 5*time.Second)
 	dur(&c.RequestTimeout, 10*time.Second)
 	dur(&c.ReconnectWait, 2*time.Second)
@@ -183,6 +188,7 @@ func (c Config) Validate() error {
 		{"HistoryMaxAge", c.HistoryMaxAge},
 		{"MaxIdempotencyWindow", c.MaxIdempotencyWindow},
 		{"MaxPresenceTTL", c.MaxPresenceTTL},
+		{"MaxCursorTTL", c.MaxCursorTTL},
 		{"ConnectTimeout", c.ConnectTimeout},
 		{"RequestTimeout", c.RequestTimeout},
 		{"ReconnectWait", c.ReconnectWait},

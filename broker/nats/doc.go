@@ -11,6 +11,7 @@
 //	<prefix>-history      stream, subjects <prefix>.hist.<channel>
 //	<prefix>-presence     stream, subjects <prefix>.pres.<channel>.<client>
 //	<prefix>-idempotency  stream, subjects <prefix>.idem.<channel>.<key hash>
+//	<prefix>-cursors      stream, subjects <prefix>.curs.<user>.<channel>
 //	<prefix>.live.<channel>  core subject a node subscribes to per channel
 //	<prefix>.ctl             core subject of control messages
 //

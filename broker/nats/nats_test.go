@@ -127,7 +127,7 @@ func deleteStreams(t *testing.T, url, prefix string) {
 	}
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, s := range []string{"history", "presence", "idempotency"} {
+	for _, s := range []string{"history", "presence", "idempotency", "cursors"} {
 		if err := js.DeleteStream(c, prefix+"-"+s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			t.Errorf("cleanup: delete stream %s-%s: %v", prefix, s, err)
 		}

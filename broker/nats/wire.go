@@ -35,9 +35,9 @@ const (
 
 // names holds every stream name and subject prefix of one Config.Prefix.
 type names struct {
-	histStream, presStream, idemStream string
+	histStream, presStream, idemStream, cursStream string
 	// Subject prefixes; a token follows.
-	hist, live, pres, idem string
+	hist, live, pres, idem, curs string
 	ctl                    string
 }
 
@@ -46,10 +46,12 @@ func newNames(prefix string) names {
 		histStream: prefix + "-history",
 		presStream: prefix + "-presence",
 		idemStream: prefix + "-idempotency",
+		cursStream: prefix + "-cursors",
 		hist:       prefix + ".hist.",
 		live:       prefix + ".live.",
 		pres:       prefix + ".pres.",
 		idem:       prefix + ".idem.",
+		curs:       prefix + ".curs.",
 		ctl:        prefix + ".ctl",
 	}
 }

@@ -110,7 +110,7 @@ func deleteStreams(t *testing.T, url, prefix string) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, s := range []string{"history", "presence", "idempotency"} {
+	for _, s := range []string{"history", "presence", "idempotency", "cursors"} {
 		if err := js.DeleteStream(ctx, prefix+"-"+s); err != nil {
 			t.Errorf("cleanup: delete stream %s-%s: %v", prefix, s, err)
 		}
