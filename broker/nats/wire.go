@@ -38,7 +38,7 @@ type names struct {
 	histStream, presStream, idemStream, cursStream string
 	// Subject prefixes; a token follows.
 	hist, live, pres, idem, curs string
-	ctl                    string
+	ctl                          string
 }
 
 func newNames(prefix string) names {
