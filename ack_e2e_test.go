@@ -1,6 +1,7 @@
 package herald_test
 
 import (
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -344,5 +345,56 @@ func TestAckUserCursor(t *testing.T) {
 	})
 	if n := bobGot.len(); n != 0 {
 		t.Fatalf("bob, without a cursor, got %d publications from before his subscribe", n)
+	}
+}
+
+// A publication unacknowledged past ack_deadline is reported undelivered
+// once per user, channel and offset: one lifecycle event (here through a
+// webhook) and one count in herald_undelivered_total, however many of the
+// user's connections leave it unacknowledged and however often it is
+// redelivered meanwhile.
+func TestAckUndelivered(t *testing.T) {
+	t.Parallel()
+	recv := &webhookReceiver{t: t, secret: "s"}
+	srv := httptest.NewServer(recv)
+	t.Cleanup(srv.Close)
+	cfg := ackConfig(func(ns *herald.Namespace) { ns.AckDeadline = 300 * time.Millisecond })
+	cfg.Events = herald.EventsConfig{Enabled: true}
+	cfg.Events.Webhooks = []herald.WebhookConfig{{URL: srv.URL, Secret: "s", Types: []string{herald.EventUndelivered}, MaxBackoff: 200 * time.Millisecond}}
+	ts := startServer(t, cfg)
+	const ch = "acked:late"
+	for range 2 { // two devices of one user, neither acknowledging
+		c := dial(t, ts, &client.Options{Token: token(t, "dora", time.Hour)})
+		if _, err := c.Subscribe(ctxT(t), ch, client.SubscribeOptions{ManualAck: true, OnPublication: func(client.Publication) {}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var acker ackRecorder // another user, acknowledging: never late
+	ac := dial(t, ts, &client.Options{Token: token(t, "erin", time.Hour)})
+	if _, err := ac.Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: acker.on(t)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		ts.publish(t, ch, seqData(i))
+	}
+	eventually(t, 10*time.Second, "3 undelivered reports", func() bool { return metric(t, ts, "herald_undelivered_total") >= 3 })
+	eventually(t, 10*time.Second, "3 undelivered events", func() bool { ev, _, _ := recv.snapshot(); return len(ev) >= 3 })
+	// Let redelivery run through many more timeouts.
+	r0 := metric(t, ts, "herald_redelivered_total")
+	eventually(t, 10*time.Second, "more redeliveries", func() bool { return metric(t, ts, "herald_redelivered_total") >= r0+30 })
+	if n := metric(t, ts, "herald_undelivered_total"); n != 3 {
+		t.Fatalf("herald_undelivered_total %v, want 3", n)
+	}
+	got, _, bad := recv.snapshot()
+	if bad != 0 || len(got) != 3 {
+		t.Fatalf("%d undelivered events (%d badly signed), want 3: %+v", len(got), bad, got)
+	}
+	for i, ev := range got {
+		if ev.Type != herald.EventUndelivered || ev.User != "dora" || ev.Channel != ch || ev.Offset != uint64(i+1) || ev.Epoch == "" || ev.Client == "" {
+			t.Fatalf("event %d: %+v", i, ev)
+		}
+	}
+	if n := acker.len(); n != 3 {
+		t.Fatalf("the acknowledging user got %d publications", n)
 	}
 }

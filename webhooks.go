@@ -76,7 +76,7 @@ func (w WebhookConfig) validate() error {
 	}
 	for _, t := range w.Types {
 		switch t {
-		case EventOnline, EventOffline, EventOccupied, EventVacated, EventConnect, EventDisconnect, EventSubscribe, EventUnsubscribe:
+		case EventOnline, EventOffline, EventOccupied, EventVacated, EventConnect, EventDisconnect, EventSubscribe, EventUnsubscribe, EventUndelivered:
 		default:
 			return fmt.Errorf("url %s: unknown event type %q", w.URL, t)
 		}

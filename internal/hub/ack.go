@@ -164,8 +164,11 @@ func (h *Hub) AckCheck(sub *Sub, now, timeout, deadline int64) (late []*protocol
 	}
 	for i := range a.pending {
 		e := &a.pending[i]
-		if e.late || now-e.first < deadline {
+		if now-e.first < deadline {
 			break // the rest were first sent later
+		}
+		if e.late {
+			continue // reported already
 		}
 		e.late = true
 		late = append(late, e.pub)

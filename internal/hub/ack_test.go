@@ -63,19 +63,25 @@ func TestAckTracking(t *testing.T) {
 	if len(late) != 2 || late[0].Offset != 16 || late[1].Offset != 17 {
 		t.Fatalf("past the deadline: %v", late)
 	}
+	h.Publish("c", &protocol.Publication{Offset: 18, Data: protocol.Data("1")}, "e")
+	// Offset 18, sent later, is reported on its own.
+	late = h.AckCheck(s, time.Now().UnixNano()+11*sec, sec, 10*sec)
+	if len(late) != 1 || late[0].Offset != 18 {
+		t.Fatalf("past the deadline, after 16 and 17 were reported: %v", late)
+	}
 	if late = h.AckCheck(s, now+20*sec, sec, 10*sec); len(late) != 0 {
 		t.Fatalf("reported again: %v", late)
 	}
-	h.Ack(s, 17)
+	h.Ack(s, 18)
 	if n, _ := h.Unacked(s); n != 0 {
 		t.Fatalf("%d unacked after acknowledging all", n)
 	}
 	// A subscription without Ack is not tracked.
 	plain := &hub.Sub{Conn: peers[1].c, Channel: "c"}
 	h.Add(plain)
-	h.Activate(plain, nil, 17)
-	h.Publish("c", &protocol.Publication{Offset: 18, Data: protocol.Data("1")}, "e")
-	if _, ok := h.Ack(plain, 18); ok {
+	h.Activate(plain, nil, 18)
+	h.Publish("c", &protocol.Publication{Offset: 19, Data: protocol.Data("1")}, "e")
+	if _, ok := h.Ack(plain, 19); ok {
 		t.Fatal("Ack of a subscription without Ack")
 	}
 	h.Remove(s)
