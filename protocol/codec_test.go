@@ -44,6 +44,7 @@ func TestPublicationPush(t *testing.T) {
 	t.Parallel()
 	pubs := []*protocol.Publication{
 		{Channel: "room:1", Offset: 7, Data: protocol.Data(`{"text":"hi <b>"}`), Time: 1700000000000},
+		{Channel: "room:1", Offset: 9, Data: protocol.Data(`{"v":2}`), Tags: map[string]string{"key": "a"}, Skipped: 3},
 		{Channel: "room:1", Data: protocol.Data("\x00\xffbinary"), Info: &protocol.ClientInfo{Client: "c1", User: "u1", ConnInfo: protocol.Data(`{"n":1}`)}, Tags: map[string]string{"k": "v"}, Gap: true},
 		{Channel: "chan\"quote", Offset: 1, Data: protocol.Data(`[1]`)},
 		{Channel: "日本", Offset: 1, Data: protocol.Data(`1`)},

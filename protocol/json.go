@@ -150,6 +150,10 @@ func appendPublicationJSON(dst []byte, p *Publication) []byte {
 	if p.Redelivered {
 		dst = append(dst, `,"redelivered":true`...)
 	}
+	if p.Skipped != 0 {
+		dst = append(dst, `,"skipped":`...)
+		dst = strconv.AppendUint(dst, uint64(p.Skipped), 10)
+	}
 	return append(dst, '}')
 }
 

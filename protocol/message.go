@@ -145,6 +145,11 @@ type Publication struct {
 	// have received it before: it hands each offset to the application
 	// once.
 	Redelivered bool `json:"redelivered,omitempty" msgpack:"redelivered,omitempty"`
+	// Skipped counts the publications of the same key this one replaced
+	// for a subscriber that fell behind on a conflating channel
+	// (slow-client policy "conflate"): the subscriber did not receive
+	// them, by design. Zero otherwise.
+	Skipped uint32 `json:"skipped,omitempty" msgpack:"skipped,omitempty"`
 	// Trace is the W3C traceparent of a traced publish, which brokers
 	// carry between nodes so that each node's fan-out joins the trace.
 	// It is never sent to clients.
@@ -240,6 +245,10 @@ type SubscribeResult struct {
 	// Ack: the channel wants its publications acknowledged (ack command);
 	// those not acknowledged in time are sent again, marked Redelivered.
 	Ack bool `json:"ack,omitempty" msgpack:"ack,omitempty"`
+	// Conflated: the channel's slow-client policy is "conflate", so the
+	// offsets the subscription receives skip those of publications
+	// replaced by a newer one of their key; a skipped offset is not a gap.
+	Conflated bool `json:"conflated,omitempty" msgpack:"conflated,omitempty"`
 }
 
 // UnsubscribeRequest leaves a channel.

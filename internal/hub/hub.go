@@ -59,6 +59,10 @@ const (
 	// PolicyDrop drops the connection's queued publications of drop-policy
 	// channels and marks the next publication of each with Gap.
 	PolicyDrop
+	// PolicyConflate keeps, for a subscriber that is behind, only the
+	// newest publication per key (see Conflate), queued as its connection
+	// drains and marked with how many it replaced.
+	PolicyConflate
 )
 
 // Sub is one connection's subscription to one channel. It is kept small:
@@ -66,6 +70,9 @@ const (
 type Sub struct {
 	Conn    *transport.Conn
 	Channel string
+	// Conflate configures PolicyConflate (defaults if nil); shared, read
+	// only.
+	Conflate *Conflate
 
 	gap atomic.Bool // the next publication goes out marked Gap
 
@@ -113,6 +120,7 @@ type subExt struct {
 	held []*protocol.Publication // live publications kept while recovering
 	grp  *group                  // the subscription's filter group, nil if unfiltered
 	ack  *ackState               // what an Ack subscription was sent and not acknowledged
+	cs   *conflation             // publications kept aside (PolicyConflate), nil unless behind or rate-capped
 }
 
 // group is the subscribers of a channel that share one filter (by its
@@ -178,6 +186,14 @@ type Stats struct {
 	// DeltaFrames counts the publication frames queued as deltas (they are
 	// also in Delivered).
 	DeltaFrames uint64
+	// Conflated counts the publications a newer one of the same key
+	// replaced before they were queued (PolicyConflate).
+	Conflated uint64
+	// ConflatePendingMax and ConflatePendingBytesMax are the most
+	// publications (and data bytes) kept aside for one conflating
+	// subscriber at any time.
+	ConflatePendingMax      uint64
+	ConflatePendingBytesMax uint64
 }
 
 const numShards = 256
@@ -209,6 +225,7 @@ type Hub struct {
 
 	delivered, dropped, slow, gaps, compressed, evals, deltas, deltaFrames atomic.Uint64
 	redelivered, unacked                                                   atomic.Uint64
+	conflated, pendingMax, pendingBytesMax                                 atomic.Uint64
 	numSubs                                                                atomic.Int64
 }
 
@@ -322,6 +339,9 @@ func (h *Hub) AddFiltered(sub *Sub, f *filter.Filter) (first bool) {
 	if sub.Delta {
 		ch.ndelta++
 	}
+	if sub.Policy == PolicyConflate && sub.Conflate == nil {
+		sub.Conflate = &Conflate{}
+	}
 	if f == nil {
 		sub.idx = int32(len(ch.subs))
 		ch.subs = append(ch.subs, sub)
@@ -384,6 +404,9 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 	} else {
 		ch.subs = cut(ch.subs, int(sub.idx))
 	}
+	if sub.x != nil && sub.x.cs != nil {
+		sub.x.cs.stop()
+	}
 	sub.x = nil
 	if sub.Delta {
 		ch.ndelta--
@@ -438,7 +461,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 		if sub.x.grp != nil {
 			f = sub.x.grp.f
 			sub.x.grp.recovering--
-		} else if sub.x.ack == nil {
+		} else if sub.x.ack == nil && sub.x.cs == nil {
 			sub.x = nil
 		}
 	}
@@ -467,7 +490,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 			continue // filtered out
 		}
 		var frames [numVariants][]byte
-		if !h.send(sub, p, &frames) {
+		if !h.send(sub, p, &frames) && (sub.Policy != PolicyConflate || sub.Conn.Closing()) {
 			return false
 		}
 	}
@@ -584,7 +607,9 @@ func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, st *fanout) {
 // it and shared by the others.
 func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
 	ch := st.ch
-	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint32(h.opts.DeltaFullEvery) != 0 {
+	// A conflating subscriber that is behind takes no delta: its
+	// publication is kept aside, and goes out full.
+	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint32(h.opts.DeltaFullEvery) != 0 && !conflating(s) {
 		if !st.tried {
 			st.tried = true
 			h.deltas.Add(1)
@@ -635,6 +660,9 @@ func (h *Hub) hold(s *Sub, pub *protocol.Publication) {
 // send queues pub on s's connection, encoding it once per frame variant
 // into frames. It applies s's slow policy when the queue is full and
 // reports whether the publication was queued.
+//
+// A conflating subscriber that is behind has its publication kept aside
+// instead (see Conflate); send then reports false unless it queued it.
 func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) bool {
 	if s.Ack {
 		return h.sendAcked(s, pub, frames)
@@ -644,6 +672,9 @@ func (h *Hub) send(s *Sub, pub *protocol.Publication, frames *[numVariants][]byt
 
 // sendPlain is send without acknowledgements.
 func (h *Hub) sendPlain(s *Sub, pub *protocol.Publication, frames *[numVariants][]byte) bool {
+	if conflating(s) {
+		return h.conflate(s, pub) && !conflating(s)
+	}
 	if s.gap.Load() {
 		p := *pub
 		p.Gap = true
@@ -691,6 +722,9 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 	if sse {
 		return h.opts.SSEEvent(s, pub, b)
 	}
+	if s.Policy == PolicyConflate {
+		return s.Conn.EnqueueUnder(b, s, s.Conflate.behind())
+	}
 	return s.Conn.Enqueue(b, s)
 }
 
@@ -717,6 +751,10 @@ func (h *Hub) compressedFrame(s *Sub, pub *protocol.Publication, frames *[numVar
 
 // overflow applies s's policy to a full queue.
 func (h *Hub) overflow(s *Sub, pub *protocol.Publication) bool {
+	if s.Policy == PolicyConflate {
+		h.conflate(s, pub)
+		return false // kept aside, not queued
+	}
 	if s.Policy != PolicyDrop {
 		h.slowClose(s)
 		return false
@@ -771,7 +809,7 @@ func (h *Hub) Broadcast(name string, msg *protocol.ServerMessage, want func(*Sub
 			}
 			frames[ci] = s.Conn.Frame(c.Binary(), payload)
 		}
-		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy != PolicyDrop {
+		if s.Conn.Enqueue(frames[ci], nil) == transport.ErrQueueFull && s.Policy == PolicyDisconnect {
 			h.slowClose(s)
 		}
 	})
@@ -822,5 +860,6 @@ func (h *Hub) NumSubscriptions() int { return int(h.numSubs.Load()) }
 
 // Stats returns the cumulative counters.
 func (h *Hub) Stats() Stats {
-	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load(), Deltas: h.deltas.Load(), DeltaFrames: h.deltaFrames.Load(), Redelivered: h.redelivered.Load(), Unacked: h.unacked.Load()}
+	return Stats{Delivered: h.delivered.Load(), Dropped: h.dropped.Load(), Slow: h.slow.Load(), Gaps: h.gaps.Load(), Compressed: h.compressed.Load(), FilterEvals: h.evals.Load(), Deltas: h.deltas.Load(), DeltaFrames: h.deltaFrames.Load(), Redelivered: h.redelivered.Load(), Unacked: h.unacked.Load(),
+		Conflated: h.conflated.Load(), ConflatePendingMax: h.pendingMax.Load(), ConflatePendingBytesMax: h.pendingBytesMax.Load()}
 }

@@ -72,6 +72,10 @@ type Conn struct {
 	deflate   bool
 	closeCode ws.StatusCode
 	timer     *time.Timer
+	// onLow are called, once, when a write leaves at most lowMark frames
+	// queued (NotifyBelow); nil for nearly every connection.
+	onLow   []func()
+	lowMark int
 
 	rd *reader // owned by whichever goroutine is reading; nil between messages
 
@@ -116,8 +120,44 @@ func (c *Conn) Enqueue(frame []byte, tag any) error { return c.enqueue(frame, ta
 // socket did not take, it is queued like any frame.
 func (c *Conn) EnqueueSmall(frame []byte) error { return c.enqueue(frame, nil, true) }
 
+// EnqueueUnder is Enqueue that also refuses the frame with ErrQueueFull
+// when limit frames or more are queued already (not yet written): for a
+// subscriber that wants to know it is falling behind long before the
+// queue is full.
+func (c *Conn) EnqueueUnder(frame []byte, tag any, limit int) error {
+	c.mu.Lock()
+	if c.q.len() >= limit && c.q.len() > 0 && !c.closing && !c.closed {
+		c.mu.Unlock()
+		return ErrQueueFull
+	}
+	return c.enqueueLocked(frame, tag, false)
+}
+
+// NotifyBelow arranges for fn to be called once, on the goroutine that
+// writes the connection, as soon as a write leaves at most n frames
+// queued. It reports false, and arranges nothing, when at most n frames
+// are queued already or the connection is closing; fn is never called if
+// the connection closes first. fn must not block: it may Enqueue.
+func (c *Conn) NotifyBelow(n int, fn func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.closed || c.q.len() <= n {
+		return false
+	}
+	if len(c.onLow) == 0 || n < c.lowMark {
+		c.lowMark = n
+	}
+	c.onLow = append(c.onLow, fn)
+	return true
+}
+
 func (c *Conn) enqueue(frame []byte, tag any, direct bool) error {
 	c.mu.Lock()
+	return c.enqueueLocked(frame, tag, direct)
+}
+
+// enqueueLocked is enqueue with c.mu held; it unlocks it.
+func (c *Conn) enqueueLocked(frame []byte, tag any, direct bool) error {
 	if c.closing || c.closed {
 		c.mu.Unlock()
 		return ErrClosed
@@ -253,6 +293,7 @@ func (c *Conn) shutdown(err error) {
 	}
 	c.q.reset()
 	c.qbytes, c.woff = 0, 0
+	c.onLow = nil
 	code := c.closeCode
 	c.mu.Unlock()
 	c.eng.detach(c) // the epoll engine closes its descriptor here
@@ -342,7 +383,21 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 // connection idle, so that the next Enqueue schedules a flush.
 func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	more, shut = c.commitLocked(n, blocked)
+	if c.onLow == nil || c.q.len() > c.lowMark || c.closing || c.closed {
+		c.mu.Unlock()
+		return more, shut
+	}
+	fns := c.onLow
+	c.onLow = nil
+	c.mu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
+	return more, shut
+}
+
+func (c *Conn) commitLocked(n int, blocked bool) (more, shut bool) {
 	if c.closed {
 		return false, false
 	}
