@@ -15,6 +15,9 @@ type namespace struct {
 	Namespace
 	policy  hub.Policy
 	history bool
+	// conflate is the hub's configuration of the conflate policy, shared
+	// by the namespace's subscriptions; nil under other policies.
+	conflate *hub.Conflate
 }
 
 func compileNamespace(ns Namespace) *namespace {
@@ -22,8 +25,12 @@ func compileNamespace(ns Namespace) *namespace {
 	if ns.Ack {
 		n.setAckDefaults()
 	}
-	if ns.SlowPolicy == "drop" {
+	switch ns.SlowPolicy {
+	case "drop":
 		n.policy = hub.PolicyDrop
+	case "conflate":
+		n.policy = hub.PolicyConflate
+		n.conflate = &hub.Conflate{Key: ns.ConflateKey, Rate: ns.ConflateRate, MaxKeys: ns.ConflateMaxKeys}
 	}
 	return n
 }

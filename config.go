@@ -200,9 +200,23 @@ type Namespace struct {
 	ProxySubscribe bool `yaml:"proxy_subscribe" json:"proxy_subscribe"`
 	ProxyPublish   bool `yaml:"proxy_publish" json:"proxy_publish"`
 	// SlowPolicy is "disconnect" (default: close with 3002, the client
-	// reconnects and recovers) or "drop" (drop the connection's queued
-	// publications and mark the next one with gap).
+	// reconnects and recovers), "drop" (drop the connection's queued
+	// publications and mark the next one with gap) or "conflate" (a
+	// subscriber that falls behind gets only the newest publication per
+	// ConflateKey, marked with how many it replaced; see
+	// docs/guarantees.md).
 	SlowPolicy string `yaml:"slow_policy" json:"slow_policy"`
+	// ConflateKey names the publication tag whose value is a
+	// publication's key under the conflate policy. Empty (default): the
+	// whole channel is one key.
+	ConflateKey string `yaml:"conflate_key" json:"conflate_key"`
+	// ConflateRate caps, under the conflate policy, the publications a
+	// subscriber receives per key at this many per second (at most
+	// 1,000); newer ones replace those waiting. Default 0: no cap.
+	ConflateRate int `yaml:"conflate_rate" json:"conflate_rate"`
+	// ConflateMaxKeys bounds the keys kept for one conflating subscriber;
+	// one that needs more is disconnected as slow (3002). Default 10,000.
+	ConflateMaxKeys int `yaml:"conflate_max_keys" json:"conflate_max_keys"`
 	// SubscriptionEvents adds a subscribe and an unsubscribe lifecycle
 	// event for every subscription to a channel of this namespace (with
 	// Config.Events on). Default false.
@@ -394,9 +408,20 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: namespace %q: history must not be negative", ErrConfig, ns.Name)
 		}
 		switch ns.SlowPolicy {
-		case "", "disconnect", "drop":
+		case "", "disconnect", "drop", "conflate":
 		default:
-			return fmt.Errorf("%w: namespace %q: slow_policy %q: want disconnect or drop", ErrConfig, ns.Name, ns.SlowPolicy)
+			return fmt.Errorf("%w: namespace %q: slow_policy %q: want disconnect, drop or conflate", ErrConfig, ns.Name, ns.SlowPolicy)
+		}
+		if ns.SlowPolicy != "conflate" && (ns.ConflateKey != "" || ns.ConflateRate != 0 || ns.ConflateMaxKeys != 0) {
+			return fmt.Errorf("%w: namespace %q: conflate_key, conflate_rate and conflate_max_keys need slow_policy conflate", ErrConfig, ns.Name)
+		}
+		if ns.ConflateRate < 0 || ns.ConflateRate > 1000 || ns.ConflateMaxKeys < 0 {
+			return fmt.Errorf("%w: namespace %q: conflate_rate must be 0 to 1000 and conflate_max_keys not negative", ErrConfig, ns.Name)
+		}
+		if ns.SlowPolicy == "conflate" && ns.Ack {
+			// Acknowledgements promise every publication; conflation
+			// skips some by design.
+			return fmt.Errorf("%w: namespace %q: ack and slow_policy conflate exclude each other", ErrConfig, ns.Name)
 		}
 		if err := ns.validateAck(); err != nil {
 			return err

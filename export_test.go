@@ -26,3 +26,11 @@ func (s *Server) SetAdminClock(now func() time.Time) {
 // SweepAt runs one pass of the once-a-second sweep as if it were now:
 // pings, stale connections, expired credentials.
 func (s *Server) SweepAt(now time.Time) { s.sweepOnce(now) }
+
+// ConflateStats returns the hub's conflation counters: publications
+// replaced, and the most publications (and data bytes) kept aside for one
+// conflating subscriber at any time.
+func (s *Server) ConflateStats() (conflated, pendingMax, pendingBytesMax uint64) {
+	st := s.hub.Stats()
+	return st.Conflated, st.ConflatePendingMax, st.ConflatePendingBytesMax
+}

@@ -129,6 +129,7 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_delta_frames_total", "Publication frames queued as deltas (also counted in herald_messages_out_total).", func() uint64 { return s.hub.Stats().DeltaFrames }),
 		hubStat("herald_redelivered_total", "Publications sent again to a subscriber of an ack namespace that did not acknowledge them within ack_timeout.", func() uint64 { return s.hub.Stats().Redelivered }),
 		hubStat("herald_unacked_overflows_total", "Publications refused to a subscriber of an ack namespace with ack_max_unacked unacknowledged (its slow policy applied).", func() uint64 { return s.hub.Stats().Unacked }),
+		hubStat("herald_conflated_publications_total", "Publications not sent to a conflating subscriber that fell behind because a newer one of the same key replaced them (conflate policy).", func() uint64 { return s.hub.Stats().Conflated }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
 	)
 	m.apiPublishOK.mk = func() prometheus.Counter { return m.apiRequests.WithLabelValues("publish", "0") }

@@ -148,12 +148,12 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Delta: delta, Aux: uint8(g), Ack: ack}}
+	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, Conflate: ns.conflate, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Delta: delta, Aux: uint8(g), Ack: ack}}
 	if err := s.hubAdd(ctx, &sub.Sub, f); err != nil {
 		s.log.Error("broker subscribe", "channel", ch, "err", err)
 		return nil, brokerError(err, "subscribe failed")
 	}
-	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta, Ack: ack}}
+	p := &pendingSub{sub: sub, res: &protocol.SubscribeResult{JoinLeave: ns.JoinLeave, Filtered: f != nil, Delta: delta, Ack: ack, Conflated: ns.conflate != nil}}
 	if ns.history {
 		if ack {
 			req = ss.fromCursor(ctx, ns, req)
@@ -232,6 +232,11 @@ func (s *Server) readPosition(ctx context.Context, req *protocol.SubscribeReques
 		p.res.Recovered = brokenRecovery || broker.Recovered(since, pubs, pos)
 		if p.res.Recovered {
 			p.res.Publications = filterPubs(f, pubs)
+			if c := p.sub.ns.conflate; c != nil {
+				// A conflating subscriber recovers the newest
+				// publication per key, as if it had been behind.
+				p.res.Publications = c.Reduce(p.res.Publications)
+			}
 		}
 	}
 	return nil

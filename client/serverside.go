@@ -13,6 +13,7 @@ import "github.com/heraldhq/herald/protocol"
 // serverSub is the client's record of one server-side subscription.
 type serverSub struct {
 	recoverable bool
+	skips       bool           // filtered or conflated: skipped offsets are not a gap
 	pos         StreamPosition // of the last publication delivered, when recoverable
 }
 
@@ -97,7 +98,7 @@ func (c *Client) serverSubscribed(conn *wsConn, ch string, r *protocol.Subscribe
 		c.mu.Unlock()
 		return // a client subscription's result
 	}
-	c.serverSubs[ch] = serverSub{recoverable: r.Recoverable, pos: StreamPosition{Epoch: r.Epoch, Offset: r.Offset}}
+	c.serverSubs[ch] = serverSub{recoverable: r.Recoverable, skips: r.Filtered || r.Conflated, pos: StreamPosition{Epoch: r.Epoch, Offset: r.Offset}}
 	onSub, onPub := c.onServerSub, c.onServerPub
 	c.mu.Unlock()
 	if onSub != nil {
@@ -126,6 +127,9 @@ func (c *Client) serverPublication(p *protocol.Publication) offsetVerdict {
 		return offsetNext
 	}
 	v := classifyOffset(s.pos.Offset, p.Offset)
+	if v == offsetGap && s.skips {
+		v = offsetNext
+	}
 	if v == offsetNext {
 		s.pos.Offset = p.Offset
 		c.serverSubs[p.Channel] = s

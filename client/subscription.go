@@ -34,10 +34,15 @@ type Publication struct {
 	// client hands each offset to the application once, so the
 	// application sees it only when the first sending was lost.
 	Redelivered bool
+	// Skipped counts the publications of the same key that this one
+	// replaced, on a channel whose slow-client policy is "conflate", while
+	// the client was behind: it never received them, by design, and it
+	// is not a gap (see SubscribedEvent.Conflated). 0 otherwise.
+	Skipped uint32
 }
 
 func toPublication(p *protocol.Publication) Publication {
-	out := Publication{Channel: p.Channel, Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Gap: p.Gap, Redelivered: p.Redelivered}
+	out := Publication{Channel: p.Channel, Offset: p.Offset, Data: p.Data, Info: p.Info, Tags: p.Tags, Gap: p.Gap, Redelivered: p.Redelivered, Skipped: p.Skipped}
 	if p.Time != 0 {
 		out.Time = time.UnixMilli(p.Time)
 	}
@@ -49,7 +54,7 @@ func subscribedEvent(ch string, r *protocol.SubscribeResult) SubscribedEvent {
 	return SubscribedEvent{
 		Channel: ch, Recoverable: r.Recoverable, WasRecovering: r.WasRecovering,
 		Recovered: r.Recovered, Position: StreamPosition{Epoch: r.Epoch, Offset: r.Offset},
-		Filtered: r.Filtered, Delta: r.Delta, Ack: r.Ack,
+		Filtered: r.Filtered, Delta: r.Delta, Ack: r.Ack, Conflated: r.Conflated,
 	}
 }
 
@@ -110,6 +115,11 @@ type SubscribedEvent struct {
 	// acknowledges each publication after OnPublication returns (or once
 	// it is queued on C), unless SubscribeOptions.ManualAck is set.
 	Ack bool
+	// Conflated: the channel's slow-client policy is "conflate", so its
+	// publications' offsets skip those a newer publication of their key
+	// replaced (Publication.Skipped counts them); recovery returns the
+	// newest publication per key.
+	Conflated bool
 }
 
 // UnsubscribedEvent reports that the server ended a subscription: an
@@ -251,6 +261,9 @@ type Subscription struct {
 	// which publications are duplicates.
 	ack   bool
 	acked uint64
+	// skips: the server skips offsets on purpose (the subscription is
+	// filtered or conflated): a skip is not a gap.
+	skips bool
 	// subscribedOnce: a subscribe succeeded before (the static Token, bound
 	// to the first connection, is spent).
 	subscribedOnce bool
@@ -474,6 +487,7 @@ func (s *Subscription) applySubscribed(conn *wsConn, res *protocol.SubscribeResu
 	// The server sends the first live publication after a subscribe
 	// reply full.
 	s.delta, s.base = res.Delta, nil
+	s.skips = res.Filtered || res.Conflated || s.opts.Filter != ""
 	var recovered []*protocol.Publication
 	if res.Recoverable {
 		prev, had := s.pos, s.positioned
@@ -532,9 +546,10 @@ func (s *Subscription) onPublication(conn *wsConn, p *protocol.Publication) {
 			s.ackOutOfOrder(conn, p, v)
 			return
 		}
-		if v == offsetGap && s.opts.Filter != "" {
-			// The server skips the offsets its filter leaves out, and
-			// announces a real loss (Gap, or a disconnect) on its own.
+		if v == offsetGap && s.skips {
+			// The server skips the offsets its filter leaves out, or
+			// that conflation replaced, and announces a real loss (Gap,
+			// or a disconnect) on its own.
 			v = offsetNext
 		}
 		switch v {

@@ -1,0 +1,237 @@
+package herald_test
+
+import (
+	"encoding/json"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/protocol"
+)
+
+// keyState is a subscriber's latest value per key, from publications
+// whose data is {"round": N, ...} tagged key=K.
+type keyState struct {
+	mu       sync.Mutex
+	last     map[string]int
+	offset   uint64
+	received uint64
+	skipped  uint64
+	marked   int // publications with Skipped > 0
+	bad      string
+}
+
+func newKeyState() *keyState { return &keyState{last: map[string]int{}} }
+
+func (k *keyState) add(t testing.TB, offset uint64, tags map[string]string, data []byte, skipped uint32) {
+	var d struct {
+		Round int `json:"round"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Errorf("data %q: %v", data, err)
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if offset <= k.offset && k.bad == "" {
+		k.bad = "offset " + strconv.FormatUint(offset, 10) + " after " + strconv.FormatUint(k.offset, 10)
+	}
+	k.offset = offset
+	k.last[tags["key"]] = d.Round
+	k.received++
+	k.skipped += uint64(skipped)
+	if skipped > 0 {
+		k.marked++
+	}
+}
+
+// complete reports whether every one of keys has value round.
+func (k *keyState) complete(keys, round int) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i := 0; i < keys; i++ {
+		if k.last["k"+strconv.Itoa(i)] != round {
+			return false
+		}
+	}
+	return true
+}
+
+func (k *keyState) counts() (received, skipped uint64, marked int, bad string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.received, k.skipped, k.marked, k.bad
+}
+
+// publishRound publishes one publication per key, {"round": round} with a
+// pad, in one batch request.
+func (ts *testServer) publishRound(t testing.TB, ch string, keys, round int, pad string) {
+	t.Helper()
+	type cmd struct {
+		Method string         `json:"method"`
+		Params map[string]any `json:"params"`
+	}
+	cmds := make([]cmd, keys)
+	for i := range cmds {
+		cmds[i] = cmd{"publish", map[string]any{"channel": ch, "tags": map[string]string{"key": "k" + strconv.Itoa(i)},
+			"data": json.RawMessage(`{"round":` + strconv.Itoa(round) + `,"pad":"` + pad + `"}`)}}
+	}
+	var res struct {
+		Replies []struct {
+			Error *protocol.Error `json:"error"`
+		} `json:"replies"`
+	}
+	if code := ts.api(t, "batch", map[string]any{"commands": cmds}, &res); code != 200 || len(res.Replies) != keys {
+		t.Fatalf("batch publish: HTTP %d, %d replies", code, len(res.Replies))
+	}
+	for _, r := range res.Replies {
+		if r.Error != nil {
+			t.Fatalf("publish: %v", r.Error)
+		}
+	}
+}
+
+// TestConflation: on a channel whose slow-client policy is conflate, a
+// publisher sends 100 rounds over 100 keys. A raw subscriber reads one
+// message per round published (100 times slower than the publisher), a Go SDK subscriber's handler is stalled
+// until the publisher is done, and another Go SDK subscriber reads
+// freely. At the end each has every key's last value; the slow ones got
+// publications marked with what they skipped, and every publication
+// either reached a subscriber or is counted in a later one's skipped; the
+// SDK took no skip for a gap (it never subscribed again); what the server
+// kept for the slow subscriber stayed bounded: at most one publication per
+// key aside, and its connection's queue at most the threshold past which
+// a subscriber is behind.
+func TestConflation(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: 100000, HistoryTTL: time.Hour,
+		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
+	cfg.PingInterval = 10 * time.Minute // the stalled readers answer no ping
+	ts := startServer(t, cfg)
+	const ch, keys, rounds = "cf:prices", 100, 100
+	total := uint64(keys * rounds)
+	pad := strings.Repeat("x", 512)
+
+	fast, stalled, slow := newKeyState(), newKeyState(), newKeyState()
+	var subscribed atomic.Int32
+	var conflatedEvent atomic.Bool
+	c1 := dial(t, ts, nil)
+	s1, err := c1.Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: func(p client.Publication) {
+		fast.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	c2 := dial(t, ts, nil)
+	if _, err := c2.Subscribe(ctxT(t), ch, client.SubscribeOptions{
+		OnSubscribed: func(e client.SubscribedEvent) { subscribed.Add(1); conflatedEvent.Store(e.Conflated) },
+		OnPublication: func(p client.Publication) {
+			<-release
+			stalled.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+
+	raw := dialRaw(t, ts)
+	id := raw.connect("").Client
+	raw.send(`{"id":2,"subscribe":{"channel":"` + ch + `"}}`)
+	if m := raw.next(); m.Subscribe == nil || !m.Subscribe.Conflated || !m.Subscribe.Recoverable {
+		t.Fatalf("subscribe result %+v: want recoverable and conflated", m.Subscribe)
+	}
+	readRaw := func() {
+		t.Helper()
+		for {
+			_ = raw.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			f, err := ws.ReadFrame(raw.nc)
+			if err != nil {
+				t.Fatalf("slow subscriber: %v", err)
+			}
+			var m protocol.ServerMessage
+			if err := json.Unmarshal(f.Payload, &m); err != nil {
+				t.Fatalf("decode %q: %v", f.Payload, err)
+			}
+			if m.Pub != nil {
+				slow.add(t, m.Pub.Offset, m.Pub.Tags, m.Pub.Data, m.Pub.Skipped)
+				return
+			}
+		}
+	}
+	queueMax := 0
+	for r := 1; r <= rounds; r++ {
+		ts.publishRound(t, ch, keys, r, pad)
+		readRaw()
+		page, err := ts.Connections(ctxT(t), herald.ConnectionsQuery{Client: id})
+		if err != nil || len(page.Connections) != 1 {
+			t.Fatalf("connections: %v %+v", err, page)
+		}
+		queueMax = max(queueMax, page.Connections[0].QueueFrames)
+	}
+	close(release)
+	for !slow.complete(keys, rounds) {
+		readRaw()
+	}
+	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
+	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+
+	for name, k := range map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast} {
+		received, skipped, marked, bad := k.counts()
+		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
+		if bad != "" {
+			t.Errorf("%s: %s", name, bad)
+		}
+		if received+skipped != total {
+			t.Errorf("%s: received %d + skipped %d != published %d", name, received, skipped, total)
+		}
+		if name != "fast" && marked == 0 {
+			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
+		}
+	}
+	if n := subscribed.Load(); n != 1 || !conflatedEvent.Load() {
+		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", n, conflatedEvent.Load())
+	}
+	conflated, pendingMax, pendingBytes := ts.ConflateStats()
+	t.Logf("conflated %d, at most %d publications (%d data bytes) aside, queue at most %d frames", conflated, pendingMax, pendingBytes, queueMax)
+	if pendingMax == 0 || pendingMax > keys {
+		t.Errorf("%d publications kept aside for one subscriber: want 1 to %d (keys)", pendingMax, keys)
+	}
+	if queueMax > 32 {
+		t.Errorf("slow subscriber's queue reached %d frames, past the 32 from which it is behind", queueMax)
+	}
+	if got := metric(t, ts, "herald_conflated_publications_total"); uint64(got) != conflated {
+		t.Errorf("herald_conflated_publications_total %v, hub %d", got, conflated)
+	}
+
+	// Recovery from offset 0 returns the newest publication per key.
+	c3 := dial(t, ts, nil)
+	rec := newKeyState()
+	ev := make(chan client.SubscribedEvent, 1)
+	pos, _ := s1.Position()
+	pos.Offset = 0
+	if _, err := c3.Subscribe(ctxT(t), ch, client.SubscribeOptions{Since: &pos, OnSubscribed: func(e client.SubscribedEvent) { ev <- e },
+		OnPublication: func(p client.Publication) { rec.add(t, p.Offset, p.Tags, p.Data, p.Skipped) }}); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-ev; !e.Recovered || !e.Conflated {
+		t.Fatalf("recovery %+v: want recovered and conflated", e)
+	}
+	eventually(t, 10*time.Second, "the recovered final state", func() bool { return rec.complete(keys, rounds) })
+	if received, skipped, _, _ := rec.counts(); received != keys || received+skipped != total {
+		t.Fatalf("recovered %d publications standing for %d, want %d for %d", received, received+skipped, keys, total)
+	}
+}
