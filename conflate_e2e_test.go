@@ -116,9 +116,9 @@ func TestConflation(t *testing.T) {
 		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
 	cfg.PingInterval = 10 * time.Minute // the stalled readers answer no ping
 	ts := startServer(t, cfg)
-	const ch, keys, rounds = "cf:prices", 100, 100
+	const ch, keys, rounds = "cf:prices", 100, 40
 	total := uint64(keys * rounds)
-	pad := strings.Repeat("x", 512)
+	pad := strings.Repeat("x", 2<<10)
 
 	fast, stalled, slow := newKeyState(), newKeyState(), newKeyState()
 	var subscribed atomic.Int32
