@@ -13,8 +13,8 @@ const (
 	DefaultConflateBehind  = 32
 )
 
-// Conflate configures the subscriptions whose Policy is PolicyConflate.
-// One value is shared by the subscriptions of a namespace; it must not
+// Conflate configures the subscriptions whose Policy is PolicyConflate
+// (Sub.SetConflate). One value is shared by the subscriptions of a namespace; it must not
 // change once in use.
 //
 // A conflating subscriber that keeps up gets every publication by the
@@ -41,6 +41,15 @@ type Conflate struct {
 	// Behind is the number of frames queued on a connection (not yet
 	// written to its socket) from which its subscriber is behind. Default 32.
 	Behind int
+}
+
+// SetConflate configures s's PolicyConflate with c (the defaults if it is
+// never called). Call it before Add; c is shared and read only.
+func (s *Sub) SetConflate(c *Conflate) {
+	if s.x == nil {
+		s.x = &subExt{}
+	}
+	s.x.cf = c
 }
 
 func (c *Conflate) maxKeys() int {
@@ -146,22 +155,19 @@ func (cs *conflation) unlink(e *centry) {
 // behind, or its publications are rate-capped. This is all the common
 // path pays for conflation.
 func conflating(s *Sub) bool {
-	return s.Policy == PolicyConflate && (s.Conflate.Rate > 0 || s.x != nil && s.x.cs != nil)
+	return s.Policy == PolicyConflate && (s.x.cf.Rate > 0 || s.x.cs != nil)
 }
 
 // conflate keeps pub aside for s, replacing the pending publication of its
 // key, then queues what s's connection has room for. It reports false
 // once s is closing.
 func (h *Hub) conflate(s *Sub, pub *protocol.Publication) bool {
-	if s.x == nil {
-		s.x = &subExt{}
-	}
 	cs := s.x.cs
 	if cs == nil {
 		cs = &conflation{keys: make(map[string]*centry)}
 		s.x.cs = cs
 	}
-	c := s.Conflate
+	c := s.x.cf
 	k := c.key(pub)
 	e := cs.keys[k]
 	if e == nil {
@@ -211,7 +217,7 @@ func (cs *conflation) prune(c *Conflate) bool {
 // nothing left pending and no rate, s is back on the common path. It
 // reports false once s is closing.
 func (h *Hub) drain(s *Sub, cs *conflation) bool {
-	c := s.Conflate
+	c := s.x.cf
 	for cs.head != nil && !cs.waiting {
 		e := cs.head
 		now := time.Time{}
@@ -262,9 +268,6 @@ func (h *Hub) drain(s *Sub, cs *conflation) bool {
 	}
 	if cs.head == nil && c.Rate <= 0 {
 		s.x.cs = nil
-		if s.x.grp == nil && s.x.held == nil && s.x.ack == nil {
-			s.x = nil
-		}
 	}
 	return true
 }

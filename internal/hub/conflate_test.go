@@ -37,6 +37,12 @@ func readPubs(t *testing.T, p *peer, fn func(*protocol.Publication) bool) {
 	}
 }
 
+func conflateSub(c *transport.Conn, cf *hub.Conflate) *hub.Sub {
+	s := &hub.Sub{Conn: c, Channel: "c", Policy: hub.PolicyConflate}
+	s.SetConflate(cf)
+	return s
+}
+
 func keyedPub(o uint64, key string, pad string) *protocol.Publication {
 	return &protocol.Publication{Channel: "c", Offset: o, Tags: map[string]string{"key": key},
 		Data: protocol.Data(`{"o":` + strconv.FormatUint(o, 10) + `,"pad":"` + pad + `"}`)}
@@ -52,7 +58,7 @@ func TestConflateReplacesPerKey(t *testing.T) {
 	var slow atomic.Int32
 	h := hub.New(hub.Options{OnSlow: func(*hub.Sub) { slow.Add(1) }})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyConflate, Conflate: &hub.Conflate{Key: "key", Behind: 4}}
+	s := conflateSub(peers[0].c, &hub.Conflate{Key: "key", Behind: 4})
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	const keys, n = 5, 3000
@@ -116,7 +122,7 @@ func TestConflateReplacesPerKey(t *testing.T) {
 func TestConflateWholeChannel(t *testing.T) {
 	h := hub.New(hub.Options{})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyConflate, Conflate: &hub.Conflate{Behind: 2}}
+	s := conflateSub(peers[0].c, &hub.Conflate{Behind: 2})
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	pad := strings.Repeat("x", 4<<10)
@@ -145,7 +151,7 @@ func TestConflateMaxKeys(t *testing.T) {
 	var slow atomic.Int32
 	h := hub.New(hub.Options{OnSlow: func(s *hub.Sub) { slow.Add(1); s.Conn.Close(3002, "", nil, true) }})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyConflate, Conflate: &hub.Conflate{Key: "key", MaxKeys: 10, Behind: 2}}
+	s := conflateSub(peers[0].c, &hub.Conflate{Key: "key", MaxKeys: 10, Behind: 2})
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	pad := strings.Repeat("x", 4<<10)
@@ -166,7 +172,7 @@ func TestConflateMaxKeys(t *testing.T) {
 func TestConflateKeepsUp(t *testing.T) {
 	h := hub.New(hub.Options{})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyConflate, Conflate: &hub.Conflate{Key: "key"}}
+	s := conflateSub(peers[0].c, &hub.Conflate{Key: "key"})
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	for o := uint64(1); o <= 50; o++ {
@@ -191,7 +197,10 @@ func TestConflateFastPathAllocs(t *testing.T) {
 		h := hub.New(hub.Options{})
 		peers := newPeers(t, 20, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false)
 		for _, p := range peers {
-			s := &hub.Sub{Conn: p.c, Channel: "c", Policy: policy, Conflate: &hub.Conflate{Key: "key", Behind: 1 << 20}}
+			s := &hub.Sub{Conn: p.c, Channel: "c", Policy: policy}
+			if policy == hub.PolicyConflate {
+				s.SetConflate(&hub.Conflate{Key: "key", Behind: 1 << 20})
+			}
 			h.Add(s)
 			h.Activate(s, nil, 0)
 		}
@@ -215,7 +224,7 @@ func TestConflateFastPathAllocs(t *testing.T) {
 func TestConflateRate(t *testing.T) {
 	h := hub.New(hub.Options{})
 	peers := newPeers(t, 1, transport.Options{}, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyConflate, Conflate: &hub.Conflate{Key: "key", Rate: 20}}
+	s := conflateSub(peers[0].c, &hub.Conflate{Key: "key", Rate: 20})
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	start := time.Now()

@@ -70,9 +70,6 @@ const (
 type Sub struct {
 	Conn    *transport.Conn
 	Channel string
-	// Conflate configures PolicyConflate (defaults if nil); shared, read
-	// only.
-	Conflate *Conflate
 
 	gap atomic.Bool // the next publication goes out marked Gap
 
@@ -120,6 +117,7 @@ type subExt struct {
 	held []*protocol.Publication // live publications kept while recovering
 	grp  *group                  // the subscription's filter group, nil if unfiltered
 	ack  *ackState               // what an Ack subscription was sent and not acknowledged
+	cf   *Conflate               // PolicyConflate's configuration (SetConflate), shared
 	cs   *conflation             // publications kept aside (PolicyConflate), nil unless behind or rate-capped
 }
 
@@ -339,8 +337,8 @@ func (h *Hub) AddFiltered(sub *Sub, f *filter.Filter) (first bool) {
 	if sub.Delta {
 		ch.ndelta++
 	}
-	if sub.Policy == PolicyConflate && sub.Conflate == nil {
-		sub.Conflate = &Conflate{}
+	if sub.Policy == PolicyConflate && (sub.x == nil || sub.x.cf == nil) {
+		sub.SetConflate(&Conflate{})
 	}
 	if f == nil {
 		sub.idx = int32(len(ch.subs))
@@ -461,7 +459,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 		if sub.x.grp != nil {
 			f = sub.x.grp.f
 			sub.x.grp.recovering--
-		} else if sub.x.ack == nil && sub.x.cs == nil {
+		} else if sub.x.ack == nil && sub.x.cf == nil {
 			sub.x = nil
 		}
 	}
@@ -723,7 +721,7 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 		return h.opts.SSEEvent(s, pub, b)
 	}
 	if s.Policy == PolicyConflate {
-		return s.Conn.EnqueueUnder(b, s, s.Conflate.behind())
+		return s.Conn.EnqueueUnder(b, s, s.x.cf.behind())
 	}
 	return s.Conn.Enqueue(b, s)
 }
