@@ -208,6 +208,7 @@ export class Herald extends Emitter<ClientEvents> {
     this.#gen++;
     clearTimeout(this.#reconnectTimer);
     clearTimeout(this.#refreshTimer);
+    this.#flushAcks();
     this.#unlistenNetwork();
     const conn = this.#conn;
     this.#conn = null;
@@ -819,6 +820,36 @@ export class Herald extends Emitter<ClientEvents> {
     }
   }
 
+  /** Acknowledgements waiting for the next ack command, by channel. */
+  #acks = new Map<string, number>();
+  #ackCount = 0;
+  #ackTimer: Timer | undefined;
+
+  #queueAck(channel: string, offset: number): void {
+    if (offset > (this.#acks.get(channel) ?? 0)) this.#acks.set(channel, offset);
+    if (++this.#ackCount >= 256) {
+      this.#flushAcks();
+      return;
+    }
+    this.#ackTimer ??= setTimeout(() => this.#flushAcks(), this.#opts.ackDelayMs ?? 10);
+  }
+
+  /**
+   * Sends the acknowledgements batched so far in one ack command without
+   * reply. Without a connection they are dropped: a resubscription
+   * recovers from the offsets acknowledged.
+   */
+  #flushAcks(): void {
+    clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#ackCount = 0;
+    if (this.#acks.size === 0) return;
+    const offsets = Object.fromEntries(this.#acks);
+    this.#acks.clear();
+    const conn = this.#conn;
+    if (conn?.connected && !conn.ended) this.#write(conn, { ack: { offsets } });
+  }
+
   #write(conn: Conn, cmd: WireCommand): void {
     try {
       conn.ws.send(conn.codec.encode(cmd));
@@ -863,6 +894,7 @@ export class Herald extends Emitter<ClientEvents> {
       history: (ch, opts) => this.history(ch, opts),
       presence: (ch) => this.presence(ch),
       presenceStats: (ch) => this.presenceStats(ch),
+      queueAck: (ch, off) => this.#queueAck(ch, off),
     };
   }
 }

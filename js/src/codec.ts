@@ -171,5 +171,6 @@ export function decodePublication(codec: Codec, p: WirePublication, channel: str
   if (p.tags) out.tags = p.tags;
   if (p.time) out.time = p.time;
   if (p.gap) out.gap = true;
+  if (p.redelivered) out.redelivered = true;
   return out;
 }

@@ -53,6 +53,8 @@ export interface SubHost {
   history(channel: string, opts?: HistoryOptions): Promise<HistoryResult>;
   presence(channel: string): Promise<Record<string, ClientInfo>>;
   presenceStats(channel: string): Promise<PresenceStats>;
+  /** Batches an acknowledgement of channel up to offset. */
+  queueAck(channel: string, offset: number): void;
 }
 
 export interface SubscriptionEvents {
@@ -111,6 +113,7 @@ export function subscribeOutcome(
     recoveredCount: pubs.length,
     filtered: !!res.filtered,
     delta: !!res.delta,
+    ack: !!res.ack,
   };
   if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
   return { ev, pubs };
@@ -140,6 +143,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   #delta = false;
   /** The data of the last publication received since: the next delta's source. */
   #base: Uint8Array | null = null;
+  /** The server wants acknowledgements (the last subscribe reply's ack). */
+  #ack = false;
+  /** The offset (of #pos's epoch) acknowledged: resubscriptions recover from it. */
+  #acked = 0;
 
   /** @internal Use Herald.newSubscription. */
   constructor(host: SubHost, channel: string, opts: SubscriptionOptions = {}) {
@@ -190,6 +197,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (conn) this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
     this.#conn = null;
     this.#pos = null;
+    this.#ack = false;
+    this.#acked = 0;
     this.#setState('unsubscribed');
     this.emit('unsubscribed', { channel: this.channel, code: 0, reason: 'unsubscribe called' });
     this.#waiters.rejectAll(new Error('herald: unsubscribed'));
@@ -228,10 +237,13 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     const req: WireSubscribeRequest = { channel: this.channel };
     if (this.#opts.filter) req.filter = this.#opts.filter;
     if (this.#opts.delta) req.delta = 'fossil';
+    if (this.#opts.fromAcked) req.acked = true;
     if (this.#opts.recover !== false && this.#pos) {
       req.recover = true;
       req.epoch = this.#pos.epoch;
-      req.offset = this.#pos.offset;
+      // With acknowledgements, resume from what was acknowledged: what was
+      // received and not processed comes again (and is not delivered twice).
+      req.offset = this.#ack ? Math.min(this.#acked, this.#pos.offset) : this.#pos.offset;
     }
     const send = (token: string | undefined): void => {
       if (seq !== this.#seq || this.#host.conn() !== conn) return;
@@ -308,6 +320,18 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     if (off !== 0 && this.#recoverable && this.#pos) {
       if (this.#opts.recover !== false) {
         const v = classifyOffset(this.#pos.offset, off);
+        if (this.#ack && v !== 'next') {
+          if (v === 'duplicate') {
+            // Sent again while its acknowledgement was on its way, or lost.
+            if (wire.redelivered && this.#acked >= off) this.#host.queueAck(this.channel, this.#acked);
+            return;
+          }
+          // Beyond the next: the server sends again, in order, all that is
+          // not acknowledged; wait for it. Unless publications were
+          // skipped (gap): then recover from what was acknowledged.
+          if (wire.gap) this.#resync(conn, 'gap in offsets');
+          return;
+        }
         if (v === 'duplicate') return;
         // A filtered subscription's offsets skip the publications filtered
         // out; the server announces a real loss itself (gap, disconnect).
@@ -327,6 +351,26 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       return;
     }
     this.#deliver(this.#host.decodePublication(wire, this.channel));
+  }
+
+  /**
+   * On a channel with acknowledgements and with manualAck: acknowledges
+   * every publication up to and including offset (an offset beyond the
+   * last one delivered counts as that one). The server stops sending them
+   * again, and a resubscription (after a reconnect, on any node) resumes
+   * after it. Acknowledgements are batched (ackDelayMs).
+   */
+  ack(offset: number): void {
+    if (!this.#ack || !this.#pos) return;
+    const off = Math.min(offset, this.#pos.offset);
+    if (off <= this.#acked) return;
+    this.#acked = off;
+    this.#host.queueAck(this.channel, off);
+  }
+
+  /** The offset acknowledged, on a channel with acknowledgements. */
+  acked(): number {
+    return this.#acked;
   }
 
   /** @internal */
@@ -411,12 +455,16 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.#delta = !!res.delta;
     this.#base = null;
     this.#retryAttempt = 0;
+    const prev = this.#pos;
     if (res.recoverable) this.#pos = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
     const streamReset = this.#streamReset;
     this.#streamReset = false;
     this.#setState('subscribed');
-    const { ev, pubs } = subscribeOutcome(this.channel, res, streamReset);
-    this.emit('subscribed', ev);
+    const outcome = subscribeOutcome(this.channel, res, streamReset);
+    let pubs = outcome.pubs;
+    this.#ack = !!res.ack && !!res.recoverable;
+    if (this.#ack) pubs = this.#resumeAcks(prev, res, pubs);
+    this.emit('subscribed', outcome.ev);
     for (const p of pubs) {
       if (seq !== this.#seq || this.#state !== 'subscribed') break;
       this.#deliver(this.#host.decodePublication(p, this.channel));
@@ -455,8 +503,33 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.#waiters.rejectAll(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
   }
 
+  /**
+   * The offset acknowledged after a subscribe reply with acknowledgements,
+   * and the recovered publications not yet delivered: those up to prev
+   * (the last delivered, same epoch) came again because they were not
+   * acknowledged.
+   */
+  #resumeAcks(prev: StreamPosition | null, res: WireSubscribeResult, pubs: WirePublication[]): WirePublication[] {
+    const sameEpoch = !!prev && prev.epoch === res.epoch;
+    if (!res.recovered || pubs.length === 0) {
+      this.#acked = res.offset ?? 0;
+    } else {
+      // The server resumed after the position sent, or after the user's
+      // acknowledged one if that is further.
+      const from = (pubs[0]!.offset ?? 1) - 1;
+      this.#acked = sameEpoch ? Math.max(this.#acked, from) : from;
+    }
+    if (res.recovered && sameEpoch && prev) return pubs.filter((p) => (p.offset ?? 0) > prev.offset);
+    return pubs;
+  }
+
   #deliver(p: Publication): void {
     this.emit('publication', p);
+    // The listeners returned: acknowledge, unless the application does.
+    if (this.#ack && !this.#opts.manualAck && p.offset > this.#acked) {
+      this.#acked = p.offset;
+      this.#host.queueAck(this.channel, p.offset);
+    }
   }
 
   #setState(s: SubscriptionState): void {

@@ -39,6 +39,13 @@ export interface Publication<T = unknown> {
    * history the SDK recovers instead and never shows a gap.
    */
   gap?: boolean;
+  /**
+   * On a channel with acknowledgements: the server sent this publication
+   * again because its acknowledgement was late. The SDK hands each offset
+   * to the application once, so this is seen only when the first sending
+   * was lost.
+   */
+  redelivered?: boolean;
 }
 
 export type State = 'disconnected' | 'connecting' | 'connected';
@@ -101,6 +108,12 @@ export interface SubscribedEvent {
   filtered: boolean;
   /** The server granted the delta option: publications may travel as deltas. */
   delta: boolean;
+  /**
+   * The channel's namespace wants acknowledgements: the SDK acknowledges
+   * each publication once the 'publication' listeners return, unless the
+   * subscription has manualAck.
+   */
+  ack: boolean;
 }
 
 export interface SubscribingEvent {
@@ -263,6 +276,12 @@ export interface HeraldOptions {
    * considered dead, closed and replaced. Default 10000.
    */
   pingMarginMs?: number;
+  /**
+   * Acknowledgements (channels with acknowledgements) made within this
+   * many ms go in one ack command, or at once when 256 are waiting.
+   * Default 10.
+   */
+  ackDelayMs?: number;
 }
 
 export interface SubscriptionOptions {
@@ -303,6 +322,22 @@ export interface SubscriptionOptions {
    * option is ignored. Default false.
    */
   delta?: boolean;
+  /**
+   * On a channel with acknowledgements, leave them to the application: it
+   * calls Subscription.ack(offset) once it has processed the publications
+   * up to offset (for example after an asynchronous handler settles). By
+   * default the SDK acknowledges a publication once the 'publication'
+   * listeners return. Default false.
+   */
+  manualAck?: boolean;
+  /**
+   * On a channel with acknowledgements, resume from the last offset the
+   * connection's user acknowledged on any device or connection (the
+   * server keeps it per user and channel) when it is further than the
+   * subscription's own position: a second device or a fresh page gets
+   * what none of the user's devices acknowledged. Default false.
+   */
+  fromAcked?: boolean;
 }
 
 // ---- wire shapes ----
@@ -330,6 +365,8 @@ export interface WirePublication {
   gap?: boolean;
   /** data is a Fossil delta against the previous publication received. */
   delta?: boolean;
+  /** Sent again for want of an acknowledgement (channels with acknowledgements). */
+  redelivered?: boolean;
 }
 
 export interface WireSubscribeRequest {
@@ -340,6 +377,7 @@ export interface WireSubscribeRequest {
   offset?: number;
   filter?: string;
   delta?: 'fossil';
+  acked?: boolean;
 }
 
 export interface WireSubscribeResult {
@@ -353,6 +391,7 @@ export interface WireSubscribeResult {
   join_leave?: boolean;
   filtered?: boolean;
   delta?: boolean;
+  ack?: boolean;
 }
 
 export interface WireConnectResult {

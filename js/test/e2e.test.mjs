@@ -439,6 +439,129 @@ describe('e2e: one dev server', () => {
   });
 });
 
+describe('e2e: acknowledgements', () => {
+  let srv;
+  let dir;
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'herald-ack-'));
+    const file = path.join(dir, 'herald.yaml');
+    writeFileSync(
+      file,
+      [
+        'namespaces:',
+        '  - name: acked',
+        '    history_size: 1000',
+        '    history_ttl: 1h',
+        '    allow_subscribe: true',
+        '    allow_anonymous_subscribe: true',
+        '    allow_publish: true',
+        '    ack: true',
+        '    ack_timeout: 100ms',
+        '',
+      ].join('\n'),
+    );
+    srv = await startServer({ args: ['--config', file] });
+  });
+  after(async () => {
+    stopClients();
+    await srv?.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  for (const codec of ['json', 'msgpack']) {
+    test(`auto-ack and redelivery (${codec}): publications lost on a live connection come again, each handed over once, in order`, { timeout: 30000 }, async () => {
+      const ch = `acked:loss-${codec}`;
+      const { ctor, lossy } = lossyWebSocket();
+      const { client } = newClient(srv, { codec, websocket: ctor });
+      await client.connect();
+      const sub = client.newSubscription(ch);
+      const got = collect(sub);
+      await sub.subscribe();
+      assert.equal(got.subscribed[0].ack, true, 'subscribed event ack');
+      for (let n = 1; n <= 5; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+      await waitFor(() => sub.acked() === 5, { message: `5 acknowledged (acked ${sub.acked()})` });
+      lossy.drop = true;
+      for (let n = 6; n <= 20; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+      const r0 = await redelivered(srv);
+      await waitFor(async () => (await redelivered(srv)) >= r0 + 15, { message: 'redeliveries while frames are lost' });
+      assert.equal(got.pubs.length, 5, 'nothing handed over while frames were lost');
+      lossy.drop = false;
+      await waitFor(() => got.pubs.length >= 20, { message: `20 publications (have ${got.pubs.length})` });
+      await publishMarker(srv, ch, got.pubs, 21);
+      assert.deepEqual(
+        got.pubs.map((p) => p.data.n),
+        Array.from({ length: 21 }, (_, i) => i + 1),
+        'every publication once, in order',
+      );
+      assert.ok(got.pubs.some((p) => p.redelivered), 'some came by redelivery');
+      assert.equal(got.subscribed.length, 1, 'healed on the live connection, no resubscribe');
+      await waitFor(() => sub.acked() === 21, { message: 'all acknowledged' });
+      client.disconnect();
+    });
+  }
+
+  test('manual ack: a reconnect resumes from the acknowledged offset; what was received and not acknowledged is not handed over twice', { timeout: 30000 }, async () => {
+    const ch = 'acked:manual';
+    const { ctor, sockets } = recordingWebSocket();
+    const { client } = newClient(srv, { websocket: ctor });
+    await client.connect();
+    const sub = client.newSubscription(ch, { manualAck: true });
+    const got = collect(sub);
+    await sub.subscribe();
+    for (let n = 1; n <= 10; n++) await api(srv, 'publish', { channel: ch, data: { n } });
+    await waitFor(() => got.pubs.length === 10, { message: '10 publications' });
+    sub.ack(4);
+    assert.equal(sub.acked(), 4);
+    const r0 = await redelivered(srv);
+    await waitFor(async () => (await redelivered(srv)) >= r0 + 6, { message: 'the 6 unacknowledged sent again' });
+    sockets.at(-1).terminate();
+    await waitFor(() => got.subscribed.length === 2, { message: 'resubscribed' });
+    const ev = got.subscribed[1];
+    assert.ok(ev.wasRecovering && ev.recovered && ev.ack, `resubscription ${JSON.stringify(ev)}`);
+    await publishMarker(srv, ch, got.pubs, 11);
+    sub.ack(11);
+    assert.deepEqual(
+      got.pubs.map((p) => p.data.n),
+      Array.from({ length: 11 }, (_, i) => i + 1),
+      'every publication once, in order',
+    );
+    client.disconnect();
+  });
+});
+
+/**
+ * A WebSocket class whose sockets drop the server's publication frames
+ * while lossy.drop is set: messages silently lost on a live connection.
+ */
+function lossyWebSocket() {
+  const lossy = { drop: false };
+  class Lossy extends WebSocket {
+    set onmessage(f) {
+      super.onmessage = f && ((ev) => {
+        if (lossy.drop && isPublicationFrame(ev.data)) return;
+        f(ev);
+      });
+    }
+    get onmessage() {
+      return super.onmessage;
+    }
+  }
+  return { ctor: Lossy, lossy };
+}
+
+function isPublicationFrame(data) {
+  if (typeof data === 'string') return data.startsWith('{"pub":');
+  // MessagePack: a map whose first key is "pub" (fixstr of length 3).
+  const b = Buffer.isBuffer(data) ? data : Buffer.from(data);
+  return b.length > 5 && b[1] === 0xa3 && b.subarray(2, 5).toString() === 'pub';
+}
+
+async function redelivered(srv) {
+  const text = await (await fetch(`${srv.base}/metrics`)).text();
+  const m = text.match(/^herald_redelivered_total (\S+)$/m);
+  return m ? Number(m[1]) : 0;
+}
+
 describe('e2e: pings', () => {
   let srv;
   before(async () => {
