@@ -5,7 +5,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -253,6 +253,67 @@ describe('browser: HTTP fallbacks in headless Chromium', () => {
     assert.equal(await page.evaluate(() => window.heraldDemo.client.transport), 'websocket');
     await page.close();
     assert.deepEqual(errors, []);
+  });
+
+  test('acknowledgements: publications lost on a live connection come again, each handed to the page once, in order (auto-ack)', { timeout: 60000 }, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'herald-ack-'));
+    const file = path.join(dir, 'herald.yaml');
+    writeFileSync(file, 'namespaces:\n  - name: acked\n    history_size: 1000\n    history_ttl: 1h\n    allow_subscribe: true\n    allow_anonymous_subscribe: true\n    ack: true\n    ack_timeout: 100ms\n');
+    const asrv = await startServer({ args: ['--config', file] });
+    try {
+      const page = await context.newPage();
+      page.on('pageerror', (err) => errors.push(`ack: ${err.message}`));
+      await page.goto(`${asrv.base}/herald-client.js`);
+      await page.evaluate(async () => {
+        const { Herald } = await import('/herald-client.js');
+        // A WebSocket that silently drops the server's publication frames
+        // while window.drop is set.
+        window.drop = false;
+        class Lossy extends WebSocket {
+          set onmessage(f) {
+            super.onmessage = f && ((ev) => {
+              if (window.drop && typeof ev.data === 'string' && ev.data.startsWith('{"pub":')) return;
+              f(ev);
+            });
+          }
+          get onmessage() {
+            return super.onmessage;
+          }
+        }
+        const c = new Herald(`ws://${location.host}/ws`, { websocket: Lossy });
+        window.got = [];
+        window.subscribed = [];
+        const sub = c.newSubscription('acked:browser');
+        sub.on('publication', (p) => window.got.push({ n: p.data.n, redelivered: !!p.redelivered }));
+        sub.on('subscribed', (e) => window.subscribed.push(e));
+        c.connect();
+        await sub.subscribe();
+        window.sub = sub;
+      });
+      assert.equal(await page.evaluate(() => window.subscribed[0].ack), true);
+      for (let n = 1; n <= 5; n++) await api(asrv, 'publish', { channel: 'acked:browser', data: { n } });
+      await waitFor(() => page.evaluate(() => window.sub.acked() === 5), { message: '5 acknowledged' });
+      await page.evaluate(() => (window.drop = true));
+      for (let n = 6; n <= 15; n++) await api(asrv, 'publish', { channel: 'acked:browser', data: { n } });
+      const redelivered = async () => Number((await (await fetch(`${asrv.base}/metrics`)).text()).match(/^herald_redelivered_total (\S+)$/m)?.[1] ?? 0);
+      const r0 = await redelivered();
+      await waitFor(async () => (await redelivered()) >= r0 + 10, { message: 'redeliveries while frames are lost' });
+      assert.equal(await page.evaluate(() => window.got.length), 5, 'nothing handed over while frames were lost');
+      await page.evaluate(() => (window.drop = false));
+      await waitFor(() => page.evaluate(() => window.got.length >= 15), { message: '15 publications in the page' });
+      await api(asrv, 'publish', { channel: 'acked:browser', data: { n: 16 } });
+      await waitFor(() => page.evaluate(() => window.got.length >= 16), { message: '16 publications in the page' });
+      const got = await page.evaluate(() => window.got);
+      assert.deepEqual(got.map((p) => p.n), Array.from({ length: 16 }, (_, i) => i + 1), 'every publication once, in order');
+      assert.ok(got.some((p) => p.redelivered), 'some came by redelivery');
+      assert.equal(await page.evaluate(() => window.subscribed.length), 1, 'healed on the live connection');
+      await waitFor(() => page.evaluate(() => window.sub.acked() === 16), { message: 'all acknowledged' });
+      await page.close();
+      assert.deepEqual(errors, []);
+    } finally {
+      await asrv.stop('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('a bare EventSource page recovers what was published while the server restarted its stream', { timeout: 60000 }, async () => {

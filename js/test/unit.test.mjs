@@ -581,6 +581,52 @@ describe('subscriptions', { timeout: 15000 }, () => {
     f.client.disconnect();
   });
 
+  test('acknowledgements: batched after the listeners, each offset handed over once and in order, redelivery awaited, resume from the acknowledged offset', async () => {
+    const f = fakeClient({ ackDelayMs: 5 });
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('room');
+    const got = [];
+    sub.on('publication', (p) => got.push(p.offset));
+    const ready = sub.subscribe();
+    const cmd = await ws.waitCommand('subscribe');
+    ws.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 5, ack: true } });
+    await ready;
+    ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
+    ws.deliver({ pub: { channel: 'room', offset: 7, data: 1 } });
+    const ack = await ws.waitCommand('ack');
+    assert.deepEqual(ack, { ack: { offsets: { room: 7 } } }, 'one batched ack, without id');
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: 1 } }); // 8 was lost: wait for the redelivery
+    assert.deepEqual(got, [6, 7]);
+    ws.deliver({ pub: { channel: 'room', offset: 7, data: 1, redelivered: true } }); // its ack crossed it
+    ws.deliver({ pub: { channel: 'room', offset: 8, data: 1, redelivered: true } });
+    ws.deliver({ pub: { channel: 'room', offset: 9, data: 1, redelivered: true } });
+    assert.deepEqual(got, [6, 7, 8, 9]);
+    assert.equal(sub.state, 'subscribed');
+    assert.equal(ws.commands('subscribe').length, 1, 'no resubscribe');
+    await ws.waitCommand('ack', 2);
+    await waitFor(() => sub.acked() === 9 && ws.commands('ack').some((c) => c.ack.offsets.room === 9), { message: 'ack of 9' });
+    // Manual acknowledgements: a reconnect resumes from the acknowledged offset.
+    const m = f.client.newSubscription('manual', { manualAck: true });
+    const mgot = [];
+    m.on('publication', (p) => mgot.push(p.offset));
+    const mready = m.subscribe();
+    const mc = await ws.waitCommand('subscribe', 2);
+    ws.deliver({ id: mc.id, subscribe: { recoverable: true, epoch: 'E', offset: 0, ack: true } });
+    await mready;
+    for (const o of [1, 2, 3]) ws.deliver({ pub: { channel: 'manual', offset: o, data: 1 } });
+    m.ack(2);
+    ws.serverClose(1006);
+    const ws1 = await acceptConnect(f.sockets, 1);
+    const re = await ws1.waitCommand('subscribe', 2);
+    const mre = [ws1.commands('subscribe')[0], re].find((c) => c.subscribe.channel === 'manual');
+    assert.deepEqual(mre.subscribe, { channel: 'manual', recover: true, epoch: 'E', offset: 2 });
+    ws1.deliver({ id: mre.id, subscribe: { recoverable: true, epoch: 'E', offset: 4, ack: true, was_recovering: true, recovered: true, publications: [3, 4].map((o) => ({ offset: o, data: o })) } });
+    assert.deepEqual(mgot, [1, 2, 3, 4], '3 came again and was not handed over twice');
+    assert.equal(m.acked(), 2);
+    f.client.disconnect();
+  });
+
   test('reconnect resubscribes from the last position and reports recovered', async () => {
     const { client, sockets, ws, sub, got } = await subscribed();
     ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
@@ -591,7 +637,7 @@ describe('subscriptions', { timeout: 15000 }, () => {
     assert.deepEqual(cmd.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
     ws1.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
     assert.deepEqual(got.pubs, [6, 7]);
-    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false, delta: false });
+    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false, delta: false, ack: false });
     client.disconnect();
   });
 

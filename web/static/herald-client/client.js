@@ -141,6 +141,7 @@ export class Herald extends Emitter {
         this.#gen++;
         clearTimeout(this.#reconnectTimer);
         clearTimeout(this.#refreshTimer);
+        this.#flushAcks();
         this.#unlistenNetwork();
         const conn = this.#conn;
         this.#conn = null;
@@ -784,6 +785,36 @@ export class Herald extends Emitter {
             fail(new DisconnectedError());
         }
     }
+    /** Acknowledgements waiting for the next ack command, by channel. */
+    #acks = new Map();
+    #ackCount = 0;
+    #ackTimer;
+    #queueAck(channel, offset) {
+        if (offset > (this.#acks.get(channel) ?? 0))
+            this.#acks.set(channel, offset);
+        if (++this.#ackCount >= 256) {
+            this.#flushAcks();
+            return;
+        }
+        this.#ackTimer ??= setTimeout(() => this.#flushAcks(), this.#opts.ackDelayMs ?? 10);
+    }
+    /**
+     * Sends the acknowledgements batched so far in one ack command without
+     * reply. Without a connection they are dropped: a resubscription
+     * recovers from the offsets acknowledged.
+     */
+    #flushAcks() {
+        clearTimeout(this.#ackTimer);
+        this.#ackTimer = undefined;
+        this.#ackCount = 0;
+        if (this.#acks.size === 0)
+            return;
+        const offsets = Object.fromEntries(this.#acks);
+        this.#acks.clear();
+        const conn = this.#conn;
+        if (conn?.connected && !conn.ended)
+            this.#write(conn, { ack: { offsets } });
+    }
     #write(conn, cmd) {
         try {
             conn.ws.send(conn.codec.encode(cmd));
@@ -824,6 +855,7 @@ export class Herald extends Emitter {
             history: (ch, opts) => this.history(ch, opts),
             presence: (ch) => this.presence(ch),
             presenceStats: (ch) => this.presenceStats(ch),
+            queueAck: (ch, off) => this.#queueAck(ch, off),
         };
     }
 }

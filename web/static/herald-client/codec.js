@@ -165,5 +165,7 @@ export function decodePublication(codec, p, channel) {
         out.time = p.time;
     if (p.gap)
         out.gap = true;
+    if (p.redelivered)
+        out.redelivered = true;
     return out;
 }

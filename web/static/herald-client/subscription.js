@@ -26,6 +26,7 @@ export function subscribeOutcome(channel, res, streamReset = false) {
         recoveredCount: pubs.length,
         filtered: !!res.filtered,
         delta: !!res.delta,
+        ack: !!res.ack,
     };
     if (res.recoverable)
         ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
@@ -55,6 +56,10 @@ export class Subscription extends Emitter {
     #delta = false;
     /** The data of the last publication received since: the next delta's source. */
     #base = null;
+    /** The server wants acknowledgements (the last subscribe reply's ack). */
+    #ack = false;
+    /** The offset (of #pos's epoch) acknowledged: resubscriptions recover from it. */
+    #acked = 0;
     /** @internal Use Herald.newSubscription. */
     constructor(host, channel, opts = {}) {
         super();
@@ -104,6 +109,8 @@ export class Subscription extends Emitter {
             this.#host.send(conn, { unsubscribe: { channel: this.channel } }, noop, noop);
         this.#conn = null;
         this.#pos = null;
+        this.#ack = false;
+        this.#acked = 0;
         this.#setState('unsubscribed');
         this.emit('unsubscribed', { channel: this.channel, code: 0, reason: 'unsubscribe called' });
         this.#waiters.rejectAll(new Error('herald: unsubscribed'));
@@ -140,10 +147,14 @@ export class Subscription extends Emitter {
             req.filter = this.#opts.filter;
         if (this.#opts.delta)
             req.delta = 'fossil';
+        if (this.#opts.fromAcked)
+            req.acked = true;
         if (this.#opts.recover !== false && this.#pos) {
             req.recover = true;
             req.epoch = this.#pos.epoch;
-            req.offset = this.#pos.offset;
+            // With acknowledgements, resume from what was acknowledged: what was
+            // received and not processed comes again (and is not delivered twice).
+            req.offset = this.#ack ? Math.min(this.#acked, this.#pos.offset) : this.#pos.offset;
         }
         const send = (token) => {
             if (seq !== this.#seq || this.#host.conn() !== conn)
@@ -222,6 +233,20 @@ export class Subscription extends Emitter {
         if (off !== 0 && this.#recoverable && this.#pos) {
             if (this.#opts.recover !== false) {
                 const v = classifyOffset(this.#pos.offset, off);
+                if (this.#ack && v !== 'next') {
+                    if (v === 'duplicate') {
+                        // Sent again while its acknowledgement was on its way, or lost.
+                        if (wire.redelivered && this.#acked >= off)
+                            this.#host.queueAck(this.channel, this.#acked);
+                        return;
+                    }
+                    // Beyond the next: the server sends again, in order, all that is
+                    // not acknowledged; wait for it. Unless publications were
+                    // skipped (gap): then recover from what was acknowledged.
+                    if (wire.gap)
+                        this.#resync(conn, 'gap in offsets');
+                    return;
+                }
                 if (v === 'duplicate')
                     return;
                 // A filtered subscription's offsets skip the publications filtered
@@ -242,6 +267,26 @@ export class Subscription extends Emitter {
             return;
         }
         this.#deliver(this.#host.decodePublication(wire, this.channel));
+    }
+    /**
+     * On a channel with acknowledgements and with manualAck: acknowledges
+     * every publication up to and including offset (an offset beyond the
+     * last one delivered counts as that one). The server stops sending them
+     * again, and a resubscription (after a reconnect, on any node) resumes
+     * after it. Acknowledgements are batched (ackDelayMs).
+     */
+    ack(offset) {
+        if (!this.#ack || !this.#pos)
+            return;
+        const off = Math.min(offset, this.#pos.offset);
+        if (off <= this.#acked)
+            return;
+        this.#acked = off;
+        this.#host.queueAck(this.channel, off);
+    }
+    /** The offset acknowledged, on a channel with acknowledgements. */
+    acked() {
+        return this.#acked;
     }
     /** @internal */
     _onJoinLeave(join, info) {
@@ -327,13 +372,18 @@ export class Subscription extends Emitter {
         this.#delta = !!res.delta;
         this.#base = null;
         this.#retryAttempt = 0;
+        const prev = this.#pos;
         if (res.recoverable)
             this.#pos = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
         const streamReset = this.#streamReset;
         this.#streamReset = false;
         this.#setState('subscribed');
-        const { ev, pubs } = subscribeOutcome(this.channel, res, streamReset);
-        this.emit('subscribed', ev);
+        const outcome = subscribeOutcome(this.channel, res, streamReset);
+        let pubs = outcome.pubs;
+        this.#ack = !!res.ack && !!res.recoverable;
+        if (this.#ack)
+            pubs = this.#resumeAcks(prev, res, pubs);
+        this.emit('subscribed', outcome.ev);
         for (const p of pubs) {
             if (seq !== this.#seq || this.#state !== 'subscribed')
                 break;
@@ -371,8 +421,34 @@ export class Subscription extends Emitter {
         this.emit('unsubscribed', { channel: this.channel, code, reason });
         this.#waiters.rejectAll(err ?? new Error(`herald: unsubscribed by the server: ${code} ${reason}`));
     }
+    /**
+     * The offset acknowledged after a subscribe reply with acknowledgements,
+     * and the recovered publications not yet delivered: those up to prev
+     * (the last delivered, same epoch) came again because they were not
+     * acknowledged.
+     */
+    #resumeAcks(prev, res, pubs) {
+        const sameEpoch = !!prev && prev.epoch === res.epoch;
+        if (!res.recovered || pubs.length === 0) {
+            this.#acked = res.offset ?? 0;
+        }
+        else {
+            // The server resumed after the position sent, or after the user's
+            // acknowledged one if that is further.
+            const from = (pubs[0].offset ?? 1) - 1;
+            this.#acked = sameEpoch ? Math.max(this.#acked, from) : from;
+        }
+        if (res.recovered && sameEpoch && prev)
+            return pubs.filter((p) => (p.offset ?? 0) > prev.offset);
+        return pubs;
+    }
     #deliver(p) {
         this.emit('publication', p);
+        // The listeners returned: acknowledge, unless the application does.
+        if (this.#ack && !this.#opts.manualAck && p.offset > this.#acked) {
+            this.#acked = p.offset;
+            this.#host.queueAck(this.channel, p.offset);
+        }
     }
     #setState(s) {
         const previous = this.#state;
