@@ -127,6 +127,8 @@ export class Herald extends Emitter<ClientEvents> {
    * restores them and recovers what was missed.
    */
   #serverSubs = new Map<string, StreamPosition | null>();
+  /** Server-side subscriptions whose offsets skip on purpose (filtered, conflated). */
+  #serverSkips = new Set<string>();
   #nextId = 0;
   #attempt = 0;
   /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -492,6 +494,8 @@ export class Herald extends Emitter<ClientEvents> {
     if (this.#live(channel)) return;
     const { ev, pubs } = subscribeOutcome(channel, r);
     this.#serverSubs.set(channel, ev.position ? { ...ev.position } : null);
+    if (ev.filtered || ev.conflated) this.#serverSkips.add(channel);
+    else this.#serverSkips.delete(channel);
     this.emit('subscribed', ev);
     for (const p of pubs) this.emit('publication', decodePublication(conn.codec, p, channel));
   }
@@ -588,7 +592,8 @@ export class Herald extends Emitter<ClientEvents> {
     if (!this.#serverSubs.has(channel)) return false;
     const pos = this.#serverSubs.get(channel);
     if (!pos || !offset) return true;
-    const v = classifyOffset(pos.offset, offset);
+    let v = classifyOffset(pos.offset, offset);
+    if (v === 'gap' && this.#serverSkips.has(channel)) v = 'next';
     if (v === 'gap') this.#lost(conn, `offsets skipped in ${channel}`);
     if (v !== 'next') return false;
     pos.offset = offset;

@@ -172,5 +172,6 @@ export function decodePublication(codec: Codec, p: WirePublication, channel: str
   if (p.time) out.time = p.time;
   if (p.gap) out.gap = true;
   if (p.redelivered) out.redelivered = true;
+  if (p.skipped) out.skipped = p.skipped;
   return out;
 }

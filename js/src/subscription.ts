@@ -114,6 +114,7 @@ export function subscribeOutcome(
     filtered: !!res.filtered,
     delta: !!res.delta,
     ack: !!res.ack,
+    conflated: !!res.conflated,
   };
   if (res.recoverable) ev.position = { epoch: res.epoch ?? '', offset: res.offset ?? 0 };
   return { ev, pubs };
@@ -141,6 +142,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   #waiters = new Waiters();
   /** The last subscribe reply granted deltas. */
   #delta = false;
+  /** The server skips offsets on purpose (filtered or conflated): not a gap. */
+  #skips = false;
   /** The data of the last publication received since: the next delta's source. */
   #base: Uint8Array | null = null;
   /** The server wants acknowledgements (the last subscribe reply's ack). */
@@ -334,8 +337,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
         }
         if (v === 'duplicate') return;
         // A filtered subscription's offsets skip the publications filtered
-        // out; the server announces a real loss itself (gap, disconnect).
-        if (v === 'gap' && !this.#opts.filter) {
+        // out, a conflated one's those replaced by a newer one of their
+        // key; the server announces a real loss itself (gap, disconnect).
+        if (v === 'gap' && !this.#skips) {
           // Never deliver past a gap: resubscribe from the last position
           // delivered and let the server replay what is missing.
           this.#resync(conn, 'gap in offsets');
@@ -453,6 +457,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     this.#recoverable = !!res.recoverable;
     // The server sends the first live publication after the reply full.
     this.#delta = !!res.delta;
+    this.#skips = !!res.filtered || !!res.conflated || !!this.#opts.filter;
     this.#base = null;
     this.#retryAttempt = 0;
     const prev = this.#pos;

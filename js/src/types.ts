@@ -46,6 +46,13 @@ export interface Publication<T = unknown> {
    * was lost.
    */
   redelivered?: boolean;
+  /**
+   * On a channel whose slow-client policy is "conflate": how many
+   * publications of the same key this one replaced while the client was
+   * behind. The client never received them, by design; it is not a gap
+   * (see SubscribedEvent.conflated). Absent otherwise.
+   */
+  skipped?: number;
 }
 
 export type State = 'disconnected' | 'connecting' | 'connected';
@@ -114,6 +121,13 @@ export interface SubscribedEvent {
    * subscription has manualAck.
    */
   ack: boolean;
+  /**
+   * The channel's slow-client policy is "conflate": while the client is
+   * behind it gets only the newest publication per key (marked with
+   * `skipped`), so offsets skip, which is not a gap; a recovery returns
+   * the newest publication per key.
+   */
+  conflated: boolean;
 }
 
 export interface SubscribingEvent {
@@ -367,6 +381,8 @@ export interface WirePublication {
   delta?: boolean;
   /** Sent again for want of an acknowledgement (channels with acknowledgements). */
   redelivered?: boolean;
+  /** Publications of the same key this one replaced (conflate policy). */
+  skipped?: number;
 }
 
 export interface WireSubscribeRequest {
@@ -392,6 +408,7 @@ export interface WireSubscribeResult {
   filtered?: boolean;
   delta?: boolean;
   ack?: boolean;
+  conflated?: boolean;
 }
 
 export interface WireConnectResult {

@@ -627,6 +627,46 @@ describe('subscriptions', { timeout: 15000 }, () => {
     f.client.disconnect();
   });
 
+  test('a conflated subscription exposes skipped and takes skipped offsets for conflation, not for a gap', async () => {
+    const f = fakeClient();
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0);
+    const sub = f.client.newSubscription('prices');
+    const got = [];
+    const events = [];
+    sub.on('publication', (p) => got.push([p.offset, p.tags.key, p.data, p.skipped]));
+    sub.on('subscribed', (e) => events.push(e));
+    const ready = sub.subscribe();
+    const cmd = await ws.waitCommand('subscribe');
+    ws.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 5, conflated: true } });
+    await ready;
+    assert.equal(events[0].conflated, true);
+    assert.equal(events[0].filtered, false);
+    ws.deliver({ pub: { channel: 'prices', offset: 6, tags: { key: 'a' }, data: 1 } });
+    ws.deliver({ pub: { channel: 'prices', offset: 9, tags: { key: 'b' }, data: 2, skipped: 1 } });
+    ws.deliver({ pub: { channel: 'prices', offset: 9, tags: { key: 'b' }, data: 2, skipped: 1 } }); // duplicate
+    ws.deliver({ pub: { channel: 'prices', offset: 12, tags: { key: 'a' }, data: 3, skipped: 4 } });
+    assert.deepEqual(got, [[6, 'a', 1, undefined], [9, 'b', 2, 1], [12, 'a', 3, 4]]);
+    assert.equal(sub.state, 'subscribed');
+    assert.equal(ws.commands('subscribe').length, 1, 'a conflated skip is not a gap: no resubscribe');
+    assert.deepEqual(sub.position(), { epoch: 'E', offset: 12 });
+    f.client.disconnect();
+  });
+
+  test('a server-side conflated subscription takes skipped offsets for no gap', async () => {
+    const f = fakeClient();
+    const pubs = [];
+    f.client.on('publication', (p) => pubs.push([p.offset, p.skipped]));
+    f.client.connect();
+    const ws = await acceptConnect(f.sockets, 0, { subs: { '#u': { recoverable: true, epoch: 'E', offset: 3, conflated: true } } });
+    ws.deliver({ pub: { channel: '#u', offset: 4, data: 1 } });
+    ws.deliver({ pub: { channel: '#u', offset: 8, data: 1, skipped: 3 } });
+    assert.deepEqual(pubs, [[4, undefined], [8, 3]]);
+    assert.equal(f.client.state, 'connected');
+    assert.equal(f.sockets.length, 1, 'no reconnect over a conflated skip');
+    f.client.disconnect();
+  });
+
   test('reconnect resubscribes from the last position and reports recovered', async () => {
     const { client, sockets, ws, sub, got } = await subscribed();
     ws.deliver({ pub: { channel: 'room', offset: 6, data: 1 } });
@@ -637,7 +677,7 @@ describe('subscriptions', { timeout: 15000 }, () => {
     assert.deepEqual(cmd.subscribe, { channel: 'room', recover: true, epoch: 'E', offset: 6 });
     ws1.deliver({ id: cmd.id, subscribe: { recoverable: true, epoch: 'E', offset: 7, was_recovering: true, recovered: true, publications: [{ offset: 7, data: 7 }] } });
     assert.deepEqual(got.pubs, [6, 7]);
-    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false, delta: false, ack: false });
+    assert.deepEqual({ ...got.subscribed.at(-1), position: undefined }, { channel: 'room', recoverable: true, wasRecovering: true, recovered: true, streamReset: false, recoveredCount: 1, position: undefined, filtered: false, delta: false, ack: false, conflated: false });
     client.disconnect();
   });
 

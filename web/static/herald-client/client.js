@@ -61,6 +61,8 @@ export class Herald extends Emitter {
      * restores them and recovers what was missed.
      */
     #serverSubs = new Map();
+    /** Server-side subscriptions whose offsets skip on purpose (filtered, conflated). */
+    #serverSkips = new Set();
     #nextId = 0;
     #attempt = 0;
     /** connect() was called and neither disconnect() nor a terminal code followed. */
@@ -431,6 +433,10 @@ export class Herald extends Emitter {
             return;
         const { ev, pubs } = subscribeOutcome(channel, r);
         this.#serverSubs.set(channel, ev.position ? { ...ev.position } : null);
+        if (ev.filtered || ev.conflated)
+            this.#serverSkips.add(channel);
+        else
+            this.#serverSkips.delete(channel);
         this.emit('subscribed', ev);
         for (const p of pubs)
             this.emit('publication', decodePublication(conn.codec, p, channel));
@@ -546,7 +552,9 @@ export class Herald extends Emitter {
         const pos = this.#serverSubs.get(channel);
         if (!pos || !offset)
             return true;
-        const v = classifyOffset(pos.offset, offset);
+        let v = classifyOffset(pos.offset, offset);
+        if (v === 'gap' && this.#serverSkips.has(channel))
+            v = 'next';
         if (v === 'gap')
             this.#lost(conn, `offsets skipped in ${channel}`);
         if (v !== 'next')

@@ -167,5 +167,7 @@ export function decodePublication(codec, p, channel) {
         out.gap = true;
     if (p.redelivered)
         out.redelivered = true;
+    if (p.skipped)
+        out.skipped = p.skipped;
     return out;
 }
