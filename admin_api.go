@@ -109,6 +109,7 @@ type adminNamespace struct {
 	AllowAnonymous bool    `json:"allow_anonymous_subscribe"`
 	AllowPublish   bool    `json:"allow_publish"`
 	SlowPolicy     string  `json:"slow_policy"`
+	Delta          bool    `json:"delta"`
 }
 
 // apiChannel answers ?name=CHANNEL: the channel's namespace, subscribers
@@ -128,6 +129,7 @@ func (a *adminUI) apiChannel(w http.ResponseWriter, r *http.Request, _ adminSess
 		Name: ns.Name, History: ns.history, HistorySize: ns.HistorySize, HistoryTTL: ns.HistoryTTL.Seconds(),
 		Presence: ns.Presence, JoinLeave: ns.JoinLeave, AllowSubscribe: ns.AllowSubscribe,
 		AllowAnonymous: ns.AllowAnonymousSubscribe, AllowPublish: ns.AllowPublish, SlowPolicy: cmp.Or(ns.SlowPolicy, "disconnect"),
+		Delta: ns.Delta,
 	}}
 	// Channel names hold no pattern characters: the name matches itself.
 	page, err := s.Channels(ctx, ChannelsQuery{Pattern: ch, Limit: 1})

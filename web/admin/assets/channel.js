@@ -28,6 +28,7 @@ function renderInfo() {
   else opts.push('no history');
   opts.push(ns.presence ? 'presence' : 'no presence');
   if (ns.join_leave) opts.push('join/leave events');
+  if (ns.delta) opts.push('deltas offered');
   opts.push(ns.allow_publish ? 'clients may publish' : 'clients may not publish');
   fill(
     '#namespace',
