@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldhq/herald/broker/memory"
 )
 
 // The nodes of a cluster know each other only through the broker. Each
@@ -222,7 +224,11 @@ func (s *Server) sampleLoop() {
 			if s.events != nil {
 				s.events.checkNodes(now)
 			}
-			s.broadcast(&control{Op: "hello", Hello: &h})
+			if _, alone := s.broker.(*memory.Broker); !alone {
+				// A memory broker serves this node alone: its hello
+				// would only come back to it.
+				s.broadcast(&control{Op: "hello", Hello: &h})
+			}
 		}
 	}
 }

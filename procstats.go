@@ -1,10 +1,10 @@
 package herald
 
 import (
+	"bytes"
 	"os"
 	"runtime"
-	"strconv"
-	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,18 +23,47 @@ func processCPU() time.Duration {
 }
 
 // processRSS returns the resident set size in bytes (Linux; 0 elsewhere).
+// It reads /proc/self/statm through a descriptor kept open, into a buffer
+// kept too: the node samples it every second, and an idle node should
+// allocate nothing.
 func processRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
+	statm.mu.Lock()
+	defer statm.mu.Unlock()
+	if statm.f == nil {
+		if statm.err != nil {
+			return 0
+		}
+		if statm.f, statm.err = os.Open("/proc/self/statm"); statm.err != nil {
+			return 0
+		}
+	}
+	n, err := statm.f.ReadAt(statm.buf[:], 0)
+	if n == 0 && err != nil {
 		return 0
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
+	return parseStatmRSS(statm.buf[:n]) * uint64(os.Getpagesize())
+}
+
+var statm struct {
+	mu  sync.Mutex
+	f   *os.File
+	err error // opening failed: not Linux
+	buf [128]byte
+}
+
+// parseStatmRSS returns statm's second field (resident pages), 0 if it
+// has none.
+func parseStatmRSS(b []byte) uint64 {
+	i := bytes.IndexByte(b, ' ')
+	if i < 0 {
 		return 0
 	}
-	pages, err := strconv.ParseUint(f[1], 10, 64)
-	if err != nil {
-		return 0
+	var v uint64
+	for _, c := range b[i+1:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		v = v*10 + uint64(c-'0')
 	}
-	return pages * uint64(os.Getpagesize())
+	return v
 }

@@ -15,7 +15,8 @@ type registry struct {
 	shards [registryShards]registryShard
 	seed   maphash.Seed
 	n      atomic.Int64
-	added  atomic.Int64 // sessions registered so far
+	added  atomic.Int64               // sessions registered so far
+	spare  atomic.Pointer[[]*session] // each's batch between calls
 
 	// emptyCh is closed while no session is registered. Whoever moves
 	// the count to or from zero then brings it in line with the count
@@ -110,7 +111,14 @@ func (r *registry) empty() <-chan struct{} {
 // each calls f for every session, shard by shard, without holding a lock
 // during f.
 func (r *registry) each(f func(*session)) {
-	var batch []*session
+	// The batch is kept for the next call (the sweep's, every second), so
+	// that going over idle sessions allocates nothing; a call while
+	// another holds it makes its own.
+	bp := r.spare.Swap(nil)
+	if bp == nil {
+		bp = new([]*session)
+	}
+	batch := *bp
 	for i := range r.shards {
 		sh := &r.shards[i]
 		batch = batch[:0]
@@ -122,7 +130,10 @@ func (r *registry) each(f func(*session)) {
 		for _, ss := range batch {
 			f(ss)
 		}
+		clear(batch) // keeps no closed session alive
 	}
+	*bp = batch[:0]
+	r.spare.Store(bp)
 }
 
 // byID returns the session with client id, or nil.

@@ -3,6 +3,7 @@ package herald
 import (
 	"context"
 	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"sync"
 	"time"
 
@@ -17,17 +18,26 @@ func (s *Server) sweep() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var rel releaser
+	heap := []rtmetrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	for {
 		select {
 		case <-s.quit:
 			return
 		case now := <-t.C:
 			s.sweepOnce(now)
-			if rel.due(s.sessions.added.Load(), now) {
+			rtmetrics.Read(heap)
+			if rel.due(s.sessions.added.Load(), heapBytes(heap[0]), heapBytes(heap[1]), now) {
 				s.goTracked(debug.FreeOSMemory)
 			}
 		}
 	}
+}
+
+func heapBytes(m rtmetrics.Sample) uint64 {
+	if m.Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return m.Value.Uint64()
 }
 
 // A burst of connections leaves the heap with free pages: the garbage of
@@ -36,22 +46,67 @@ func (s *Server) sweep() {
 // settled, the node returns them to the operating system, so that its RSS
 // comes down to what the connections hold. It happens once per burst, not
 // under steady traffic: a forced collection costs a few milliseconds of CPU.
+//
+// An idle node allocates too, slowly (a pong read here, a sample there),
+// and its RSS would grow back by all of it until the runtime's next
+// collection, which a slow heap may not reach for a long time, and keep
+// it after. So when the node allocated little over a window of
+// releaseQuiet (it is idle: under traffic the runtime collects on its own
+// and reuses the pages at once) but enough since the last release to be
+// worth a collection, the free pages are returned too.
 const (
 	releaseBurst = 1000             // connections accepted since the last release
 	releaseQuiet = 30 * time.Second // with none accepted for this long
+
+	// releaseIdleMin is the least allocated since the last release that
+	// an idle release returns: at least this, or a 64th of the live heap.
+	releaseIdleMin = 256 << 10
+	// releaseIdleBusy is what a window of releaseQuiet allocates from
+	// which the node is not idle.
+	releaseIdleBusy = 4 << 20
 )
 
-// releaser decides when to return free memory after a burst; the sweep
-// owns it.
+// releaser decides when to return free memory; the sweep owns it.
 type releaser struct {
 	atRelease int64     // connections accepted when memory was last returned
 	seen      int64     // connections accepted at the last check
 	since     time.Time // when seen last changed
+
+	allocAtRelease uint64    // bytes allocated so far when memory was last returned
+	window         time.Time // start of the current idle window
+	allocAtWindow  uint64    // bytes allocated so far at its start
 }
 
 // due reports whether memory should be returned now, given the number of
-// connections accepted so far.
-func (r *releaser) due(accepted int64, now time.Time) bool {
+// connections accepted so far, the bytes allocated so far and the live
+// heap.
+func (r *releaser) due(accepted int64, allocated, live uint64, now time.Time) bool {
+	if r.window.IsZero() {
+		r.window, r.allocAtWindow = now, allocated
+	}
+	if r.burstDue(accepted, now) {
+		r.released(allocated, now)
+		return true
+	}
+	if now.Sub(r.window) < releaseQuiet {
+		return false
+	}
+	inWindow := allocated - r.allocAtWindow
+	r.window, r.allocAtWindow = now, allocated
+	if inWindow >= releaseIdleBusy || allocated-r.allocAtRelease < max(releaseIdleMin, live/64) {
+		return false
+	}
+	r.released(allocated, now)
+	return true
+}
+
+func (r *releaser) released(allocated uint64, now time.Time) {
+	r.allocAtRelease = allocated
+	r.window, r.allocAtWindow = now, allocated
+}
+
+// burstDue reports whether a burst of connections has settled.
+func (r *releaser) burstDue(accepted int64, now time.Time) bool {
 	if accepted != r.seen {
 		r.seen, r.since = accepted, now
 		return false
@@ -180,22 +235,29 @@ func (s *Server) refreshPresence() {
 // refreshRound writes every entry of the node again, refreshParallel at a
 // time, and returns when all are written.
 func (s *Server) refreshRound() {
-	writes := make(chan entryWrite, 4*refreshParallel)
+	// The writers start with the first entry: a node with nothing to
+	// refresh (an in-process store, no API subscriptions) starts none.
+	var writes chan entryWrite
 	var wg sync.WaitGroup
-	for range refreshParallel {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for w := range writes {
-				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-				if err := s.presence.AddPresence(ctx, w.key, w.member, w.info, w.ttl); err != nil {
-					s.log.Warn("presence refresh", "key", w.key, "err", err)
-				}
-				cancel()
+	add := func(w entryWrite) {
+		if writes == nil {
+			writes = make(chan entryWrite, 4*refreshParallel)
+			for range refreshParallel {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for w := range writes {
+						ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+						if err := s.presence.AddPresence(ctx, w.key, w.member, w.info, w.ttl); err != nil {
+							s.log.Warn("presence refresh", "key", w.key, "err", err)
+						}
+						cancel()
+					}
+				}()
 			}
-		}()
+		}
+		writes <- w
 	}
-	add := func(w entryWrite) { writes <- w }
 	if s.events != nil {
 		s.events.refresh(add)
 	}
@@ -215,6 +277,8 @@ func (s *Server) refreshRound() {
 			add(entryWrite{sub.Channel, ss.id, info, s.presenceTTL})
 		}
 	})
-	close(writes)
-	wg.Wait()
+	if writes != nil {
+		close(writes)
+		wg.Wait()
+	}
 }

@@ -30,16 +30,19 @@ type epollEngine struct {
 	flushers []*flusher
 	wg       sync.WaitGroup // pollers and flushers
 	workers  sync.WaitGroup // readers
-	// tasks hands readable connections to parked reader goroutines, which
-	// keep their grown stacks between events; when none is parked, a new
-	// goroutine is started, so a slow handler never stalls the others.
-	tasks      chan *Conn
-	parked     atomic.Int32
-	quitReader chan struct{}
-	coalesce   time.Duration // pause between back-to-back flush rounds
-	nextKey    atomic.Uint64
-	closed     atomic.Bool
-	bytesOut   atomic.Uint64
+	// tasks queues readable connections for the reader goroutines, which
+	// park on it between events and keep their grown stacks. idle counts
+	// the parked readers not yet promised a queued connection: dispatch
+	// takes one, or starts a reader when none is left, so that every
+	// queued connection has a reader of its own waiting for it and a
+	// slow handler never stalls the others.
+	tasks    chan *Conn
+	idle     atomic.Int32
+	spawn    func()        // e.reader(nil), made once: starting it allocates nothing
+	coalesce time.Duration // pause between back-to-back flush rounds
+	nextKey  atomic.Uint64
+	closed   atomic.Bool
+	bytesOut atomic.Uint64
 }
 
 const wakeKey = 0 // the eventfd's key; connection keys start at 1
@@ -60,7 +63,8 @@ const (
 )
 
 func newEpollEngine(o EngineOptions) (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn), quitReader: make(chan struct{}), coalesce: o.Coalesce}
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn, maxQueued), coalesce: o.Coalesce}
+	e.spawn = func() { e.reader(nil) }
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
 		p, err := newPoller(e)
@@ -223,32 +227,49 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 // maxParked bounds the reader goroutines kept waiting for work.
 const maxParked = 64
 
-// dispatch runs a read for c on a parked reader or a new goroutine.
+// maxQueued bounds the readable connections queued for readers; a burst
+// beyond it (each has a reader started for it anyway) starts readers with
+// the connection in hand.
+const maxQueued = 1024
+
+// dispatch runs a read for c on a parked reader or a new goroutine. A
+// connection queued for a parked reader, or for a reader started for it
+// (with no arguments: e.spawn), costs no allocation, so that the reads of
+// idle connections (a pong per ping interval) allocate nothing even when a
+// round of them outnumbers the parked readers.
 func (e *epollEngine) dispatch(c *Conn) {
 	select {
 	case e.tasks <- c:
-		return
 	default:
+		e.workers.Add(1)
+		go e.reader(c)
+		return
 	}
+	if e.idle.Add(-1) >= 0 {
+		return // a parked reader is promised to it
+	}
+	e.idle.Add(1)
 	e.workers.Add(1)
-	go e.reader(c)
+	go e.spawn()
 }
 
-// reader reads c, then parks for more work while fewer than maxParked
-// readers are parked.
+// reader reads c (if not nil, else a queued connection), then parks for
+// more work while fewer than maxParked readers are parked. Every queued
+// connection has a waiting reader: one parked and counted in idle then
+// taken by dispatch, or one started for it.
 func (e *epollEngine) reader(c *Conn) {
 	defer e.workers.Done()
 	for {
-		e.read(c, nil)
-		if e.parked.Add(1) > maxParked {
-			e.parked.Add(-1)
-			return
+		if c == nil {
+			var ok bool
+			if c, ok = <-e.tasks; !ok {
+				return // the engine is closed
+			}
 		}
-		select {
-		case c = <-e.tasks:
-			e.parked.Add(-1)
-		case <-e.quitReader:
-			e.parked.Add(-1)
+		e.read(c, nil)
+		c = nil
+		if e.idle.Add(1) > maxParked {
+			e.idle.Add(-1)
 			return
 		}
 	}
@@ -351,6 +372,9 @@ func (e *epollEngine) read(c *Conn, in []byte) {
 	if len(in) > 0 && c.feed(in) != nil {
 		return // stays "running": no further reads
 	}
+	if c.fdState.Load()&fdClosing != 0 {
+		return // closed since the event: no buffer to borrow
+	}
 	pool := &readBufsSmall
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
@@ -451,7 +475,7 @@ func (e *epollEngine) Close() error {
 		f.stop()
 	}
 	e.wg.Wait()
-	close(e.quitReader)
+	close(e.tasks) // the pollers, which queue connections, have stopped
 	e.workers.Wait()
 	return e.std.Close()
 }
