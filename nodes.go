@@ -149,15 +149,27 @@ type knownPeer struct {
 func (t *nodeTable) known(now time.Time) map[string]knownPeer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.forgetLocked(now)
 	out := make(map[string]knownPeer, len(t.peers))
 	for id, p := range t.peers {
-		if now.Sub(p.lastSeen) > forgetAfter {
-			delete(t.peers, id)
-			continue
-		}
 		out[id] = knownPeer{p.hello, p.lastSeen}
 	}
 	return out
+}
+
+// forgetSilent drops the nodes silent for longer than forgetAfter.
+func (t *nodeTable) forgetSilent(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forgetLocked(now)
+}
+
+func (t *nodeTable) forgetLocked(now time.Time) {
+	for id, p := range t.peers {
+		if now.Sub(p.lastSeen) > forgetAfter {
+			delete(t.peers, id)
+		}
+	}
 }
 
 // NodeSeries is one node's samples.
@@ -220,7 +232,7 @@ func (s *Server) sampleLoop() {
 			h := s.hello(cur.sample(&last, s))
 			last = cur
 			s.nodes.heard(h, now)
-			s.nodes.known(now) // forgets the long silent
+			s.nodes.forgetSilent(now)
 			if s.events != nil {
 				s.events.checkNodes(now)
 			}
