@@ -1,6 +1,9 @@
 package transport
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Options bound a connection. The zero value of each field selects the
 // default stated on it.
@@ -10,7 +13,7 @@ type Options struct {
 	MaxMessageSize int
 	// QueueMaxBytes and QueueMaxMessages bound the outbound queue. A frame
 	// that does not fit is refused with ErrQueueFull (a frame always fits an
-	// empty queue). Defaults 1 MiB and 4096.
+	// empty queue). Defaults 1 MiB and 4096; at most 2^31-1 messages.
 	QueueMaxBytes    int
 	QueueMaxMessages int
 	// WriteTimeout bounds one blocking write in the goroutine engine.
@@ -42,6 +45,7 @@ func (o *Options) withDefaults() *Options {
 	if c.QueueMaxMessages <= 0 {
 		c.QueueMaxMessages = 4096
 	}
+	c.QueueMaxMessages = min(c.QueueMaxMessages, math.MaxInt32) // the queue counts in an int32
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
 	}

@@ -17,11 +17,11 @@ var segments = sync.Pool{New: func() any { return new(segment) }}
 // memory at all. It is not safe for concurrent use (Conn.mu guards it).
 type queue struct {
 	head, tail *segment
-	hi, ti     int // next item to pop in head; next free slot in tail
-	n          int
+	hi, ti     uint16 // next item to pop in head; next free slot in tail
+	n          int32  // a queue is bounded by Options.QueueMaxMessages
 }
 
-func (q *queue) len() int { return q.n }
+func (q *queue) len() int { return int(q.n) }
 
 func (q *queue) push(it item) {
 	if q.tail == nil || q.ti == segSize {
@@ -41,7 +41,7 @@ func (q *queue) push(it item) {
 // each calls f on the items from the front until it returns false.
 func (q *queue) each(f func(it *item) bool) {
 	s, i := q.head, q.hi
-	for k := 0; k < q.n; k++ {
+	for k := int32(0); k < q.n; k++ {
 		if i == segSize {
 			s, i = s.next, 0
 		}
