@@ -33,11 +33,16 @@ type epollEngine struct {
 	// tasks queues readable connections for the reader goroutines, which
 	// park on it between events and keep their grown stacks. idle counts
 	// the parked readers not yet promised a queued connection: dispatch
-	// takes one, or starts a reader when none is left, so that every
-	// queued connection has a reader of its own waiting for it and a
-	// slow handler never stalls the others.
+	// takes one, or starts a reader when none is left while fewer than
+	// maxReaders run. Beyond that, connections wait in the queue for the
+	// running readers, and a poller that sees none of them take one for
+	// stallAfter starts a reader per queued connection: a burst of short
+	// reads (a round of pongs) is served by a bounded set of readers, and
+	// slow handlers never stall the others for long.
 	tasks    chan *Conn
 	idle     atomic.Int32
+	readers  atomic.Int32  // reader goroutines alive
+	taken    atomic.Uint64 // connections taken from the queue so far
 	spawn    func()        // e.reader(nil), made once: starting it allocates nothing
 	coalesce time.Duration // pause between back-to-back flush rounds
 	nextKey  atomic.Uint64
@@ -53,6 +58,10 @@ type poller struct {
 	wakefd int
 	mu     sync.Mutex
 	conns  map[uint64]*Conn
+
+	// the poller's view of the readers' progress (its goroutine only)
+	taken    uint64    // e.taken when last seen to move
+	progress time.Time // when that was
 }
 
 // read states (Conn.rstate)
@@ -62,8 +71,12 @@ const (
 	rAgain   = 2 // more input arrived while running
 )
 
-func newEpollEngine(o EngineOptions) (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn, maxQueued), coalesce: o.Coalesce}
+func newEpollEngine(o EngineOptions) (*epollEngine, error) { return newEpollEngineQueue(o, maxQueued) }
+
+// newEpollEngineQueue is newEpollEngine with room for queued connections
+// in the reader queue.
+func newEpollEngineQueue(o EngineOptions, queued int) (*epollEngine, error) {
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn, queued), coalesce: o.Coalesce}
 	e.spawn = func() { e.reader(nil) }
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
@@ -134,12 +147,19 @@ func (p *poller) loop() {
 	defer p.close()
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		wait := -1
+		if len(p.e.tasks) > 0 {
+			wait = int(stallAfter / time.Millisecond) // to check on the readers
+		}
+		n, err := unix.EpollWait(p.epfd, events, wait)
 		if err != nil {
 			if err == unix.EINTR {
 				continue
 			}
 			return
+		}
+		if len(p.e.tasks) > 0 {
+			p.checkStall(time.Now())
 		}
 		for i := 0; i < n; i++ {
 			ev := &events[i]
@@ -227,47 +247,99 @@ func (e *epollEngine) Serve(c *Conn, in []byte) error {
 // maxParked bounds the reader goroutines kept waiting for work.
 const maxParked = 64
 
+// maxReaders bounds the readers dispatch starts; more start only when the
+// running ones stall.
+const maxReaders = 64
+
+// stallAfter is how long queued connections wait while no reader takes
+// one before a reader is started for each.
+const stallAfter = time.Millisecond
+
 // maxQueued bounds the readable connections queued for readers; a burst
-// beyond it (each has a reader started for it anyway) starts readers with
-// the connection in hand.
+// beyond it starts readers with the connection in hand.
 const maxQueued = 1024
 
-// dispatch runs a read for c on a parked reader or a new goroutine. A
-// connection queued for a parked reader, or for a reader started for it
-// (with no arguments: e.spawn), costs no allocation, so that the reads of
-// idle connections (a pong per ping interval) allocate nothing even when a
-// round of them outnumbers the parked readers.
+// dispatch runs a read for c on a parked reader, a new goroutine, or the
+// next reader to finish. A connection queued for a reader, or for a reader
+// started for it (with no arguments: e.spawn), costs no allocation, so
+// that the reads of idle connections (a pong per ping interval) allocate
+// nothing; and a round of them (the pongs of every connection pinged in
+// the same second come back together) starts at most maxReaders readers,
+// not one per connection: each left a goroutine's stack behind until the
+// next collection.
 func (e *epollEngine) dispatch(c *Conn) {
 	select {
 	case e.tasks <- c:
 	default:
-		e.workers.Add(1)
-		go e.reader(c)
+		e.startReader(c)
 		return
 	}
 	if e.idle.Add(-1) >= 0 {
 		return // a parked reader is promised to it
 	}
 	e.idle.Add(1)
-	e.workers.Add(1)
-	go e.spawn()
+	if e.readers.Load() < maxReaders {
+		e.startReader(nil)
+	}
 }
 
-// reader reads c (if not nil, else a queued connection), then parks for
-// more work while fewer than maxParked readers are parked. Every queued
-// connection has a waiting reader: one parked and counted in idle then
-// taken by dispatch, or one started for it.
+// startReader starts a reader for c, or for a queued connection if c is
+// nil (without allocating).
+func (e *epollEngine) startReader(c *Conn) {
+	e.readers.Add(1)
+	e.workers.Add(1)
+	if c == nil {
+		go e.spawn()
+	} else {
+		go e.reader(c)
+	}
+}
+
+// checkStall starts a reader for each queued connection when no reader
+// has taken one for stallAfter: the running ones are all held by slow
+// handlers. Called by the poller's goroutine while connections are queued.
+func (p *poller) checkStall(now time.Time) {
+	e := p.e
+	if t := e.taken.Load(); t != p.taken || p.progress.IsZero() {
+		p.taken, p.progress = t, now
+		return
+	}
+	if now.Sub(p.progress) < stallAfter {
+		return
+	}
+	for range len(e.tasks) {
+		e.startReader(nil)
+	}
+	p.progress = now
+}
+
+// reader reads c (if not nil, else a queued connection), then takes the
+// next queued connection, or parks for more work while fewer than
+// maxParked readers are parked.
 func (e *epollEngine) reader(c *Conn) {
 	defer e.workers.Done()
+	defer e.readers.Add(-1)
 	for {
 		if c == nil {
 			var ok bool
 			if c, ok = <-e.tasks; !ok {
 				return // the engine is closed
 			}
+			e.taken.Add(1)
 		}
 		e.read(c, nil)
 		c = nil
+		select {
+		case c = <-e.tasks:
+			// Queued beyond the readers: taken at once (maybe one
+			// promised to a parked reader, which then takes the next).
+			if c == nil {
+				return // the engine is closed
+			}
+			e.taken.Add(1)
+			continue
+		default:
+		}
 		if e.idle.Add(1) > maxParked {
 			e.idle.Add(-1)
 			return
