@@ -71,11 +71,9 @@ type Conn struct {
 	// read only): messages with RSV1 are inflated. Fills padding too.
 	deflate   bool
 	closeCode ws.StatusCode
-	timer     *time.Timer
-	// onLow are called, once, when a write leaves at most lowMark frames
-	// queued (NotifyBelow); nil for nearly every connection.
-	onLow   []func()
-	lowMark int
+	// rare holds what few connections need, allocated when first needed:
+	// a connection is no larger for it.
+	rare *connRare
 
 	rd *reader // owned by whichever goroutine is reading; nil between messages
 
@@ -144,11 +142,29 @@ func (c *Conn) NotifyBelow(n int, fn func()) bool {
 	if c.closing || c.closed || c.q.len() <= n {
 		return false
 	}
-	if len(c.onLow) == 0 || n < c.lowMark {
-		c.lowMark = n
+	r := c.rareLocked()
+	if len(r.onLow) == 0 || n < r.lowMark {
+		r.lowMark = n
 	}
-	c.onLow = append(c.onLow, fn)
+	r.onLow = append(r.onLow, fn)
 	return true
+}
+
+// connRare is the part of a connection that few connections need.
+type connRare struct {
+	timer *time.Timer // the close handshake's (once closing)
+	// onLow are called, once, when a write leaves at most lowMark frames
+	// queued (NotifyBelow).
+	onLow   []func()
+	lowMark int
+}
+
+// rareLocked returns c.rare, allocated if need be. (c.mu held.)
+func (c *Conn) rareLocked() *connRare {
+	if c.rare == nil {
+		c.rare = new(connRare)
+	}
+	return c.rare
 }
 
 func (c *Conn) enqueue(frame []byte, tag any, direct bool) error {
@@ -257,7 +273,7 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	if schedule {
 		c.wstate = wRunning
 	}
-	c.timer = time.AfterFunc(c.opts.CloseTimeout, func() { c.shutdown(ErrCloseTimeout) })
+	c.rareLocked().timer = time.AfterFunc(c.opts.CloseTimeout, func() { c.shutdown(ErrCloseTimeout) })
 	c.mu.Unlock()
 	if schedule {
 		c.eng.scheduleFlush(c)
@@ -288,12 +304,14 @@ func (c *Conn) shutdown(err error) {
 		return
 	}
 	c.closed = true
-	if c.timer != nil {
-		c.timer.Stop()
+	if r := c.rare; r != nil {
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		r.onLow = nil
 	}
 	c.q.reset()
 	c.qbytes, c.woff = 0, 0
-	c.onLow = nil
 	code := c.closeCode
 	c.mu.Unlock()
 	c.eng.detach(c) // the epoll engine closes its descriptor here
@@ -384,12 +402,13 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 func (c *Conn) commit(n int, blocked bool) (more, shut bool) {
 	c.mu.Lock()
 	more, shut = c.commitLocked(n, blocked)
-	if c.onLow == nil || c.q.len() > c.lowMark || c.closing || c.closed {
+	r := c.rare
+	if r == nil || r.onLow == nil || c.q.len() > r.lowMark || c.closing || c.closed {
 		c.mu.Unlock()
 		return more, shut
 	}
-	fns := c.onLow
-	c.onLow = nil
+	fns := r.onLow
+	r.onLow = nil
 	c.mu.Unlock()
 	for _, fn := range fns {
 		fn()
