@@ -63,6 +63,7 @@ type natsFileConfig struct {
 	HistoryMaxAge        time.Duration `yaml:"history_max_age,omitempty"`
 	MaxIdempotencyWindow time.Duration `yaml:"max_idempotency_window,omitempty"`
 	MaxPresenceTTL       time.Duration `yaml:"max_presence_ttl,omitempty"`
+	MaxCursorTTL         time.Duration `yaml:"max_cursor_ttl,omitempty"`
 	ConnectTimeout       time.Duration `yaml:"connect_timeout,omitempty"`
 	RequestTimeout       time.Duration `yaml:"request_timeout,omitempty"`
 	ReconnectWait        time.Duration `yaml:"reconnect_wait,omitempty"`
@@ -393,6 +394,7 @@ func (b *brokerConfig) showDefaults() {
 		b.Prefix = c.Prefix
 		n.Servers, n.Name, n.Replicas = c.Servers, c.Name, c.Replicas
 		n.HistoryMaxAge, n.MaxIdempotencyWindow, n.MaxPresenceTTL = c.HistoryMaxAge, c.MaxIdempotencyWindow, c.MaxPresenceTTL
+		n.MaxCursorTTL = c.MaxCursorTTL
 		n.ConnectTimeout, n.RequestTimeout, n.ReconnectWait = c.ConnectTimeout, c.RequestTimeout, c.ReconnectWait
 	case brokerRedis:
 		if b.Redis == nil {
@@ -418,7 +420,7 @@ func (b *brokerConfig) natsConfig(log *slog.Logger) natsbroker.Config {
 		User: n.User, Password: n.Password, Token: n.Token, CredsFile: n.CredsFile,
 		TLSCAFile: n.TLSCAFile, TLSCertFile: n.TLSCertFile, TLSKeyFile: n.TLSKeyFile,
 		Prefix: b.Prefix, MemoryStorage: n.MemoryStorage, Replicas: n.Replicas,
-		HistoryMaxAge: n.HistoryMaxAge, MaxIdempotencyWindow: n.MaxIdempotencyWindow, MaxPresenceTTL: n.MaxPresenceTTL,
+		HistoryMaxAge: n.HistoryMaxAge, MaxIdempotencyWindow: n.MaxIdempotencyWindow, MaxPresenceTTL: n.MaxPresenceTTL, MaxCursorTTL: n.MaxCursorTTL,
 		ConnectTimeout: n.ConnectTimeout, RequestTimeout: n.RequestTimeout,
 		ReconnectWait: n.ReconnectWait, MaxReconnects: n.MaxReconnects, LeaderTimeout: n.LeaderTimeout,
 		Logger: log,
@@ -495,6 +497,19 @@ func (b *brokerConfig) validate(cfg herald.Config) error {
 		}
 		if cfg.PresenceTTL > maxPres {
 			return fmt.Errorf("broker: presence_ttl %v exceeds nats.max_presence_ttl %v", cfg.PresenceTTL, maxPres)
+		}
+		maxCursor := nc.MaxCursorTTL
+		if maxCursor == 0 {
+			maxCursor = 7 * 24 * time.Hour // broker/nats default
+		}
+		for _, ns := range cfg.Namespaces {
+			ttl := ns.AckCursorTTL
+			if ttl == 0 {
+				ttl = 24 * time.Hour // the namespace default
+			}
+			if ns.Ack && ttl > maxCursor {
+				return fmt.Errorf("broker: namespace %q: ack_cursor_ttl %v exceeds nats.max_cursor_ttl %v", ns.Name, ttl, maxCursor)
+			}
 		}
 	case brokerRedis:
 		rc, err := b.redisConfig(nil)
