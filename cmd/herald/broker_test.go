@@ -162,6 +162,7 @@ func TestResolveBackend(t *testing.T) {
 		{"redis validation", "broker:\n  type: redis\n  prefix: \"{x}\"\n", backendFlags{}, nil, "brace"},
 		{"redis tls files", "broker:\n  type: redis\n  redis:\n    tls_ca_file: /nonexistent/ca.pem\n", backendFlags{}, nil, "nonexistent"},
 		{"presence ttl over the nats max", "presence_ttl: 20m\nbroker:\n  type: nats\n", backendFlags{}, nil, "max_presence_ttl"},
+		{"ack cursor ttl over the nats max", "namespaces:\n  - name: o\n    history_size: 10\n    ack: true\n    ack_cursor_ttl: 200h\nbroker:\n  type: nats\n", backendFlags{}, nil, "max_cursor_ttl"},
 		{"idempotency over the nats max", "idempotency_window: 1h\nbroker:\n  type: nats\n  nats:\n    max_idempotency_window: 30m\n", backendFlags{}, nil, "max_idempotency_window"},
 		{"cluster without peers", "", backendFlags{listen: flagv("127.0.0.1:7001")}, nil, "peers"},
 		{"cluster with only itself", "", backendFlags{listen: flagv("127.0.0.1:7001"), peers: flagv("127.0.0.1:7001")}, nil, "peers"},
