@@ -131,7 +131,54 @@ func (w *wirePub) pub(ch string, offset uint64) *protocol.Publication {
 }
 
 func encodePub(p *protocol.Publication, key string) ([]byte, error) {
+	if len(p.Data) > 0 && p.Info == nil && p.Tags == nil && p.Trace == "" {
+		return plainPub(p.Data, p.Time, key), nil
+	}
 	return msgpack.Marshal(&wirePub{Data: p.Data, Info: p.Info, Tags: p.Tags, Time: p.Time, Trace: p.Trace, Key: key})
+}
+
+// plainPub is msgpack.Marshal's result for a wirePub of data, time and
+// key alone (a time of 0 and an empty key are omitted), written without
+// reflection: the form of every publication of the server API without
+// tags.
+func plainPub(data []byte, ms int64, key string) []byte {
+	n := 1
+	if ms != 0 {
+		n++
+	}
+	if key != "" {
+		n++
+	}
+	b := make([]byte, 0, len(data)+len(key)+24)
+	b = append(b, 0x80|byte(n), 0xa1, 'd')
+	switch l := len(data); {
+	case l < 1<<8:
+		b = append(b, 0xc4, byte(l))
+	case l < 1<<16:
+		b = append(b, 0xc5, byte(l>>8), byte(l))
+	default:
+		b = append(b, 0xc6, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
+	}
+	b = append(b, data...)
+	if ms != 0 {
+		u := uint64(ms)
+		b = append(b, 0xa2, 't', 'm', 0xd3, byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+	if key != "" {
+		b = append(b, 0xa1, 'k')
+		switch l := len(key); {
+		case l < 32:
+			b = append(b, 0xa0|byte(l))
+		case l < 1<<8:
+			b = append(b, 0xd9, byte(l))
+		case l < 1<<16:
+			b = append(b, 0xda, byte(l>>8), byte(l))
+		default:
+			b = append(b, 0xdb, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
+		}
+		b = append(b, key...)
+	}
+	return b
 }
 
 // maxBatch bounds the publications of one history message.

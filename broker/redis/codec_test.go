@@ -145,3 +145,61 @@ func TestKeysOneSlot(t *testing.T) {
 		t.Error("different channels in the same slot: the hash tag is not the channel")
 	}
 }
+
+// checkPlainBody fails if encodeBody's hand-written form of a publication
+// of data and time differs from the MessagePack encoder's.
+func checkPlainBody(t *testing.T, data []byte, ms int64) {
+	t.Helper()
+	pub := &protocol.Publication{Data: data, Time: ms}
+	got, err := encodeBody(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := encode(0, &wireBody{Data: pub.Data, Time: pub.Time})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("data of %d bytes, time %d: encoded %x, the encoder %x", len(data), ms, got, want)
+	}
+}
+
+func TestPlainBody(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 255, 256, 65535, 65536, 70000} {
+		for _, ms := range []int64{-1, 0, 1, 127, 128, 255, 256, 65535, 65536, 1<<32 - 1, 1 << 32, 1764690000000, 1<<63 - 1} {
+			checkPlainBody(t, []byte(strings.Repeat("x", n)), ms)
+		}
+	}
+}
+
+// FuzzPlainBody compares the hand-written encoding of a publication of
+// data and time with the MessagePack encoder's.
+func FuzzPlainBody(f *testing.F) {
+	f.Add([]byte(`{"a":1}`), int64(1764690000000))
+	f.Add([]byte{}, int64(0))
+	f.Add([]byte("x"), int64(-5))
+	f.Fuzz(func(t *testing.T, data []byte, ms int64) {
+		checkPlainBody(t, data, ms)
+	})
+}
+
+func BenchmarkEncodeBody(b *testing.B) {
+	pub := &protocol.Publication{Data: protocol.Data(`{"seq":1,"pad":"` + strings.Repeat("x", 80) + `"}`), Time: 1764690000000}
+	b.Run("plain", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encodeBody(pub); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoder", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encode(0, &wireBody{Data: pub.Data, Time: pub.Time}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
