@@ -36,9 +36,9 @@ type epollEngine struct {
 	// takes one, or starts a reader when none is left while fewer than
 	// maxReaders run. Beyond that, connections wait in the queue for the
 	// running readers, and a poller that sees none of them take one for
-	// stallAfter starts a reader per queued connection: a burst of short
-	// reads (a round of pongs) is served by a bounded set of readers, and
-	// slow handlers never stall the others for long.
+	// stallAfter starts more: a burst of short reads (a round of pongs) is
+	// served by a bounded set of readers, and slow handlers never stall
+	// the others for long.
 	tasks    chan *Conn
 	idle     atomic.Int32
 	readers  atomic.Int32  // reader goroutines alive
@@ -252,8 +252,11 @@ const maxParked = 64
 const maxReaders = 64
 
 // stallAfter is how long queued connections wait while no reader takes
-// one before a reader is started for each.
-const stallAfter = time.Millisecond
+// one before more readers start (at most maxReaders more each time): long
+// enough that readers merely waiting for a core on a busy machine are not
+// taken for stalled (starting more of them then only adds goroutines
+// and stacks), short next to a broker's or an application's answer.
+const stallAfter = 10 * time.Millisecond
 
 // maxQueued bounds the readable connections queued for readers; a burst
 // beyond it starts readers with the connection in hand.
@@ -295,9 +298,10 @@ func (e *epollEngine) startReader(c *Conn) {
 	}
 }
 
-// checkStall starts a reader for each queued connection when no reader
-// has taken one for stallAfter: the running ones are all held by slow
-// handlers. Called by the poller's goroutine while connections are queued.
+// checkStall starts readers for the queued connections (at most
+// maxReaders) when no reader has taken one for stallAfter: the running
+// ones are all held by slow handlers. Called by the poller's goroutine
+// while connections are queued.
 func (p *poller) checkStall(now time.Time) {
 	e := p.e
 	if t := e.taken.Load(); t != p.taken || p.progress.IsZero() {
@@ -307,7 +311,7 @@ func (p *poller) checkStall(now time.Time) {
 	if now.Sub(p.progress) < stallAfter {
 		return
 	}
-	for range len(e.tasks) {
+	for range min(len(e.tasks), maxReaders) {
 		e.startReader(nil)
 	}
 	p.progress = now
