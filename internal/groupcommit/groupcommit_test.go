@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -330,5 +331,35 @@ func TestConcurrentGroups(t *testing.T) {
 	wg.Wait()
 	if most != 2 || total != callers {
 		t.Fatalf("at most %d commits at once (want 2), %d items committed (want %d)", most, total, callers)
+	}
+}
+
+// BenchmarkKeyedDo measures the group commit's own cost per item: 32
+// callers on one key, a commit that takes 20 µs (a broker round trip
+// made short), as the API's publish requests of a hot channel call it.
+func BenchmarkKeyedDo(b *testing.B) {
+	for _, concurrent := range []int{1, 2} {
+		b.Run(map[int]string{1: "one-in-flight", 2: "two-in-flight"}[concurrent], func(b *testing.B) {
+			k := groupcommit.NewKeyed[int, int](concurrent)
+			var groups, items atomic.Int64
+			commit := func(group []int) ([]int, error) {
+				time.Sleep(20 * time.Microsecond)
+				groups.Add(1)
+				items.Add(int64(len(group)))
+				return group, nil
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.SetParallelism(16) // 32 callers on 2 cores
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := k.Do(ctx, "hot", 1, all, commit); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(items.Load())/float64(groups.Load()), "items/group")
+		})
 	}
 }
