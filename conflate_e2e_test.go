@@ -1,7 +1,9 @@
 package herald_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,5 +235,38 @@ func TestConflation(t *testing.T) {
 	eventually(t, 10*time.Second, "the recovered final state", func() bool { return rec.complete(keys, rounds) })
 	if received, skipped, _, _ := rec.counts(); received != keys || received+skipped != total {
 		t.Fatalf("recovered %d publications standing for %d, want %d for %d", received, received+skipped, keys, total)
+	}
+}
+
+// TestConflateConfig: the conflate options are checked at start.
+func TestConflateConfig(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		ns herald.Namespace
+		ok bool
+	}{
+		"conflate":                  {herald.Namespace{Name: "a", SlowPolicy: "conflate", ConflateKey: "key", ConflateRate: 10, ConflateMaxKeys: 50}, true},
+		"whole channel":             {herald.Namespace{Name: "a", SlowPolicy: "conflate"}, true},
+		"key without conflate":      {herald.Namespace{Name: "a", ConflateKey: "key"}, false},
+		"rate without conflate":     {herald.Namespace{Name: "a", SlowPolicy: "drop", ConflateRate: 5}, false},
+		"negative rate":             {herald.Namespace{Name: "a", SlowPolicy: "conflate", ConflateRate: -1}, false},
+		"rate too high":             {herald.Namespace{Name: "a", SlowPolicy: "conflate", ConflateRate: 1001}, false},
+		"negative max keys":         {herald.Namespace{Name: "a", SlowPolicy: "conflate", ConflateMaxKeys: -1}, false},
+		"with acknowledgements":     {herald.Namespace{Name: "a", SlowPolicy: "conflate", Ack: true, HistorySize: 10, HistoryTTL: time.Minute}, false},
+		"unknown policy is refused": {herald.Namespace{Name: "a", SlowPolicy: "latest"}, false},
+	} {
+		cfg := herald.Config{Namespaces: []herald.Namespace{tc.ns}}
+		srv, err := herald.New(cfg)
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: New: %v", name, err)
+		}
+		if err != nil && !errors.Is(err, herald.ErrConfig) {
+			t.Errorf("%s: %v does not wrap ErrConfig", name, err)
+		}
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = srv.Shutdown(ctx)
+			cancel()
+		}
 	}
 }
