@@ -244,6 +244,9 @@ func (h *Hub) drain(s *Sub, cs *conflation) bool {
 		case transport.ErrQueueFull:
 			// Behind (or full of other frames): go on when it drains.
 			n, _ := s.Conn.QueueLen()
+			if n == 0 {
+				continue // drained meanwhile
+			}
 			if s.Conn.NotifyBelow(min(c.behind()/2, n-1), func() { h.wake(s, cs) }) {
 				cs.waiting = true
 				return true

@@ -134,12 +134,13 @@ func (c *Conn) EnqueueUnder(frame []byte, tag any, limit int) error {
 // NotifyBelow arranges for fn to be called once, on the goroutine that
 // writes the connection, as soon as a write leaves at most n frames
 // queued. It reports false, and arranges nothing, when at most n frames
-// are queued already or the connection is closing; fn is never called if
-// the connection closes first. fn must not block: it may Enqueue.
+// are queued already, n is negative, or the connection is closing; fn is
+// never called if the connection closes first. fn must not block: it may
+// Enqueue.
 func (c *Conn) NotifyBelow(n int, fn func()) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing || c.closed || c.q.len() <= n {
+	if n < 0 || c.closing || c.closed || c.q.len() <= n {
 		return false
 	}
 	r := c.rareLocked()
