@@ -58,6 +58,7 @@ type ackTracker struct {
 }
 
 type reportedAt struct {
+	epoch  string
 	offset uint64
 	at     time.Time
 }
@@ -143,11 +144,11 @@ func (t *ackTracker) undelivered(now time.Time, sub *subscription, a ackSub, p *
 	k := cursorKey{who, sub.Channel}
 	t.mu.Lock()
 	r, seen := t.reported[k]
-	if seen && p.Offset <= r.offset {
+	if seen && r.epoch == a.epoch && p.Offset <= r.offset {
 		t.mu.Unlock()
 		return
 	}
-	t.reported[k] = reportedAt{p.Offset, now}
+	t.reported[k] = reportedAt{a.epoch, p.Offset, now}
 	t.mu.Unlock()
 	s := t.s
 	s.metrics.undelivered.Inc()
