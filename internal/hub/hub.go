@@ -32,6 +32,12 @@
 // publication of the channel, and when the delta is longer than half the
 // data.
 //
+// Conflation. A subscription with PolicyConflate that falls behind (its
+// connection has Conflate.Behind frames queued) keeps its publications
+// aside, the newest per key, and queues them as the connection drains:
+// the transport calls back (Conn.NotifyBelow) on the connection's writer,
+// with no lock held, and the callback takes channel.mu. See conflate.go.
+//
 // Lock order: shard.mu, then channel.mu, then the connection's queue lock.
 // Callbacks (OnSlow, OnGap) run under channel.mu and must not call back
 // into the hub.
