@@ -89,6 +89,10 @@ func TestAckConfigNeedsHistory(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	cfg.Namespaces[1].SlowPolicy = "conflate"
+	if err := cfg.Validate(); err == nil {
+		t.Fatal("ack with slow_policy conflate accepted")
+	}
 }
 
 // A connection that silently loses the server's frames for a while (a

@@ -298,6 +298,9 @@ func (ns Namespace) validateAck() error {
 	if ns.HistorySize <= 0 && ns.HistoryTTL <= 0 {
 		return fmt.Errorf("%w: namespace %q: ack needs history (history_size or history_ttl): acknowledgements are of offsets", ErrConfig, ns.Name)
 	}
+	if ns.SlowPolicy == "conflate" {
+		return fmt.Errorf("%w: namespace %q: ack does not combine with slow_policy conflate (conflation skips publications that acknowledgements redeliver)", ErrConfig, ns.Name)
+	}
 	ns.setAckDefaults()
 	if ns.AckTimeout < time.Millisecond || ns.AckCursorTTL < time.Second {
 		return fmt.Errorf("%w: namespace %q: ack_timeout must be at least 1ms and ack_cursor_ttl at least 1s", ErrConfig, ns.Name)
