@@ -118,11 +118,13 @@ describe('e2e: one dev server', () => {
     });
   }
 
-  test('deltas: both codecs decode the deltas the server encodes for a random sequence of 1 KiB documents; the application gets every document whole', { timeout: 60000 }, async () => {
+  test('deltas: both codecs decode the deltas the server encodes for a random sequence of 1 KiB documents; the application gets every document whole, across a cut connection', { timeout: 60000 }, async () => {
     const ch = 'deltadoc:1';
     const subs = [];
     for (const codec of ['json', 'msgpack', 'json']) {
-      const { client } = track(newClient(srv, { codec }));
+      // The first one's connection is cut halfway (user dvictim).
+      const opts = subs.length === 0 ? { codec, token: mintToken(srv.secret, { user: 'dvictim', ttlSec: 3600 }) } : { codec };
+      const { client } = track(newClient(srv, opts));
       await client.connect();
       // The third subscriber does not ask: it gets every publication full.
       const sub = client.newSubscription(ch, { delta: subs.length < 2 });
@@ -142,12 +144,22 @@ describe('e2e: one dev server', () => {
     await waitFor(() => frames.some((f) => JSON.parse(f).id === 2), { message: 'raw subscribe reply' });
     const before = await deltaMetrics(srv);
     const docs = randomDocs(80);
-    for (const d of docs) await api(srv, 'publish', { channel: ch, data: d });
-    for (const { codec, got } of subs) {
+    for (const d of docs.slice(0, 40)) await api(srv, 'publish', { channel: ch, data: d });
+    // Cut the first subscriber's connection; publish while it is away and
+    // after it is back: it recovers the missed documents (full), then
+    // gets deltas again.
+    await waitFor(() => subs[0].got.pubs.length === 40, { message: 'the first 40 before the cut' });
+    await api(srv, 'disconnect', { user: 'dvictim', code: 4000, reason: 'test cut' });
+    for (const d of docs.slice(40, 50)) await api(srv, 'publish', { channel: ch, data: d });
+    await waitFor(() => subs[0].got.subscribed.length === 2, { message: 'the cut subscriber back' });
+    assert.equal(subs[0].got.subscribed[1].recovered, true);
+    assert.equal(subs[0].got.subscribed[1].delta, true);
+    for (const d of docs.slice(50)) await api(srv, 'publish', { channel: ch, data: d });
+    for (const [k, { codec, got }] of subs.entries()) {
       await waitFor(() => got.pubs.length === docs.length, { message: `${codec}: ${docs.length} publications (have ${got.pubs.length})` });
       got.pubs.forEach((p, i) => assert.deepEqual(p.data, docs[i], `${codec}: document ${i + 1}`));
       assert.deepEqual(got.errors, [], `${codec}: errors`);
-      assert.equal(got.subscribed.length, 1, `${codec}: resubscribed (a delta failed to apply?)`);
+      assert.equal(got.subscribed.length, k === 0 ? 2 : 1, `${codec}: subscribes (a delta failed to apply?)`);
     }
     const pushes = () => frames.filter((f) => JSON.parse(f).pub);
     await waitFor(() => pushes().length === docs.length, { message: 'raw publications' });
@@ -168,7 +180,10 @@ describe('e2e: one dev server', () => {
     // One delta per publication after the first, whatever the number of
     // delta subscribers; both delta subscribers got them.
     assert.equal(after.deltas - before.deltas, docs.length - 1);
-    assert.equal(after.frames - before.frames, 3 * (docs.length - 1));
+    // The cut one got fewer: those it recovered, and the first live one
+    // after its resubscription, went full.
+    const frames3 = after.frames - before.frames;
+    assert.ok(frames3 >= 3 * (docs.length - 1) - 20 && frames3 < 3 * (docs.length - 1), `delta frames ${frames3}`);
   });
 
   for (const codec of ['json', 'msgpack']) {
