@@ -446,4 +446,39 @@ describe('browser: permessage-deflate with Chromium', () => {
     assert.deepEqual(await page.evaluate(() => window.got[0]), data);
     await page.close();
   });
+
+  test('the SDK applies deltas in Chromium (over a compressed connection): the page gets every document whole', { timeout: 30000 }, async () => {
+    const page = await browser.newPage();
+    await page.goto(`${srv.base}/herald-client.js`);
+    const granted = await page.evaluate(async () => {
+      const { Herald } = await import('/herald-client.js');
+      const c = new Herald(`ws://${location.host}/ws`);
+      window.got = [];
+      window.errors = [];
+      const sub = c.newSubscription('deflate:delta', { delta: true });
+      let delta = null;
+      sub.on('subscribed', (e) => (delta = e.delta));
+      sub.on('publication', (p) => window.got.push(p.data));
+      sub.on('error', (e) => window.errors.push(String(e.error)));
+      c.connect();
+      await sub.subscribe();
+      window.c = c;
+      return delta;
+    });
+    assert.equal(granted, true, 'the dev namespace grants deltas');
+    const deltaFrames = async () => Number(/^herald_delta_frames_total (\S+)$/m.exec(await (await fetch(`${srv.base}/metrics`)).text())?.[1]);
+    const before = await deltaFrames();
+    const doc = { title: 'board "1" – état', cells: Array.from({ length: 40 }, (_, i) => ({ id: i, v: i * 3, label: `cell ${i}` })) };
+    const docs = [];
+    for (let i = 0; i < 30; i++) {
+      doc.cells[(i * 7) % 40].v += i + 1;
+      docs.push(structuredClone(doc));
+      await api(srv, 'publish', { channel: 'deflate:delta', data: doc });
+    }
+    await waitFor(() => page.evaluate((n) => window.got.length === n, docs.length), { message: 'documents in the page' });
+    assert.deepEqual(await page.evaluate(() => window.got), docs);
+    assert.deepEqual(await page.evaluate(() => window.errors), []);
+    assert.equal((await deltaFrames()) - before, docs.length - 1, 'all but the first came as deltas');
+    await page.close();
+  });
 });
