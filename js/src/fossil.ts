@@ -57,8 +57,16 @@ export function applyDelta(src: Uint8Array, delta: Uint8Array, maxLen = 64 * 102
   const n = int();
   if (delta[i++] !== 0x0a) throw new DeltaError('no newline after the length');
   if (n > maxLen) throw new DeltaError(`target of ${n} bytes, more than ${maxLen}`);
-  const out = new Uint8Array(n);
+  // The stated length alone does not size the allocation: the buffer
+  // grows with what the commands make.
+  let out = new Uint8Array(Math.min(n, src.length + delta.length));
   let len = 0;
+  const room = (cnt: number): void => {
+    if (len + cnt <= out.length) return;
+    const grown = new Uint8Array(Math.min(n, Math.max(len + cnt, out.length * 2)));
+    grown.set(out.subarray(0, len));
+    out = grown;
+  };
   while (i < delta.length) {
     const cnt = int();
     const op = delta[i++];
@@ -69,6 +77,7 @@ export function applyDelta(src: Uint8Array, delta: Uint8Array, maxLen = 64 * 102
         if (delta[i++] !== 0x2c) throw new DeltaError('copy without a comma');
         if (ofs + cnt > src.length) throw new DeltaError('copy past the source');
         if (len + cnt > n) throw new DeltaError('copy past the target length');
+        room(cnt);
         out.set(src.subarray(ofs, ofs + cnt), len);
         len += cnt;
         break;
@@ -76,6 +85,7 @@ export function applyDelta(src: Uint8Array, delta: Uint8Array, maxLen = 64 * 102
       case 0x3a: // ':': insert
         if (cnt > delta.length - i) throw new DeltaError('insert past the end of the delta');
         if (len + cnt > n) throw new DeltaError('insert past the target length');
+        room(cnt);
         out.set(delta.subarray(i, i + cnt), len);
         len += cnt;
         i += cnt;
@@ -83,6 +93,7 @@ export function applyDelta(src: Uint8Array, delta: Uint8Array, maxLen = 64 * 102
       case 0x3b: // ';': end
         if (i !== delta.length) throw new DeltaError('data after the checksum');
         if (len !== n) throw new DeltaError(`target of ${len} bytes, want ${n}`);
+        if (out.length !== n) out = out.subarray(0, n);
         if (fossilChecksum(out) !== cnt) throw new DeltaError('checksum mismatch');
         return out;
       default:

@@ -450,6 +450,14 @@ describe('deltas', { timeout: 15000 }, () => {
     for (const bad of ['', '5', '2\n2:ab', '2\n2:ab0;', '4\n4@0,0;', '1\n1!a0;', '1\n1@0;', '9\n9:abc', '~~~~~~~~~~~~\n']) {
       assert.throws(() => applyDelta(enc.encode('abc'), enc.encode(bad)), DeltaError, JSON.stringify(bad));
     }
+    // A delta that repeats a copy makes a target longer than its source
+    // and itself (the decoder's buffer grows).
+    const rep = enc.encode('0123456789abcdef');
+    const long = new Uint8Array(16 * 40);
+    for (let i = 0; i < 40; i++) long.set(rep, i * 16);
+    assert.deepEqual(applyDelta(rep, enc.encode(`${b64(long.length)}\n${'G@0,'.repeat(40)}${b64(fossilChecksum(long))};`)), long);
+    // A stated length of 60 MiB with nothing behind it fails, cheaply.
+    assert.throws(() => applyDelta(rep, enc.encode(`${b64(60 * 1024 * 1024)}\n1@0,0;`)), DeltaError);
     // The right delta on the wrong source fails its checksum.
     const d = Uint8Array.from(refCreateDelta(src, want));
     assert.throws(() => applyDelta(enc.encode('HELLO WORLD, HELLO HERALD'), d), DeltaError);

@@ -60,8 +60,17 @@ export function applyDelta(src, delta, maxLen = 64 * 1024 * 1024) {
         throw new DeltaError('no newline after the length');
     if (n > maxLen)
         throw new DeltaError(`target of ${n} bytes, more than ${maxLen}`);
-    const out = new Uint8Array(n);
+    // The stated length alone does not size the allocation: the buffer
+    // grows with what the commands make.
+    let out = new Uint8Array(Math.min(n, src.length + delta.length));
     let len = 0;
+    const room = (cnt) => {
+        if (len + cnt <= out.length)
+            return;
+        const grown = new Uint8Array(Math.min(n, Math.max(len + cnt, out.length * 2)));
+        grown.set(out.subarray(0, len));
+        out = grown;
+    };
     while (i < delta.length) {
         const cnt = int();
         const op = delta[i++];
@@ -75,6 +84,7 @@ export function applyDelta(src, delta, maxLen = 64 * 1024 * 1024) {
                     throw new DeltaError('copy past the source');
                 if (len + cnt > n)
                     throw new DeltaError('copy past the target length');
+                room(cnt);
                 out.set(src.subarray(ofs, ofs + cnt), len);
                 len += cnt;
                 break;
@@ -84,6 +94,7 @@ export function applyDelta(src, delta, maxLen = 64 * 1024 * 1024) {
                     throw new DeltaError('insert past the end of the delta');
                 if (len + cnt > n)
                     throw new DeltaError('insert past the target length');
+                room(cnt);
                 out.set(delta.subarray(i, i + cnt), len);
                 len += cnt;
                 i += cnt;
@@ -93,6 +104,8 @@ export function applyDelta(src, delta, maxLen = 64 * 1024 * 1024) {
                     throw new DeltaError('data after the checksum');
                 if (len !== n)
                     throw new DeltaError(`target of ${len} bytes, want ${n}`);
+                if (out.length !== n)
+                    out = out.subarray(0, n);
                 if (fossilChecksum(out) !== cnt)
                     throw new DeltaError('checksum mismatch');
                 return out;
