@@ -7,6 +7,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,8 @@ import (
 )
 
 // BenchmarkConflation measures the conflate policy on loopback, in one
-// process: a publisher sends 2,000 publications/s over 100 keys for 10 s
+// process: a publisher sends 2,000 publications/s (1 KiB of data each)
+// over 100 keys for 10 s
 // (batches of 20 every 10 ms through the server API) to 100 fast raw
 // subscribers, with ("slow") or without ("none") one more subscriber that
 // reads 5 messages/s while the publisher runs, then reads what is left at
@@ -84,9 +86,15 @@ func dialSub(tb testing.TB, ts *testServer, ch string) *rawSub {
 
 // confData is a publication's data: the publisher's clock and the round.
 type confData struct {
-	T     int64 `json:"t"`
-	Round int   `json:"round"`
+	T     int64  `json:"t"`
+	Round int    `json:"round"`
+	Pad   string `json:"pad"`
 }
+
+// conflationPad is the padding of each publication's data: 1 KiB, a small
+// state document, so that 10 s of publications (20 MiB) are more than the
+// loopback socket buffers hold for a reader of 5 messages/s.
+var conflationPad = strings.Repeat("x", 1<<10)
 
 func runConflation(b *testing.B, slow bool) {
 	b.StopTimer()
@@ -203,7 +211,7 @@ func runConflation(b *testing.B, slow bool) {
 			round := k/keys + 1
 			k++
 			sent[key] = round
-			d, _ := json.Marshal(confData{T: time.Now().UnixNano(), Round: round})
+			d, _ := json.Marshal(confData{T: time.Now().UnixNano(), Round: round, Pad: conflationPad})
 			cmds[i] = cmd{"publish", map[string]any{"channel": ch, "tags": map[string]string{"key": key}, "data": json.RawMessage(d)}}
 		}
 		if code := ts.api(b, "batch", map[string]any{"commands": cmds}, nil); code != 200 {
