@@ -76,7 +76,10 @@ func TestDeltaComputedOncePerChannel(t *testing.T) {
 		if i%2 == 1 {
 			c = protocol.Msgpack
 		}
-		s := &hub.Sub{Conn: p.c, Channel: "c", Codec: uint8(protocol.CodecIndex(c)), Delta: i < nDelta}
+		s := &hub.Sub{Conn: p.c, Channel: "c", Codec: uint8(protocol.CodecIndex(c))}
+		if i < nDelta {
+			s.SetDelta()
+		}
 		h.Add(s)
 		h.Activate(s, nil, 0)
 		subs = append(subs, s)
@@ -120,8 +123,10 @@ func TestDeltaComputedOncePerChannel(t *testing.T) {
 func TestDeltaFullWhenNotReceived(t *testing.T) {
 	h := hub.New(hub.Options{DeltaFullEvery: 5})
 	peers := newPeers(t, 2, transport.Options{}, true)
-	plain := &hub.Sub{Conn: peers[0].c, Channel: "c", Delta: true}
-	filtered := &hub.Sub{Conn: peers[1].c, Channel: "c", Delta: true}
+	plain := &hub.Sub{Conn: peers[0].c, Channel: "c"}
+	filtered := &hub.Sub{Conn: peers[1].c, Channel: "c"}
+	plain.SetDelta()
+	filtered.SetDelta()
 	h.Add(plain)
 	h.AddFiltered(filtered, mustFilter(t, `k != "skip"`))
 	r := rand.New(rand.NewPCG(7, 8))
@@ -180,7 +185,8 @@ func TestDeltaAfterDrop(t *testing.T) {
 	h := hub.New(hub.Options{})
 	opts := transport.Options{QueueMaxMessages: 4, QueueMaxBytes: 1 << 20}
 	peers := newPeers(t, 1, opts, true)
-	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Delta: true, Policy: hub.PolicyDrop}
+	s := &hub.Sub{Conn: peers[0].c, Channel: "c", Policy: hub.PolicyDrop}
+	s.SetDelta()
 	h.Add(s)
 	h.Activate(s, nil, 0)
 	r := rand.New(rand.NewPCG(9, 10))
@@ -222,7 +228,8 @@ func BenchmarkDeltaFanOut(b *testing.B) {
 	const n = 1000
 	peers := newPeersWith(b, "epoll", n, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false, false)
 	for _, p := range peers {
-		s := &hub.Sub{Conn: p.c, Channel: "c", Delta: true}
+		s := &hub.Sub{Conn: p.c, Channel: "c"}
+		s.SetDelta()
 		h.Add(s)
 		h.Activate(s, nil, 0)
 	}

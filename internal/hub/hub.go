@@ -19,7 +19,7 @@
 // P. Publish and Activate both hold the channel lock, so nothing is queued
 // between the reply and the held publications, and nothing twice.
 //
-// Deltas. A subscription with Delta set receives a publication as a
+// Deltas. A subscription made with SetDelta receives a publication as a
 // Fossil delta (package protocol/fossil) against the data of the previous
 // publication of the channel when, and only when, it received that
 // previous publication itself (full or as a delta): the channel keeps the
@@ -94,21 +94,12 @@ type Sub struct {
 	Ack bool
 	ci  uint8 // the frame variant: variant(Codec, Conn.Framing(), compressed), set by Add
 
-	// Delta sends the channel's publications as deltas against the
-	// previous one the subscription received, when it received it. Set
-	// before Add.
-	Delta bool
-
 	// Guarded by the channel lock.
 	recovering bool
 	idx        int32
-	// prev is the channel sequence (channel.seq) of the last publication
-	// queued for a delta subscription, 0 for none. 32 bits keep Sub in
-	// its size class; a sequence that wraps to 0 only costs a full
-	// publication.
-	prev uint32
 	// x holds what few subscriptions need: the live publications kept
-	// while recovering, the filter group (nil until needed).
+	// while recovering, the filter group, delta and acknowledgement and
+	// conflation state (nil until needed).
 	x *subExt
 	// after is the offset the subscription started after (the position its
 	// subscribe reply gave). A live publication at or before it is already
@@ -125,7 +116,26 @@ type subExt struct {
 	ack  *ackState               // what an Ack subscription was sent and not acknowledged
 	cf   *Conflate               // PolicyConflate's configuration (SetConflate), shared
 	cs   *conflation             // publications kept aside (PolicyConflate), nil unless behind or rate-capped
+	// delta: SetDelta. prev is the channel sequence (channel.seq) of the
+	// last publication queued for it, 0 for none; a sequence that wraps
+	// to 0 only costs a full publication.
+	delta bool
+	prev  uint32
 }
+
+// SetDelta makes s a delta subscription: it receives the channel's
+// publications as deltas against the previous one it received, when it
+// received it. Call it before Add.
+func (s *Sub) SetDelta() {
+	if s.x == nil {
+		s.x = &subExt{}
+	}
+	s.x.delta = true
+}
+
+// Delta reports whether SetDelta made s a delta subscription (until it is
+// removed).
+func (s *Sub) Delta() bool { return s.x != nil && s.x.delta }
 
 // group is the subscribers of a channel that share one filter (by its
 // normalized text). Publish evaluates the filter once per publication for
@@ -250,7 +260,7 @@ type channel struct {
 	epoch     string
 	offset    uint64
 	// seq numbers the publications fanned out (and gaps), so that a delta
-	// subscriber knows whether it got the previous one (Sub.prev).
+	// subscriber knows whether it got the previous one (subExt.prev).
 	seq uint32
 	// ndelta counts the delta subscribers; while there are any, prevData
 	// (with hasPrev) is the data of publication seq.
@@ -339,8 +349,8 @@ func (h *Hub) AddFiltered(sub *Sub, f *filter.Filter) (first bool) {
 	s.mu.Unlock()
 	sub.ci = variant(sub.Codec, sub.Conn.Framing(), sub.Compress && sub.Conn.Deflate())
 	sub.recovering = true
-	sub.prev = 0
-	if sub.Delta {
+	if sub.Delta() {
+		sub.x.prev = 0
 		ch.ndelta++
 	}
 	if sub.Policy == PolicyConflate && (sub.x == nil || sub.x.cf == nil) {
@@ -411,13 +421,13 @@ func (h *Hub) Remove(sub *Sub) (last bool) {
 	if sub.x != nil && sub.x.cs != nil {
 		sub.x.cs.stop()
 	}
-	sub.x = nil
-	if sub.Delta {
+	if sub.Delta() {
 		ch.ndelta--
 		if ch.ndelta == 0 {
 			ch.hasPrev, ch.prevData = false, nil
 		}
 	}
+	sub.x = nil
 	h.numSubs.Add(-1)
 	if ch.count() == 0 {
 		delete(s.chans, sub.Channel)
@@ -465,7 +475,7 @@ func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
 		if sub.x.grp != nil {
 			f = sub.x.grp.f
 			sub.x.grp.recovering--
-		} else if sub.x.ack == nil && sub.x.cf == nil {
+		} else if sub.x.ack == nil && sub.x.cf == nil && !sub.x.delta {
 			sub.x = nil
 		}
 	}
@@ -595,7 +605,7 @@ func (h *Hub) fan(subs []*Sub, pub *protocol.Publication, st *fanout) {
 		if pub.Offset != 0 && pub.Offset <= s.after {
 			continue // the subscribe reply covered it
 		}
-		if s.Delta && !s.Ack {
+		if s.x != nil && s.x.delta && !s.Ack {
 			h.sendDelta(s, pub, st)
 			continue
 		}
@@ -613,7 +623,7 @@ func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
 	ch := st.ch
 	// A conflating subscriber that is behind takes no delta: its
 	// publication is kept aside, and goes out full.
-	if s.prev != 0 && s.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint32(h.opts.DeltaFullEvery) != 0 && !conflating(s) {
+	if x := s.x; x.prev != 0 && x.prev == ch.seq-1 && ch.hasPrev && !s.gap.Load() && ch.seq%uint32(h.opts.DeltaFullEvery) != 0 && !conflating(s) {
 		if !st.tried {
 			st.tried = true
 			h.deltas.Add(1)
@@ -630,12 +640,12 @@ func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
 				h.delivered.Add(1)
 				h.deltaFrames.Add(1)
 				st.dqueued[s.ci]++
-				s.prev = ch.seq
+				s.x.prev = ch.seq
 				return
 			case transport.ErrQueueFull:
 				// The policy's publication goes full (marked Gap).
 				if h.overflow(s, pub) {
-					s.prev = ch.seq
+					s.x.prev = ch.seq
 				}
 				return
 			}
@@ -644,7 +654,7 @@ func (h *Hub) sendDelta(s *Sub, pub *protocol.Publication, st *fanout) {
 	}
 	if h.send(s, pub, &st.frames) {
 		st.queued[s.ci]++
-		s.prev = ch.seq
+		s.x.prev = ch.seq
 	}
 }
 
