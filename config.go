@@ -421,11 +421,6 @@ func (c Config) Validate() error {
 		if ns.ConflateRate < 0 || ns.ConflateRate > 1000 || ns.ConflateMaxKeys < 0 {
 			return fmt.Errorf("%w: namespace %q: conflate_rate must be 0 to 1000 and conflate_max_keys not negative", ErrConfig, ns.Name)
 		}
-		if ns.SlowPolicy == "conflate" && ns.Ack {
-			// Acknowledgements promise every publication; conflation
-			// skips some by design.
-			return fmt.Errorf("%w: namespace %q: ack and slow_policy conflate exclude each other", ErrConfig, ns.Name)
-		}
 		if err := ns.validateAck(); err != nil {
 			return err
 		}
