@@ -59,15 +59,11 @@ func ackOf(s *Sub) *ackState {
 // they are tracked as sent at now (unix nanoseconds). It reports false if
 // sub is no longer registered.
 func (h *Hub) StartAck(sub *Sub, opts AckOptions, acked uint64, pubs []*protocol.Publication, now int64) bool {
-	ch := h.lookup(sub.Channel)
+	ch := h.lockedChannel(sub)
 	if ch == nil {
 		return false
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(sub) {
-		return false
-	}
 	a := ackOf(sub)
 	if opts.MaxUnacked > 0 {
 		a.max = opts.MaxUnacked
@@ -114,13 +110,12 @@ func (h *Hub) sendAcked(s *Sub, pub *protocol.Publication, frames *[numVariants]
 // It returns the offset acknowledged from now on, and false if sub is not
 // an active Ack subscription.
 func (h *Hub) Ack(sub *Sub, offset uint64) (uint64, bool) {
-	ch := h.lookup(sub.Channel)
+	ch := h.lockedChannel(sub)
 	if ch == nil {
 		return 0, false
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(sub) || sub.x == nil || sub.x.ack == nil {
+	if sub.x == nil || sub.x.ack == nil {
 		return 0, false
 	}
 	a := sub.x.ack
@@ -149,13 +144,12 @@ func (h *Hub) Ack(sub *Sub, offset uint64) (uint64, bool) {
 // or more before now that it had not returned before. Redelivery stops at
 // a full queue; the next check tries again.
 func (h *Hub) AckCheck(sub *Sub, now, timeout, deadline int64) (late []*protocol.Publication) {
-	ch := h.lookup(sub.Channel)
+	ch := h.lockedChannel(sub)
 	if ch == nil {
 		return nil
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(sub) || sub.recovering || sub.x == nil || sub.x.ack == nil {
+	if sub.recovering || sub.x == nil || sub.x.ack == nil {
 		return nil
 	}
 	a := sub.x.ack
@@ -197,13 +191,12 @@ func (h *Hub) AckCheck(sub *Sub, now, timeout, deadline int64) (late []*protocol
 // Unacked returns the number of publications sent to sub and not
 // acknowledged, and the offset acknowledged.
 func (h *Hub) Unacked(sub *Sub) (n int, acked uint64) {
-	ch := h.lookup(sub.Channel)
+	ch := h.lockedChannel(sub)
 	if ch == nil {
 		return 0, 0
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(sub) || sub.x == nil || sub.x.ack == nil {
+	if sub.x == nil || sub.x.ack == nil {
 		return 0, 0
 	}
 	return len(sub.x.ack.pending), sub.x.ack.acked

@@ -277,13 +277,12 @@ func (h *Hub) drain(s *Sub, cs *conflation) bool {
 
 // wake continues the drain of s's conflation cs, if it is still s's.
 func (h *Hub) wake(s *Sub, cs *conflation) {
-	ch := h.lookup(s.Channel)
+	ch := h.lockedChannel(s)
 	if ch == nil {
 		return
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(s) || s.x == nil || s.x.cs != cs || s.recovering {
+	if s.x == nil || s.x.cs != cs || s.recovering {
 		return
 	}
 	cs.waiting = false

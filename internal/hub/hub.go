@@ -327,6 +327,21 @@ func (h *Hub) lookup(name string) *channel {
 	return ch
 }
 
+// lockedChannel returns sub's channel locked, or nil (nothing locked) if
+// sub is not registered in it.
+func (h *Hub) lockedChannel(sub *Sub) *channel {
+	ch := h.lookup(sub.Channel)
+	if ch == nil {
+		return nil
+	}
+	ch.mu.Lock()
+	if !ch.has(sub) {
+		ch.mu.Unlock()
+		return nil
+	}
+	return ch
+}
+
 // Add registers sub in recovering state: live publications are held for it
 // until Activate. first reports that it is the node's only subscriber of
 // the channel, so the caller must subscribe the node at the broker.
@@ -456,15 +471,11 @@ func cut(subs []*Sub, i int) []*Sub {
 // publications directly. It reports false if the queue could not take them
 // (the connection is then being closed as slow).
 func (h *Hub) Activate(sub *Sub, first []byte, after uint64) bool {
-	ch := h.lookup(sub.Channel)
+	ch := h.lockedChannel(sub)
 	if ch == nil {
 		return false
 	}
-	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if !ch.has(sub) {
-		return false // removed meanwhile
-	}
 	sub.recovering = false
 	sub.after = after
 	var held []*protocol.Publication
