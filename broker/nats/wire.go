@@ -15,6 +15,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/heraldhq/herald/internal/mpwire"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -151,14 +152,7 @@ func plainPub(data []byte, ms int64, key string) []byte {
 	}
 	b := make([]byte, 0, len(data)+len(key)+24)
 	b = append(b, 0x80|byte(n), 0xa1, 'd')
-	switch l := len(data); {
-	case l < 1<<8:
-		b = append(b, 0xc4, byte(l))
-	case l < 1<<16:
-		b = append(b, 0xc5, byte(l>>8), byte(l))
-	default:
-		b = append(b, 0xc6, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
-	}
+	b = mpwire.AppendBinHeader(b, len(data))
 	b = append(b, data...)
 	if ms != 0 {
 		u := uint64(ms)
@@ -166,16 +160,7 @@ func plainPub(data []byte, ms int64, key string) []byte {
 	}
 	if key != "" {
 		b = append(b, 0xa1, 'k')
-		switch l := len(key); {
-		case l < 32:
-			b = append(b, 0xa0|byte(l))
-		case l < 1<<8:
-			b = append(b, 0xd9, byte(l))
-		case l < 1<<16:
-			b = append(b, 0xda, byte(l>>8), byte(l))
-		default:
-			b = append(b, 0xdb, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
-		}
+		b = mpwire.AppendStrHeader(b, len(key))
 		b = append(b, key...)
 	}
 	return b

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/heraldhq/herald/internal/mpwire"
 	"github.com/heraldhq/herald/protocol"
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -97,14 +98,8 @@ func plainBody(data []byte, ms int64) string {
 		b.WriteByte(0x81)
 	}
 	b.WriteString("\xa4data")
-	switch n := len(data); {
-	case n < 1<<8:
-		b.Write([]byte{0xc4, byte(n)})
-	case n < 1<<16:
-		b.Write([]byte{0xc5, byte(n >> 8), byte(n)})
-	default:
-		b.Write([]byte{0xc6, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
-	}
+	var h [5]byte
+	b.Write(mpwire.AppendBinHeader(h[:0], len(data)))
 	b.Write(data)
 	if ms > 0 {
 		b.WriteString("\xa4time")
