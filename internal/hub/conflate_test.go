@@ -1,6 +1,8 @@
 package hub_test
 
 import (
+	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -195,7 +197,9 @@ func TestConflateKeepsUp(t *testing.T) {
 func TestConflateFastPathAllocs(t *testing.T) {
 	allocs := func(policy hub.Policy) float64 {
 		h := hub.New(hub.Options{})
-		peers := newPeers(t, 20, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false)
+		// The epoll engine: the goroutine engine starts a goroutine per
+		// flush, whose allocations would count too.
+		peers := newPeersOn(t, "epoll", 20, transport.Options{QueueMaxMessages: 1 << 20, QueueMaxBytes: 1 << 30}, false)
 		for _, p := range peers {
 			s := &hub.Sub{Conn: p.c, Channel: "c", Policy: policy}
 			if policy == hub.PolicyConflate {
@@ -206,15 +210,33 @@ func TestConflateFastPathAllocs(t *testing.T) {
 		}
 		pub := keyedPub(1, "a", "x")
 		o := uint64(0)
-		return testing.AllocsPerRun(200, func() {
-			o++
-			pub.Offset = o
-			h.Publish("c", pub, "e")
-		})
+		// Mallocs counts the allocations of every goroutine: the
+		// connections' writers add some now and then (queue segments while
+		// a peer's socket is full). Those only add, so the least of several
+		// measurements is closest to the fan-out's own.
+		least := math.Inf(1)
+		var ms runtime.MemStats
+		for range 5 {
+			runtime.ReadMemStats(&ms)
+			before := ms.Mallocs
+			for range 200 {
+				o++
+				pub.Offset = o
+				h.Publish("c", pub, "e")
+			}
+			runtime.ReadMemStats(&ms)
+			least = min(least, float64(ms.Mallocs-before)/200)
+		}
+		return least
 	}
 	plain, conflate := allocs(hub.PolicyDisconnect), allocs(hub.PolicyConflate)
-	if conflate > plain {
-		t.Fatalf("%.1f allocations per fan-out to conflating subscribers, %.1f to others", conflate, plain)
+	// An allocation of its own per fan-out or per subscriber would add 1
+	// or 20; the writers' noise is a fraction of one.
+	if conflate > plain+0.5 {
+		t.Fatalf("%.2f allocations per fan-out to conflating subscribers, %.2f to others", conflate, plain)
+	}
+	if testing.Verbose() {
+		t.Logf("%.2f allocations per fan-out to conflating subscribers, %.2f to others", conflate, plain)
 	}
 }
 

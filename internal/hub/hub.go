@@ -788,16 +788,27 @@ func (h *Hub) overflow(s *Sub, pub *protocol.Publication) bool {
 		t, ok := tag.(*Sub)
 		return ok && t.Policy == PolicyDrop
 	})
+	lost := false // s's own publications were among those dropped
 	for _, t := range dropped {
-		t.(*Sub).gap.Store(true)
+		if t := t.(*Sub); t == s {
+			lost = true
+		} else {
+			t.gap.Store(true) // its next publication says so
+		}
 	}
 	h.dropped.Add(uint64(len(dropped)))
+	// pub follows a gap only if s lost some (or had before): the queue may
+	// have been full of frames being written, which are not dropped, and
+	// have room now.
 	p := *pub
-	p.Gap = true
+	p.Gap = pub.Gap || lost
 	if h.enqueue(s, &p, nil) == nil {
 		s.gap.Store(false)
 		h.delivered.Add(1)
 		return true
+	}
+	if p.Gap {
+		s.gap.Store(true)
 	}
 	// Still no room: what fills the queue is not droppable.
 	h.dropped.Add(1)

@@ -340,3 +340,67 @@ func TestCompressedOnce(t *testing.T) {
 		h.Remove(s)
 	}
 }
+
+// TestDropMarksWhoLost: two subscriptions of the drop policy on one
+// connection. When one overflows and the other's queued frames are
+// dropped to make room, only the other's next publication is marked Gap:
+// the one that overflowed lost nothing.
+func TestDropMarksWhoLost(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		if dropMarksWhoLost(t) {
+			return
+		}
+		if attempt == 5 {
+			t.Fatal("5 attempts: the queue was always full of frames being written, nothing dropped")
+		}
+	}
+}
+
+func dropMarksWhoLost(t *testing.T) bool {
+	var slow atomic.Int32
+	h := hub.New(hub.Options{OnSlow: func(*hub.Sub) { slow.Add(1) }})
+	opts := transport.Options{QueueMaxMessages: 4, QueueMaxBytes: 1 << 30}
+	peers := newPeers(t, 1, opts, true) // nobody reads yet
+	a := &hub.Sub{Conn: peers[0].c, Channel: "a", Policy: hub.PolicyDrop}
+	b := &hub.Sub{Conn: peers[0].c, Channel: "b", Policy: hub.PolicyDrop}
+	for _, s := range []*hub.Sub{a, b} {
+		h.Add(s)
+		h.Activate(s, nil, 0)
+	}
+	big := protocol.Data(`"` + strings.Repeat("x", 64<<10) + `"`)
+	o := uint64(0)
+	for f, _ := peers[0].c.QueueLen(); f < 4 && o < 10000; f, _ = peers[0].c.QueueLen() {
+		o++
+		h.Publish("b", &protocol.Publication{Channel: "b", Offset: o, Data: big}, "e")
+	}
+	if h.Stats().Dropped != 0 {
+		return false // b overflowed itself meanwhile
+	}
+	h.Publish("a", &protocol.Publication{Channel: "a", Offset: 1, Data: protocol.Data(`"a1"`)}, "e")
+	if slow.Load() != 0 {
+		return false // all of b's frames were being written: none dropped
+	}
+	if h.Stats().Dropped == 0 {
+		t.Fatal("a full queue and nothing dropped")
+	}
+	h.Publish("b", &protocol.Publication{Channel: "b", Offset: o + 1, Data: protocol.Data(`"b"`)}, "e")
+	var gotA, gotB bool
+	readPubs(t, peers[0], func(p *protocol.Publication) bool {
+		switch {
+		case p.Channel == "a":
+			if p.Gap {
+				t.Fatal("a's publication marked Gap: a lost nothing")
+			}
+			gotA = true
+		case p.Channel == "b" && p.Offset == o+1:
+			if !p.Gap {
+				t.Fatal("b's publication after its frames were dropped is not marked Gap")
+			}
+			gotB = true
+		}
+		return !(gotA && gotB)
+	})
+	h.Remove(a)
+	h.Remove(b)
+	return true
+}
