@@ -145,7 +145,17 @@
 // after Config.LeaderTimeout (on a cluster; a single server elects no
 // leaders, and a slow answer there is only slow), with an error wrapping
 // broker.ErrUnavailable: nothing was stored, and the same call may be
-// retried. A stream that is gone (deleted, or lost by a NATS restart
+// retried. A publish whose append was sent as the leader's server died
+// gets no answer at all: it may or may not have been stored. On a cluster
+// each send of an append waits a quarter of LeaderTimeout for its answer,
+// and an unanswered one is sent again, unchanged, until the stream
+// answers (at most RequestTimeout in all). Appends are conditional on the
+// subject's last sequence, so at most one of the copies is stored; when
+// a copy is refused because something took the place, the broker reads
+// that message and knows it by the append's random name (a header):
+// the publish then returns the position it was stored at. Only when no
+// answer came within RequestTimeout does the publish fail with an error
+// that says the publication may have been stored (not ErrUnavailable). A stream that is gone (deleted, or lost by a NATS restart
 // without persistence) fails calls the same way while a goroutine of the
 // broker recreates it; no call recreates a stream under its own deadline.
 // Ephemeral consumers of reads are placed at random on the stream's

@@ -213,11 +213,14 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 		bodies[i] = r.body
 	}
 	body := encodeBatch(bodies)
+	// nonce names the message being sent; unknown says a send of it got
+	// no answer, so it may be stored (see sendAppend).
+	nonce, unknown := "", false
 	for attempt := 0; ; attempt++ {
 		if attempt >= maxAppendAttempts {
 			return nil, fmt.Errorf("nats publish %q: gave up after %d conflicting appends", ch, attempt)
 		}
-		if attempt > 2 {
+		if attempt > 2 && !unknown {
 			// Contention with other nodes: back off a little, randomly,
 			// so that one of them wins.
 			d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(time.Millisecond)))
@@ -242,6 +245,9 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 			cs.epoch, cs.top, cs.seq = hd.epoch, hd.offset, hd.seq
 			cs.valid = true
 		}
+		if nonce == "" {
+			nonce = newEpoch()
+		}
 		m := natsgo.NewMsg(subj)
 		m.Header.Set(hdrKind, kindPub)
 		m.Header.Set(hdrEpoch, cs.epoch)
@@ -255,18 +261,46 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 		if opts.HistoryTTL > 0 {
 			m.Header.Set(hdrTTL, strconv.FormatInt(opts.HistoryTTL.Milliseconds(), 10))
 		}
+		m.Header.Set(hdrNonce, nonce)
 		m.Data = body
-		var ack *jetstream.PubAck
-		err := b.retry(ctx, histStream, func() (err error) {
-			ack, err = b.js.PublishMsg(ctx, m,
-				jetstream.WithExpectStream(b.names.histStream),
-				jetstream.WithExpectLastSequencePerSubject(cs.seq),
-				jetstream.WithRetryAttempts(0))
-			return err
-		})
-		if err != nil {
+		ack, err := b.sendAppend(ctx, m, cs.seq)
+		switch {
+		case err == nil:
+		case ctx.Err() == nil && unanswered(err):
+			// The send may have reached the stream, or not: send the
+			// same message again. Being conditional on the same last
+			// sequence, at most one of the two is stored.
+			unknown = true
+			b.log.Debug("nats append unanswered; sending it again", "channel", ch)
+			continue
+		case wrongLastSeq(err) && unknown:
+			// Something took the place after cs.seq: this message, sent
+			// earlier, or another appender's.
+			seq, ours, rerr := b.storedAs(ctx, subj, cs, nonce)
+			if rerr != nil {
+				if ctx.Err() == nil {
+					continue // cannot tell yet: send again, read again
+				}
+				return nil, fmt.Errorf("nats publish %q: no answer from the stream, the publication may have been stored: %w", ch, rerr)
+			}
+			if !ours {
+				cs.valid, nonce, unknown = false, "", false
+				continue
+			}
+			ack = &jetstream.PubAck{Sequence: seq}
+		case unknown && ctx.Err() == nil:
+			// No leader for now (or another error): the earlier send
+			// may still be stored. Try again until the stream answers.
+			if err := b.sleep(ctx, 50*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("nats publish %q: no answer from the stream, the publication may have been stored: %w", ch, err)
+			}
+			continue
+		case unknown:
+			return nil, fmt.Errorf("nats publish %q: no answer from the stream, the publication may have been stored: %w", ch, err)
+		default:
 			cs.valid = false
 			if wrongLastSeq(err) {
+				nonce = ""
 				continue
 			}
 			return nil, fmt.Errorf("nats publish %q: %w", ch, err)
@@ -281,6 +315,72 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 		}
 		return pos, nil
 	}
+}
+
+// sendAppend sends m, an append conditional on the subject's last stream
+// sequence being last. On a NATS cluster each send waits at most a
+// quarter of LeaderTimeout for its answer: a send that reached a stream
+// leader as its server died is never answered, and waiting longer would
+// only wait out the caller. The caller sends the same message again
+// (unanswered reports such a send); on a single server a slow answer is
+// only slow, and the send waits as long as ctx.
+func (b *Broker) sendAppend(ctx context.Context, m *natsgo.Msg, last uint64) (*jetstream.PubAck, error) {
+	var ack *jetstream.PubAck
+	err := b.retry(ctx, histStream, func() error {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if b.clustered() {
+			actx, cancel = context.WithTimeout(ctx, b.cfg.LeaderTimeout/4)
+		}
+		defer cancel()
+		var err error
+		ack, err = b.js.PublishMsg(actx, m,
+			jetstream.WithExpectStream(b.names.histStream),
+			jetstream.WithExpectLastSequencePerSubject(last),
+			jetstream.WithRetryAttempts(0))
+		return err
+	})
+	return ack, err
+}
+
+// unanswered reports whether err is a send's own wait running out: the
+// stream may or may not have stored what was sent.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, natsgo.ErrTimeout)
+}
+
+// storedAs finds out whether the append named nonce, following cs's head,
+// was stored after all: it reads the subject's first
+// message after cs.seq, which holds the place the append aimed at. It
+// reports that message's stream sequence and whether it is the append.
+// It fails when it cannot tell: the read failed, or that message was
+// trimmed away.
+func (b *Broker) storedAs(ctx context.Context, subj string, cs *chanState, nonce string) (uint64, bool, error) {
+	var m *jetstream.RawStreamMsg
+	err := b.read(ctx, histStream, func(ctx context.Context) (err error) {
+		m, err = b.streams[histStream].GetMsg(ctx, cs.seq+1, jetstream.WithGetMsgSubject(subj))
+		return err
+	})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, nil // nothing after cs.seq: the place is still free
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if m.Header.Get(hdrNonce) == nonce {
+		return m.Sequence, true, nil
+	}
+	hd, err := parseHead(m.Header, m.Sequence)
+	if err != nil || hd.epoch != cs.epoch {
+		return m.Sequence, false, nil // a new stream: what was before is gone
+	}
+	count := uint64(1)
+	if v := m.Header.Get(hdrCount); v != "" {
+		count, _ = strconv.ParseUint(v, 10, 64)
+	}
+	if hd.offset-count+1 == cs.top+1 || hd.offset == 0 {
+		return m.Sequence, false, nil // another append took the place
+	}
+	return 0, false, fmt.Errorf("the message after stream sequence %d was trimmed", cs.seq)
 }
 
 // trim removes, asynchronously, what the history no longer needs: beyond

@@ -27,6 +27,7 @@ const (
 	hdrCount  = "Herald-Count"  // history messages carrying several publications: how many
 	hdrSize   = "Herald-Size"   // HistorySize in force when the message was written
 	hdrTTL    = "Herald-TTL"    // HistoryTTL in force, in milliseconds
+	hdrNonce  = "Herald-Nonce"  // history messages: the append's random name, to know it again after a send got no answer
 
 	kindPub   = "pub"
 	kindMark  = "mark"
