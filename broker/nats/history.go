@@ -246,7 +246,7 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 			cs.valid = true
 		}
 		if nonce == "" {
-			nonce = newEpoch()
+			nonce = strconv.FormatUint(rand.Uint64(), 36)
 		}
 		m := natsgo.NewMsg(subj)
 		m.Header.Set(hdrKind, kindPub)
