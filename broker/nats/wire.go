@@ -207,24 +207,24 @@ func decodeEntries(h natsgo.Header, body []byte) (ws []wirePub, first uint64, ep
 			return nil, 0, "", fmt.Errorf("decode publication: bad %s %q", hdrCount, v)
 		}
 	}
+	ws = make([]wirePub, n)
 	if n == 1 {
-		ws = make([]wirePub, 1)
-		err = msgpack.Unmarshal(body, &ws[0])
+		_, err = decodePub(body, &ws[0])
 	} else {
-		// The array's length is checked against the count before anything
-		// is allocated: a corrupt length must not size the slice.
-		dec := msgpack.NewDecoder(bytes.NewReader(body))
-		var l int
-		if l, err = dec.DecodeArrayLen(); err == nil && l != n {
+		// The array's length must be the count (which is bounded): a
+		// corrupt length sizes nothing.
+		l, rest, ok := mpwire.ReadArrayLen(body)
+		if !ok {
+			r := bytes.NewReader(body)
+			if l, err = msgpack.NewDecoder(r).DecodeArrayLen(); err == nil {
+				rest = body[len(body)-r.Len():]
+			}
+		}
+		if err == nil && l != n {
 			err = fmt.Errorf("%d publications, %s says %d", l, hdrCount, n)
 		}
-		if err == nil {
-			ws = make([]wirePub, n)
-			for i := range ws {
-				if err = dec.Decode(&ws[i]); err != nil {
-					break
-				}
-			}
+		for i := 0; err == nil && i < n; i++ {
+			rest, err = decodePub(rest, &ws[i])
 		}
 	}
 	if err != nil {
@@ -242,6 +242,60 @@ func decodeEntries(h natsgo.Header, body []byte) (ws []wirePub, first uint64, ep
 		first = last - uint64(n) + 1
 	}
 	return ws, first, epoch, nil
+}
+
+// decodePub decodes the publication body at the start of b into w and
+// returns what follows it. A body of data, time and key alone (the form
+// plainPub writes) is read by hand, the same as the library reads it but
+// with Data a slice of b; others by the library.
+func decodePub(b []byte, w *wirePub) (rest []byte, err error) {
+	if rest, ok := decodePlainPub(b, w); ok {
+		return rest, nil
+	}
+	*w = wirePub{}
+	r := bytes.NewReader(b)
+	if err := msgpack.NewDecoder(r).Decode(w); err != nil {
+		return nil, err
+	}
+	return b[len(b)-r.Len():], nil
+}
+
+// decodePlainPub reads a body of data, time and key alone (any of them
+// may be missing) into w; ok is false for any other body, w then
+// partly filled.
+func decodePlainPub(b []byte, w *wirePub) (rest []byte, ok bool) {
+	n, b, ok := mpwire.ReadMapLen(b)
+	if !ok {
+		return b, false
+	}
+	for range n {
+		var k []byte
+		if k, b, ok = mpwire.ReadStr(b); !ok {
+			return b, false
+		}
+		switch string(k) {
+		case "d":
+			var d []byte
+			// An empty bin is left to the library (an empty slice, not nil).
+			if d, b, ok = mpwire.ReadBin(b); !ok || len(d) == 0 {
+				return b, false
+			}
+			w.Data = d
+		case "tm":
+			if w.Time, b, ok = mpwire.ReadInt(b); !ok {
+				return b, false
+			}
+		case "k":
+			var key []byte
+			if key, b, ok = mpwire.ReadStr(b); !ok {
+				return b, false
+			}
+			w.Key = string(key)
+		default:
+			return b, false
+		}
+	}
+	return b, true
 }
 
 // head is what the last message of a channel's history subject says.

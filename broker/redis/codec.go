@@ -137,6 +137,95 @@ func decodeBody(ch string, offset uint64, body string) (*protocol.Publication, e
 	return &protocol.Publication{Channel: ch, Offset: offset, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace}, nil
 }
 
+// decodePlain reads a body of data and time alone (either may be
+// missing), the form plainBody writes, by hand: the same result as the
+// library's decoding, with Data a slice of b. ok is false for any other
+// body, which the caller then decodes with the library.
+func decodePlain(b []byte) (w wireBody, rest []byte, ok bool) {
+	n, b, ok := mpwire.ReadMapLen(b)
+	if !ok {
+		return w, b, false
+	}
+	for range n {
+		var k []byte
+		if k, b, ok = mpwire.ReadStr(b); !ok {
+			return w, b, false
+		}
+		switch string(k) {
+		case "data":
+			var d []byte
+			// An empty bin is left to the library (an empty slice, not nil).
+			if d, b, ok = mpwire.ReadBin(b); !ok || len(d) == 0 {
+				return w, b, false
+			}
+			w.Data = d
+		case "time":
+			if w.Time, b, ok = mpwire.ReadInt(b); !ok {
+				return w, b, false
+			}
+		default:
+			return w, b, false
+		}
+	}
+	return w, b, true
+}
+
+// decodeWire decodes the body at the start of b with the library.
+func decodeWire(b []byte) (w wireBody, rest []byte, err error) {
+	r := bytes.NewReader(b)
+	if err := msgpack.NewDecoder(r).Decode(&w); err != nil {
+		return w, nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	return w, b[len(b)-r.Len():], nil
+}
+
+// decodeBodies decodes the bodies of a live message, which follow each
+// other: one (kindPub) or up to maxLiveBatch (kindBatch), the first at
+// offset (then the next ones at the offsets after it), or all at 0.
+// Plain bodies are read by hand, others by the library.
+func decodeBodies(ch string, offset uint64, body string, batch bool) ([]*protocol.Publication, error) {
+	b := []byte(body)             // one copy: the publications' data are slices of it
+	var ps []protocol.Publication // one allocation for them all, mostly
+	for len(b) > 0 {
+		if len(ps) == maxLiveBatch {
+			return nil, fmt.Errorf("%w: more than %d publications in a batch", errMalformed, maxLiveBatch)
+		}
+		w, rest, ok := decodePlain(b)
+		if !ok {
+			var err error
+			if w, rest, err = decodeWire(b); err != nil {
+				return nil, err
+			}
+		}
+		if ps == nil {
+			// The bodies of a batch are mostly of one size: room for as
+			// many as the first's size says.
+			n := 1
+			if batch {
+				n = min(len(b)/max(len(b)-len(rest), 1)+1, maxLiveBatch)
+			}
+			ps = make([]protocol.Publication, 0, n)
+		}
+		off := offset
+		if offset != 0 {
+			off += uint64(len(ps))
+		}
+		ps = append(ps, protocol.Publication{Channel: ch, Offset: off, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace})
+		b = rest
+		if !batch {
+			break
+		}
+	}
+	if len(ps) == 0 {
+		return nil, errMalformed
+	}
+	pubs := make([]*protocol.Publication, len(ps))
+	for i := range ps {
+		pubs[i] = &ps[i]
+	}
+	return pubs, nil
+}
+
 // liveMessage is a decoded message of a channel's pub/sub name.
 type liveMessage struct {
 	kind  byte
@@ -176,31 +265,8 @@ func decodeLive(ch, msg string) (liveMessage, error) {
 			return m, errMalformed
 		}
 		rest = rest[j+1:]
-		if m.kind == kindPub {
-			p, err := decodeBody(ch, offset, rest)
-			m.pubs = []*protocol.Publication{p}
-			return m, err
-		}
-		r := strings.NewReader(rest)
-		d := msgpack.NewDecoder(r)
-		for r.Len() > 0 {
-			if len(m.pubs) == maxLiveBatch {
-				return m, fmt.Errorf("%w: more than %d publications in a batch", errMalformed, maxLiveBatch)
-			}
-			var w wireBody
-			if err := d.Decode(&w); err != nil {
-				return m, fmt.Errorf("%w: %v", errMalformed, err)
-			}
-			off := offset
-			if offset != 0 {
-				off += uint64(len(m.pubs))
-			}
-			m.pubs = append(m.pubs, &protocol.Publication{Channel: ch, Offset: off, Data: w.Data, Info: w.Info, Tags: w.Tags, Time: w.Time, Trace: w.Trace})
-		}
-		if len(m.pubs) == 0 {
-			return m, errMalformed
-		}
-		return m, nil
+		m.pubs, err = decodeBodies(ch, offset, rest, m.kind == kindBatch)
+		return m, err
 	case kindJoin, kindLeave:
 		m.info = new(protocol.ClientInfo)
 		return m, decode(msg[1:], m.info)
