@@ -66,6 +66,11 @@
 // older than the history TTL are trimmed on publish and filtered out on
 // read (a binary search over the entries' append times), and the stream
 // key expires with its newest entry, while the position outlives them.
+// Both keys expire up to an eighth of their TTL (at most a second) after
+// that: a publish sets an expiry only when the one set is less than the
+// TTL away, and reads the oldest entry only when it may have expired (the
+// meta hash keeps a time no entry is older than), so that a hot channel's
+// script call runs TIME, HMGET, its XADDs, HSET and PUBLISH.
 //
 // History reads the position and the selected entries in one script, so
 // the two are always consistent.

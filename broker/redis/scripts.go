@@ -33,14 +33,17 @@ local function entry_offset(e)
 end
 
 -- first_live returns the offset of the oldest entry appended at or after
--- cutoff, or nil if there is none. Entries carry contiguous offsets and
--- non-decreasing times. Usually the oldest entry is live, or only it
--- expired since the last publish; otherwise a binary search finds the
--- boundary in O(log^2 n) without reading every expired entry.
+-- cutoff, or nil if there is none, then a time no later than that
+-- entry's, and whether entries before it expired. Entries carry
+-- contiguous offsets and non-decreasing times. Usually the oldest entry
+-- is live, or only it expired since the last publish; otherwise a binary
+-- search finds the boundary in O(log^2 n) without reading every expired
+-- entry.
 local function first_live(stream, cutoff)
   local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
   if #head == 0 then return nil end
-  if tonumber(field(head[1], 't')) >= cutoff then return entry_offset(head[1]) end
+  local t = tonumber(field(head[1], 't'))
+  if t >= cutoff then return entry_offset(head[1]), t, false end
   local tail = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if tonumber(field(tail[1], 't')) < cutoff then return nil end
   local lo, hi = entry_offset(head[1]) + 1, entry_offset(tail[1])
@@ -50,7 +53,20 @@ local function first_live(stream, cutoff)
     if #e == 0 or tonumber(field(e[1], 't')) < cutoff then lo = probe + 1 else hi = probe end
     probe = math.floor((lo + hi) / 2)
   end
-  return lo
+  return lo, cutoff, true
+end
+
+-- expire_at makes key live at least ttl ms after clock (Redis's own
+-- clock, ms), and at most ttl plus a slack of an eighth of it, up to a
+-- second: given the deadline set last (kept in the meta hash), a key
+-- whose deadline is within those bounds is left alone. Returns the new
+-- deadline, or nil if it did not change.
+local function expire_at(key, clock, ttl, deadline)
+  local slack = math.min(1000, math.floor(ttl / 8))
+  if deadline and clock + ttl <= deadline and deadline <= clock + ttl + slack then return nil end
+  deadline = clock + ttl + slack
+  redis.call('PEXPIREAT', key, deadline)
+  return deadline
 end
 `
 
@@ -76,7 +92,18 @@ local ttl = tonumber(ARGV[2])
 local meta_ttl = math.max(tonumber(ARGV[3]), ttl)
 local n = tonumber(ARGV[7])
 local res, live = {}, {}
-local epoch, top, now, first, last_id, last_body
+local epoch, top, now, clock, first, last_id, last_body, ht, xs, xm
+local made = false
+-- xadd appends an entry. The batch's first append says whether the
+-- stream was there: a stream made anew (its key expired or was evicted,
+-- the meta hash not) has no expiry yet.
+local function xadd(...)
+  if made then return redis.call('XADD', KEYS[2], ...) end
+  made = true
+  if redis.call('XADD', KEYS[2], 'NOMKSTREAM', ...) then return end
+  xs = nil
+  redis.call('XADD', KEYS[2], ...)
+end
 for i = 1, n do
   local a = 7 + (i - 1) * 3
   local body, ki, window = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
@@ -97,23 +124,26 @@ for i = 1, n do
     res[#res + 1] = '0'
   else
     if not epoch then
-      now = now_ms()
-      local m = redis.call('HMGET', KEYS[1], 'e', 'lt', 's')
+      clock = now_ms()
+      now = clock
+      local m = redis.call('HMGET', KEYS[1], 'e', 'lt', 's', 'ht', 'xs', 'xm')
       epoch = m[1]
       local last = tonumber(m[2] or '0')
       top = tonumber(m[3] or '0')
+      ht, xs, xm = tonumber(m[4]), tonumber(m[5]), tonumber(m[6])
       if not epoch then
         -- New stream: whatever history is left belongs to a lost epoch.
         epoch = ARGV[6]
         last, top = 0, 0
         redis.call('DEL', KEYS[1], KEYS[2])
         redis.call('HSET', KEYS[1], 'e', epoch, 's', 0)
+        ht, xs, xm = nil, nil, nil
       end
       -- Keep entry times monotonic even if the Redis clock steps back.
       if now < last then now = last end
     end
     -- The entry before is added without trimming: the last one trims.
-    if last_id then redis.call('XADD', KEYS[2], last_id .. '-0', 't', fmt(now), 'd', last_body) end
+    if last_id then xadd(last_id .. '-0', 't', fmt(now), 'd', last_body) end
     top = top + 1
     last_id, last_body = fmt(top), body
     if not first then first = last_id end
@@ -127,16 +157,35 @@ end
 if #live == 0 then return res end
 local head = '0::'
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], last_id .. '-0', 't', fmt(now), 'd', last_body)
-  redis.call('HSET', KEYS[1], 's', last_id, 'lt', fmt(now), 'ttl', fmt(ttl))
+  xadd('MAXLEN', ARGV[1], last_id .. '-0', 't', fmt(now), 'd', last_body)
+  local set = {'s', last_id, 'lt', fmt(now), 'ttl', fmt(ttl)}
+  local stream_ttl = meta_ttl
   if ttl > 0 then
-    local f = first_live(KEYS[2], now - ttl)
-    if f then redis.call('XTRIM', KEYS[2], 'MINID', fmt(f)) end
-    redis.call('PEXPIRE', KEYS[2], ttl)
-  else
-    redis.call('PEXPIRE', KEYS[2], meta_ttl)
+    -- Field ht: no entry is older than it (entries only ever leave from
+    -- the oldest end, and come with times not before it). While it is
+    -- within the TTL, nothing expired: no entry is read.
+    local cutoff = now - ttl
+    if not ht or ht < cutoff then
+      local f, t, expired = first_live(KEYS[2], cutoff)
+      if expired then redis.call('XTRIM', KEYS[2], 'MINID', fmt(f)) end
+      if t then
+        set[#set + 1] = 'ht'
+        set[#set + 1] = fmt(t)
+      end
+    end
+    stream_ttl = ttl
   end
-  redis.call('PEXPIRE', KEYS[1], meta_ttl)
+  xs = expire_at(KEYS[2], clock, stream_ttl, xs)
+  if xs then
+    set[#set + 1] = 'xs'
+    set[#set + 1] = fmt(xs)
+  end
+  xm = expire_at(KEYS[1], clock, meta_ttl, xm)
+  if xm then
+    set[#set + 1] = 'xm'
+    set[#set + 1] = fmt(xm)
+  end
+  redis.call('HSET', KEYS[1], unpack(set))
   head = first .. ':' .. epoch .. ':'
 end
 if #live == 1 then
