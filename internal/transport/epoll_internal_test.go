@@ -206,3 +206,64 @@ func (h *blockingHandler) OnMessage(*Conn, []byte, bool) {
 	<-h.release
 }
 func (h *blockingHandler) OnClose(*Conn, ws.StatusCode, error) {}
+
+// TestPollerSlots: a closed connection's slot is taken by the next one,
+// the table grows only to the most connections watched at once, and an
+// event queued under a closed connection's key finds nothing, also once
+// another connection holds its slot.
+func TestPollerSlots(t *testing.T) {
+	t.Parallel()
+	p := &poller{slots: make([]*Conn, 1)}
+	add := func(seq uint32) *Conn {
+		c := &Conn{}
+		p.mu.Lock()
+		p.add(c, seq)
+		p.mu.Unlock()
+		if uint32(c.pollKey) == 0 {
+			t.Fatalf("connection %d got the eventfd's slot", seq)
+		}
+		if c.pollKey == wakeKey {
+			t.Fatalf("connection %d got the eventfd's key", seq)
+		}
+		if got := p.lookup(c.pollKey); got != c {
+			t.Fatalf("connection %d: lookup of its key found %p, want %p", seq, got, c)
+		}
+		return c
+	}
+	remove := func(c *Conn) {
+		p.mu.Lock()
+		p.remove(c)
+		p.mu.Unlock()
+		if got := p.lookup(c.pollKey); got != nil {
+			t.Fatalf("a removed connection's key still finds %p", got)
+		}
+	}
+	var conns []*Conn
+	for seq := uint32(1); seq <= 10; seq++ {
+		conns = append(conns, add(seq))
+	}
+	old := conns[3]
+	remove(old)
+	remove(old) // twice: a no-op
+	c := add(11)
+	if uint32(c.pollKey) != uint32(old.pollKey) {
+		t.Errorf("slot %d taken, want the vacated %d", uint32(c.pollKey), uint32(old.pollKey))
+	}
+	if got := p.lookup(old.pollKey); got != nil {
+		t.Errorf("the closed connection's key found %p in its reused slot", got)
+	}
+	remove(old) // the slot's new holder stays
+	if got := p.lookup(c.pollKey); got != c {
+		t.Errorf("removing a closed connection again vacated its successor's slot")
+	}
+	for seq := uint32(12); seq < 1000; seq++ {
+		remove(conns[0])
+		conns = append(conns[1:], add(seq))
+	}
+	if n := len(p.slots); n != 12 {
+		t.Errorf("%d slots after a churn of at most 11 connections at once, want 12", n)
+	}
+	if got := p.lookup(uint64(5)<<32 | 1000); got != nil {
+		t.Errorf("a key beyond the table found %p", got)
+	}
+}
