@@ -213,9 +213,19 @@ func newID() string {
 
 // newClientID returns a random connection id: 96 bits in 16 characters.
 func newClientID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
+	var b [clientIDLen]byte
+	return string(clientID(&b))
+}
+
+// clientIDLen is the length of a client id.
+const clientIDLen = 16
+
+// clientID fills b with a new random client id and returns it.
+func clientID(b *[clientIDLen]byte) []byte {
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	base64.RawURLEncoding.Encode(b[:], r[:])
+	return b[:]
 }
 
 // NodeID returns this node's random identity.
@@ -462,17 +472,18 @@ func (s *Server) startSession(nc net.Conn, in []byte, sub string, deflate bool, 
 	if sub != "" {
 		sub = codec.Name() // the constant: no string per connection
 	}
-	ss := newSession(s, codec)
+	w := newWSSession(s, codec)
+	ss := &w.session
 	ss.setPeer(ip, headers) // "" unless something needs it (see admit)
 	if !adminUntil.IsZero() {
 		ss.admin = true
 		ss.expires.Store(adminUntil.Unix())
 	}
-	c := transport.NewConn(nc, s.topts, ss)
+	c := &w.conn
+	c.Init(nc, s.topts, ss)
 	if deflate {
 		c.SetDeflate()
 	}
-	ss.conn = c
 	s.sessions.add(ss)
 	if err := s.engine.Serve(c, in); err != nil {
 		s.sessions.remove(ss)

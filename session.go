@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 
@@ -136,6 +137,31 @@ func (f *sessionFlags) setIfClear(b uint32) bool { return f.v.Or(b)&b == 0 }
 
 func newSession(s *Server, codec protocol.Codec) *session {
 	return &session{s: s, ci: uint8(protocol.CodecIndex(codec)), id: newClientID(), created: time.Now().UnixNano()}
+}
+
+// wsSession is a WebSocket session, its connection and its client id's
+// bytes in one object (352 bytes, a size class of its own). Allocated
+// apart, each was a long-lived object among the garbage that connecting
+// leaves in its size class (commands, replies, frames): after a
+// collection, a span of connections or ids held one survivor every few
+// slots, and its pages stayed.
+type wsSession struct {
+	session
+	conn transport.Conn
+	id   [clientIDLen]byte
+}
+
+// newWSSession is newSession for a WebSocket session; the caller
+// initializes its conn.
+func newWSSession(s *Server, codec protocol.Codec) *wsSession {
+	w := &wsSession{}
+	w.s, w.ci, w.created = s, uint8(protocol.CodecIndex(codec)), time.Now().UnixNano()
+	// The id's bytes are never written again: a string of them is as
+	// immutable as any.
+	id := clientID(&w.id)
+	w.session.id = unsafe.String(&id[0], len(id))
+	w.session.conn = &w.conn
+	return w
 }
 
 func (ss *session) codec() protocol.Codec { return protocol.CodecAt(ss.ci) }

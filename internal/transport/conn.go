@@ -89,7 +89,17 @@ type Conn struct {
 
 // NewConn wraps an upgraded connection.
 func NewConn(nc net.Conn, opts *Options, h Handler) *Conn {
-	return &Conn{nc: nc, opts: opts.withDefaults(), h: h}
+	c := new(Conn)
+	c.Init(nc, opts, h)
+	return c
+}
+
+// Init is NewConn for a Conn allocated by the caller, as part of an object
+// of its own (a connection is long-lived: allocated apart, it shares its
+// memory pages with the handshake's garbage of its size). c must be new:
+// never initialized or served.
+func (c *Conn) Init(nc net.Conn, opts *Options, h Handler) {
+	c.nc, c.opts, c.h = nc, opts.withDefaults(), h
 }
 
 // SetDeflate records that the handshake negotiated permessage-deflate
