@@ -1,6 +1,9 @@
 package herald
 
-import "time"
+import (
+	"time"
+	"unsafe"
+)
 
 // SetTestHookSessionClose sets a function that each session's OnClose
 // calls first, with the session's node id; nil removes it. Tests use it to
@@ -33,4 +36,26 @@ func (s *Server) SweepAt(now time.Time) { s.sweepOnce(now) }
 func (s *Server) ConflateStats() (conflated, pendingMax, pendingBytesMax uint64) {
 	st := s.hub.Stats()
 	return st.Conflated, st.ConflatePendingMax, st.ConflatePendingBytesMax
+}
+
+// FirstSubscription reports which of the connection clientID's
+// subscriptions, by channel, is the one allocated with its session ("" if
+// none is), and whether the connection is found.
+func (s *Server) FirstSubscription(clientID string) (string, bool) {
+	ss := s.sessions.byID(clientID)
+	if ss == nil {
+		return "", false
+	}
+	if ss.stream() != nil {
+		return "", true // not a wsSession
+	}
+	first := &(*wsSession)(unsafe.Pointer(ss)).sub0
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, sub := range ss.subs {
+		if sub == first {
+			return sub.Channel, true
+		}
+	}
+	return "", true
 }

@@ -120,6 +120,9 @@ const (
 	flagProxyExpiry
 	// flagRefreshing: a refresh proxy call is in flight.
 	flagRefreshing
+	// flagFirstSub: the session is a wsSession whose first subscription
+	// (allocated with it) is not taken yet.
+	flagFirstSub
 )
 
 func (f *sessionFlags) has(b uint32) bool { return f.v.Load()&b != 0 }
@@ -135,20 +138,26 @@ func (f *sessionFlags) set(b uint32, on bool) {
 // setIfClear sets b and reports whether it was clear.
 func (f *sessionFlags) setIfClear(b uint32) bool { return f.v.Or(b)&b == 0 }
 
+// clearIfSet clears b and reports whether it was set.
+func (f *sessionFlags) clearIfSet(b uint32) bool { return f.v.And(^b)&b != 0 }
+
 func newSession(s *Server, codec protocol.Codec) *session {
 	return &session{s: s, ci: uint8(protocol.CodecIndex(codec)), id: newClientID(), created: time.Now().UnixNano()}
 }
 
-// wsSession is a WebSocket session, its connection and its client id's
-// bytes in one object (352 bytes, a size class of its own). Allocated
-// apart, each was a long-lived object among the garbage that connecting
-// leaves in its size class (commands, replies, frames): after a
-// collection, a span of connections or ids held one survivor every few
-// slots, and its pages stayed.
+// wsSession is a WebSocket session, its connection, its client id's bytes
+// and its first subscription in one object (416 bytes, a size class of its
+// own). Allocated apart, each was a long-lived object among the garbage
+// that connecting leaves in its size class (commands, replies, frames):
+// after a collection, a span of connections, ids or subscriptions held one
+// survivor every few slots, and its pages stayed.
 type wsSession struct {
 	session
 	conn transport.Conn
 	id   [clientIDLen]byte
+	// sub0 is the first subscription (newSubscription), never reused: the
+	// hub and the broker's callbacks may still hold it after it ends.
+	sub0 subscription
 }
 
 // newWSSession is newSession for a WebSocket session; the caller
@@ -161,7 +170,19 @@ func newWSSession(s *Server, codec protocol.Codec) *wsSession {
 	id := clientID(&w.id)
 	w.session.id = unsafe.String(&id[0], len(id))
 	w.session.conn = &w.conn
+	w.flags.set(flagFirstSub, true)
 	return w
+}
+
+// newSubscription returns a zero subscription for ss: the one allocated
+// with a WebSocket session the first time, a new one after.
+func (ss *session) newSubscription() *subscription {
+	if ss.flags.clearIfSet(flagFirstSub) {
+		// Only newWSSession sets the flag: ss is the first field of a
+		// wsSession.
+		return &(*wsSession)(unsafe.Pointer(ss)).sub0
+	}
+	return new(subscription)
 }
 
 func (ss *session) codec() protocol.Codec { return protocol.CodecAt(ss.ci) }

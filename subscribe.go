@@ -148,7 +148,8 @@ func (ss *session) prepare(ctx context.Context, req *protocol.SubscribeRequest, 
 	if perr := ss.roomFor(ch); perr != nil {
 		return nil, perr
 	}
-	sub := &subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Aux: uint8(g), Ack: ack}}
+	sub := ss.newSubscription()
+	*sub = subscription{ns: ns, Sub: hub.Sub{Conn: ss.conn, Codec: ss.ci, Channel: ch, Policy: ns.policy, JoinLeave: ns.JoinLeave, Compress: ns.Compression, Aux: uint8(g), Ack: ack}}
 	if delta {
 		sub.SetDelta()
 	}
