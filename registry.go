@@ -35,7 +35,7 @@ type registry struct {
 func (r *registry) init() {
 	r.seed = maphash.MakeSeed()
 	for i := range r.shards {
-		r.shards[i].m = make(map[string]*session)
+		r.shards[i].m.seed = r.seed
 	}
 	r.users = make(map[string]map[*session]struct{})
 	r.echoes = make(map[*transport.Conn]struct{})
@@ -45,7 +45,7 @@ func (r *registry) init() {
 
 type registryShard struct {
 	mu sync.Mutex
-	m  map[string]*session // by client id
+	m  sessionTable // by client id
 }
 
 func (r *registry) shard(id string) *registryShard {
@@ -55,7 +55,7 @@ func (r *registry) shard(id string) *registryShard {
 func (r *registry) add(ss *session) {
 	sh := r.shard(ss.id)
 	sh.mu.Lock()
-	sh.m[ss.id] = ss
+	sh.m.put(ss)
 	sh.mu.Unlock()
 	r.added.Add(1)
 	if r.n.Add(1) == 1 {
@@ -66,10 +66,7 @@ func (r *registry) add(ss *session) {
 func (r *registry) remove(ss *session) {
 	sh := r.shard(ss.id)
 	sh.mu.Lock()
-	ok := sh.m[ss.id] == ss
-	if ok {
-		delete(sh.m, ss.id)
-	}
+	ok := sh.m.remove(ss)
 	sh.mu.Unlock()
 	if !ok {
 		return
@@ -123,9 +120,7 @@ func (r *registry) each(f func(*session)) {
 		sh := &r.shards[i]
 		batch = batch[:0]
 		sh.mu.Lock()
-		for _, ss := range sh.m {
-			batch = append(batch, ss)
-		}
+		batch = sh.m.appendAll(batch)
 		sh.mu.Unlock()
 		for _, ss := range batch {
 			f(ss)
@@ -141,7 +136,7 @@ func (r *registry) byID(id string) *session {
 	sh := r.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.m[id]
+	return sh.m.get(id)
 }
 
 func (r *registry) all() []*session {
