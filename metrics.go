@@ -131,6 +131,7 @@ func newMetrics(s *Server) *metrics {
 		hubStat("herald_unacked_overflows_total", "Publications refused to a subscriber of an ack namespace with ack_max_unacked unacknowledged (its slow policy applied).", func() uint64 { return s.hub.Stats().Unacked }),
 		hubStat("herald_conflated_publications_total", "Publications not sent to a conflating subscriber that fell behind because a newer one of the same key replaced them (conflate policy).", func() uint64 { return s.hub.Stats().Conflated }),
 		hubStat("herald_bytes_out_total", "Bytes written to client sockets.", s.engineBytesOut),
+		hubStat("herald_socket_writes_total", "Write system calls to client sockets: over herald_messages_out_total, how many frames one write carries.", s.engineWrites),
 	)
 	m.apiPublishOK.mk = func() prometheus.Counter { return m.apiRequests.WithLabelValues("publish", "0") }
 	m.apiPublications.mk = func() prometheus.Counter { return m.publications.WithLabelValues("api") }

@@ -236,6 +236,8 @@ func (s *Server) Engine() string { return s.engine.Name() }
 
 func (s *Server) engineBytesOut() uint64 { return s.engine.BytesOut() }
 
+func (s *Server) engineWrites() uint64 { return s.engine.Writes() }
+
 // Handler returns the server's HTTP handler: /ws, /api/, /healthz, /readyz,
 // /metrics, /admin/ (and /ws/echo with Config.Echo).
 func (s *Server) Handler() http.Handler { return s.mux }

@@ -25,6 +25,9 @@ type Engine interface {
 	Name() string
 	// BytesOut is the number of bytes written to sockets so far.
 	BytesOut() uint64
+	// Writes is the number of write system calls made to sockets so far
+	// (writev or write): over the frames queued, how well writes coalesce.
+	Writes() uint64
 }
 
 // engine is what a Conn needs from the engine serving it.
@@ -78,6 +81,7 @@ func NewEngineWith(kind string, o EngineOptions) (Engine, error) {
 type stdEngine struct {
 	wg       sync.WaitGroup
 	bytesOut atomic.Uint64
+	writes   atomic.Uint64
 }
 
 func newStdEngine() *stdEngine { return &stdEngine{} }
@@ -85,6 +89,8 @@ func newStdEngine() *stdEngine { return &stdEngine{} }
 func (e *stdEngine) Name() string { return "goroutine" }
 
 func (e *stdEngine) BytesOut() uint64 { return e.bytesOut.Load() }
+
+func (e *stdEngine) Writes() uint64 { return e.writes.Load() }
 
 func (e *stdEngine) Serve(c *Conn, bufferedIn []byte) error {
 	c.eng = e
@@ -167,6 +173,7 @@ func (e *stdEngine) flushLoop(c *Conn) {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 			bufs := net.Buffers(iov)
 			n, err = bufs.WriteTo(c.nc)
+			e.writes.Add(1)
 		}
 		e.bytesOut.Add(uint64(n))
 		more, shut := c.commit(int(n), false)

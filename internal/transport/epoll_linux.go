@@ -48,6 +48,7 @@ type epollEngine struct {
 	nextSeq  atomic.Uint32 // connections served so far: picks the poller, tags the key
 	closed   atomic.Bool
 	bytesOut atomic.Uint64
+	writes   atomic.Uint64 // write system calls: writev of a flush, write of writeNow
 }
 
 // wakeKey is the eventfd's key. A connection's key is its slot in its
@@ -116,6 +117,8 @@ func newEpollEngineQueue(o EngineOptions, queued int) (*epollEngine, error) {
 func (e *epollEngine) Name() string { return "epoll" }
 
 func (e *epollEngine) BytesOut() uint64 { return e.bytesOut.Load() + e.std.BytesOut() }
+
+func (e *epollEngine) Writes() uint64 { return e.writes.Load() + e.std.Writes() }
 
 func newPoller(e *epollEngine) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -571,6 +574,7 @@ func (e *epollEngine) writeNow(c *Conn, b []byte) int {
 	}
 	n, err := unix.Write(int(c.fd), b)
 	c.releaseFD()
+	e.writes.Add(1)
 	if err != nil || n < 0 {
 		return 0
 	}
@@ -728,6 +732,7 @@ func (f *flusher) flush(c *Conn) {
 		}
 		f.writev(uintptr(c.fd))
 		c.releaseFD()
+		f.e.writes.Add(1)
 		clear(f.iov)
 		blocked := false
 		switch {
