@@ -133,8 +133,11 @@ type Config struct {
 	// WriteCoalesce is how long the epoll engine's writers pause between
 	// back-to-back rounds when they fall behind, so that each connection's
 	// frames go out in fewer writes. The pause is this much per started
-	// 500 connections of the round, at most ten times it. Light traffic is
-	// written at once. Default 1ms; negative turns it off.
+	// 500 connections of the round, at most ten times it; when the round's
+	// writes carried fewer than 16 frames each, longer, until at the rate
+	// frames came in each connection has 16 queued, but at most the
+	// round's own time and a hundred times this. Light traffic is written
+	// at once. Default 1ms; negative turns it off.
 	WriteCoalesce time.Duration `yaml:"write_coalesce" json:"write_coalesce"`
 	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
 	// conformance suites. Never on by default.

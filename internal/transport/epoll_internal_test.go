@@ -267,3 +267,89 @@ func TestPollerSlots(t *testing.T) {
 		t.Errorf("a key beyond the table found %p", got)
 	}
 }
+
+// TestCoalesceWait: a behind flusher whose writes carry few frames waits
+// long enough for its next writes to carry coalesceTarget frames at the
+// rate they came in, at most its round's time and coalesceMaxPauses
+// pauses; otherwise it waits the plain pause.
+func TestCoalesceWait(t *testing.T) {
+	t.Parallel()
+	const ms = time.Millisecond
+	base := coalescePause(ms, 1000) // 3 ms
+	for _, tc := range []struct {
+		name               string
+		writes, frames     int
+		period, took, want time.Duration
+	}{
+		{"first round of a wake", 1000, 1000, 0, 10 * ms, base},
+		{"no writes", 0, 0, 20 * ms, 10 * ms, base},
+		{"writes carry the target", 1000, coalesceTarget * 1000, 20 * ms, 10 * ms, base},
+		{"writes carry more", 1000, 40 * 1000, 20 * ms, 10 * ms, base},
+		// 4 frames per write in 20 ms: 16 in 80 ms, 30 after this round.
+		{"four frames per write", 1000, 4000, 20 * ms, 50 * ms, 30 * ms},
+		// 8 per write in 40 ms: 16 in 80 ms, but at most the round.
+		{"bounded by the round", 1000, 8000, 40 * ms, 10 * ms, 10 * ms},
+		// 1 per write in 150 ms: 16 in 2.4 s; at most 100 pauses.
+		{"bounded by the pauses", 1000, 1000, 150 * ms, 150 * ms, coalesceMaxPauses * ms},
+		// 15 per write in 30 ms: 16 in 32 ms, 2 ms after the round:
+		// less than the plain pause.
+		{"never less than the pause", 1000, 15000, 30 * ms, 30 * ms, base},
+	} {
+		if got := coalesceWait(ms, 1000, tc.writes, tc.frames, tc.period, tc.took); got != tc.want {
+			t.Errorf("%s: waits %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestWritesCounted: the engine counts its write system calls, and a
+// queue written in one writev counts one.
+func TestWritesCounted(t *testing.T) {
+	t.Parallel()
+	e, err := newEpollEngine(EngineOptions{Coalesce: time.Millisecond})
+	if err != nil {
+		t.Skip(err)
+	}
+	defer e.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	b, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(a, &Options{}, &readCounter{})
+	if err := e.Serve(c, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Abort(nil)
+	// Queued under the lock with the flush scheduled only afterwards: the
+	// flusher finds all 10 frames and writes them in one call.
+	c.mu.Lock()
+	for i := range 10 {
+		c.q.push(item{b: MessageFrame(false, []byte{byte('0' + i)})})
+	}
+	c.wstate = wRunning
+	c.mu.Unlock()
+	before := e.Writes()
+	e.scheduleFlush(c)
+	buf := make([]byte, 64)
+	got := 0
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for got < 30 {
+		n, err := b.Read(buf[got:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += n
+	}
+	if w := e.Writes() - before; w != 1 {
+		t.Fatalf("10 queued frames took %d writes, want 1", w)
+	}
+}
