@@ -38,9 +38,8 @@
 // publishes straight to pub/sub with offset 0 and epoch "".
 //
 // A node runs the script for a channel's publications in groups (group
-// commit): while it has two script calls of a channel in flight (the
-// script orders concurrent calls itself), its next publications of the
-// channel queue, and the next call takes them
+// commit): while it has a script call of a channel in flight, its next
+// publications of the channel queue, and the next call takes them
 // together (up to 256, 1 MiB of bodies, with the history options of the
 // first). The script handles each as above, in order, each with its own
 // offset, stream entry and idempotency record (a key recorded earlier in

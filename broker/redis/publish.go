@@ -20,10 +20,13 @@ const (
 
 // appendsInFlight is how many publish script calls of one channel a node
 // has in flight at once. The script orders concurrent calls itself (each
-// runs atomically and takes the next offsets), so a second call need not
-// wait for the first: it halves what a publication waits for, and a group
-// still forms behind them.
-const appendsInFlight = 2
+// runs atomically and takes the next offsets), so more than one could be;
+// but each call costs a round trip on the node and in Redis whatever it
+// carries, and with one in flight the groups are twice as large: on one
+// node (hot-1x10, 3 alternating rounds) one in flight gave 1.08x the
+// deliveries/s of two, at 0.93x the node's CPU per delivery and 0.8x
+// Redis's, and on three nodes it was ahead too (docs/BENCHMARKS.md).
+const appendsInFlight = 1
 
 // pubReq is a publication waiting for its channel's next publish script
 // call.
