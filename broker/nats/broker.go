@@ -515,7 +515,7 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 	b.ensureMu.Lock()
 	defer b.ensureMu.Unlock()
 	cfg := b.streamConfig(i)
-	for {
+	for overlaps := 0; ; {
 		actx, cancel := context.WithTimeout(ctx, streamAttemptTimeout)
 		s, err := b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
@@ -526,6 +526,16 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 			return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
 		case errors.Is(err, jetstream.ErrStreamNameAlreadyInUse):
 			// Another node created it between our update and create.
+		case apiCode(err) == jsErrCodeSubjectOverlap && overlaps < 5:
+			// So may this mean: the server answers a create racing
+			// another node's create of the same stream with "subjects
+			// overlap". The update then finds the stream; a real overlap
+			// with another stream fails again, and after a few tries the
+			// error is returned.
+			overlaps++
+			if err := b.sleep(ctx, time.Duration(overlaps)*20*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
+			}
 		case errors.Is(err, context.DeadlineExceeded):
 			b.log.Warn("nats stream create or update unanswered; retrying", "stream", cfg.Name)
 		default:
@@ -635,6 +645,10 @@ func (b *Broker) unavailable(ctx, actx context.Context, err error) error {
 // jsErrCodeClusterNotAvail is the API error of a request to a stream that
 // has no leader: "JetStream system temporarily unavailable".
 const jsErrCodeClusterNotAvail jetstream.ErrorCode = 10008
+
+// jsErrCodeSubjectOverlap is the API error of a stream create whose
+// subjects overlap another stream's.
+const jsErrCodeSubjectOverlap jetstream.ErrorCode = 10065
 
 func streamMissing(err error) bool {
 	return err != nil && (errors.Is(err, jetstream.ErrStreamNotFound) ||
