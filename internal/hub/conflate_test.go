@@ -231,8 +231,15 @@ func TestConflateFastPathAllocs(t *testing.T) {
 	}
 	plain, conflate := allocs(hub.PolicyDisconnect), allocs(hub.PolicyConflate)
 	// An allocation of its own per fan-out or per subscriber would add 1
-	// or 20; the writers' noise is a fraction of one.
-	if conflate > plain+0.5 {
+	// or 20; the writers' noise is a fraction of one. Under the race
+	// detector sync.Pool drops some of what is put back, which adds up to
+	// about one per fan-out at random to either side: there only an
+	// allocation per subscriber is told from the noise.
+	tolerance := 0.5
+	if raceDetector {
+		tolerance = 3
+	}
+	if conflate > plain+tolerance {
 		t.Fatalf("%.2f allocations per fan-out to conflating subscribers, %.2f to others", conflate, plain)
 	}
 	if testing.Verbose() {
