@@ -750,7 +750,7 @@ func (h *Hub) enqueue(s *Sub, pub *protocol.Publication, frames *[numVariants][]
 	if s.Policy == PolicyConflate {
 		return s.Conn.EnqueueUnder(b, s, s.x.cf.behind())
 	}
-	return s.Conn.Enqueue(b, s)
+	return s.Conn.EnqueuePush(b, s)
 }
 
 // compressedFrame encodes pub's push for s's compressed variant into

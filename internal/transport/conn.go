@@ -84,8 +84,25 @@ type Conn struct {
 	// watching it.
 	fd      int32
 	fdState atomic.Int32
-	poller  *poller
+	// epoll engine, owned by the connection's flusher (they fill
+	// padding): when it last wrote the socket, in ticks of 2^16 ns that
+	// wrap every 4.3 s, and how many writes in a row came within twice
+	// the write coalesce of the one before (at most 255). See holdWrite.
+	wlast uint16
+	whot  uint8
+	hold   uint8 // holdUrgent, holdHeld (c.mu)
+	poller *poller
 }
+
+// Bits of Conn.hold.
+const (
+	// holdUrgent: a frame queued by Enqueue, not EnqueuePush, waits to be
+	// written: the flusher does not hold the connection back.
+	holdUrgent = 1 << iota
+	// holdHeld: the flusher holds the connection's write back; an
+	// urgent frame makes it write now (engine.expedite).
+	holdHeld
+)
 
 // NewConn wraps an upgraded connection.
 func NewConn(nc net.Conn, opts *Options, h Handler) *Conn {
@@ -119,26 +136,34 @@ func (c *Conn) Handler() Handler { return c.h }
 // tag travels with the frame for DropQueued. It returns ErrQueueFull when
 // the frame would push the queue past its bounds (an empty queue takes any
 // frame) and ErrClosed once the connection is closing.
-func (c *Conn) Enqueue(frame []byte, tag any) error { return c.enqueue(frame, tag, false) }
+func (c *Conn) Enqueue(frame []byte, tag any) error { return c.enqueue(frame, tag, false, false) }
+
+// EnqueuePush is Enqueue for a push the peer does not wait for as an
+// answer, such as a publication: on a connection the epoll engine has
+// written more than a thousand times a second for a while, it may wait up
+// to the write coalesce (default 1 ms) after the previous write, so that
+// one write carries the frames of several pushes. Replies and anything
+// queued with Enqueue go out at once, with whatever pushes are queued.
+func (c *Conn) EnqueuePush(frame []byte, tag any) error { return c.enqueue(frame, tag, false, true) }
 
 // EnqueueSmall is Enqueue for a small frame without a tag, such as a ping:
 // when nothing is queued or being written, the engine writes it to the
 // socket at once (the epoll engine does), so that an idle connection's
 // keep-alive takes no queue memory; otherwise, and for whatever part the
 // socket did not take, it is queued like any frame.
-func (c *Conn) EnqueueSmall(frame []byte) error { return c.enqueue(frame, nil, true) }
+func (c *Conn) EnqueueSmall(frame []byte) error { return c.enqueue(frame, nil, true, false) }
 
-// EnqueueUnder is Enqueue that also refuses the frame with ErrQueueFull
-// when limit frames or more are queued already (not yet written): for a
-// subscriber that wants to know it is falling behind long before the
-// queue is full.
+// EnqueueUnder is EnqueuePush that also refuses the frame with
+// ErrQueueFull when limit frames or more are queued already (not yet
+// written): for a subscriber that wants to know it is falling behind long
+// before the queue is full.
 func (c *Conn) EnqueueUnder(frame []byte, tag any, limit int) error {
 	c.mu.Lock()
 	if c.q.len() >= limit && c.q.len() > 0 && !c.closing && !c.closed {
 		c.mu.Unlock()
 		return ErrQueueFull
 	}
-	return c.enqueueLocked(frame, tag, false)
+	return c.enqueueLocked(frame, tag, false, true)
 }
 
 // NotifyBelow arranges for fn to be called once, on the goroutine that
@@ -178,13 +203,13 @@ func (c *Conn) rareLocked() *connRare {
 	return c.rare
 }
 
-func (c *Conn) enqueue(frame []byte, tag any, direct bool) error {
+func (c *Conn) enqueue(frame []byte, tag any, direct, push bool) error {
 	c.mu.Lock()
-	return c.enqueueLocked(frame, tag, direct)
+	return c.enqueueLocked(frame, tag, direct, push)
 }
 
 // enqueueLocked is enqueue with c.mu held; it unlocks it.
-func (c *Conn) enqueueLocked(frame []byte, tag any, direct bool) error {
+func (c *Conn) enqueueLocked(frame []byte, tag any, direct, push bool) error {
 	if c.closing || c.closed {
 		c.mu.Unlock()
 		return ErrClosed
@@ -205,6 +230,11 @@ func (c *Conn) enqueueLocked(frame []byte, tag any, direct bool) error {
 	}
 	c.q.push(item{b: frame, tag: tag})
 	c.qbytes += len(frame)
+	expedite := false
+	if !push {
+		expedite = c.hold&holdHeld != 0
+		c.hold = holdUrgent
+	}
 	schedule := c.wstate == wIdle
 	if schedule {
 		c.wstate = wRunning
@@ -212,6 +242,8 @@ func (c *Conn) enqueueLocked(frame []byte, tag any, direct bool) error {
 	c.mu.Unlock()
 	if schedule {
 		c.eng.scheduleFlush(c)
+	} else if expedite {
+		c.eng.expedite(c)
 	}
 	return nil
 }
@@ -280,6 +312,8 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	}
 	c.q.push(item{b: cf, tag: closeTag})
 	c.qbytes += len(cf)
+	expedite := c.hold&holdHeld != 0
+	c.hold = holdUrgent
 	schedule := c.wstate == wIdle
 	if schedule {
 		c.wstate = wRunning
@@ -288,6 +322,8 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	c.mu.Unlock()
 	if schedule {
 		c.eng.scheduleFlush(c)
+	} else if expedite {
+		c.eng.expedite(c)
 	}
 }
 
@@ -402,7 +438,34 @@ func (c *Conn) takeBatch(iov [][]byte, max int) [][]byte {
 		return true
 	})
 	c.inflight = int32(i)
+	c.hold = 0
 	return iov
+}
+
+// holdable reports whether c's write may wait for more frames: nothing
+// queued came from Enqueue (replies, control frames), fewer than n frames
+// are queued, and the connection is not closing. If so c is marked held
+// until release.
+func (c *Conn) holdable(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hold&holdUrgent != 0 || c.closing || c.closed || c.q.len() >= n {
+		return false
+	}
+	c.hold |= holdHeld
+	return true
+}
+
+// release ends a hold (holdable) when force is set or an urgent frame
+// came in since, and reports whether it did.
+func (c *Conn) release(force bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !force && c.hold&holdUrgent == 0 && !c.closing && !c.closed {
+		return false
+	}
+	c.hold &^= holdHeld
+	return true
 }
 
 // commit records n written bytes. blocked says the socket refused more

@@ -33,6 +33,9 @@ type Engine interface {
 // engine is what a Conn needs from the engine serving it.
 type engine interface {
 	scheduleFlush(c *Conn)
+	// expedite has c, whose write the engine holds back for more pushes,
+	// written now: something urgent was queued.
+	expedite(c *Conn)
 	detach(c *Conn)
 	// writeNow writes b to c's socket without blocking, if the engine can,
 	// and returns how many bytes went out. The caller holds c.mu with no
@@ -153,6 +156,9 @@ func (e *stdEngine) scheduleFlush(c *Conn) {
 }
 
 func (e *stdEngine) detach(*Conn) {}
+
+// expedite has nothing to do: the goroutine engine holds no write back.
+func (e *stdEngine) expedite(*Conn) {}
 
 // writeNow writes nothing: the goroutine engine's writes block.
 func (e *stdEngine) writeNow(*Conn, []byte) int { return 0 }

@@ -349,7 +349,200 @@ func TestWritesCounted(t *testing.T) {
 		}
 		got += n
 	}
+	settled(t, c)
 	if w := e.Writes() - before; w != 1 {
 		t.Fatalf("10 queued frames took %d writes, want 1", w)
 	}
+}
+
+// holdPair serves one end of a loopback TCP connection on an epoll engine
+// whose clock is the test's (clock, in ns), and returns the Conn and the
+// peer's end.
+func holdPair(t *testing.T, clock *atomic.Int64) (*epollEngine, *Conn, net.Conn) {
+	t.Helper()
+	e, err := newEpollEngine(EngineOptions{Coalesce: time.Millisecond})
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	e.clock = func() time.Duration { return time.Duration(clock.Load()) }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	b, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewConn(a, &Options{}, &readCounter{})
+	if err := e.Serve(c, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Abort(nil) })
+	return e, c, b
+}
+
+// readN reads exactly n bytes from nc and returns them.
+func readN(t *testing.T, nc net.Conn, n int) []byte {
+	t.Helper()
+	buf := make([]byte, n)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for got := 0; got < n; {
+		m, err := nc.Read(buf[got:])
+		if err != nil {
+			t.Fatalf("read %d of %d bytes: %v", got, n, err)
+		}
+		got += m
+	}
+	return buf
+}
+
+// settled waits until c's queue is written and committed: the engine has
+// counted every write of it (it counts a write before committing it), and
+// what the flusher recorded about c before is visible.
+func settled(t *testing.T, c *Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		n := c.q.len()
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d frames still queued after 10 s", n)
+		}
+	}
+}
+
+// waitHeld waits until c's flusher holds its write back.
+func waitHeld(t *testing.T, c *Conn) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		held := c.hold&holdHeld != 0
+		c.mu.Unlock()
+		if held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the write was not held within 10 s")
+		}
+	}
+}
+
+// warmUp makes c a connection written often: pushes, each written (and
+// read by the peer) at the clock's current time, until c's next push
+// would be held.
+func warmUp(t *testing.T, c *Conn, b net.Conn) {
+	t.Helper()
+	for i := 0; c.whot < holdAfter; i++ {
+		if err := c.EnqueuePush(MessageFrame(false, []byte{byte('a' + i%26)}), nil); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, b, 3)
+		settled(t, c)
+	}
+}
+
+// TestHoldHotPushes: on a connection written often, pushes wait for the
+// write coalesce after the previous write and go out together; a reply
+// (Enqueue) takes the held pushes with it at once. The test's clock
+// stands still, so a held write is never due by itself: only the reply
+// gets the pushes out.
+func TestHoldHotPushes(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(int64(time.Hour))
+	e, c, b := holdPair(t, &clock)
+	warmUp(t, c, b)
+	before := e.Writes()
+	for i, p := range []string{"1", "2", "3"} {
+		if err := c.EnqueuePush(MessageFrame(false, []byte(p)), nil); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			waitHeld(t, c)
+		}
+	}
+	if err := c.Enqueue(MessageFrame(false, []byte("R")), nil); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, b, 12)
+	settled(t, c)
+	if w := e.Writes() - before; w != 1 {
+		t.Fatalf("3 pushes and a reply of a hot connection took %d writes, want 1", w)
+	}
+	if want := "\x81\x011\x81\x012\x81\x013\x81\x01R"; string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+
+	// Held pushes are written once the clock passes their due time.
+	before = e.Writes()
+	for i, p := range []string{"4", "5"} {
+		if err := c.EnqueuePush(MessageFrame(false, []byte(p)), nil); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			waitHeld(t, c)
+		}
+	}
+	clock.Add(int64(time.Millisecond))
+	if got := readN(t, b, 6); string(got) != "\x81\x014\x81\x015" {
+		t.Fatalf("got %q", got)
+	}
+	settled(t, c)
+	if w := e.Writes() - before; w != 1 {
+		t.Fatalf("2 held pushes took %d writes, want 1", w)
+	}
+
+	// Closing writes a held push and the close frame at once.
+	if err := c.EnqueuePush(MessageFrame(false, []byte("6")), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitHeld(t, c)
+	c.Close(ws.StatusNormalClosure, "", nil, false)
+	if got := readN(t, b, 7); string(got[:3]) != "\x81\x016" || got[3] != 0x88 {
+		t.Fatalf("got %q, want the push then a close frame", got)
+	}
+}
+
+// TestHoldOnlyHotConnections: a connection written less often than every
+// two write coalesces is never held: each push is its own write, at once.
+// Neither is one whose queue holds coalesceTarget frames already.
+func TestHoldOnlyHotConnections(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(int64(time.Hour))
+	e, c, b := holdPair(t, &clock)
+	before := e.Writes()
+	for i := range 3 * holdAfter {
+		clock.Add(int64(2 * time.Millisecond))
+		if err := c.EnqueuePush(MessageFrame(false, []byte{byte('a' + i)}), nil); err != nil {
+			t.Fatal(err)
+		}
+		readN(t, b, 3)
+	}
+	settled(t, c)
+	if w := e.Writes() - before; w != 3*holdAfter {
+		t.Fatalf("%d pushes 2 ms apart took %d writes, want one each", 3*holdAfter, w)
+	}
+
+	// Hot, but with a full batch queued: written without waiting (the
+	// clock stands still).
+	warmUp(t, c, b)
+	c.mu.Lock()
+	for i := range coalesceTarget {
+		c.q.push(item{b: MessageFrame(false, []byte{byte('A' + i)})})
+	}
+	c.wstate = wRunning
+	c.mu.Unlock()
+	e.scheduleFlush(c)
+	readN(t, b, 3*coalesceTarget)
 }

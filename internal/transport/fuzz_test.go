@@ -15,6 +15,7 @@ type stubEngine struct{}
 
 func (stubEngine) scheduleFlush(*Conn)        {}
 func (stubEngine) detach(*Conn)               {}
+func (stubEngine) expedite(*Conn)             {}
 func (stubEngine) writeNow(*Conn, []byte) int { return 0 }
 
 type countHandler struct {
