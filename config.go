@@ -136,8 +136,11 @@ type Config struct {
 	// 500 connections of the round, at most ten times it; when the round's
 	// writes carried fewer than 16 frames each, longer, until at the rate
 	// frames came in each connection has 16 queued, but at most the
-	// round's own time and a hundred times this. Light traffic is written
-	// at once. Default 1ms; negative turns it off.
+	// round's own time and a hundred times this. A connection written
+	// more often than this, four writes in a row, holds publications back
+	// until this long after its previous write (replies never wait).
+	// Light traffic is written at once. Default 1ms; negative turns it
+	// off.
 	WriteCoalesce time.Duration `yaml:"write_coalesce" json:"write_coalesce"`
 	// Echo also serves /ws/echo, a plain WebSocket echo endpoint for
 	// conformance suites. Never on by default.

@@ -88,8 +88,8 @@ type Conn struct {
 	// padding): when it last wrote the socket, in ticks of 2^16 ns that
 	// wrap every 4.3 s, and how many writes in a row came within twice
 	// the write coalesce of the one before (at most 255). See holdWrite.
-	wlast uint16
-	whot  uint8
+	wlast  uint16
+	whot   uint8
 	hold   uint8 // holdUrgent, holdHeld (c.mu)
 	poller *poller
 }

@@ -49,8 +49,10 @@ type EngineOptions struct {
 	// rounds of writes when the second round is already waiting: under
 	// load, frames for each connection pile up meanwhile and go out in
 	// one writev, which is where the throughput of fan-out comes from. An
-	// idle flusher writes at once, so light traffic waits for nothing.
-	// Default 1ms; negative turns the pause off.
+	// idle flusher writes at once, so light traffic waits for nothing. A
+	// connection written more often than every Coalesce holds pushes
+	// (EnqueuePush) back until Coalesce after its previous write (see
+	// holdAfter). Default 1ms; negative turns both off.
 	Coalesce time.Duration
 }
 
