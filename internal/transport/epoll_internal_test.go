@@ -305,30 +305,7 @@ func TestCoalesceWait(t *testing.T) {
 // queue written in one writev counts one.
 func TestWritesCounted(t *testing.T) {
 	t.Parallel()
-	e, err := newEpollEngine(EngineOptions{Coalesce: time.Millisecond})
-	if err != nil {
-		t.Skip(err)
-	}
-	defer e.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	b, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	a, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewConn(a, &Options{}, &readCounter{})
-	if err := e.Serve(c, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Abort(nil)
+	e, c, b := servedPair(t, nil)
 	// Queued under the lock with the flush scheduled only afterwards: the
 	// flusher finds all 10 frames and writes them in one call.
 	c.mu.Lock()
@@ -355,17 +332,19 @@ func TestWritesCounted(t *testing.T) {
 	}
 }
 
-// holdPair serves one end of a loopback TCP connection on an epoll engine
-// whose clock is the test's (clock, in ns), and returns the Conn and the
-// peer's end.
-func holdPair(t *testing.T, clock *atomic.Int64) (*epollEngine, *Conn, net.Conn) {
+// servedPair serves one end of a loopback TCP connection on an epoll
+// engine whose clock is the test's (clock, in ns; nil: the real one), and
+// returns the Conn and the peer's end.
+func servedPair(t *testing.T, clock *atomic.Int64) (*epollEngine, *Conn, net.Conn) {
 	t.Helper()
 	e, err := newEpollEngine(EngineOptions{Coalesce: time.Millisecond})
 	if err != nil {
 		t.Skip(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	e.clock = func() time.Duration { return time.Duration(clock.Load()) }
+	if clock != nil {
+		e.clock = func() time.Duration { return time.Duration(clock.Load()) }
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +439,7 @@ func TestHoldHotPushes(t *testing.T) {
 	t.Parallel()
 	var clock atomic.Int64
 	clock.Store(int64(time.Hour))
-	e, c, b := holdPair(t, &clock)
+	e, c, b := servedPair(t, &clock)
 	warmUp(t, c, b)
 	before := e.Writes()
 	for i, p := range []string{"1", "2", "3"} {
@@ -520,7 +499,7 @@ func TestHoldOnlyHotConnections(t *testing.T) {
 	t.Parallel()
 	var clock atomic.Int64
 	clock.Store(int64(time.Hour))
-	e, c, b := holdPair(t, &clock)
+	e, c, b := servedPair(t, &clock)
 	before := e.Writes()
 	for i := range 3 * holdAfter {
 		clock.Add(int64(2 * time.Millisecond))
