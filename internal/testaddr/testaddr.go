@@ -8,6 +8,12 @@
 // the moment a test learns such a port and the moment it listens on it,
 // another test running in parallel may get it. The ports from here lie
 // below the ephemeral range, where the kernel never picks on its own.
+//
+// Test binaries of several packages run at once, each its own process,
+// and a port may be named long before it is listened on (a cluster node
+// binds its HTTP port once its JetStream cluster has formed, seconds
+// later). A port handed out is claimed for the life of the process that
+// got it (claim): no other test process of this module gets it meanwhile.
 package testaddr
 
 import (
@@ -64,6 +70,9 @@ func PortWith(tb testing.TB, offset int) int {
 	for attempt := 0; attempt < 1000; attempt++ {
 		p := lowest + rand.IntN(top-lowest)
 		if given[p] || (offset != 0 && given[p+offset]) || !free(p) || (offset != 0 && !free(p+offset)) {
+			continue
+		}
+		if !claim(p) || (offset != 0 && !claim(p+offset)) {
 			continue
 		}
 		given[p] = true
