@@ -515,7 +515,8 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 	b.ensureMu.Lock()
 	defer b.ensureMu.Unlock()
 	cfg := b.streamConfig(i)
-	for overlaps := 0; ; {
+	var noPeersSince time.Time
+	for overlaps, noPeers := 0, 0; ; {
 		actx, cancel := context.WithTimeout(ctx, streamAttemptTimeout)
 		s, err := b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
@@ -534,6 +535,19 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 			// error is returned.
 			overlaps++
 			if err := b.sleep(ctx, time.Duration(overlaps)*20*time.Millisecond); err != nil {
+				return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
+			}
+		case apiCode(err) == jsErrCodeNoPeers && (noPeers == 0 || time.Since(noPeersSince) < noPeersWait):
+			// Not enough servers for the replicas right now: a cluster
+			// still forming, or a server restarting. Wait for them, at
+			// most noPeersWait; a cluster that has too few servers
+			// fails then with this error.
+			if noPeers == 0 {
+				noPeersSince = time.Now()
+			}
+			noPeers++
+			b.log.Warn("nats stream has no servers for its replicas yet; retrying", "stream", cfg.Name, "replicas", cfg.Replicas, "err", err)
+			if err := b.sleep(ctx, min(time.Duration(noPeers)*100*time.Millisecond, time.Second)); err != nil {
 				return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
 			}
 		case errors.Is(err, context.DeadlineExceeded):
@@ -645,6 +659,15 @@ func (b *Broker) unavailable(ctx, actx context.Context, err error) error {
 // jsErrCodeClusterNotAvail is the API error of a request to a stream that
 // has no leader: "JetStream system temporarily unavailable".
 const jsErrCodeClusterNotAvail jetstream.ErrorCode = 10008
+
+// jsErrCodeNoPeers is the API error of a stream create or update that
+// finds too few servers online for its replicas: "no suitable peers for
+// placement".
+const jsErrCodeNoPeers jetstream.ErrorCode = 10005
+
+// noPeersWait bounds how long ensureStream waits for servers enough for a
+// stream's replicas.
+const noPeersWait = 30 * time.Second
 
 // jsErrCodeSubjectOverlap is the API error of a stream create whose
 // subjects overlap another stream's.
