@@ -230,22 +230,54 @@ func (c *Conn) enqueueLocked(frame []byte, tag any, direct, push bool) error {
 	}
 	c.q.push(item{b: frame, tag: tag})
 	c.qbytes += len(frame)
-	expedite := false
-	if !push {
-		expedite = c.hold&holdHeld != 0
+	w := c.queuedLocked(!push)
+	c.mu.Unlock()
+	c.wake(w)
+	return nil
+}
+
+// writerWake is what a goroutine that queued a frame has the engine do
+// once it unlocks c.mu (queuedLocked, wake).
+type writerWake uint8
+
+const (
+	wakeNone     writerWake = iota
+	wakeSchedule            // no flush was scheduled: schedule one
+	wakeExpedite            // the flusher holds the write back: write now
+)
+
+// queuedLocked records, with c.mu held, that a frame was queued, urgent
+// unless a push the engine may hold back, and says what the engine must
+// do once c.mu is unlocked.
+func (c *Conn) queuedLocked(urgent bool) writerWake {
+	w := wakeNone
+	if urgent {
+		if c.hold&holdHeld != 0 {
+			w = wakeExpedite
+		}
 		c.hold = holdUrgent
 	}
-	schedule := c.wstate == wIdle
-	if schedule {
+	if c.wstate == wIdle {
 		c.wstate = wRunning
+		w = wakeSchedule
 	}
-	c.mu.Unlock()
-	if schedule {
+	return w
+}
+
+// wake does what queuedLocked said, without c.mu. Inlined: a fan-out
+// that queues behind a scheduled flush, the common case, makes no call.
+func (c *Conn) wake(w writerWake) {
+	if w != wakeNone {
+		c.wakeEngine(w)
+	}
+}
+
+func (c *Conn) wakeEngine(w writerWake) {
+	if w == wakeSchedule {
 		c.eng.scheduleFlush(c)
-	} else if expedite {
+	} else {
 		c.eng.expedite(c)
 	}
-	return nil
 }
 
 // QueueLen returns the number of frames and bytes waiting to be written.
@@ -312,19 +344,10 @@ func (c *Conn) Close(code ws.StatusCode, reason string, first []byte, discard bo
 	}
 	c.q.push(item{b: cf, tag: closeTag})
 	c.qbytes += len(cf)
-	expedite := c.hold&holdHeld != 0
-	c.hold = holdUrgent
-	schedule := c.wstate == wIdle
-	if schedule {
-		c.wstate = wRunning
-	}
+	w := c.queuedLocked(true)
 	c.rareLocked().timer = time.AfterFunc(c.opts.CloseTimeout, func() { c.shutdown(ErrCloseTimeout) })
 	c.mu.Unlock()
-	if schedule {
-		c.eng.scheduleFlush(c)
-	} else if expedite {
-		c.eng.expedite(c)
-	}
+	c.wake(w)
 }
 
 // ErrCloseTimeout is the close error of a connection whose peer did not

@@ -387,31 +387,28 @@ func readN(t *testing.T, nc net.Conn, n int) []byte {
 // what the flusher recorded about c before is visible.
 func settled(t *testing.T, c *Conn) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		c.mu.Lock()
-		n := c.q.len()
-		c.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d frames still queued after 10 s", n)
-		}
-	}
+	waitLocked(t, c, "the queue written", func() bool { return c.q.len() == 0 })
 }
 
 // waitHeld waits until c's flusher holds its write back.
 func waitHeld(t *testing.T, c *Conn) {
 	t.Helper()
+	waitLocked(t, c, "the write held", func() bool { return c.hold&holdHeld != 0 })
+}
+
+// waitLocked waits at most 10 s until cond, called with c.mu held, is
+// true.
+func waitLocked(t *testing.T, c *Conn, what string, cond func() bool) {
+	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		c.mu.Lock()
-		held := c.hold&holdHeld != 0
+		ok := cond()
 		c.mu.Unlock()
-		if held {
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the write was not held within 10 s")
+			t.Fatalf("%s: not within 10 s", what)
 		}
 	}
 }

@@ -45,8 +45,7 @@ type epollEngine struct {
 	taken    atomic.Uint64        // connections taken from the queue so far
 	spawn    func()               // e.reader(nil), made once: starting it allocates nothing
 	coalesce time.Duration        // pause between back-to-back flush rounds
-	t0       time.Time            // the start of since's clock
-	clock    func() time.Duration // e.since; tests set their own
+	clock    func() time.Duration // monotonic time since the engine started; tests set their own
 	nextSeq  atomic.Uint32        // connections served so far: picks the poller, tags the key
 	closed   atomic.Bool
 	bytesOut atomic.Uint64
@@ -88,8 +87,9 @@ func newEpollEngine(o EngineOptions) (*epollEngine, error) { return newEpollEngi
 // newEpollEngineQueue is newEpollEngine with room for queued connections
 // in the reader queue.
 func newEpollEngineQueue(o EngineOptions, queued int) (*epollEngine, error) {
-	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn, queued), coalesce: o.Coalesce, t0: time.Now()}
-	e.clock = e.since
+	e := &epollEngine{std: newStdEngine(), tasks: make(chan *Conn, queued), coalesce: o.Coalesce}
+	t0 := time.Now()
+	e.clock = func() time.Duration { return time.Since(t0) }
 	e.spawn = func() { e.reader(nil) }
 	np := min(max(runtime.GOMAXPROCS(0)/2, 1), 4)
 	for i := 0; i < np; i++ {
@@ -743,9 +743,6 @@ func (f *flusher) add(c *Conn) {
 
 func (f *flusher) stop() { close(f.quit) }
 
-// since is the engine's clock (e.clock): monotonic time since it started.
-func (e *epollEngine) since() time.Duration { return time.Since(e.t0) }
-
 // holdWrite reports whether c's write waits (see holdAfter), and if so
 // queues c on f.held; otherwise it records the write about to be made.
 func (f *flusher) holdWrite(c *Conn) bool {
@@ -764,10 +761,9 @@ func (f *flusher) holdWrite(c *Conn) bool {
 		f.held = append(f.held, held{c, due})
 		return true
 	}
-	switch {
-	case gap < 2*wt:
+	if gap < 2*wt {
 		c.whot = min(c.whot+1, 255)
-	default:
+	} else {
 		c.whot = 0
 	}
 	c.wlast = now
@@ -781,7 +777,7 @@ func (f *flusher) holdWrite(c *Conn) bool {
 func (f *flusher) takeDue(batch []*Conn, all bool) []*Conn {
 	kept := f.held[:0]
 	for _, h := range f.held {
-		if (all || h.due <= f.now) && h.c.release(h.due <= f.now) {
+		if due := h.due <= f.now; (all || due) && h.c.release(due) {
 			batch = append(batch, h.c)
 			continue
 		}
