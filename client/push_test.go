@@ -415,3 +415,34 @@ func TestAPISubscribeWithoutHistoryComesBack(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedSubscribeLeavesNoTrace: once Subscribe has returned its
+// refusal, the channel is no longer the client's: subscribing again at
+// once is refused for the same reason, not as "already subscribed" (the
+// refused subscription used to leave the client's table only after
+// Subscribe returned; a server-side subscribe push in that moment was
+// dropped as the client subscription's own result).
+func TestRefusedSubscribeLeavesNoTrace(t *testing.T) {
+	t.Parallel()
+	addr := server(t, withPrivate)
+	c, err := client.Dial(context.Background(), "ws://"+addr+"/ws", &client.Options{Token: mint(t, "refused", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const ch = "private:refused"
+	var first error
+	for i := range 150 { // within the command burst (200)
+		_, err := c.Subscribe(context.Background(), ch, client.SubscribeOptions{})
+		if err == nil {
+			t.Fatal("the client subscribed to a private channel by itself")
+		}
+		if i == 0 {
+			first = err
+			continue
+		}
+		if err.Error() != first.Error() {
+			t.Fatalf("subscribe %d right after a refused one: %v (the first was refused with %v)", i+1, err, first)
+		}
+	}
+}

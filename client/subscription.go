@@ -647,6 +647,14 @@ func (s *Subscription) disconnected() {
 }
 
 func (s *Subscription) fail(err error) {
+	// Out of the client's subscriptions before Subscribe returns the
+	// error: a Subscribe retried at once, or the server's own subscribe
+	// push for the channel, must not meet this one on its way out.
+	s.c.mu.Lock()
+	if s.c.subs[s.channel] == s {
+		delete(s.c.subs, s.channel)
+	}
+	s.c.mu.Unlock()
 	s.mu.Lock()
 	first := true
 	select {
