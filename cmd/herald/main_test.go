@@ -192,6 +192,16 @@ func TestSIGTERMDrain(t *testing.T) {
 	if err := p.wait(t, 15*time.Second); err != nil {
 		t.Fatalf("exit: %v; stderr:\n%s", err, p.log())
 	}
+	// The server exits once every close handshake is done; each client
+	// reports its disconnect on its own goroutine, which may come later.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		got := len(events)
+		mu.Unlock()
+		if got == n || time.Now().After(deadline) {
+			break
+		}
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	for i := 0; i < n; i++ {
