@@ -650,11 +650,7 @@ func (s *Subscription) fail(err error) {
 	// Out of the client's subscriptions before Subscribe returns the
 	// error: a Subscribe retried at once, or the server's own subscribe
 	// push for the channel, must not meet this one on its way out.
-	s.c.mu.Lock()
-	if s.c.subs[s.channel] == s {
-		delete(s.c.subs, s.channel)
-	}
-	s.c.mu.Unlock()
+	s.leaveTable()
 	s.mu.Lock()
 	first := true
 	select {
@@ -710,11 +706,7 @@ func (s *Subscription) end(err error, notify bool) {
 	}
 	s.state = subGone
 	s.mu.Unlock()
-	s.c.mu.Lock()
-	if s.c.subs[s.channel] == s {
-		delete(s.c.subs, s.channel)
-	}
-	s.c.mu.Unlock()
+	s.leaveTable()
 	s.goneOne.Do(func() {
 		close(s.gone)
 		if s.ch != nil {
@@ -726,6 +718,16 @@ func (s *Subscription) end(err error, notify bool) {
 	if notify && s.opts.OnUnsubscribed != nil {
 		s.opts.OnUnsubscribed(err)
 	}
+}
+
+// leaveTable takes s out of the client's subscriptions, unless another
+// subscription of the channel has taken its place.
+func (s *Subscription) leaveTable() {
+	s.c.mu.Lock()
+	if s.c.subs[s.channel] == s {
+		delete(s.c.subs, s.channel)
+	}
+	s.c.mu.Unlock()
 }
 
 // Unsubscribe leaves the channel.
