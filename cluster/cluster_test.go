@@ -39,6 +39,7 @@ func testBroker(t *testing.T, newBackend func(*testing.T) backend) {
 		t.Run("reconnect to another node", func(t *testing.T) { t.Parallel(); testReconnectElsewhere(t, c) })
 		t.Run("connections per user", func(t *testing.T) { t.Parallel(); testUserLimit(t, c) })
 		t.Run("acknowledged elsewhere", func(t *testing.T) { t.Parallel(); testAckedElsewhere(t, c) })
+		t.Run("deltas", func(t *testing.T) { t.Parallel(); testDeltas(t, c) })
 	})
 	t.Run("node killed", func(t *testing.T) {
 		t.Parallel()

@@ -26,8 +26,8 @@ const (
 
 // nodeConfig is the config file of every node: anonymous clients may
 // subscribe and publish anywhere, channels keep their history, presence is
-// on, a user may hold two connections, and brokerYAML (a broker section,
-// or "") is appended.
+// on, a user may hold two connections, namespace "d" has delta compression
+// on, and brokerYAML (a broker section, or "") is appended.
 func nodeConfig(t *testing.T, brokerYAML string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`api_keys: [%s]
@@ -53,6 +53,13 @@ namespaces:
     allow_publish: true
     ack: true
     ack_timeout: 200ms
+  - name: d
+    history_size: 1000
+    history_ttl: 10m
+    allow_subscribe: true
+    allow_anonymous_subscribe: true
+    allow_publish: true
+    delta: true
 `, apiKey, tokenSecret, presenceTTL) + brokerYAML
 	path := filepath.Join(t.TempDir(), "herald.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
