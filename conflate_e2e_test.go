@@ -1,9 +1,12 @@
 package herald_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -268,5 +271,133 @@ func TestConflateConfig(t *testing.T) {
 			_ = srv.Shutdown(ctx)
 			cancel()
 		}
+	}
+}
+
+// TestConflationStreams: conflation over the transports that are not
+// WebSocket. On a conflate channel, a Server-Sent Events reader that reads
+// one event per round published (a browser tab busy elsewhere), a Go SDK
+// subscriber over HTTP streaming whose handler is stalled until the
+// publisher is done, and one over HTTP streaming that reads freely: each
+// ends with every key's last value, the slow ones got publications
+// marked with what they skipped, every publication reached each of them
+// or is counted in a later one's skipped, and the SDK never took a skip
+// for a gap.
+func TestConflationStreams(t *testing.T) {
+	t.Parallel()
+	cfg := devConfig()
+	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: 100000, HistoryTTL: time.Hour,
+		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
+	cfg.PingInterval = 10 * time.Minute
+	ts := startServer(t, cfg)
+	const ch, keys, rounds = "cf:quotes", 100, 40
+	total := uint64(keys * rounds)
+	pad := strings.Repeat("x", 2<<10)
+
+	fast, stalled, sse := newKeyState(), newKeyState(), newKeyState()
+	opts := func() *client.Options { return &client.Options{Transport: client.TransportHTTPStream} }
+	if _, err := dial(t, ts, opts()).Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: func(p client.Publication) {
+		fast.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	var subscribed atomic.Int32
+	var conflatedEvent atomic.Bool
+	release := make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if _, err := dial(t, ts, opts()).Subscribe(ctxT(t), ch, client.SubscribeOptions{
+		OnSubscribed: func(e client.SubscribedEvent) { subscribed.Add(1); conflatedEvent.Store(e.Conflated) },
+		OnPublication: func(p client.Publication) {
+			<-release
+			stalled.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
+		}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The SSE reader reads the response body itself, an event at a time,
+	// so that what it does not read stays in the socket and the server.
+	req, _ := http.NewRequest("GET", "http://"+ts.addr+"/sse?channel="+url.QueryEscape(ch), nil)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := (&http.Client{Transport: &http.Transport{}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /sse: HTTP %d", resp.StatusCode)
+	}
+	br := bufio.NewReaderSize(resp.Body, 4096)
+	nextEvent := func() *protocol.ServerMessage {
+		t.Helper()
+		var data string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("SSE reader: %v", err)
+			}
+			line = strings.TrimRight(line, "\n")
+			if line == "" {
+				if data != "" {
+					break
+				}
+				continue
+			}
+			if d, ok := strings.CutPrefix(line, "data: "); ok {
+				data = d
+			}
+		}
+		var m protocol.ServerMessage
+		if err := protocol.JSON.DecodeServerMessage([]byte(data), &m); err != nil {
+			t.Fatalf("SSE event %.100q: %v", data, err)
+		}
+		return &m
+	}
+	if m := nextEvent(); m.Connect == nil || m.Connect.Subs[ch] == nil || !m.Connect.Subs[ch].Conflated {
+		t.Fatalf("first SSE event %+v: want the connect reply, subscribed to %s with conflation", m, ch)
+	}
+	readSSE := func() {
+		t.Helper()
+		for {
+			if m := nextEvent(); m.Pub != nil {
+				sse.add(t, m.Pub.Offset, m.Pub.Tags, m.Pub.Data, m.Pub.Skipped)
+				return
+			}
+		}
+	}
+	for r := 1; r <= rounds; r++ {
+		ts.publishRound(t, ch, keys, r, pad)
+		readSSE()
+	}
+	close(release)
+	for !sse.complete(keys, rounds) {
+		readSSE()
+	}
+	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
+	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+
+	for name, k := range map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast} {
+		received, skipped, marked, bad := k.counts()
+		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
+		if bad != "" {
+			t.Errorf("%s: %s", name, bad)
+		}
+		if received+skipped != total {
+			t.Errorf("%s: received %d + skipped %d != published %d", name, received, skipped, total)
+		}
+		if name != "fast" && marked == 0 {
+			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
+		}
+	}
+	if n := subscribed.Load(); n != 1 || !conflatedEvent.Load() {
+		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", n, conflatedEvent.Load())
+	}
+	if _, pendingMax, _ := ts.ConflateStats(); pendingMax == 0 || pendingMax > keys {
+		t.Errorf("%d publications kept aside for one subscriber: want 1 to %d (keys)", pendingMax, keys)
 	}
 }
