@@ -280,22 +280,30 @@ func TestCoalesceWait(t *testing.T) {
 		name               string
 		writes, frames     int
 		period, took, want time.Duration
+		starve             float64
 	}{
-		{"first round of a wake", 1000, 1000, 0, 10 * ms, base},
-		{"no writes", 0, 0, 20 * ms, 10 * ms, base},
-		{"writes carry the target", 1000, coalesceTarget * 1000, 20 * ms, 10 * ms, base},
-		{"writes carry more", 1000, 40 * 1000, 20 * ms, 10 * ms, base},
+		{"first round of a wake", 1000, 1000, 0, 10 * ms, base, 0},
+		{"no writes", 0, 0, 20 * ms, 10 * ms, base, 0},
+		{"writes carry the target", 1000, coalesceTarget * 1000, 20 * ms, 10 * ms, base, 0},
+		{"writes carry more", 1000, 40 * 1000, 20 * ms, 10 * ms, base, 0},
 		// 4 frames per write in 20 ms: 16 in 80 ms, 30 after this round.
-		{"four frames per write", 1000, 4000, 20 * ms, 50 * ms, 30 * ms},
+		{"four frames per write", 1000, 4000, 20 * ms, 50 * ms, 30 * ms, 0},
 		// 8 per write in 40 ms: 16 in 80 ms, but at most the round.
-		{"bounded by the round", 1000, 8000, 40 * ms, 10 * ms, 10 * ms},
+		{"bounded by the round", 1000, 8000, 40 * ms, 10 * ms, 10 * ms, 0},
 		// 1 per write in 150 ms: 16 in 2.4 s; at most 100 pauses.
-		{"bounded by the pauses", 1000, 1000, 150 * ms, 150 * ms, coalesceMaxPauses * ms},
+		{"bounded by the pauses", 1000, 1000, 150 * ms, 150 * ms, coalesceMaxPauses * ms, 0},
 		// 15 per write in 30 ms: 16 in 32 ms, 2 ms after the round:
 		// less than the plain pause.
-		{"never less than the pause", 1000, 15000, 30 * ms, 30 * ms, base},
+		{"never less than the pause", 1000, 15000, 30 * ms, 30 * ms, base, 0},
+		// A round that got a core half of its time is bounded by itself.
+		{"half the time on a core", 1000, 8000, 40 * ms, 10 * ms, 10 * ms, 2},
+		// One that got it a quarter of its time: three rounds.
+		{"a quarter of the time on a core", 1000, 8000, 40 * ms, 10 * ms, 30 * ms, 4},
+		// ... but no longer than the frames take to reach the target.
+		{"starved, bounded by the target", 1000, 8000, 20 * ms, 10 * ms, 30 * ms, 10},
+		{"starved, bounded by the pauses", 1000, 1000, 150 * ms, 20 * ms, coalesceMaxPauses * ms, 10},
 	} {
-		if got := coalesceWait(ms, 1000, tc.writes, tc.frames, tc.period, tc.took); got != tc.want {
+		if got := coalesceWait(ms, 1000, tc.writes, tc.frames, tc.period, tc.took, tc.starve); got != tc.want {
 			t.Errorf("%s: waits %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -521,4 +529,28 @@ func TestHoldOnlyHotConnections(t *testing.T) {
 	c.mu.Unlock()
 	e.scheduleFlush(c)
 	readN(t, b, 3*coalesceTarget)
+}
+
+// TestStarveSample: a round whose thread used next to no CPU over its
+// time (it was waiting, as for a core) raises the flusher's starve; one
+// whose goroutine changed threads is not counted.
+func TestStarveSample(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	f := &flusher{starve: 1}
+	start := time.Now()
+	cpu0, tid0 := threadCPU()
+	if tid0 < 0 {
+		t.Fatal("no thread CPU clock")
+	}
+	time.Sleep(20 * time.Millisecond)
+	f.sampleStarve(start, cpu0, tid0)
+	if f.starve < 2 || f.starve > 0.75+0.25*starveMax {
+		t.Fatalf("starve %v after a round that slept: want above 2, at most %v", f.starve, 0.75+0.25*starveMax)
+	}
+	before := f.starve
+	f.sampleStarve(start, cpu0, tid0+1)
+	if f.starve != before {
+		t.Fatalf("starve %v after a round on another thread, want %v unchanged", f.starve, before)
+	}
 }

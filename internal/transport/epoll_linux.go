@@ -655,7 +655,9 @@ const coalesceMaxPauses = 100
 // behind) that took took to write and made writes writes carrying frames
 // frames, and that started period after the round before it (0: it was
 // the first since the flusher woke, or no work came in while it was
-// written: then the flusher is not behind for long).
+// written: then the flusher is not behind for long). starve is the
+// flusher's recent rounds' time over the CPU time they got (flusher.starve,
+// at least 1).
 //
 // It is coalescePause unless the writes carried fewer than
 // coalesceTarget frames each. The connections' frames then came in at
@@ -670,13 +672,35 @@ const coalesceMaxPauses = 100
 // its cores on system calls (3-node cluster on Redis,
 // 1 x 3,000 saturated, on 2 shared cores: 3.5 frames per write without,
 // 5 with; one node, 10 without and 19 with).
-func coalesceWait(base time.Duration, width, writes, frames int, period, took time.Duration) time.Duration {
+//
+// A flusher whose rounds wait for a core longer than they run on one
+// (starve above 2: the machine has more work than cores, as when several
+// nodes share them) may wait starve-1 rounds: its frames are late by the
+// cores anyway, and each write it saves gives the cores back to the rest.
+// A cluster node on 2 shared cores otherwise wrote 3 frames per write and
+// spent three quarters of its time in system calls.
+func coalesceWait(base time.Duration, width, writes, frames int, period, took time.Duration, starve float64) time.Duration {
 	p := coalescePause(base, width)
 	if period <= 0 || writes == 0 || frames >= coalesceTarget*writes {
 		return p
 	}
 	want := time.Duration(float64(period)*coalesceTarget*float64(writes)/float64(frames)) - took
-	return max(p, min(want, took, coalesceMaxPauses*base))
+	bound := time.Duration(float64(took) * max(starve-1, 1))
+	return max(p, min(want, bound, coalesceMaxPauses*base))
+}
+
+// starveMax bounds a round's starve sample: a round descheduled for long
+// says little about the next.
+const starveMax = 10
+
+// threadCPU returns the CPU time the calling thread has used and the
+// thread's id (-1 if unknown).
+func threadCPU() (time.Duration, int) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0, -1
+	}
+	return time.Duration(ts.Nano()), unix.Gettid()
 }
 
 // A connection written often holds its pushes back a little: after
@@ -723,10 +747,13 @@ type flusher struct {
 	err    error
 	// writes made and frames written in the current round
 	writes, frames int
+	// starve is a moving average of the wide rounds' time over the CPU
+	// time their thread got (1: a core whenever it wanted one).
+	starve float64
 }
 
 func newFlusher(e *epollEngine) *flusher {
-	f := &flusher{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+	f := &flusher{e: e, wake: make(chan struct{}, 1), quit: make(chan struct{}), starve: 1,
 		iov: make([][]byte, 0, iovMax), iovecs: make([]unix.Iovec, iovMax)}
 	return f
 }
@@ -829,7 +856,7 @@ func (f *flusher) loop() {
 				if !prev.IsZero() && pending {
 					period = start.Sub(prev)
 				}
-				wait := coalesceWait(f.e.coalesce, last, f.writes, f.frames, period, time.Since(start))
+				wait := coalesceWait(f.e.coalesce, last, f.writes, f.frames, period, time.Since(start), f.starve)
 				select {
 				case <-time.After(wait):
 				case <-f.quit:
@@ -853,11 +880,15 @@ func (f *flusher) loop() {
 			last = len(batch)
 			prev, start = start, time.Now()
 			f.writes, f.frames = 0, 0
+			cpu0, tid0 := threadCPU()
 			for i, c := range batch {
 				if !f.holdWrite(c) {
 					f.flush(c)
 				}
 				batch[i] = nil
+			}
+			if last >= coalesceMin {
+				f.sampleStarve(start, cpu0, tid0)
 			}
 			f.mu.Lock()
 			f.spare = batch[:0]
@@ -865,6 +896,19 @@ func (f *flusher) loop() {
 			f.mu.Unlock()
 		}
 	}
+}
+
+// sampleStarve adds the round that started at start, on thread tid0
+// having used cpu0, to f.starve. A round whose goroutine moved to another
+// thread says nothing.
+func (f *flusher) sampleStarve(start time.Time, cpu0 time.Duration, tid0 int) {
+	cpu1, tid1 := threadCPU()
+	took := time.Since(start)
+	if tid1 != tid0 || tid0 < 0 || cpu1 <= cpu0 {
+		return
+	}
+	s := min(max(float64(took)/float64(cpu1-cpu0), 1), starveMax)
+	f.starve = 0.75*f.starve + 0.25*s
 }
 
 // writev writes f.iov to fd in one system call and records the result in
