@@ -103,6 +103,30 @@ func (ts *testServer) publishRound(t testing.TB, ch string, keys, round int, pad
 	}
 }
 
+// checkConflated checks the subscribers' states at the end of a
+// conflation test: each is consistent, received plus skipped is what was
+// published, every one but "fast" fell behind (some publication marked
+// skipped), and the stalled SDK subscriber subscribed once, conflated.
+func checkConflated(t *testing.T, states map[string]*keyState, total uint64, subscribed int32, conflated bool) {
+	t.Helper()
+	for name, k := range states {
+		received, skipped, marked, bad := k.counts()
+		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
+		if bad != "" {
+			t.Errorf("%s: %s", name, bad)
+		}
+		if received+skipped != total {
+			t.Errorf("%s: received %d + skipped %d != published %d", name, received, skipped, total)
+		}
+		if name != "fast" && marked == 0 {
+			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
+		}
+	}
+	if subscribed != 1 || !conflated {
+		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", subscribed, conflated)
+	}
+}
+
 // TestConflation: on a channel whose slow-client policy is conflate, a
 // publisher sends 100 rounds over 100 keys. A raw subscriber reads one
 // message per round published (100 times slower than the publisher), a Go SDK subscriber's handler is stalled
@@ -194,22 +218,7 @@ func TestConflation(t *testing.T) {
 	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
 	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
 
-	for name, k := range map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast} {
-		received, skipped, marked, bad := k.counts()
-		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
-		if bad != "" {
-			t.Errorf("%s: %s", name, bad)
-		}
-		if received+skipped != total {
-			t.Errorf("%s: received %d + skipped %d != published %d", name, received, skipped, total)
-		}
-		if name != "fast" && marked == 0 {
-			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
-		}
-	}
-	if n := subscribed.Load(); n != 1 || !conflatedEvent.Load() {
-		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", n, conflatedEvent.Load())
-	}
+	checkConflated(t, map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
 	conflated, pendingMax, pendingBytes := ts.ConflateStats()
 	t.Logf("conflated %d, at most %d publications (%d data bytes) aside, queue at most %d frames", conflated, pendingMax, pendingBytes, queueMax)
 	if pendingMax == 0 || pendingMax > keys {
@@ -381,22 +390,7 @@ func TestConflationStreams(t *testing.T) {
 	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
 	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
 
-	for name, k := range map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast} {
-		received, skipped, marked, bad := k.counts()
-		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
-		if bad != "" {
-			t.Errorf("%s: %s", name, bad)
-		}
-		if received+skipped != total {
-			t.Errorf("%s: received %d + skipped %d != published %d", name, received, skipped, total)
-		}
-		if name != "fast" && marked == 0 {
-			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
-		}
-	}
-	if n := subscribed.Load(); n != 1 || !conflatedEvent.Load() {
-		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", n, conflatedEvent.Load())
-	}
+	checkConflated(t, map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
 	if _, pendingMax, _ := ts.ConflateStats(); pendingMax == 0 || pendingMax > keys {
 		t.Errorf("%d publications kept aside for one subscriber: want 1 to %d (keys)", pendingMax, keys)
 	}
