@@ -98,11 +98,7 @@ var conflationPad = strings.Repeat("x", 1<<10)
 
 func runConflation(b *testing.B, slow bool) {
 	b.StopTimer()
-	cfg := devConfig()
-	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: 1000, HistoryTTL: time.Hour,
-		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
-	cfg.PingInterval = 10 * time.Minute
-	ts := startServer(b, cfg)
+	ts := startServer(b, conflateConfig(1000))
 	const ch, keys, fast, perBatch, rounds = "cf:prices", 100, 100, 20, 1000 // 1,000 batches of 20 every 10 ms: 10 s at 2,000/s
 
 	var mu sync.Mutex

@@ -103,6 +103,25 @@ func (ts *testServer) publishRound(t testing.TB, ch string, keys, round int, pad
 	}
 }
 
+// awaitFinal waits for the stalled and the fast SDK subscribers of a
+// conflation test to reach every key's last round.
+func awaitFinal(t *testing.T, keys, rounds int, stalled, fast *keyState) {
+	t.Helper()
+	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
+	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+}
+
+// conflateConfig is devConfig with namespace "cf": conflation on the tag
+// "key", history of historySize, and pings too rare for stalled readers
+// to miss one.
+func conflateConfig(historySize int) herald.Config {
+	cfg := devConfig()
+	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: historySize, HistoryTTL: time.Hour,
+		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
+	cfg.PingInterval = 10 * time.Minute
+	return cfg
+}
+
 // checkConflated checks the subscribers' states at the end of a
 // conflation test: each is consistent, received plus skipped is what was
 // published, every one but "fast" fell behind (some publication marked
@@ -140,11 +159,7 @@ func checkConflated(t *testing.T, states map[string]*keyState, total uint64, sub
 // a subscriber is behind.
 func TestConflation(t *testing.T) {
 	t.Parallel()
-	cfg := devConfig()
-	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: 100000, HistoryTTL: time.Hour,
-		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
-	cfg.PingInterval = 10 * time.Minute // the stalled readers answer no ping
-	ts := startServer(t, cfg)
+	ts := startServer(t, conflateConfig(100000))
 	const ch, keys, rounds = "cf:prices", 100, 40
 	total := uint64(keys * rounds)
 	pad := strings.Repeat("x", 2<<10)
@@ -215,8 +230,7 @@ func TestConflation(t *testing.T) {
 	for !slow.complete(keys, rounds) {
 		readRaw()
 	}
-	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
-	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+	awaitFinal(t, keys, rounds, stalled, fast)
 
 	checkConflated(t, map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
 	conflated, pendingMax, pendingBytes := ts.ConflateStats()
@@ -294,11 +308,7 @@ func TestConflateConfig(t *testing.T) {
 // for a gap.
 func TestConflationStreams(t *testing.T) {
 	t.Parallel()
-	cfg := devConfig()
-	cfg.Namespaces = append(cfg.Namespaces, herald.Namespace{Name: "cf", HistorySize: 100000, HistoryTTL: time.Hour,
-		AllowSubscribe: true, AllowAnonymousSubscribe: true, SlowPolicy: "conflate", ConflateKey: "key"})
-	cfg.PingInterval = 10 * time.Minute
-	ts := startServer(t, cfg)
+	ts := startServer(t, conflateConfig(100000))
 	const ch, keys, rounds = "cf:quotes", 100, 40
 	total := uint64(keys * rounds)
 	pad := strings.Repeat("x", 2<<10)
@@ -387,8 +397,7 @@ func TestConflationStreams(t *testing.T) {
 	for !sse.complete(keys, rounds) {
 		readSSE()
 	}
-	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
-	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+	awaitFinal(t, keys, rounds, stalled, fast)
 
 	checkConflated(t, map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
 	if _, pendingMax, _ := ts.ConflateStats(); pendingMax == 0 || pendingMax > keys {
