@@ -880,14 +880,19 @@ func (f *flusher) loop() {
 			last = len(batch)
 			prev, start = start, time.Now()
 			f.writes, f.frames = 0, 0
-			cpu0, tid0 := threadCPU()
+			// Only wide rounds are timed against the thread's CPU clock:
+			// narrow ones (a hot channel's few subscribers) never wait.
+			cpu0, tid0 := time.Duration(0), -1
+			if last >= coalesceMin {
+				cpu0, tid0 = threadCPU()
+			}
 			for i, c := range batch {
 				if !f.holdWrite(c) {
 					f.flush(c)
 				}
 				batch[i] = nil
 			}
-			if last >= coalesceMin {
+			if tid0 >= 0 {
 				f.sampleStarve(start, cpu0, tid0)
 			}
 			f.mu.Lock()
@@ -898,13 +903,14 @@ func (f *flusher) loop() {
 	}
 }
 
-// sampleStarve adds the round that started at start, on thread tid0
+// sampleStarve adds the round that started at start, on thread tid0 (not
+// -1: threadCPU worked)
 // having used cpu0, to f.starve. A round whose goroutine moved to another
 // thread says nothing.
 func (f *flusher) sampleStarve(start time.Time, cpu0 time.Duration, tid0 int) {
 	cpu1, tid1 := threadCPU()
 	took := time.Since(start)
-	if tid1 != tid0 || tid0 < 0 || cpu1 <= cpu0 {
+	if tid1 != tid0 || cpu1 <= cpu0 {
 		return
 	}
 	s := min(max(float64(took)/float64(cpu1-cpu0), 1), starveMax)
