@@ -903,10 +903,9 @@ func (f *flusher) loop() {
 	}
 }
 
-// sampleStarve adds the round that started at start, on thread tid0 (not
-// -1: threadCPU worked)
-// having used cpu0, to f.starve. A round whose goroutine moved to another
-// thread says nothing.
+// sampleStarve adds the round that started at start, on thread tid0
+// (known: threadCPU worked) having used cpu0, to f.starve. A round whose
+// goroutine moved to another thread says nothing.
 func (f *flusher) sampleStarve(start time.Time, cpu0 time.Duration, tid0 int) {
 	cpu1, tid1 := threadCPU()
 	took := time.Since(start)
