@@ -103,6 +103,47 @@ func (ts *testServer) publishRound(t testing.TB, ch string, keys, round int, pad
 	}
 }
 
+// sdkPair is two Go SDK subscribers of a conflation test's channel: fast
+// reads freely; stalled's handler waits for release (called at the
+// latest when the test ends), and it counts its subscribed events.
+type sdkPair struct {
+	fast, stalled *keyState
+	fastSub       *client.Subscription
+	subscribed    atomic.Int32
+	conflated     atomic.Bool // of the last subscribed event
+	release       func()
+}
+
+// subscribeSDKPair dials the two subscribers of sdkPair, with options
+// opts() (nil: the defaults), and subscribes them to ch.
+func subscribeSDKPair(t *testing.T, ts *testServer, ch string, opts func() *client.Options) *sdkPair {
+	t.Helper()
+	if opts == nil {
+		opts = func() *client.Options { return nil }
+	}
+	p := &sdkPair{fast: newKeyState(), stalled: newKeyState()}
+	var err error
+	p.fastSub, err = dial(t, ts, opts()).Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: func(pub client.Publication) {
+		p.fast.add(t, pub.Offset, pub.Tags, pub.Data, pub.Skipped)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	p.release = sync.OnceFunc(func() { close(released) })
+	c := dial(t, ts, opts())
+	t.Cleanup(p.release) // before the client closes: its handler must return
+	if _, err := c.Subscribe(ctxT(t), ch, client.SubscribeOptions{
+		OnSubscribed: func(e client.SubscribedEvent) { p.subscribed.Add(1); p.conflated.Store(e.Conflated) },
+		OnPublication: func(pub client.Publication) {
+			<-released
+			p.stalled.add(t, pub.Offset, pub.Tags, pub.Data, pub.Skipped)
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // awaitFinal waits for the stalled and the fast SDK subscribers of a
 // conflation test to reach every key's last round.
 func awaitFinal(t *testing.T, keys, rounds int, stalled, fast *keyState) {
@@ -164,33 +205,8 @@ func TestConflation(t *testing.T) {
 	total := uint64(keys * rounds)
 	pad := strings.Repeat("x", 2<<10)
 
-	fast, stalled, slow := newKeyState(), newKeyState(), newKeyState()
-	var subscribed atomic.Int32
-	var conflatedEvent atomic.Bool
-	c1 := dial(t, ts, nil)
-	s1, err := c1.Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: func(p client.Publication) {
-		fast.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	release := make(chan struct{})
-	c2 := dial(t, ts, nil)
-	if _, err := c2.Subscribe(ctxT(t), ch, client.SubscribeOptions{
-		OnSubscribed: func(e client.SubscribedEvent) { subscribed.Add(1); conflatedEvent.Store(e.Conflated) },
-		OnPublication: func(p client.Publication) {
-			<-release
-			stalled.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
-		}}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	sdk := subscribeSDKPair(t, ts, ch, nil)
+	fast, stalled, slow := sdk.fast, sdk.stalled, newKeyState()
 
 	raw := dialRaw(t, ts)
 	id := raw.connect("").Client
@@ -226,13 +242,13 @@ func TestConflation(t *testing.T) {
 		}
 		queueMax = max(queueMax, page.Connections[0].QueueFrames)
 	}
-	close(release)
+	sdk.release()
 	for !slow.complete(keys, rounds) {
 		readRaw()
 	}
 	awaitFinal(t, keys, rounds, stalled, fast)
 
-	checkConflated(t, map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
+	checkConflated(t, map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast}, total, sdk.subscribed.Load(), sdk.conflated.Load())
 	conflated, pendingMax, pendingBytes := ts.ConflateStats()
 	t.Logf("conflated %d, at most %d publications (%d data bytes) aside, queue at most %d frames", conflated, pendingMax, pendingBytes, queueMax)
 	if pendingMax == 0 || pendingMax > keys {
@@ -249,7 +265,7 @@ func TestConflation(t *testing.T) {
 	c3 := dial(t, ts, nil)
 	rec := newKeyState()
 	ev := make(chan client.SubscribedEvent, 1)
-	pos, _ := s1.Position()
+	pos, _ := sdk.fastSub.Position()
 	pos.Offset = 0
 	if _, err := c3.Subscribe(ctxT(t), ch, client.SubscribeOptions{Since: &pos, OnSubscribed: func(e client.SubscribedEvent) { ev <- e },
 		OnPublication: func(p client.Publication) { rec.add(t, p.Offset, p.Tags, p.Data, p.Skipped) }}); err != nil {
@@ -313,31 +329,8 @@ func TestConflationStreams(t *testing.T) {
 	total := uint64(keys * rounds)
 	pad := strings.Repeat("x", 2<<10)
 
-	fast, stalled, sse := newKeyState(), newKeyState(), newKeyState()
-	opts := func() *client.Options { return &client.Options{Transport: client.TransportHTTPStream} }
-	if _, err := dial(t, ts, opts()).Subscribe(ctxT(t), ch, client.SubscribeOptions{OnPublication: func(p client.Publication) {
-		fast.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	var subscribed atomic.Int32
-	var conflatedEvent atomic.Bool
-	release := make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	if _, err := dial(t, ts, opts()).Subscribe(ctxT(t), ch, client.SubscribeOptions{
-		OnSubscribed: func(e client.SubscribedEvent) { subscribed.Add(1); conflatedEvent.Store(e.Conflated) },
-		OnPublication: func(p client.Publication) {
-			<-release
-			stalled.add(t, p.Offset, p.Tags, p.Data, p.Skipped)
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	sdk := subscribeSDKPair(t, ts, ch, func() *client.Options { return &client.Options{Transport: client.TransportHTTPStream} })
+	fast, stalled, sse := sdk.fast, sdk.stalled, newKeyState()
 
 	// The SSE reader reads the response body itself, an event at a time,
 	// so that what it does not read stays in the socket and the server.
@@ -393,13 +386,13 @@ func TestConflationStreams(t *testing.T) {
 		ts.publishRound(t, ch, keys, r, pad)
 		readSSE()
 	}
-	close(release)
+	sdk.release()
 	for !sse.complete(keys, rounds) {
 		readSSE()
 	}
 	awaitFinal(t, keys, rounds, stalled, fast)
 
-	checkConflated(t, map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast}, total, subscribed.Load(), conflatedEvent.Load())
+	checkConflated(t, map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast}, total, sdk.subscribed.Load(), sdk.conflated.Load())
 	if _, pendingMax, _ := ts.ConflateStats(); pendingMax == 0 || pendingMax > keys {
 		t.Errorf("%d publications kept aside for one subscriber: want 1 to %d (keys)", pendingMax, keys)
 	}
