@@ -554,3 +554,11 @@ func TestStarveSample(t *testing.T) {
 		t.Fatalf("starve %v after a round on another thread, want %v unchanged", f.starve, before)
 	}
 }
+
+func TestFlusherCount(t *testing.T) {
+	for _, c := range []struct{ procs, want int }{{1, 1}, {2, 1}, {3, 2}, {8, 7}, {64, 63}} {
+		if got := flusherCount(c.procs); got != c.want {
+			t.Errorf("flusherCount(%d) = %d, want %d", c.procs, got, c.want)
+		}
+	}
+}

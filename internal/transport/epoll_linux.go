@@ -102,7 +102,7 @@ func newEpollEngineQueue(o EngineOptions, queued int) (*epollEngine, error) {
 		}
 		e.pollers = append(e.pollers, p)
 	}
-	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+	for i := 0; i < flusherCount(runtime.GOMAXPROCS(0)); i++ {
 		f := newFlusher(e)
 		e.flushers = append(e.flushers, f)
 	}
@@ -623,6 +623,18 @@ func (e *epollEngine) Close() error {
 }
 
 const iovMax = 1024
+
+// flusherCount is how many flushers an engine runs on procs Ps: one per P
+// but one, and at least one. A flusher writing a fan-out keeps its P for
+// the whole round (tens of milliseconds at thousands of connections), and
+// Go asks the network poller only when a P looks for work or every 10 ms
+// (sysmon): with a flusher on every P, a publish request, a broker's
+// answer and its live messages each waited for that. The P left over
+// blocks in the poller and runs them as they arrive (1 x 3,000 saturated
+// on 2 cores, GOMAXPROCS 2: one node 1.4x the deliveries/s, 3 nodes on
+// Redis 1.75x, publish requests answered in half the time;
+// docs/BENCHMARKS.md).
+func flusherCount(procs int) int { return max(procs-1, 1) }
 
 // coalesceMin is the width of a flush round (connections) from which the
 // flusher pauses before the next round.
