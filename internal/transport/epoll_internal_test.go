@@ -282,21 +282,24 @@ func TestCoalesceWait(t *testing.T) {
 		period, took, want time.Duration
 		starve             float64
 	}{
-		{"first round of a wake", 1000, 1000, 0, 10 * ms, base, 0},
-		{"no writes", 0, 0, 20 * ms, 10 * ms, base, 0},
-		{"writes carry the target", 1000, coalesceTarget * 1000, 20 * ms, 10 * ms, base, 0},
-		{"writes carry more", 1000, 40 * 1000, 20 * ms, 10 * ms, base, 0},
+		{"first round of a wake", 1000, 1000, 0, 10 * ms, base, 2},
+		{"no writes", 0, 0, 20 * ms, 10 * ms, base, 2},
+		{"writes carry the target", 1000, coalesceTarget * 1000, 20 * ms, 10 * ms, base, 2},
+		{"writes carry more", 1000, 40 * 1000, 20 * ms, 10 * ms, base, 2},
 		// 4 frames per write in 20 ms: 16 in 80 ms, 30 after this round.
-		{"four frames per write", 1000, 4000, 20 * ms, 50 * ms, 30 * ms, 0},
-		// 8 per write in 40 ms: 16 in 80 ms, but at most the round.
-		{"bounded by the round", 1000, 8000, 40 * ms, 10 * ms, 10 * ms, 0},
+		{"four frames per write", 1000, 4000, 20 * ms, 50 * ms, 30 * ms, 2},
+		// 8 per write in 40 ms: 16 in 80 ms, but a round that got a core
+		// half of its time waits at most the round.
+		{"bounded by the round", 1000, 8000, 40 * ms, 10 * ms, 10 * ms, 2},
 		// 1 per write in 150 ms: 16 in 2.4 s; at most 100 pauses.
-		{"bounded by the pauses", 1000, 1000, 150 * ms, 150 * ms, coalesceMaxPauses * ms, 0},
+		{"bounded by the pauses", 1000, 1000, 150 * ms, 150 * ms, coalesceMaxPauses * ms, 2},
 		// 15 per write in 30 ms: 16 in 32 ms, 2 ms after the round:
 		// less than the plain pause.
-		{"never less than the pause", 1000, 15000, 30 * ms, 30 * ms, base, 0},
-		// A round that got a core half of its time is bounded by itself.
-		{"half the time on a core", 1000, 8000, 40 * ms, 10 * ms, 10 * ms, 2},
+		{"never less than the pause", 1000, 15000, 30 * ms, 30 * ms, base, 2},
+		// A round that had a core whenever it wanted one: the pause only.
+		{"a core whenever it wanted", 1000, 8000, 40 * ms, 10 * ms, base, 1},
+		// One that waited half as long as it ran: half the round.
+		{"a core two thirds of the time", 1000, 8000, 40 * ms, 20 * ms, 10 * ms, 1.5},
 		// One that got it a quarter of its time: three rounds.
 		{"a quarter of the time on a core", 1000, 8000, 40 * ms, 10 * ms, 30 * ms, 4},
 		// ... but no longer than the frames take to reach the target.
