@@ -135,13 +135,13 @@ type Config struct {
 	// frames go out in fewer writes. The pause is this much per started
 	// 500 connections of the round, at most ten times it; when the round's
 	// writes carried fewer than 16 frames each, longer, until at the rate
-	// frames came in each connection has 16 queued, but at most the
-	// round's own time (or, while the writer waits for a core longer than
-	// it runs on one, as when several nodes share a machine's cores, as
-	// many rounds as that ratio less one) and a hundred times this. A
-	// connection written
-	// more often than this, four writes in a row, holds publications back
-	// until this long after its previous write (replies never wait).
+	// frames came in each connection has 16 queued, but at most a hundred
+	// times this, and at most as many of the writer's rounds as it waits
+	// for a core per time it runs on one, less one (none with cores to
+	// spare, one when it waits as long as it runs, more when several
+	// nodes share a machine's cores). A connection written more often
+	// than this, four writes in a row, holds publications back until this
+	// long after its previous write (replies never wait).
 	// Light traffic is written at once. Default 1ms; negative turns it
 	// off.
 	WriteCoalesce time.Duration `yaml:"write_coalesce" json:"write_coalesce"`
