@@ -693,9 +693,9 @@ const coalesceMaxPauses = 100
 // starve-1 rounds: its frames are late by the cores anyway, and each
 // write it saves gives the cores back to the rest. A cluster node on 2
 // shared cores otherwise wrote 3 frames per write and spent three
-// quarters of its time in system calls; one node at a steady 100
-// publications/s to 3,000 subscribers, whose rounds waited as long as
-// they ran whatever its starve, had a p50 10-18 ms higher.
+// quarters of its time in system calls; one node with one flusher at a
+// steady 100 publications/s to 3,000 subscribers, whose rounds waited as
+// long as they ran whatever its starve, had a p50 10-18 ms higher.
 func coalesceWait(base time.Duration, width, writes, frames int, period, took time.Duration, starve float64) time.Duration {
 	p := coalescePause(base, width)
 	if period <= 0 || writes == 0 || frames >= coalesceTarget*writes {
