@@ -144,12 +144,12 @@ func subscribeSDKPair(t *testing.T, ts *testServer, ch string, opts func() *clie
 	return p
 }
 
-// awaitFinal waits for the stalled and the fast SDK subscribers of a
-// conflation test to reach every key's last round.
-func awaitFinal(t *testing.T, keys, rounds int, stalled, fast *keyState) {
+// awaitFinal waits for the stalled and the fast subscribers to reach
+// every key's last round.
+func (p *sdkPair) awaitFinal(t *testing.T, keys, rounds int) {
 	t.Helper()
-	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return stalled.complete(keys, rounds) })
-	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return fast.complete(keys, rounds) })
+	eventually(t, 30*time.Second, "the stalled SDK subscriber's final state", func() bool { return p.stalled.complete(keys, rounds) })
+	eventually(t, 30*time.Second, "the fast SDK subscriber's final state", func() bool { return p.fast.complete(keys, rounds) })
 }
 
 // conflateConfig is devConfig with namespace "cf": conflation on the tag
@@ -164,12 +164,13 @@ func conflateConfig(historySize int) herald.Config {
 }
 
 // checkConflated checks the subscribers' states at the end of a
-// conflation test: each is consistent, received plus skipped is what was
-// published, every one but "fast" fell behind (some publication marked
-// skipped), and the stalled SDK subscriber subscribed once, conflated.
-func checkConflated(t *testing.T, states map[string]*keyState, total uint64, subscribed int32, conflated bool) {
+// conflation test, the pair's and other's (named otherName): each is
+// consistent, received plus skipped is what was published, every one but
+// the fast one fell behind (some publication marked skipped), and the
+// stalled SDK subscriber subscribed once, conflated.
+func (p *sdkPair) checkConflated(t *testing.T, otherName string, other *keyState, total uint64) {
 	t.Helper()
-	for name, k := range states {
+	for name, k := range map[string]*keyState{otherName: other, "stalled": p.stalled, "fast": p.fast} {
 		received, skipped, marked, bad := k.counts()
 		t.Logf("%s: received %d, skipped %d, %d marked", name, received, skipped, marked)
 		if bad != "" {
@@ -182,8 +183,8 @@ func checkConflated(t *testing.T, states map[string]*keyState, total uint64, sub
 			t.Errorf("%s: no publication marked skipped: it never fell behind", name)
 		}
 	}
-	if subscribed != 1 || !conflated {
-		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", subscribed, conflated)
+	if n, conflated := p.subscribed.Load(), p.conflated.Load(); n != 1 || !conflated {
+		t.Errorf("the SDK subscribed %d times (conflated %v): want once, a skip is not a gap", n, conflated)
 	}
 }
 
@@ -206,7 +207,7 @@ func TestConflation(t *testing.T) {
 	pad := strings.Repeat("x", 2<<10)
 
 	sdk := subscribeSDKPair(t, ts, ch, nil)
-	fast, stalled, slow := sdk.fast, sdk.stalled, newKeyState()
+	slow := newKeyState()
 
 	raw := dialRaw(t, ts)
 	id := raw.connect("").Client
@@ -246,9 +247,9 @@ func TestConflation(t *testing.T) {
 	for !slow.complete(keys, rounds) {
 		readRaw()
 	}
-	awaitFinal(t, keys, rounds, stalled, fast)
+	sdk.awaitFinal(t, keys, rounds)
 
-	checkConflated(t, map[string]*keyState{"slow": slow, "stalled": stalled, "fast": fast}, total, sdk.subscribed.Load(), sdk.conflated.Load())
+	sdk.checkConflated(t, "slow", slow, total)
 	conflated, pendingMax, pendingBytes := ts.ConflateStats()
 	t.Logf("conflated %d, at most %d publications (%d data bytes) aside, queue at most %d frames", conflated, pendingMax, pendingBytes, queueMax)
 	if pendingMax == 0 || pendingMax > keys {
@@ -330,7 +331,7 @@ func TestConflationStreams(t *testing.T) {
 	pad := strings.Repeat("x", 2<<10)
 
 	sdk := subscribeSDKPair(t, ts, ch, func() *client.Options { return &client.Options{Transport: client.TransportHTTPStream} })
-	fast, stalled, sse := sdk.fast, sdk.stalled, newKeyState()
+	sse := newKeyState()
 
 	// The SSE reader reads the response body itself, an event at a time,
 	// so that what it does not read stays in the socket and the server.
@@ -390,9 +391,9 @@ func TestConflationStreams(t *testing.T) {
 	for !sse.complete(keys, rounds) {
 		readSSE()
 	}
-	awaitFinal(t, keys, rounds, stalled, fast)
+	sdk.awaitFinal(t, keys, rounds)
 
-	checkConflated(t, map[string]*keyState{"sse": sse, "stalled": stalled, "fast": fast}, total, sdk.subscribed.Load(), sdk.conflated.Load())
+	sdk.checkConflated(t, "sse", sse, total)
 	if _, pendingMax, _ := ts.ConflateStats(); pendingMax == 0 || pendingMax > keys {
 		t.Errorf("%d publications kept aside for one subscriber: want 1 to %d (keys)", pendingMax, keys)
 	}
