@@ -18,6 +18,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
+	"github.com/heraldhq/herald/internal/faultnet"
 	"github.com/heraldhq/herald/internal/testaddr"
 	"github.com/heraldhq/herald/protocol"
 )
@@ -27,21 +28,50 @@ import (
 // the JetStream cluster has a metadata leader.
 func startNATSCluster(t *testing.T) []string {
 	t.Helper()
+	urls, _ := startNATSClusterRoutes(t, false)
+	return urls
+}
+
+// startNATSClusterRoutes is startNATSCluster; with viaProxies every route
+// between the servers goes through a faultnet proxy in front of its
+// server's route port (one proxy per server, returned in server order),
+// so that a test can slow down replication.
+func startNATSClusterRoutes(t *testing.T, viaProxies bool) ([]string, []*faultnet.Proxy) {
+	t.Helper()
 	var routePorts []int
 	for i := 0; i < 3; i++ {
 		routePorts = append(routePorts, testaddr.Port(t))
 	}
+	routeAddrs := make([]string, len(routePorts))
+	var proxies []*faultnet.Proxy
+	for i, p := range routePorts {
+		routeAddrs[i] = "127.0.0.1:" + strconv.Itoa(p)
+		if viaProxies {
+			proxy, err := faultnet.New(routeAddrs[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(proxy.Close)
+			proxies = append(proxies, proxy)
+			routeAddrs[i] = proxy.Addr()
+		}
+	}
 	var routes []*url.URL
-	for _, p := range routePorts {
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: "127.0.0.1:" + strconv.Itoa(p)})
+	for _, a := range routeAddrs {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: a})
 	}
 	var urls []string
 	var servers []*natsserver.Server
 	for i, p := range routePorts {
+		cluster := natsserver.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: p}
+		if viaProxies {
+			// Told to the other servers, which connect there.
+			cluster.Advertise = routeAddrs[i]
+		}
 		s, err := natsserver.NewServer(&natsserver.Options{
 			ServerName: "n" + strconv.Itoa(i), Host: "127.0.0.1", Port: -1,
 			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-			Cluster: natsserver.ClusterOpts{Name: "c", Host: "127.0.0.1", Port: p},
+			Cluster: cluster,
 			Routes:  routes,
 		})
 		if err != nil {
@@ -67,7 +97,7 @@ func startNATSCluster(t *testing.T) []string {
 		}
 		return true
 	})
-	return urls
+	return urls, proxies
 }
 
 func brokertestEventually(t *testing.T, d time.Duration, what string, cond func() bool) {

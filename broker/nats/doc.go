@@ -153,7 +153,11 @@
 // subject's last sequence, so at most one of the copies is stored; when
 // a copy is refused because something took the place, the broker reads
 // that message and knows it by the append's random name (a header):
-// the publish then returns the position it was stored at. Only when no
+// the publish then returns the position it was stored at. A copy refused
+// because an append of the channel is still being replicated (perhaps an
+// earlier copy of the same message, proposed and not yet stored) says
+// nothing either way: the broker waits a moment and sends it again until
+// the refusal names a stored message. Only when no
 // answer came within RequestTimeout does the publish fail with an error
 // that says the publication may have been stored (not ErrUnavailable). A stream that is gone (deleted, or lost by a NATS restart
 // without persistence) fails calls the same way while a goroutine of the

@@ -273,6 +273,16 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 			unknown = true
 			b.log.Debug("nats append unanswered; sending it again", "channel", ch)
 			continue
+		case inProcess(err) && unknown:
+			// The stream's leader is still storing an append of the
+			// subject (on a replicated stream: proposed, not yet
+			// replicated), maybe an earlier send of this very message:
+			// until it is stored or dropped nothing tells whether the
+			// place is ours. Wait, then send the same message again.
+			if err := b.sleep(ctx, inProcessWait); err != nil {
+				return nil, fmt.Errorf("nats publish %q: no answer from the stream, the publication may have been stored: %w", ch, err)
+			}
+			continue
 		case wrongLastSeq(err) && unknown:
 			// Something took the place after cs.seq: this message, sent
 			// earlier, or another appender's.
@@ -341,6 +351,18 @@ func (b *Broker) sendAppend(ctx context.Context, m *natsgo.Msg, last uint64) (*j
 	})
 	return ack, err
 }
+
+// inProcess reports whether err is a conditional append refused because
+// another append of the same subject is in process on the stream's leader
+// (nats-server 2.10.20 and later, on a replicated stream): that append may
+// yet be stored or not, so the refusal says nothing about the place.
+func inProcess(err error) bool {
+	return apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// inProcessWait is how long an unanswered append waits, after a refusal
+// for an append in process, before it is sent again.
+const inProcessWait = 10 * time.Millisecond
 
 // unanswered reports whether err is a send's own wait running out: the
 // stream may or may not have stored what was sent.

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
 	natsbroker "github.com/heraldhq/herald/broker/nats"
@@ -75,4 +78,119 @@ func TestUnansweredAppendStoredOnce(t *testing.T) {
 		}
 	}
 	t.Logf("the append was sent %d times more", resent.Load())
+}
+
+// TestUnansweredAppendInProcess: as TestUnansweredAppendStoredOnce, but
+// replication is slow when the network comes back, so the first send is
+// still being replicated (proposed, not yet stored) when the stream
+// refuses the later copies. The server refuses an append to a subject
+// with an append in process without saying whether it will be stored;
+// the broker must wait for the first send's fate rather than take the
+// place for free and append the publication a second time.
+func TestUnansweredAppendInProcess(t *testing.T) {
+	t.Parallel()
+	urls, routes := startNATSClusterRoutes(t, true)
+	proxy, err := faultnet.New(strings.TrimPrefix(urls[0], "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	var resent atomic.Int64
+	log := slog.New(countingHandler{sub: "append unanswered", n: &resent})
+	prefix := randomPrefix("inproc")
+	b := newBroker(t, natsbroker.Config{Servers: []string{"nats://" + proxy.Addr()}, Prefix: prefix,
+		Replicas: 3, Logger: log, LeaderTimeout: 2 * time.Second}, nil)
+	// The stream's leader on the broker's server: its refusals come back
+	// at once while its replication waits on the slow routes.
+	leadOn(t, urls[0], prefix+"-history", "n0")
+	ch := "inprocess"
+	last := mustPublish(t, b, ch, 1, withHistory)
+
+	proxy.SetFaults(faultnet.Faults{Blackhole: true})
+	type result struct {
+		pos protocol.StreamPosition
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pos, _, err := b.Publish(c, ch, &protocol.Publication{Data: protocol.Data(`{"n":2}`)}, withHistory)
+		done <- result{pos, err}
+	}()
+	brokertest.Eventually(t, 20*time.Second, "the append sent again", func() bool { return resent.Load() >= 2 })
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{Latency: 200 * time.Millisecond})
+	}
+	proxy.SetFaults(faultnet.Faults{})
+	r := <-done
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{})
+	}
+	if r.err != nil {
+		t.Fatalf("publish after the network came back: %v", r.err)
+	}
+	if r.pos.Epoch != last.Epoch || r.pos.Offset != last.Offset+1 {
+		t.Fatalf("stored at %+v, want offset %d of epoch %s", r.pos, last.Offset+1, last.Epoch)
+	}
+	pubs, pos, err := b.History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pubs) != 2 || pos != r.pos {
+		t.Fatalf("history holds %d publications up to %+v, want 2 up to %+v", len(pubs), pos, r.pos)
+	}
+	t.Logf("the append was sent %d times more", resent.Load())
+}
+
+// leadOn moves the leadership of stream to the server named server, over
+// a connection of its own to url.
+func leadOn(t *testing.T, url, stream, server string) {
+	t.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := func() string {
+		s, err := js.Stream(ctx(t), stream)
+		if err != nil {
+			return ""
+		}
+		info, err := s.Info(ctx(t))
+		if err != nil || info.Cluster == nil {
+			return ""
+		}
+		return info.Cluster.Leader
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := leader()
+		if l == server {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream %s led by %q, not %s", stream, l, server)
+		}
+		if l == "" {
+			time.Sleep(50 * time.Millisecond) // an election in progress
+			continue
+		}
+		req := `{"placement":{"preferred":"` + server + `"}}`
+		m, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(req), 5*time.Second)
+		if err == nil && strings.Contains(string(m.Data), `"error"`) {
+			t.Logf("step down from %s: %s", l, m.Data)
+		}
+		// Let the election settle before looking again; a server not
+		// caught up yet declines, and the step down is asked again.
+		for wait := time.Now().Add(3 * time.Second); time.Now().Before(wait); time.Sleep(50 * time.Millisecond) {
+			if l2 := leader(); l2 != "" && l2 != l {
+				break
+			}
+		}
+	}
 }
