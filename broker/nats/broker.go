@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -505,7 +506,8 @@ func (b *Broker) streamConfig(i int) jetstream.StreamConfig {
 // streamAttemptTimeout bounds one attempt to create or update a stream.
 const streamAttemptTimeout = 2 * time.Second
 
-// ensureStream creates stream i or updates its configuration. In a
+// ensureStream creates stream i or updates its configuration; a stream
+// already configured as wanted is left alone. In a
 // clustered JetStream, a server may never answer a node that creates a
 // stream while another node creates the same one (as when several Herald
 // nodes start at once; seen with nats-server 2.15), so each attempt is
@@ -518,6 +520,13 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 	var noPeersSince time.Time
 	for overlaps, noPeers := 0, 0; ; {
 		actx, cancel := context.WithTimeout(ctx, streamAttemptTimeout)
+		if s, err := b.js.Stream(actx, cfg.Name); err == nil && sameStreamConfig(s.CachedInfo().Config, cfg) {
+			// Already as wanted: no update. Several nodes starting at
+			// once would otherwise update the stream at once, which
+			// some servers do not survive (nats-server 2.9.10 panics).
+			cancel()
+			return s, nil
+		}
 		s, err := b.js.CreateOrUpdateStream(actx, cfg)
 		cancel()
 		switch {
@@ -556,6 +565,20 @@ func (b *Broker) ensureStream(ctx context.Context, i int) (jetstream.Stream, err
 			return nil, fmt.Errorf("nats stream %s: %w", cfg.Name, err)
 		}
 	}
+}
+
+// sameStreamConfig reports whether a stream configured as have already is
+// as want asks, in every field streamConfig sets.
+func sameStreamConfig(have, want jetstream.StreamConfig) bool {
+	same := have.Name == want.Name && have.Description == want.Description &&
+		slices.Equal(have.Subjects, want.Subjects) && have.MaxAge == want.MaxAge &&
+		have.MaxMsgsPerSubject == want.MaxMsgsPerSubject && have.Storage == want.Storage &&
+		have.Replicas == want.Replicas && have.Retention == want.Retention && have.Discard == want.Discard &&
+		(have.RePublish == nil) == (want.RePublish == nil)
+	if same && want.RePublish != nil {
+		same = *have.RePublish == *want.RePublish
+	}
+	return same
 }
 
 // retry runs f. If f finds stream i missing it tries f again, pausing a

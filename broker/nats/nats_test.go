@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -661,5 +662,57 @@ func BenchmarkPublish(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestStartLeavesCurrentStreamsAlone: a node that starts while the
+// streams already exist as it wants them sends no stream update (several
+// nodes starting at once would otherwise update them at once, which
+// nats-server 2.9.10 does not survive); a node that wants another
+// configuration updates the stream that differs.
+func TestStartLeavesCurrentStreamsAlone(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, -1, t.TempDir())
+	prefix := randomPrefix("current")
+	newBroker(t, natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: prefix}, nil)
+
+	nc, err := natsgo.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	var mu sync.Mutex
+	var changes []string
+	for _, subj := range []string{"$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.CREATE.>"} {
+		if _, err := nc.Subscribe(subj, func(m *natsgo.Msg) {
+			mu.Lock()
+			changes = append(changes, m.Subject)
+			mu.Unlock()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	seen := func() []string {
+		// A request the monitor saw before the broker's answer came back
+		// is in its queue by the time a round trip through the server ends.
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(changes)
+	}
+
+	newBroker(t, natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: prefix}, nil)
+	if c := seen(); len(c) != 0 {
+		t.Fatalf("a second node with the same configuration changed streams: %v", c)
+	}
+	newBroker(t, natsbroker.Config{Servers: []string{s.ClientURL()}, Prefix: prefix, HistoryMaxAge: time.Hour}, nil)
+	want := "$JS.API.STREAM.UPDATE." + prefix + "-history"
+	if c := seen(); len(c) != 1 || c[0] != want {
+		t.Fatalf("a node with another history age sent %v, want one %s", c, want)
 	}
 }
