@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/broker/brokertest"
+	"github.com/heraldhq/herald/internal/groupcommit"
 	"github.com/heraldhq/herald/protocol"
 )
 
@@ -234,5 +235,115 @@ func TestLiveOutOfOrder(t *testing.T) {
 	b.deliverLive(ch, ls, w(9), 9, "OTHER")
 	if ps := rec.Pubs(ch); len(ps) != 4 || ps[3].Offset != 9 {
 		t.Fatalf("after an epoch change: %d delivered", len(ps))
+	}
+}
+
+// TestLostRaceGrowsBatch: a node whose append loses the race to another
+// node's (its view of the channel's head is behind) tries again with the
+// publications that queued on it meanwhile in the same message: the
+// channel gets one history message for them all, at the next offsets.
+func TestLostRaceGrowsBatch(t *testing.T) {
+	t.Parallel()
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var nodes [2]*Broker
+	for i := range nodes {
+		b, err := New(Config{Servers: []string{s.ClientURL()}, Prefix: "grow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = b.Close(context.Background()) }()
+		nodes[i] = b
+	}
+	a, other := nodes[0], nodes[1]
+	const ch, queued = "contended", 3
+	opts := broker.PublishOptions{HistorySize: 100, HistoryTTL: time.Minute}
+	publish := func(b *Broker, data string) (protocol.StreamPosition, error) {
+		pos, _, err := b.Publish(ctx, ch, &protocol.Publication{Data: protocol.Data(data)}, opts)
+		return pos, err
+	}
+	if _, err := publish(a, `"a0"`); err != nil { // a knows the head: offset 1
+		t.Fatal(err)
+	}
+	if _, err := publish(other, `"b0"`); err != nil { // offset 2, which a does not know
+		t.Fatal(err)
+	}
+
+	// a's next append leads; it starts only once queued more have queued
+	// behind it, so that its first try (at offset 2, taken) is refused
+	// with them waiting.
+	cs := a.acquire(ch)
+	defer a.release(ch, cs)
+	body, err := encodePub(&protocol.Publication{Channel: ch, Data: protocol.Data(`"a1"`)}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := token(ch)
+	type result struct {
+		pos protocol.StreamPosition
+		err error
+	}
+	first := make(chan result, 1)
+	leading := make(chan struct{})
+	go func() {
+		pos, err := cs.group.DoGrowing(ctx, &pubReq{body: body, size: opts.HistorySize, ttl: opts.HistoryTTL}, a.takeBatch,
+			func(batch []*pubReq, grow groupcommit.Grow[*pubReq]) ([]protocol.StreamPosition, error) {
+				close(leading)
+				for cs.group.Queued() < queued {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return a.append(ch, tok, cs, batch, grow)
+			})
+		first <- result{pos, err}
+	}()
+	<-leading
+	rest := make([]result, queued)
+	var wg sync.WaitGroup
+	for i := range queued {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pos, err := publish(a, fmt.Sprintf(`"a%d"`, i+2))
+			rest[i] = result{pos, err}
+		}()
+	}
+	wg.Wait()
+	r := <-first
+	if r.err != nil || r.pos.Offset != 3 {
+		t.Fatalf("the leader's publication: %+v, %v; want offset 3", r.pos, r.err)
+	}
+	seen := map[uint64]bool{3: true}
+	for i, r := range rest {
+		if r.err != nil || r.pos.Offset < 4 || r.pos.Offset > 3+queued || seen[r.pos.Offset] {
+			t.Fatalf("queued publication %d: %+v, %v; want a distinct offset of 4..%d", i, r.pos, r.err, 3+queued)
+		}
+		seen[r.pos.Offset] = true
+	}
+	m, err := a.streams[histStream].GetLastMsgForSubject(ctx, a.names.hist+tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Sequence != 3 || m.Header.Get(hdrCount) != strconv.Itoa(1+queued) || m.Header.Get(hdrOffset) != strconv.Itoa(3+queued) {
+		t.Fatalf("last history message %d: count %q, last offset %q; want the third, carrying %d up to %d",
+			m.Sequence, m.Header.Get(hdrCount), m.Header.Get(hdrOffset), 1+queued, 3+queued)
+	}
+	pubs, pos, err := a.History(ctx, ch, broker.HistoryOptions{Limit: -1})
+	if err != nil || len(pubs) != 3+queued || pos.Offset != 3+queued {
+		t.Fatalf("history: %d publications up to %+v, %v; want %d", len(pubs), pos, err, 3+queued)
 	}
 }

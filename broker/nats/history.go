@@ -160,8 +160,8 @@ func (b *Broker) publish(ctx context.Context, ch, tok string, p *protocol.Public
 	cs := b.acquire(ch)
 	defer b.release(ch, cs)
 	r := &pubReq{body: body, size: opts.HistorySize, ttl: opts.HistoryTTL}
-	return cs.group.Do(ctx, r, b.takeBatch, func(batch []*pubReq) ([]protocol.StreamPosition, error) {
-		return b.append(ch, tok, cs, batch)
+	return cs.group.DoGrowing(ctx, r, b.takeBatch, func(batch []*pubReq, grow groupcommit.Grow[*pubReq]) ([]protocol.StreamPosition, error) {
+		return b.append(ch, tok, cs, batch, grow)
 	})
 }
 
@@ -195,9 +195,13 @@ const batchHeadroom = 4 << 10
 // order is offset order. A lost race re-reads the last message and tries
 // again. The caller leads cs.group, which gives it cs's head.
 //
+// An append that lost a race (surely not stored) takes into its batch,
+// with grow, what queued on this node meanwhile before it tries again: a
+// channel that nodes race for then gets more publications per win.
+//
 // The batch belongs to several callers, so no caller's context bounds it:
 // RequestTimeout does, and Close.
-func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]protocol.StreamPosition, error) {
+func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq, grow groupcommit.Grow[*pubReq]) ([]protocol.StreamPosition, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
 	defer cancel()
 	cs.mu.Lock()
@@ -213,6 +217,17 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 		bodies[i] = r.body
 	}
 	body := encodeBatch(bodies)
+	grown := func() {
+		more := grow()
+		if len(more) == 0 {
+			return
+		}
+		batch = append(batch, more...)
+		for _, r := range more {
+			bodies = append(bodies, r.body)
+		}
+		n, body = uint64(len(batch)), encodeBatch(bodies)
+	}
 	// nonce names the message being sent; unknown says a send of it got
 	// no answer, so it may be stored (see sendAppend).
 	nonce, unknown := "", false
@@ -310,7 +325,10 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq) ([]proto
 		default:
 			cs.valid = false
 			if wrongLastSeq(err) {
+				// Refused: not stored. A new message goes next, which
+				// may carry more.
 				nonce = ""
+				grown()
 				continue
 			}
 			return nil, fmt.Errorf("nats publish %q: %w", ch, err)

@@ -56,6 +56,17 @@ type Take[T any] func(pending []T) int
 // an error that every item of the group gets.
 type Commit[T, R any] func(group []T) ([]R, error)
 
+// Grow takes into the group being committed the items queued since it
+// began, as many as Take allows with the group's own items first, and
+// returns those it took (none if Take allows no more or none queued).
+type Grow[T any] func() []T
+
+// CommitGrowing is a Commit that may call grow, before its last attempt
+// at the resource, to commit what queued meanwhile along with the group
+// (for a commit that found the resource taken and tries again). It
+// returns one result per item of the grown group, in order.
+type CommitGrowing[T, R any] func(group []T, grow Grow[T]) ([]R, error)
+
 // maxLook bounds how many pending items Take is shown.
 const maxLook = 1024
 
@@ -65,6 +76,13 @@ const maxLook = 1024
 // commit, which the Commit function must bound. take and commit must be the
 // same for every call of one Group.
 func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T, R]) (R, error) {
+	return g.DoGrowing(ctx, v, take, func(group []T, _ Grow[T]) ([]R, error) { return commit(group) })
+}
+
+// DoGrowing is Do with a commit that may grow its group while it commits
+// (CommitGrowing). An item taken in that way is in a group being
+// committed: its caller waits for the commit, as for any other.
+func (g *Group[T, R]) DoGrowing(ctx context.Context, v T, take Take[T], commit CommitGrowing[T, R]) (R, error) {
 	w := &waiter[T, R]{v: v, done: make(chan outcome[R], 1)}
 	g.mu.Lock()
 	if g.leaders < max(g.Concurrent, 1) {
@@ -101,7 +119,7 @@ func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T
 // longer queued: a caller leads when fewer than Concurrent do, or is
 // handed the lead, taken off the queue, by a leader that finished),
 // delivers its results and hands the lead on to the next queued item.
-func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R]) (R, error) {
+func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit CommitGrowing[T, R]) (R, error) {
 	g.mu.Lock()
 	look := min(len(g.q), maxLook-1)
 	vs := make([]T, 1+look)
@@ -116,7 +134,30 @@ func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R]) (
 	g.q = slices.Delete(g.q, 0, n-1)
 	g.mu.Unlock()
 
-	rs, err := commit(vs[:n])
+	vs = vs[:n:n]
+	grow := func() []T {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		look := min(len(g.q), maxLook-len(vs))
+		if look <= 0 {
+			return nil
+		}
+		all := make([]T, len(vs)+look)
+		copy(all, vs)
+		for i := range look {
+			all[len(vs)+i] = g.q[i].v
+		}
+		k := min(max(take(all), len(vs)), len(all)) - len(vs)
+		if k == 0 {
+			return nil
+		}
+		group = append(group, g.q[:k]...)
+		g.q = slices.Delete(g.q, 0, k)
+		vs = all[: len(vs)+k : len(vs)+k]
+		return vs[len(vs)-k:]
+	}
+	rs, err := commit(vs, grow)
+	n = len(group)
 	if err == nil && len(rs) != n {
 		panic("groupcommit: Commit returned a result count that differs from the group's")
 	}

@@ -363,3 +363,96 @@ func BenchmarkKeyedDo(b *testing.B) {
 		})
 	}
 }
+
+// TestGrowTakesWhatQueued: a commit that calls grow (as a broker's append
+// that found its place taken and tries again) commits the items queued
+// meanwhile with its own, as far as Take allows; their callers, one of
+// them with its context ended once taken, get their results from that
+// commit, and what Take left out goes in the next group.
+func TestGrowTakesWhatQueued(t *testing.T) {
+	t.Parallel()
+	var g groupcommit.Group[int, int]
+	upTo3 := func(pending []int) int { return min(len(pending), 3) }
+	started, release := make(chan struct{}), make(chan struct{})
+	var grown []int
+	var groups [][]int
+	var mu sync.Mutex
+	next := 0
+	commit := func(group []int, grow groupcommit.Grow[int]) ([]int, error) {
+		mu.Lock()
+		first := len(groups) == 0
+		mu.Unlock()
+		if first {
+			close(started)
+			<-release
+			more := grow()
+			mu.Lock()
+			grown = append([]int(nil), more...)
+			mu.Unlock()
+			group = append(group, more...)
+			if again := grow(); len(again) != 0 {
+				t.Errorf("grew again by %v past Take's limit", again)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		groups = append(groups, append([]int(nil), group...))
+		rs := make([]int, len(group))
+		for i := range rs {
+			next++
+			rs[i] = next
+		}
+		return rs, nil
+	}
+	results := make(map[int]int)
+	var wg sync.WaitGroup
+	do := func(ctx context.Context, v int) {
+		defer wg.Done()
+		r, err := g.DoGrowing(ctx, v, upTo3, commit)
+		if err != nil {
+			t.Errorf("item %d: %v", v, err)
+			return
+		}
+		mu.Lock()
+		results[v] = r
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go do(context.Background(), 0)
+	<-started
+	cctx, cancel := context.WithCancel(context.Background())
+	for v := 1; v <= 4; v++ {
+		wg.Add(1)
+		if v == 1 {
+			go do(cctx, v)
+		} else {
+			go do(context.Background(), v)
+		}
+		for g.Queued() < v {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	close(release)
+	for {
+		mu.Lock()
+		n := len(grown)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel() // item 1 is in the group now: its caller still gets its result
+	wg.Wait()
+	if len(grown) != 2 || grown[0] != 1 || grown[1] != 2 {
+		t.Fatalf("grow took %v, want [1 2] (Take allows 3 in all)", grown)
+	}
+	if len(groups) != 2 || len(groups[0]) != 3 || len(groups[1]) != 2 {
+		t.Fatalf("groups %v, want [0 1 2] then [3 4]", groups)
+	}
+	for v, want := range map[int]int{0: 1, 1: 2, 2: 3, 3: 4, 4: 5} {
+		if results[v] != want {
+			t.Errorf("item %d got %d, want %d", v, results[v], want)
+		}
+	}
+}
