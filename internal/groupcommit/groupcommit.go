@@ -76,20 +76,25 @@ const maxLook = 1024
 // commit, which the Commit function must bound. take and commit must be the
 // same for every call of one Group.
 func (g *Group[T, R]) Do(ctx context.Context, v T, take Take[T], commit Commit[T, R]) (R, error) {
-	return g.DoGrowing(ctx, v, take, func(group []T, _ Grow[T]) ([]R, error) { return commit(group) })
+	return g.do(ctx, v, take, commit, nil)
 }
 
 // DoGrowing is Do with a commit that may grow its group while it commits
 // (CommitGrowing). An item taken in that way is in a group being
 // committed: its caller waits for the commit, as for any other.
 func (g *Group[T, R]) DoGrowing(ctx context.Context, v T, take Take[T], commit CommitGrowing[T, R]) (R, error) {
+	return g.do(ctx, v, take, nil, commit)
+}
+
+// do is Do with commit, or DoGrowing with growing.
+func (g *Group[T, R]) do(ctx context.Context, v T, take Take[T], commit Commit[T, R], growing CommitGrowing[T, R]) (R, error) {
 	w := &waiter[T, R]{v: v, done: make(chan outcome[R], 1)}
 	g.mu.Lock()
 	if g.leaders < max(g.Concurrent, 1) {
 		g.leaders++
 		w.leading = true
 		g.mu.Unlock()
-		return g.lead(w, take, commit)
+		return g.lead(w, take, commit, growing)
 	}
 	g.q = append(g.q, w)
 	g.mu.Unlock()
@@ -112,14 +117,14 @@ func (g *Group[T, R]) DoGrowing(ctx context.Context, v T, take Take[T], commit C
 	if !o.lead {
 		return o.r, o.err
 	}
-	return g.lead(w, take, commit)
+	return g.lead(w, take, commit, growing)
 }
 
 // lead commits a group of w's item and the items queued after it (w is no
 // longer queued: a caller leads when fewer than Concurrent do, or is
 // handed the lead, taken off the queue, by a leader that finished),
 // delivers its results and hands the lead on to the next queued item.
-func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit CommitGrowing[T, R]) (R, error) {
+func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit Commit[T, R], growing CommitGrowing[T, R]) (R, error) {
 	g.mu.Lock()
 	look := min(len(g.q), maxLook-1)
 	vs := make([]T, 1+look)
@@ -134,29 +139,13 @@ func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit CommitGrowing[T
 	g.q = slices.Delete(g.q, 0, n-1)
 	g.mu.Unlock()
 
-	vs = vs[:n:n]
-	grow := func() []T {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		look := min(len(g.q), maxLook-len(vs))
-		if look <= 0 {
-			return nil
-		}
-		all := make([]T, len(vs)+look)
-		copy(all, vs)
-		for i := range look {
-			all[len(vs)+i] = g.q[i].v
-		}
-		k := min(max(take(all), len(vs)), len(all)) - len(vs)
-		if k == 0 {
-			return nil
-		}
-		group = append(group, g.q[:k]...)
-		g.q = slices.Delete(g.q, 0, k)
-		vs = all[: len(vs)+k : len(vs)+k]
-		return vs[len(vs)-k:]
+	var rs []R
+	var err error
+	if growing == nil {
+		rs, err = commit(vs[:n])
+	} else {
+		rs, err = g.commitGrowing(take, growing, vs[:n:n], &group)
 	}
-	rs, err := commit(vs, grow)
 	n = len(group)
 	if err == nil && len(rs) != n {
 		panic("groupcommit: Commit returned a result count that differs from the group's")
@@ -183,6 +172,33 @@ func (g *Group[T, R]) lead(w *waiter[T, R], take Take[T], commit CommitGrowing[T
 		return zero, err
 	}
 	return rs[0], nil
+}
+
+// commitGrowing runs commit on vs, the values of *group's items, with a
+// Grow that moves queued items into *group.
+func (g *Group[T, R]) commitGrowing(take Take[T], commit CommitGrowing[T, R], vs []T, group *[]*waiter[T, R]) ([]R, error) {
+	grow := func() []T {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		look := min(len(g.q), maxLook-len(vs))
+		if look <= 0 {
+			return nil
+		}
+		all := make([]T, len(vs)+look)
+		copy(all, vs)
+		for i := range look {
+			all[len(vs)+i] = g.q[i].v
+		}
+		k := min(max(take(all), len(vs)), len(all)) - len(vs)
+		if k == 0 {
+			return nil
+		}
+		*group = append(*group, g.q[:k]...)
+		g.q = slices.Delete(g.q, 0, k)
+		vs = all[: len(vs)+k : len(vs)+k]
+		return vs[len(vs)-k:]
+	}
+	return commit(vs, grow)
 }
 
 // Queued returns how many items wait for a group (not those being
