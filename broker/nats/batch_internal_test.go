@@ -347,3 +347,70 @@ func TestLostRaceGrowsBatch(t *testing.T) {
 		t.Fatalf("history: %d publications up to %+v, %v; want %d", len(pubs), pos, err, 3+queued)
 	}
 }
+
+// TestTailDeliveredFromHistory: the live copy of a channel's last
+// publication never reaches two nodes (dropped as if the server had not
+// sent it). No later publication shows the gap; the node that appended it
+// notices that its live feed did not deliver it, delivers it from
+// history and tells the other node, which does the same.
+func TestTailDeliveredFromHistory(t *testing.T) {
+	t.Parallel()
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const ch = "tail"
+	var nodes [2]*Broker
+	var recs [2]*brokertest.Recorder
+	for i := range nodes {
+		b, err := New(Config{Servers: []string{s.ClientURL()}, Prefix: "tail"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs[i] = brokertest.NewRecorder()
+		if err := b.Start(ctx, recs[i]); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = b.Close(context.Background()) }()
+		if err := b.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = b
+	}
+	opts := broker.PublishOptions{HistorySize: 10, HistoryTTL: time.Minute}
+	first, _, err := nodes[0].Publish(ctx, ch, &protocol.Publication{Data: protocol.Data(`"one"`)}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		brokertest.Eventually(t, 5*time.Second, "the first publication live", func() bool { return len(rec.Pubs(ch)) == 1 })
+	}
+	for _, b := range nodes {
+		b.testDropLive.Store(1)
+	}
+	last, _, err := nodes[0].Publish(ctx, ch, &protocol.Publication{Data: protocol.Data(`"two"`)}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Offset != first.Offset+1 {
+		t.Fatalf("second publication at %d, want %d", last.Offset, first.Offset+1)
+	}
+	for i, rec := range recs {
+		brokertest.Eventually(t, 10*time.Second, fmt.Sprintf("node %d: the dropped publication from history", i), func() bool {
+			return len(rec.Pubs(ch)) == 2
+		})
+		if p := rec.Pubs(ch)[1]; p.Offset != last.Offset || string(p.Data) != `"two"` {
+			t.Fatalf("node %d delivered offset %d %s, want %d \"two\"", i, p.Offset, p.Data, last.Offset)
+		}
+		if n := nodes[i].testDropLive.Load(); n != 0 {
+			t.Fatalf("node %d: %d live messages still to drop: the publication never came live", i, n)
+		}
+	}
+}

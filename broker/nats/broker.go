@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -59,7 +60,7 @@ type Broker struct {
 	connClosed chan struct{} // closed by the connection's closed handler
 
 	smu  sync.Mutex // guards subs
-	subs map[string]*natsgo.Subscription
+	subs map[string]*liveSub
 
 	// hmu is held for reading around every handler call; Close sets
 	// stopped under it, so no call starts after Close returns.
@@ -79,6 +80,9 @@ type Broker struct {
 	// publish stop once its publication is out, as if its node died
 	// there, before it completes the key's record.
 	testDieAfterPublish bool
+	// testDropLive, set by tests, drops that many live history messages
+	// as if the server had never sent them.
+	testDropLive atomic.Int32
 
 	seed   maphash.Seed
 	shards [numShards]chanShard
@@ -105,7 +109,7 @@ func New(cfg Config) (*Broker, error) {
 		log:        cfg.Logger,
 		quit:       make(chan struct{}),
 		connClosed: make(chan struct{}),
-		subs:       make(map[string]*natsgo.Subscription),
+		subs:       make(map[string]*liveSub),
 		seed:       maphash.MakeSeed(),
 	}
 	for i := range b.shards {
@@ -189,6 +193,8 @@ func (b *Broker) Start(ctx context.Context, h broker.Handler) error {
 		return fail(fmt.Errorf("nats flush: %w", err))
 	}
 	b.started = true
+	b.repairs.Add(1) // ends with quit, as repairs do
+	go b.tailChecks()
 	return nil
 }
 
@@ -360,16 +366,17 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 		return err
 	}
 	b.smu.Lock()
-	sub, ok := b.subs[ch]
+	ent, ok := b.subs[ch]
 	var ls *liveState
 	if !ok {
 		ls = &liveState{}
-		sub, err = b.nc.Subscribe(b.names.live+tok, b.liveHandler(ch, ls))
+		sub, err := b.nc.Subscribe(b.names.live+tok, b.liveHandler(ch, ls))
 		if err != nil {
 			b.smu.Unlock()
 			return fmt.Errorf("nats subscribe %q: %w", ch, err)
 		}
-		b.subs[ch] = sub
+		ent = &liveSub{sub: sub, ls: ls}
+		b.subs[ch] = ent
 	}
 	b.smu.Unlock()
 	// Flush even when already subscribed: a concurrent first Subscribe may
@@ -379,9 +386,9 @@ func (b *Broker) Subscribe(ctx context.Context, ch string) error {
 	if err := b.nc.FlushWithContext(ctx); err != nil {
 		if !ok {
 			b.smu.Lock()
-			if b.subs[ch] == sub {
+			if b.subs[ch] == ent {
 				delete(b.subs, ch)
-				_ = sub.Unsubscribe()
+				_ = ent.sub.Unsubscribe()
 			}
 			b.smu.Unlock()
 		}
@@ -401,13 +408,13 @@ func (b *Broker) Unsubscribe(_ context.Context, ch string) error {
 	}
 	defer b.inflight.Done()
 	b.smu.Lock()
-	sub := b.subs[ch]
+	ent := b.subs[ch]
 	delete(b.subs, ch)
 	b.smu.Unlock()
-	if sub == nil {
+	if ent == nil {
 		return nil
 	}
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
+	if err := ent.sub.Unsubscribe(); err != nil && !errors.Is(err, natsgo.ErrConnectionClosed) {
 		return fmt.Errorf("nats unsubscribe %q: %w", ch, err)
 	}
 	return nil

@@ -65,7 +65,12 @@
 // missing publications, read from history, and the late one is skipped
 // when it comes; HandlePublication is called in offset order per channel.
 // Its starting point is the subject's head, read when the subscription is
-// registered. Publications of channels without
+// registered. A channel's last publication has no later one to show its
+// gap, so a node checks, half a second after its last append to a
+// channel, that its own subscription delivered it; if not, it delivers
+// it from history and publishes a head notice (Herald-Kind "head") on the
+// live subject, on which every node fills its own gap from history
+// (tail.go). Publications of channels without
 // history skip JetStream: a core NATS publish to the same live subject,
 // offset 0, epoch "".
 //

@@ -45,6 +45,10 @@ type chanState struct {
 
 	mu    sync.Mutex
 	stale bool // set by invalidate: the leader reads the head again
+	// The last position this node appended and when, for the tail check
+	// (tail.go); cleared once checked.
+	tail   protocol.StreamPosition
+	tailAt time.Time
 
 	// Owned by the group's leader (one at a time; the lead passes under
 	// the group's lock).
@@ -336,6 +340,7 @@ func (b *Broker) append(ch, tok string, cs *chanState, batch []*pubReq, grow gro
 		first := cs.top + 1
 		cs.top += n
 		cs.seq = ack.Sequence
+		cs.appended(protocol.StreamPosition{Epoch: cs.epoch, Offset: cs.top})
 		b.trim(cs, subj, opts, first)
 		pos := make([]protocol.StreamPosition, n)
 		for i := range pos {

@@ -2,6 +2,7 @@ package nats
 
 import (
 	"context"
+	"strconv"
 	"sync"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -50,6 +51,9 @@ func (b *Broker) liveHandler(ch string, ls *liveState) natsgo.MsgHandler {
 	return func(m *natsgo.Msg) {
 		switch kind := m.Header.Get(hdrKind); kind {
 		case kindPub:
+			if b.testDropLive.Load() > 0 && b.testDropLive.Add(-1) >= 0 {
+				return
+			}
 			ws, first, epoch, err := decodeEntries(m.Header, m.Data)
 			if err != nil {
 				b.log.Warn("nats: dropping a bad publication", "channel", ch, "err", err)
@@ -79,6 +83,15 @@ func (b *Broker) liveHandler(ch string, ls *liveState) natsgo.MsgHandler {
 			})
 		case kindMark:
 			// An epoch marker written by History: not a publication.
+		case kindHead:
+			// Another node's live feed missed publications it appended
+			// (tail.go): fill what this node missed too from history.
+			epoch := m.Header.Get(hdrEpoch)
+			off, err := strconv.ParseUint(m.Header.Get(hdrOffset), 10, 64)
+			if err != nil || epoch == "" {
+				return
+			}
+			b.deliverLive(ch, ls, nil, off+1, epoch)
 		}
 	}
 }

@@ -21,7 +21,7 @@ import (
 
 // Headers Herald sets on its NATS messages.
 const (
-	hdrKind   = "Herald-Kind"   // kindPub, kindMark, kindJoin, kindLeave
+	hdrKind   = "Herald-Kind"   // kindPub, kindMark, kindJoin, kindLeave, kindHead
 	hdrEpoch  = "Herald-Epoch"  // history messages and markers
 	hdrOffset = "Herald-Offset" // history messages: the last offset they carry; "0" on markers
 	hdrCount  = "Herald-Count"  // history messages carrying several publications: how many
@@ -31,6 +31,7 @@ const (
 
 	kindPub   = "pub"
 	kindMark  = "mark"
+	kindHead  = "head" // on a live subject: the channel's history reaches Herald-Epoch, Herald-Offset
 	kindJoin  = "join"
 	kindLeave = "leave"
 )
