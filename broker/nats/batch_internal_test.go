@@ -23,15 +23,7 @@ import (
 // History and by live delivery, each publisher with its own offset.
 func TestBatchedAppend(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := New(Config{Servers: []string{s.ClientURL()}, Prefix: "batch"})
@@ -191,15 +183,7 @@ func FuzzDecodeEntries(f *testing.F) {
 // the late message is skipped when it comes.
 func TestLiveOutOfOrder(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := New(Config{Servers: []string{s.ClientURL()}, Prefix: "order"})
@@ -244,15 +228,7 @@ func TestLiveOutOfOrder(t *testing.T) {
 // channel gets one history message for them all, at the next offsets.
 func TestLostRaceGrowsBatch(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var nodes [2]*Broker
@@ -355,15 +331,7 @@ func TestLostRaceGrowsBatch(t *testing.T) {
 // history and tells the other node, which does the same.
 func TestTailDeliveredFromHistory(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const ch = "tail"
@@ -413,4 +381,20 @@ func TestTailDeliveredFromHistory(t *testing.T) {
 			t.Fatalf("node %d: %d live messages still to drop: the publication never came live", i, n)
 		}
 	}
+}
+
+// jsServer runs an embedded NATS server with JetStream on 127.0.0.1 (a
+// port of the kernel's choosing) until the test ends.
+func jsServer(t *testing.T) *natsserver.Server {
+	t.Helper()
+	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	return s
 }

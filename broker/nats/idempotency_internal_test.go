@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
-
 	"github.com/heraldhq/herald/broker"
 	"github.com/heraldhq/herald/protocol"
 )
@@ -19,15 +17,7 @@ import (
 // publication's position as a duplicate, soon, and not publish again.
 func TestIdempotencyPendingClaim(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := func() *Broker {
@@ -109,15 +99,7 @@ func (h *countingHandler) got() []string {
 // once, and the retry is told it is a duplicate.
 func TestIdempotencyWithoutHistoryNodeDies(t *testing.T) {
 	t.Parallel()
-	s, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
+	s := jsServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := func(h broker.Handler) *Broker {

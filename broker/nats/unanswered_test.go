@@ -40,21 +40,7 @@ func TestUnansweredAppendStoredOnce(t *testing.T) {
 	ch := "unanswered"
 	last := mustPublish(t, b, ch, 1, withHistory)
 
-	proxy.SetFaults(faultnet.Faults{Blackhole: true})
-	type result struct {
-		pos protocol.StreamPosition
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		pos, _, err := b.Publish(c, ch, &protocol.Publication{Data: protocol.Data(`{"n":2}`)}, withHistory)
-		done <- result{pos, err}
-	}()
-	brokertest.Eventually(t, 20*time.Second, "the append sent again", func() bool { return resent.Load() >= 2 })
-	proxy.SetFaults(faultnet.Faults{})
-	r := <-done
+	r := publishUnanswered(t, b, proxy, ch, &resent, nil)
 	if r.err != nil {
 		t.Fatalf("publish after the network came back: %v", r.err)
 	}
@@ -106,24 +92,11 @@ func TestUnansweredAppendInProcess(t *testing.T) {
 	ch := "inprocess"
 	last := mustPublish(t, b, ch, 1, withHistory)
 
-	proxy.SetFaults(faultnet.Faults{Blackhole: true})
-	type result struct {
-		pos protocol.StreamPosition
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		pos, _, err := b.Publish(c, ch, &protocol.Publication{Data: protocol.Data(`{"n":2}`)}, withHistory)
-		done <- result{pos, err}
-	}()
-	brokertest.Eventually(t, 20*time.Second, "the append sent again", func() bool { return resent.Load() >= 2 })
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{Latency: 200 * time.Millisecond})
-	}
-	proxy.SetFaults(faultnet.Faults{})
-	r := <-done
+	r := publishUnanswered(t, b, proxy, ch, &resent, func() {
+		for _, r := range routes {
+			r.SetFaults(faultnet.Faults{Latency: 200 * time.Millisecond})
+		}
+	})
 	for _, r := range routes {
 		r.SetFaults(faultnet.Faults{})
 	}
@@ -141,6 +114,33 @@ func TestUnansweredAppendInProcess(t *testing.T) {
 		t.Fatalf("history holds %d publications up to %+v, want 2 up to %+v", len(pubs), pos, r.pos)
 	}
 	t.Logf("the append was sent %d times more", resent.Load())
+}
+
+type publishResult struct {
+	pos protocol.StreamPosition
+	err error
+}
+
+// publishUnanswered publishes {"n":2} to ch with the network between b
+// and NATS (proxy) silent until the append was sent again twice (resent
+// counts the broker's log lines saying so); then it runs beforeRelease,
+// if any, ends the silence and returns the publish's outcome.
+func publishUnanswered(t *testing.T, b broker.Broker, proxy *faultnet.Proxy, ch string, resent *atomic.Int64, beforeRelease func()) publishResult {
+	t.Helper()
+	proxy.SetFaults(faultnet.Faults{Blackhole: true})
+	done := make(chan publishResult, 1)
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		pos, _, err := b.Publish(c, ch, &protocol.Publication{Data: protocol.Data(`{"n":2}`)}, withHistory)
+		done <- publishResult{pos, err}
+	}()
+	brokertest.Eventually(t, 20*time.Second, "the append sent again", func() bool { return resent.Load() >= 2 })
+	if beforeRelease != nil {
+		beforeRelease()
+	}
+	proxy.SetFaults(faultnet.Faults{})
+	return <-done
 }
 
 // leadOn moves the leadership of stream to the server named server, over
