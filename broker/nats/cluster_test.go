@@ -362,3 +362,72 @@ func TestPublishWhileStreamRecreated(t *testing.T) {
 		}
 	}
 }
+
+// TestIdempotentClaimsDuringSlowReplication: two nodes publish with one
+// idempotency key at once while the replicated streams are slow to
+// replicate. The server refuses the second claim while the first is
+// being replicated, before either is stored; the second node must wait
+// for the first claim rather than spend its attempts: one publication,
+// both nodes told its position, one of them as a duplicate.
+func TestIdempotentClaimsDuringSlowReplication(t *testing.T) {
+	t.Parallel()
+	urls, routes := startNATSClusterRoutes(t, true)
+	prefix := randomPrefix("slowidem")
+	// Both nodes on the server that leads the streams: its refusals and
+	// reads are answered at once, while its writes wait for the slow
+	// replication.
+	var bs [2]*natsbroker.Broker
+	for i := range bs {
+		bs[i] = newBroker(t, natsbroker.Config{Servers: []string{urls[0]}, Prefix: prefix, Replicas: 3, LeaderTimeout: 20 * time.Second}, nil)
+	}
+	leadOn(t, urls[0], prefix+"-idempotency", "n0")
+	leadOn(t, urls[0], prefix+"-history", "n0")
+	ch := "slow:idem"
+	mustPublish(t, bs[0], ch, 0, withHistory) // the channel's history exists
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{Latency: 400 * time.Millisecond})
+	}
+	t.Cleanup(func() {
+		for _, r := range routes {
+			r.SetFaults(faultnet.Faults{})
+		}
+	})
+	opts := withHistory
+	opts.IdempotencyKey, opts.IdempotencyWindow = "once", time.Minute
+	type result struct {
+		pos protocol.StreamPosition
+		dup bool
+		err error
+	}
+	res := make([]result, len(bs))
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			pos, dup, err := b.Publish(c, ch, &protocol.Publication{Data: protocol.Data(`"once"`)}, opts)
+			res[i] = result{pos, dup, err}
+		}()
+	}
+	wg.Wait()
+	for i, r := range res {
+		if r.err != nil {
+			t.Fatalf("node %d: %v", i, r.err)
+		}
+	}
+	if res[0].pos != res[1].pos || res[0].dup == res[1].dup {
+		t.Fatalf("results %+v and %+v: want one position, one of them a duplicate", res[0], res[1])
+	}
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{})
+	}
+	pubs, _, err := bs[0].History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pubs) != 2 || string(pubs[1].Data) != `"once"` {
+		t.Fatalf("history holds %d publications, want the first and one \"once\"", len(pubs))
+	}
+}

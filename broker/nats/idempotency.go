@@ -107,6 +107,14 @@ func (b *Broker) claim(ctx context.Context, subj, hsubj, ktok string, w time.Dur
 		if !wrongLastSeq(err) {
 			return 0, protocol.StreamPosition{}, false, fmt.Errorf("nats idempotency claim: %w", err)
 		}
+		if inProcess(err) {
+			// Another write of the key is being replicated, not stored
+			// yet: reading now would find nothing. Wait, then try again.
+			if err := b.sleep(ctx, inProcessWait); err != nil {
+				return 0, protocol.StreamPosition{}, false, err
+			}
+			continue
+		}
 		// A record exists: a live one answers, an expired one is replaced.
 		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 			rec, seq, at, found, err := b.readIdem(ctx, subj)
