@@ -431,3 +431,54 @@ func TestIdempotentClaimsDuringSlowReplication(t *testing.T) {
 		t.Fatalf("history holds %d publications, want the first and one \"once\"", len(pubs))
 	}
 }
+
+// TestCursorWritesDuringSlowReplication: several nodes move one user's
+// cursor at once while the replicated streams are slow to replicate; the
+// server refuses a write while another is being replicated. Every
+// SetCursor succeeds and the cursor ends at the furthest position.
+func TestCursorWritesDuringSlowReplication(t *testing.T) {
+	t.Parallel()
+	urls, routes := startNATSClusterRoutes(t, true)
+	prefix := randomPrefix("slowcurs")
+	const nodes = 3
+	var bs [nodes]*natsbroker.Broker
+	for i := range bs {
+		bs[i] = newBroker(t, natsbroker.Config{Servers: []string{urls[0]}, Prefix: prefix, Replicas: 3, LeaderTimeout: 20 * time.Second}, nil)
+	}
+	leadOn(t, urls[0], prefix+"-cursors", "n0")
+	if err := bs[0].SetCursor(ctx(t), "u", "c", broker.StreamPosition{Epoch: "E", Offset: 1}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{Latency: 400 * time.Millisecond})
+	}
+	t.Cleanup(func() {
+		for _, r := range routes {
+			r.SetFaults(faultnet.Faults{})
+		}
+	})
+	errs := make([]error, nodes)
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			errs[i] = b.SetCursor(c, "u", "c", broker.StreamPosition{Epoch: "E", Offset: uint64(10 + i)}, time.Minute)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	for _, r := range routes {
+		r.SetFaults(faultnet.Faults{})
+	}
+	pos, ok, err := bs[0].Cursor(ctx(t), "u", "c")
+	if err != nil || !ok || pos.Offset != 10+nodes-1 {
+		t.Fatalf("cursor %+v, %v, %v; want offset %d", pos, ok, err, 10+nodes-1)
+	}
+}

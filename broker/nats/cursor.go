@@ -60,6 +60,7 @@ func (b *Broker) SetCursor(ctx context.Context, user, ch string, pos broker.Stre
 	if err != nil {
 		return fmt.Errorf("encode cursor: %w", err)
 	}
+	var inProcessSince time.Time
 	for attempt := 0; ; attempt++ {
 		cur, seq, found, err := b.readCursor(ctx, subj)
 		if err != nil {
@@ -77,6 +78,15 @@ func (b *Broker) SetCursor(ctx context.Context, user, ch string, pos broker.Stre
 		})
 		if err == nil {
 			return nil
+		}
+		if inProcess(err) && b.waitInProcess(&inProcessSince) {
+			// Another write of the cursor is being replicated: reading
+			// now would find the old record. Wait; not an attempt lost.
+			if err := b.sleep(ctx, inProcessWait); err != nil {
+				return fmt.Errorf("nats set cursor %q: %w", ch, err)
+			}
+			attempt--
+			continue
 		}
 		if !wrongLastSeq(err) || attempt+1 == cursorAttempts {
 			return fmt.Errorf("nats set cursor %q: %w", ch, err)

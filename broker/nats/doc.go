@@ -162,8 +162,9 @@
 // because an append of the channel is still being replicated (perhaps an
 // earlier copy of the same message, proposed and not yet stored) says
 // nothing either way: the broker waits a moment and sends it again until
-// the refusal names a stored message. An idempotency claim refused in the
-// same way waits too, instead of reading a record not stored yet and
+// the refusal names a stored message. An idempotency claim or a cursor
+// write refused in the same way waits too (for at most a quarter of
+// LeaderTimeout), instead of reading a record not stored yet and
 // spending its attempts. Only when no
 // answer came within RequestTimeout does the publish fail with an error
 // that says the publication may have been stored (not ErrUnavailable). A stream that is gone (deleted, or lost by a NATS restart

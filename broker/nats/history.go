@@ -383,9 +383,22 @@ func inProcess(err error) bool {
 	return apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
-// inProcessWait is how long an unanswered append waits, after a refusal
-// for an append in process, before it is sent again.
+// inProcessWait is how long a write waits, after a refusal for a write
+// in process, before it is sent again.
 const inProcessWait = 10 * time.Millisecond
+
+// waitInProcess reports whether a conditional write refused for a write
+// in process should wait and try again: for at most a quarter of
+// LeaderTimeout since the first such refusal (*since, zero until then).
+// Beyond, the refusal is taken as any other (a stream being recreated
+// can refuse so for longer, and the caller must not wait out its
+// deadline).
+func (b *Broker) waitInProcess(since *time.Time) bool {
+	if since.IsZero() {
+		*since = time.Now()
+	}
+	return time.Since(*since) < b.cfg.LeaderTimeout/4
+}
 
 // unanswered reports whether err is a send's own wait running out: the
 // stream may or may not have stored what was sent.

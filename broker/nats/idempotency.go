@@ -99,6 +99,7 @@ func (b *Broker) claim(ctx context.Context, subj, hsubj, ktok string, w time.Dur
 	pending := idemRecord{Window: w.Milliseconds()}
 	var expect uint64 // most keys are new: try before reading
 	checked := false
+	var inProcessSince time.Time
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
 		seq, err := b.writeIdem(ctx, subj, pending, expect)
 		if err == nil {
@@ -107,7 +108,7 @@ func (b *Broker) claim(ctx context.Context, subj, hsubj, ktok string, w time.Dur
 		if !wrongLastSeq(err) {
 			return 0, protocol.StreamPosition{}, false, fmt.Errorf("nats idempotency claim: %w", err)
 		}
-		if inProcess(err) {
+		if inProcess(err) && b.waitInProcess(&inProcessSince) {
 			// Another write of the key is being replicated, not stored
 			// yet: reading now would find nothing. Wait, then try again.
 			if err := b.sleep(ctx, inProcessWait); err != nil {
