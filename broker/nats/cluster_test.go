@@ -100,6 +100,14 @@ func startNATSClusterRoutes(t *testing.T, viaProxies bool) ([]string, []*faultne
 	return urls, proxies
 }
 
+// setLatency makes every proxy in ps delay what it forwards by d (0: no
+// delay).
+func setLatency(ps []*faultnet.Proxy, d time.Duration) {
+	for _, p := range ps {
+		p.SetFaults(faultnet.Faults{Latency: d})
+	}
+}
+
 func brokertestEventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -384,14 +392,8 @@ func TestIdempotentClaimsDuringSlowReplication(t *testing.T) {
 	leadOn(t, urls[0], prefix+"-history", "n0")
 	ch := "slow:idem"
 	mustPublish(t, bs[0], ch, 0, withHistory) // the channel's history exists
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{Latency: 400 * time.Millisecond})
-	}
-	t.Cleanup(func() {
-		for _, r := range routes {
-			r.SetFaults(faultnet.Faults{})
-		}
-	})
+	setLatency(routes, 400*time.Millisecond)
+	t.Cleanup(func() { setLatency(routes, 0) })
 	opts := withHistory
 	opts.IdempotencyKey, opts.IdempotencyWindow = "once", time.Minute
 	type result struct {
@@ -420,9 +422,7 @@ func TestIdempotentClaimsDuringSlowReplication(t *testing.T) {
 	if res[0].pos != res[1].pos || res[0].dup == res[1].dup {
 		t.Fatalf("results %+v and %+v: want one position, one of them a duplicate", res[0], res[1])
 	}
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{})
-	}
+	setLatency(routes, 0)
 	pubs, _, err := bs[0].History(ctx(t), ch, broker.HistoryOptions{Limit: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -449,14 +449,8 @@ func TestCursorWritesDuringSlowReplication(t *testing.T) {
 	if err := bs[0].SetCursor(ctx(t), "u", "c", broker.StreamPosition{Epoch: "E", Offset: 1}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{Latency: 400 * time.Millisecond})
-	}
-	t.Cleanup(func() {
-		for _, r := range routes {
-			r.SetFaults(faultnet.Faults{})
-		}
-	})
+	setLatency(routes, 400*time.Millisecond)
+	t.Cleanup(func() { setLatency(routes, 0) })
 	errs := make([]error, nodes)
 	var wg sync.WaitGroup
 	for i, b := range bs {
@@ -474,9 +468,7 @@ func TestCursorWritesDuringSlowReplication(t *testing.T) {
 			t.Fatalf("node %d: %v", i, err)
 		}
 	}
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{})
-	}
+	setLatency(routes, 0)
 	pos, ok, err := bs[0].Cursor(ctx(t), "u", "c")
 	if err != nil || !ok || pos.Offset != 10+nodes-1 {
 		t.Fatalf("cursor %+v, %v, %v; want offset %d", pos, ok, err, 10+nodes-1)

@@ -28,19 +28,11 @@ import (
 func TestUnansweredAppendStoredOnce(t *testing.T) {
 	t.Parallel()
 	urls := startNATSCluster(t)
-	proxy, err := faultnet.New(strings.TrimPrefix(urls[0], "nats://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	var resent atomic.Int64
-	log := slog.New(countingHandler{sub: "append unanswered", n: &resent})
-	b := newBroker(t, natsbroker.Config{Servers: []string{"nats://" + proxy.Addr()}, Prefix: randomPrefix("unans"),
-		Replicas: 3, Logger: log, LeaderTimeout: 2 * time.Second}, nil)
+	b, proxy, resent := brokerBehindProxy(t, urls[0], randomPrefix("unans"))
 	ch := "unanswered"
 	last := mustPublish(t, b, ch, 1, withHistory)
 
-	r := publishUnanswered(t, b, proxy, ch, &resent, nil)
+	r := publishUnanswered(t, b, proxy, ch, resent, nil)
 	if r.err != nil {
 		t.Fatalf("publish after the network came back: %v", r.err)
 	}
@@ -76,30 +68,16 @@ func TestUnansweredAppendStoredOnce(t *testing.T) {
 func TestUnansweredAppendInProcess(t *testing.T) {
 	t.Parallel()
 	urls, routes := startNATSClusterRoutes(t, true)
-	proxy, err := faultnet.New(strings.TrimPrefix(urls[0], "nats://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	var resent atomic.Int64
-	log := slog.New(countingHandler{sub: "append unanswered", n: &resent})
 	prefix := randomPrefix("inproc")
-	b := newBroker(t, natsbroker.Config{Servers: []string{"nats://" + proxy.Addr()}, Prefix: prefix,
-		Replicas: 3, Logger: log, LeaderTimeout: 2 * time.Second}, nil)
+	b, proxy, resent := brokerBehindProxy(t, urls[0], prefix)
 	// The stream's leader on the broker's server: its refusals come back
 	// at once while its replication waits on the slow routes.
 	leadOn(t, urls[0], prefix+"-history", "n0")
 	ch := "inprocess"
 	last := mustPublish(t, b, ch, 1, withHistory)
 
-	r := publishUnanswered(t, b, proxy, ch, &resent, func() {
-		for _, r := range routes {
-			r.SetFaults(faultnet.Faults{Latency: 200 * time.Millisecond})
-		}
-	})
-	for _, r := range routes {
-		r.SetFaults(faultnet.Faults{})
-	}
+	r := publishUnanswered(t, b, proxy, ch, resent, func() { setLatency(routes, 200*time.Millisecond) })
+	setLatency(routes, 0)
 	if r.err != nil {
 		t.Fatalf("publish after the network came back: %v", r.err)
 	}
@@ -114,6 +92,23 @@ func TestUnansweredAppendInProcess(t *testing.T) {
 		t.Fatalf("history holds %d publications up to %+v, want 2 up to %+v", len(pubs), pos, r.pos)
 	}
 	t.Logf("the append was sent %d times more", resent.Load())
+}
+
+// brokerBehindProxy starts a broker with prefix on the replicated
+// streams of the NATS server at url, through a faultnet proxy; resent
+// counts its log lines saying that an unanswered append is sent again.
+func brokerBehindProxy(t *testing.T, url, prefix string) (*natsbroker.Broker, *faultnet.Proxy, *atomic.Int64) {
+	t.Helper()
+	proxy, err := faultnet.New(strings.TrimPrefix(url, "nats://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	resent := new(atomic.Int64)
+	log := slog.New(countingHandler{sub: "append unanswered", n: resent})
+	b := newBroker(t, natsbroker.Config{Servers: []string{"nats://" + proxy.Addr()}, Prefix: prefix,
+		Replicas: 3, Logger: log, LeaderTimeout: 2 * time.Second}, nil)
+	return b, proxy, resent
 }
 
 type publishResult struct {
